@@ -1,0 +1,374 @@
+"""Rebuild the demo TensorFlow SavedModels of the bundled model repository.
+
+What it builds (all paths relative to this file's directory, ``model_repository/``):
+
+* ``half_plus_two/1`` and ``half_plus_two/2``: version N computes ``y = 0.5 * x + N``
+  (version 2 is the classic TF Serving ``half_plus_two``; version 1 answers visibly
+  differently, which makes version switches easy to see).
+  Signature ``serving_default``: input ``x`` (DT_FLOAT, [-1]) -> output ``y`` (DT_FLOAT, [-1]).
+
+* ``digits/1`` and ``digits/2``: classifiers for scikit-learn's bundled 8x8 handwritten
+  digits (``sklearn.datasets.load_digits``; no download). They are trained with
+  scikit-learn (fixed seeds and a fixed stratified train/test split), and the learned
+  weights are exported into a ``tf.Module`` that computes the same function in TF.
+  Version 1 is deliberately weak (logistic regression on the first 60 training samples);
+  version 2 is stronger (a one-hidden-layer MLP on the full training set).
+  Inputs are raw pixel values 0..16 as float32; scaling to 0..1 happens inside the graph.
+  Signatures:
+    - ``serving_default`` (method ``tensorflow/serving/predict``): input ``images``
+      (DT_FLOAT, [-1, 64]) -> ``scores`` (DT_FLOAT, [-1, 10], softmax probabilities) and
+      ``classes`` (DT_INT64, [-1], argmax).
+    - ``classify`` (method ``tensorflow/serving/classify``): input ``inputs``
+      (DT_STRING, [-1], serialized ``tf.train.Example`` protos with a float_list
+      feature ``pixels`` of length 64) -> ``classes`` (DT_STRING, [-1, 10], the labels
+      "0".."9" on every row) and ``scores`` (DT_FLOAT, [-1, 10]).
+      TF2's saver labels every signature ``tensorflow/serving/predict``, so this script
+      patches the method name in ``saved_model.pb`` after saving (and rewrites
+      ``fingerprint.pb`` to match).
+
+It also writes ``ACCURACY.md`` (held-out test accuracy of each digits version).
+``models.config`` and ``README.md`` next to this file are maintained by hand.
+
+Each version is written to a temporary sibling directory (``<model>/.<version>.tmp``),
+verified by loading it back, and only then renamed into place, replacing the old one.
+
+Usage (needs the ``dev`` extra, i.e. scikit-learn)::
+
+    python model_repository/build.py
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import hashlib
+import random
+import shutil
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+from sklearn.datasets import load_digits
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import train_test_split
+from sklearn.neural_network import MLPClassifier
+from tensorflow.core.protobuf import fingerprint_pb2, saved_model_pb2
+
+ROOT = Path(__file__).resolve().parent
+SEED = 0
+NUM_PIXELS = 64
+NUM_CLASSES = 10
+PIXEL_MAX = 16.0  # load_digits pixel values are integers 0..16
+CLASSIFY_METHOD_NAME = "tensorflow/serving/classify"
+
+
+def set_seeds() -> None:
+    random.seed(SEED)
+    np.random.seed(SEED)
+    tf.random.set_seed(SEED)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def write_version(model_dir: Path, version: int, save_fn, verify_fn) -> Path:
+    """Save into ``model_dir/.<version>.tmp``, verify, then rename to ``model_dir/<version>``.
+
+    The temporary name is not an integer, so a model server scanning ``model_dir`` for
+    versions never picks up a half-written one.
+    """
+    model_dir.mkdir(parents=True, exist_ok=True)
+    final = model_dir / str(version)
+    tmp = model_dir / f".{version}.tmp"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    save_fn(tmp)
+    make_fingerprint_deterministic(tmp)
+    # tf.saved_model.save always creates assets/; ours is empty, and git cannot store an
+    # empty directory, so drop it: a fresh build then looks exactly like a checkout.
+    assets = tmp / "assets"
+    if assets.is_dir() and not any(assets.iterdir()):
+        assets.rmdir()
+    verify_fn(tmp)
+    if final.exists():
+        shutil.rmtree(final)
+    os.rename(tmp, final)
+    return final
+
+
+def make_fingerprint_deterministic(export_dir: Path) -> None:
+    """Replace the random ``uuid`` in ``fingerprint.pb`` by one derived from its hashes.
+
+    TF writes a fresh random UUID into every fingerprint, so without this each rebuild
+    would change the four ``fingerprint.pb`` files even though nothing else changed.
+    The other fields are content hashes computed by TF and are left alone.
+    """
+    path = export_dir / "fingerprint.pb"
+    if not path.exists():
+        return
+    fp = fingerprint_pb2.FingerprintDef()
+    fp.ParseFromString(path.read_bytes())
+    content = ":".join(
+        str(v)
+        for v in (
+            fp.saved_model_checksum, fp.graph_def_program_hash, fp.signature_def_hash,
+            fp.saved_object_graph_hash, fp.checkpoint_hash,
+        )
+    )
+    # Same format as TF's own: a 128-bit integer in decimal.
+    fp.uuid = str(int.from_bytes(hashlib.sha256(content.encode()).digest()[:16], "big"))
+    path.write_bytes(fp.SerializeToString(deterministic=True))
+
+
+def set_method_name(export_dir: Path, signature_key: str, method_name: str) -> None:
+    """Rewrite one signature's method_name in ``export_dir/saved_model.pb``."""
+    pb_path = export_dir / "saved_model.pb"
+    sm = saved_model_pb2.SavedModel()
+    sm.ParseFromString(pb_path.read_bytes())
+    sig = sm.meta_graphs[0].signature_def[signature_key]
+    sig.method_name = method_name
+    pb_path.write_bytes(sm.SerializeToString(deterministic=True))
+    # fingerprint.pb holds a checksum of saved_model.pb; recompute it so it matches the
+    # patched file. (Private TF API; if it is missing, drop the stale fingerprint -- it is
+    # optional and loaders fall back to parsing saved_model.pb.)
+    try:
+        from tensorflow.python.saved_model import fingerprinting_utils
+
+        fingerprinting_utils.write_fingerprint(str(export_dir))
+    except Exception as e:  # pragma: no cover - depends on TF internals
+        print(f"  note: could not rewrite fingerprint.pb ({e!r}); removing it")
+        (export_dir / "fingerprint.pb").unlink(missing_ok=True)
+
+
+def read_signature_defs(export_dir: Path) -> dict:
+    """The user-visible SignatureDefs (without TF2's internal ``__saved_model_init_op``)."""
+    sm = saved_model_pb2.SavedModel()
+    sm.ParseFromString((export_dir / "saved_model.pb").read_bytes())
+    return {
+        k: v for k, v in sm.meta_graphs[0].signature_def.items()
+        if k != "__saved_model_init_op"
+    }
+
+
+# ---------------------------------------------------------------------- half_plus_two
+
+
+class HalfPlusN(tf.Module):
+    def __init__(self, n: float):
+        super().__init__(name="half_plus_n")
+        self.a = tf.Variable(0.5, dtype=tf.float32, trainable=False, name="a")
+        self.b = tf.Variable(float(n), dtype=tf.float32, trainable=False, name="b")
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name="x")])
+    def serve(self, x):
+        return {"y": tf.identity(self.a * x + self.b, name="y")}
+
+
+def build_half_plus_two() -> None:
+    model_dir = ROOT / "half_plus_two"
+    for version in (1, 2):
+
+        def save(path: Path, version=version) -> None:
+            module = HalfPlusN(version)
+            tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve})
+
+        def verify(path: Path, version=version) -> None:
+            sigs = read_signature_defs(path)
+            assert set(sigs) == {"serving_default"}, set(sigs)
+            sig = sigs["serving_default"]
+            assert set(sig.inputs) == {"x"} and set(sig.outputs) == {"y"}, sig
+            loaded = tf.saved_model.load(str(path))
+            out = loaded.signatures["serving_default"](x=tf.constant([1.0, 2.0, 5.0]))
+            expected = np.array([0.5 + version, 1.0 + version, 2.5 + version], np.float32)
+            np.testing.assert_allclose(out["y"].numpy(), expected)
+
+        final = write_version(model_dir, version, save, verify)
+        print(f"half_plus_two/{version}: y = 0.5 * x + {version} -> {final.relative_to(ROOT.parent)}")
+
+
+# ----------------------------------------------------------------------------- digits
+
+
+class DigitsClassifier(tf.Module):
+    """softmax(dense stack) over pixels scaled to 0..1, with weights copied from sklearn.
+
+    ``layers`` is a list of (W, b) pairs; ReLU between layers, softmax at the end (this
+    is exactly sklearn's LogisticRegression (one layer, multinomial) and MLPClassifier
+    with activation="relu" (several layers)).
+    """
+
+    def __init__(self, layers):
+        super().__init__(name="digits_classifier")
+        self.weights = [
+            tf.Variable(np.asarray(w, np.float32), trainable=False, name=f"W{i}")
+            for i, (w, _) in enumerate(layers)
+        ]
+        self.biases = [
+            tf.Variable(np.asarray(b, np.float32), trainable=False, name=f"b{i}")
+            for i, (_, b) in enumerate(layers)
+        ]
+        self.labels = tf.constant([str(i) for i in range(NUM_CLASSES)], dtype=tf.string)
+
+    def _scores(self, images):
+        h = images / PIXEL_MAX
+        last = len(self.weights) - 1
+        for i, (w, b) in enumerate(zip(self.weights, self.biases)):
+            h = tf.matmul(h, w) + b
+            if i < last:
+                h = tf.nn.relu(h)
+        return tf.nn.softmax(h, axis=-1)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, NUM_PIXELS], tf.float32, name="images")])
+    def predict(self, images):
+        scores = self._scores(images)
+        return {
+            "scores": tf.identity(scores, name="scores"),
+            "classes": tf.argmax(scores, axis=-1, output_type=tf.int64, name="classes"),
+        }
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
+    def classify(self, inputs):
+        features = tf.io.parse_example(
+            inputs, {"pixels": tf.io.FixedLenFeature([NUM_PIXELS], tf.float32)}
+        )
+        scores = self._scores(features["pixels"])
+        classes = tf.tile(tf.expand_dims(self.labels, 0), [tf.shape(scores)[0], 1])
+        return {
+            "classes": tf.identity(classes, name="classes"),
+            "scores": tf.identity(scores, name="scores"),
+        }
+
+
+def make_example(pixels) -> bytes:
+    return tf.train.Example(
+        features=tf.train.Features(
+            feature={
+                "pixels": tf.train.Feature(
+                    float_list=tf.train.FloatList(value=[float(p) for p in pixels])
+                )
+            }
+        )
+    ).SerializeToString()
+
+
+def sklearn_layers(clf):
+    if isinstance(clf, LogisticRegression):
+        return [(clf.coef_.T, clf.intercept_)]
+    if isinstance(clf, MLPClassifier):
+        assert clf.activation == "relu" and clf.out_activation_ == "softmax"
+        return list(zip(clf.coefs_, clf.intercepts_))
+    raise TypeError(type(clf))
+
+
+def build_digits() -> list[dict]:
+    digits = load_digits()
+    x = digits.data.astype(np.float32)  # raw pixel values 0..16
+    y = digits.target
+    x_train, x_test, y_train, y_test = train_test_split(
+        x, y, test_size=0.3, random_state=SEED, stratify=y
+    )
+    x_train_scaled = x_train / PIXEL_MAX
+
+    n_small = 60
+    specs = {
+        1: dict(
+            kind="LogisticRegression (multinomial, C=1.0)",
+            n_train=n_small,
+            make=lambda: LogisticRegression(C=1.0, max_iter=2000, random_state=SEED),
+            x=x_train_scaled[:n_small],
+            y=y_train[:n_small],
+        ),
+        2: dict(
+            kind="MLPClassifier (64-32-10, ReLU)",
+            n_train=len(x_train),
+            make=lambda: MLPClassifier(
+                hidden_layer_sizes=(32,), activation="relu", alpha=1e-3,
+                max_iter=1000, random_state=SEED,
+            ),
+            x=x_train_scaled,
+            y=y_train,
+        ),
+    }
+
+    results = []
+    model_dir = ROOT / "digits"
+    for version, spec in specs.items():
+        set_seeds()
+        clf = spec["make"]().fit(spec["x"], spec["y"])
+        assert list(clf.classes_) == list(range(NUM_CLASSES)), clf.classes_
+        sk_pred = clf.predict(x_test / PIXEL_MAX)
+        sk_proba = clf.predict_proba(x_test / PIXEL_MAX)
+        accuracy = float(np.mean(sk_pred == y_test))
+
+        def save(path: Path, clf=clf) -> None:
+            module = DigitsClassifier(sklearn_layers(clf))
+            tf.saved_model.save(
+                module,
+                str(path),
+                signatures={"serving_default": module.predict, "classify": module.classify},
+            )
+            set_method_name(path, "classify", CLASSIFY_METHOD_NAME)
+
+        def verify(path: Path, sk_pred=sk_pred, sk_proba=sk_proba) -> None:
+            sigs = read_signature_defs(path)
+            assert set(sigs) == {"serving_default", "classify"}, set(sigs)
+            assert sigs["classify"].method_name == CLASSIFY_METHOD_NAME
+            assert sigs["serving_default"].method_name == "tensorflow/serving/predict"
+            loaded = tf.saved_model.load(str(path))
+            out = loaded.signatures["serving_default"](images=tf.constant(x_test))
+            tf_classes = out["classes"].numpy()
+            assert out["classes"].dtype == tf.int64 and out["scores"].shape == (len(x_test), 10)
+            assert np.array_equal(tf_classes, sk_pred), (
+                f"TF argmax differs from sklearn on {np.sum(tf_classes != sk_pred)} test rows"
+            )
+            np.testing.assert_allclose(out["scores"].numpy(), sk_proba, atol=1e-4)
+            examples = tf.constant([make_example(row) for row in x_test[:3]])
+            cls = loaded.signatures["classify"](inputs=examples)
+            labels = cls["classes"].numpy()
+            assert labels.shape == (3, 10) and all(
+                [v.decode() for v in r] == [str(i) for i in range(10)] for r in labels
+            ), labels
+            np.testing.assert_allclose(cls["scores"].numpy(), out["scores"].numpy()[:3], atol=1e-6)
+
+        final = write_version(model_dir, version, save, verify)
+        results.append(
+            dict(version=version, kind=spec["kind"], n_train=spec["n_train"],
+                 accuracy=accuracy, n_test=len(x_test))
+        )
+        print(
+            f"digits/{version}: {spec['kind']}, trained on {spec['n_train']} samples, "
+            f"held-out accuracy {accuracy:.4f} on {len(x_test)} -> {final.relative_to(ROOT.parent)}"
+        )
+    return results
+
+
+def write_accuracy(results: list[dict]) -> None:
+    lines = [
+        "# digits: held-out accuracy",
+        "",
+        "Generated by `python model_repository/build.py`; do not edit by hand.",
+        "Test set: 30% stratified split of `sklearn.datasets.load_digits()`"
+        f" (`train_test_split(test_size=0.3, random_state={SEED}, stratify=y)`).",
+        "",
+        "| version | model | training samples | held-out accuracy | test samples |",
+        "|---:|---|---:|---:|---:|",
+    ]
+    for r in results:
+        lines.append(
+            f"| {r['version']} | {r['kind']} | {r['n_train']} | {r['accuracy']:.4f} | {r['n_test']} |"
+        )
+    (ROOT / "ACCURACY.md").write_text("\n".join(lines) + "\n")
+
+
+def main() -> None:
+    set_seeds()
+    build_half_plus_two()
+    results = build_digits()
+    write_accuracy(results)
+    print("wrote", (ROOT / "ACCURACY.md").relative_to(ROOT.parent))
+
+
+if __name__ == "__main__":
+    main()

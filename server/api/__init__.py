@@ -1,0 +1,1 @@
+"""Request handling: transport-agnostic handlers (``handlers``) and thin transport adapters."""

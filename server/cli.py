@@ -1,0 +1,113 @@
+"""Console entry points: ``tensorflow_model_server`` (TF Serving's command line) and ``verso``.
+
+Start-up errors print one line and exit with status 255 (TF Serving returns -1); nothing
+prints a traceback to the operator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+EXIT_STARTUP_FAILURE = 255
+
+
+def bundled_repository() -> Path:
+    """The bundled ``model_repository/`` (VERSO_MODEL_REPOSITORY overrides), found at run time."""
+    env = os.environ.get("VERSO_MODEL_REPOSITORY")
+    if env:
+        return Path(env).resolve()
+    return (Path(__file__).resolve().parent.parent / "model_repository").resolve()
+
+
+def _setup_logging() -> None:
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s.%(msecs)03d %(levelname).1s %(name)s] %(message)s",
+                        datefmt="%Y-%m-%d %H:%M:%S")
+    # TensorFlow's C++ start-up chatter is noise for a server operator; VERSO users can override.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _version_text() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    from server import __version__
+    try:
+        tf_version = version("tensorflow")
+    except PackageNotFoundError:
+        tf_version = "unknown"
+    return f"TensorFlow ModelServer: {__version__}-verso\nTensorFlow Library: {tf_version}"
+
+
+def run_server(argv: list[str], *, bundled_default: bool) -> int:
+    from server.settings import SettingsError, parse_flags, resolve_models, usage
+
+    if any(a in ("--help", "-help", "-h", "--usage") for a in argv):
+        print(usage())
+        return 0
+    try:
+        settings = parse_flags(argv)
+        if settings.version:
+            print(_version_text())
+            return 0
+        for arg in settings.unknown:
+            print(f"unknown argument: {arg}", file=sys.stderr)
+        bundled: Optional[str] = None
+        if bundled_default:
+            bundled = str(bundled_repository() / "models.config")
+        models = resolve_models(settings, bundled_config=bundled)
+    except SettingsError as e:
+        print(f"Failed to start server. Error: {e}", file=sys.stderr)
+        return EXIT_STARTUP_FAILURE
+
+    _setup_logging()
+    log = logging.getLogger("verso")
+    if settings.unimplemented:
+        log.warning("Accepted but not implemented yet by Verso, ignored: %s",
+                    ", ".join("--" + n for n in settings.unimplemented))
+    for m in models:
+        log.info("Model %s: base path %s, policy %s", m.name, m.base_path, m.policy)
+
+    from server.app import App
+    try:
+        asyncio.run(App(settings, models).serve())
+    except KeyboardInterrupt:
+        pass
+    except OSError as e:
+        print(f"Failed to start server. Error: {e}", file=sys.stderr)
+        return EXIT_STARTUP_FAILURE
+    except RuntimeError as e:  # grpc: the port could not be bound
+        print(f"Failed to start server. Error: {e}", file=sys.stderr)
+        return EXIT_STARTUP_FAILURE
+    return 0
+
+
+def tensorflow_model_server_main(argv: Optional[list[str]] = None) -> int:
+    """``tensorflow_model_server``: TF Serving's flags, TF Serving's behaviour."""
+    return run_server(sys.argv[1:] if argv is None else argv, bundled_default=False)
+
+
+VERSO_USAGE = """usage: verso <command> [flags]
+
+commands:
+  serve [TF Serving flags]   run the model server; with neither --model_config_file nor
+                             --model_base_path it serves the bundled model_repository/
+"""
+
+
+def verso_main(argv: Optional[list[str]] = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(VERSO_USAGE)
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    if command == "serve":
+        return run_server(rest, bundled_default=True)
+    print(f"verso: unknown command {command!r}\n{VERSO_USAGE}", file=sys.stderr)
+    return 2
+
+

@@ -1,0 +1,1 @@
+"""Transport-agnostic core of Verso. Nothing here imports grpc or TensorFlow's runtime."""

@@ -1,0 +1,237 @@
+"""The aspired-versions manager: version states, the serving snapshot and handles.
+
+Ownership and threads: a ``Manager`` belongs to one asyncio event loop. Every method is
+called on that loop; blocking work (``loader``, ``Servable.unload``) runs in the two
+executors it is given. Nothing here takes a lock: the loop is the lock.
+
+Flow (TF Serving's vocabulary):
+* a source calls ``set_aspired_versions(name, {version: path})`` with the *full* set of
+  versions it wants loaded for a model; versions left out are un-aspired;
+* ``tick()`` asks the pure policy (``server.core.policy.next_action``) for each model's
+  next action and starts it (a load or an unload runs as a task);
+* requests read the immutable ``snapshot`` and take a counted lease on a version through
+  ``lease()``; a version that is unloading leaves the snapshot at once (no new leases) and
+  is unloaded only after its last lease is released.
+
+``run()`` is the background loop: it ticks whenever something changed. Tests instead call
+``tick()`` / ``run_until_idle()`` by hand.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Awaitable, Callable, Mapping, Optional
+
+from server.core.errors import Code, ServingError
+from server.core.policy import Action, ActionKind, State, VersionView, next_action
+
+log = logging.getLogger("verso.manager")
+
+# loader(model_name, version, path) -> servable; blocking, runs in the load executor.
+Loader = Callable[[str, int, str], Any]
+
+
+@dataclass(eq=False)
+class Harness:
+    """One version of one model and everything the manager knows about it."""
+
+    name: str
+    version: int
+    path: str
+    state: State = State.START
+    aspired: bool = True
+    error: Optional[ServingError] = None
+    servable: Any = None
+    leases: int = 0
+    _drained: Optional[asyncio.Event] = field(default=None, repr=False)
+
+    def view(self) -> VersionView:
+        return VersionView(self.version, self.state, self.aspired)
+
+
+@dataclass(frozen=True)
+class ModelSnapshot:
+    """The AVAILABLE versions of one model at one instant (never mutated)."""
+
+    versions: Mapping[int, Harness]
+    latest: Optional[Harness]
+
+
+@dataclass(frozen=True)
+class VersionStatus:
+    version: int
+    state: State
+    error: Optional[ServingError]
+
+
+class Manager:
+    def __init__(self, loader: Loader, *, load_executor: Executor, unload_executor: Executor,
+                 max_load_retries: int = 0, load_retry_interval_s: float = 0.0,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep):
+        self._loader = loader
+        self._load_executor = load_executor
+        self._unload_executor = unload_executor
+        self._max_load_retries = max(0, max_load_retries)
+        self._retry_interval_s = max(0.0, load_retry_interval_s)
+        self._sleep = sleep
+        self._models: dict[str, dict[int, Harness]] = {}
+        self._snapshot: Mapping[str, ModelSnapshot] = MappingProxyType({})
+        self._tasks: set[asyncio.Task] = set()
+        self._wake = asyncio.Event()
+
+    # ---- source side -------------------------------------------------------------------
+
+    def set_aspired_versions(self, name: str, versions: Mapping[int, str]) -> None:
+        """The full set of versions (version -> directory) the source wants for ``name``."""
+        harnesses = self._models.setdefault(name, {})
+        for version, h in list(harnesses.items()):
+            now_aspired = version in versions
+            if not now_aspired and h.state == State.START:
+                del harnesses[version]  # never started loading: nothing to undo
+                continue
+            if now_aspired and not h.aspired and h.state == State.END:
+                # A version that failed or was unloaded, and came back: a fresh attempt.
+                del harnesses[version]
+                continue
+            h.aspired = now_aspired
+        for version, path in versions.items():
+            if version not in harnesses:
+                harnesses[version] = Harness(name, version, path)
+        self._wake.set()
+
+    def model_names(self) -> list[str]:
+        return sorted(self._models)
+
+    # ---- request side ------------------------------------------------------------------
+
+    @property
+    def snapshot(self) -> Mapping[str, ModelSnapshot]:
+        return self._snapshot
+
+    def lease(self, name: str, version: Optional[int] = None) -> Harness:
+        """A counted hold on an AVAILABLE version; pair every call with ``release``.
+
+        Raises NOT_FOUND with TF Serving's text when the model or version is not serving.
+        """
+        model = self._snapshot.get(name)
+        if version is None:
+            h = model.latest if model else None
+            if h is None:
+                raise ServingError(Code.NOT_FOUND, f"Servable not found for request: Latest({name})")
+        else:
+            h = model.versions.get(version) if model else None
+            if h is None:
+                raise ServingError(Code.NOT_FOUND,
+                                   f"Servable not found for request: Specific({name}, {version})")
+        h.leases += 1
+        return h
+
+    def release(self, h: Harness) -> None:
+        h.leases -= 1
+        if h.leases == 0 and h._drained is not None:
+            h._drained.set()
+
+    def status(self, name: str) -> list[VersionStatus]:
+        """Every version the manager knows of ``name``, highest first (as TF Serving)."""
+        harnesses = self._models.get(name, {})
+        return [VersionStatus(h.version, h.state, h.error)
+                for h in sorted(harnesses.values(), key=lambda h: -h.version)]
+
+    # ---- the manager's own loop -----------------------------------------------------------
+
+    def tick(self) -> list[tuple[str, Action]]:
+        """Start every action the policy asks for now; returns them. Never blocks."""
+        self._wake.clear()
+        started = []
+        for name, harnesses in self._models.items():
+            while True:
+                action = next_action([h.view() for h in harnesses.values()])
+                if action is None:
+                    break
+                h = harnesses[action.version]
+                if action.kind is ActionKind.LOAD:
+                    h.state = State.LOADING
+                    self._spawn(self._load(h))
+                else:
+                    h.state = State.UNLOADING
+                    self._publish(name)
+                    self._spawn(self._unload(h))
+                started.append((name, action))
+        return started
+
+    async def run_until_idle(self) -> None:
+        """Tick and wait for every load/unload until nothing is left to do (for tests and start-up)."""
+        while True:
+            self.tick()
+            if not self._tasks:
+                return
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def run(self) -> None:
+        """Background loop: tick whenever aspired versions change or an action finishes."""
+        while True:
+            await self._wake.wait()
+            self.tick()
+
+    async def stop(self) -> None:
+        for t in list(self._tasks):
+            t.cancel()
+        await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    # ---- actions ---------------------------------------------------------------------------
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _load(self, h: Harness) -> None:
+        loop = asyncio.get_running_loop()
+        attempt = 0
+        while True:
+            try:
+                log.info("Loading servable version {name: %s version: %d} from %s", h.name, h.version, h.path)
+                servable = await loop.run_in_executor(self._load_executor, self._loader, h.name, h.version, h.path)
+            except Exception as e:  # the loader's failure is the version's status, not ours
+                err = e if isinstance(e, ServingError) else ServingError(Code.UNKNOWN, f"{type(e).__name__}: {e}")
+                attempt += 1
+                if attempt <= self._max_load_retries and h.aspired:
+                    log.warning("Loading {name: %s version: %d} failed (%s); retry %d of %d in %.1fs",
+                                h.name, h.version, err, attempt, self._max_load_retries, self._retry_interval_s)
+                    await self._sleep(self._retry_interval_s)
+                    if h.aspired:
+                        continue
+                log.error("Failed to load {name: %s version: %d}: %s", h.name, h.version, err)
+                h.state, h.error = State.END, err
+                break
+            h.servable, h.state, h.error = servable, State.AVAILABLE, None
+            log.info("Successfully loaded servable version {name: %s version: %d}", h.name, h.version)
+            self._publish(h.name)
+            break
+        self._wake.set()
+
+    async def _unload(self, h: Harness) -> None:
+        if h.leases:
+            h._drained = asyncio.Event()
+            await h._drained.wait()
+        servable, h.servable = h.servable, None
+        unload = getattr(servable, "unload", None)
+        if unload is not None:
+            await asyncio.get_running_loop().run_in_executor(self._unload_executor, unload)
+        h.state = State.END
+        log.info("Unloaded servable version {name: %s version: %d}", h.name, h.version)
+        self._wake.set()
+
+    def _publish(self, name: str) -> None:
+        """Swap in a new snapshot in which ``name`` shows exactly its AVAILABLE versions."""
+        available = {v: h for v, h in self._models.get(name, {}).items() if h.state == State.AVAILABLE}
+        snap = dict(self._snapshot)
+        if available:
+            snap[name] = ModelSnapshot(MappingProxyType(available), available[max(available)])
+        else:
+            snap.pop(name, None)
+        self._snapshot = MappingProxyType(snap)

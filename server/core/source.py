@@ -1,0 +1,270 @@
+"""The file-system source: which version directories exist, which have settled, which
+are aspired.
+
+Split in three so each part can be tested alone:
+* ``scan_base_path`` (blocking I/O, run in an executor): lists a model's base path and
+  fingerprints the version directories not yet known to be settled;
+* ``SettleTracker`` (pure, given a clock value): a version directory becomes a candidate
+  only after its fingerprint (file count, total size, newest mtime/ctime) stood unchanged
+  for ``settle_seconds``. TF Serving loads half-copied directories (#1086); Verso doesn't.
+  Directories present at a model's first scan are trusted at once (nothing was watching
+  them being written), so start-up is not delayed;
+* ``FileSystemSource`` (owned by the event loop): one ``poll()`` scans every model, applies
+  its version policy to the settled versions and hands the full aspired set to the sink.
+
+Wake-ups come from watchdog events (fast pickup) and from a periodic poll (the fallback
+that always works); both only *trigger* ``poll()``, which is the single place that decides.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import Callable, Mapping, Optional
+
+from server.core.policy import VersionPolicy, aspired_versions
+
+log = logging.getLogger("verso.source")
+
+_VERSION_RE = re.compile(r"^[0-9]+$")
+_MAX_VERSION = 2**63 - 1
+
+Fingerprint = tuple[int, int, int]  # (entries, total bytes, newest mtime/ctime in ns)
+
+
+@dataclass(frozen=True)
+class ServableConfig:
+    """What the source watches for one model."""
+
+    name: str
+    base_path: str
+    policy: VersionPolicy
+
+
+@dataclass(frozen=True)
+class ScanResult:
+    exists: bool
+    versions: Mapping[int, str]                  # version -> directory
+    fingerprints: Mapping[int, Fingerprint]      # only for versions not skipped
+
+
+def fingerprint(path: str) -> Fingerprint:
+    """A cheap summary of a directory tree that changes whenever anything under it is written."""
+    entries = size = newest = 0
+    stack = [path]
+    while stack:
+        d = stack.pop()
+        try:
+            st = os.stat(d)
+            newest = max(newest, st.st_mtime_ns, st.st_ctime_ns)
+            with os.scandir(d) as it:
+                for e in it:
+                    entries += 1
+                    try:
+                        st = e.stat(follow_symlinks=True)
+                    except OSError:
+                        continue
+                    newest = max(newest, st.st_mtime_ns, st.st_ctime_ns)
+                    if e.is_dir(follow_symlinks=True):
+                        stack.append(e.path)
+                    else:
+                        size += st.st_size
+        except OSError:
+            continue
+    return entries, size, newest
+
+
+def scan_base_path(base_path: str, skip: frozenset[int] = frozenset()) -> ScanResult:
+    """List the numeric version directories of a model; fingerprint those not in ``skip``."""
+    try:
+        with os.scandir(base_path) as it:
+            children = [(e.name, e.path) for e in it if e.is_dir(follow_symlinks=True)]
+    except (FileNotFoundError, NotADirectoryError):
+        return ScanResult(False, {}, {})
+    except OSError as e:
+        log.error("Cannot list base path %s: %s", base_path, e)
+        return ScanResult(False, {}, {})
+    versions: dict[int, str] = {}
+    for name, path in sorted(children):
+        if _VERSION_RE.match(name):
+            v = int(name)
+            if v <= _MAX_VERSION and v not in versions:
+                versions[v] = path
+    fps = {v: fingerprint(p) for v, p in versions.items() if v not in skip}
+    return ScanResult(True, versions, fps)
+
+
+class SettleTracker:
+    """Decides when a version directory has stopped changing. Pure: the caller passes ``now``."""
+
+    def __init__(self, settle_seconds: float):
+        self.settle_seconds = settle_seconds
+        self._settled: set[tuple[str, int]] = set()
+        self._pending: dict[tuple[str, int], tuple[Fingerprint, float]] = {}
+        self._known_models: set[str] = set()
+
+    def settled_versions(self, name: str) -> frozenset[int]:
+        return frozenset(v for (n, v) in self._settled if n == name)
+
+    def observe(self, name: str, scan: ScanResult, now: float) -> tuple[set[int], Optional[float]]:
+        """Feed one scan of ``name``; returns (settled versions, seconds until the next
+        pending one could settle, or None when none is pending)."""
+        first_scan = scan.exists and name not in self._known_models
+        if scan.exists:
+            self._known_models.add(name)
+        present = set(scan.versions)
+        # Forget directories that went away: if they come back they must settle again.
+        self._settled = {(n, v) for (n, v) in self._settled if n != name or v in present}
+        for key in [k for k in self._pending if k[0] == name and k[1] not in present]:
+            del self._pending[key]
+        wait: Optional[float] = None
+        for v, fp in scan.fingerprints.items():
+            key = (name, v)
+            if key in self._settled:
+                continue
+            if first_scan or self.settle_seconds <= 0:
+                self._settled.add(key)
+                continue
+            prev = self._pending.get(key)
+            if prev is None or prev[0] != fp:
+                self._pending[key] = (fp, now)
+                since = now
+            else:
+                since = prev[1]
+            remaining = since + self.settle_seconds - now
+            if remaining <= 0:
+                self._settled.add(key)
+                del self._pending[key]
+            else:
+                wait = remaining if wait is None else min(wait, remaining)
+        return {v for v in present if (name, v) in self._settled}, wait
+
+
+AspiredSink = Callable[[str, Mapping[int, str]], None]
+
+
+class FileSystemSource:
+    """Polls model base paths and emits aspired versions. Owned by the event loop.
+
+    ``poll()`` is the one step; ``run()`` repeats it every ``poll_wait_seconds`` or sooner
+    when ``trigger()`` is called (watchdog, thread-safe) or a directory is settling.
+    """
+
+    def __init__(self, models: list[ServableConfig], sink: AspiredSink, *, settle_seconds: float,
+                 executor: Executor, clock: Callable[[], float]):
+        self._models = {m.name: m for m in models}
+        self._sink = sink
+        self._executor = executor
+        self._clock = clock
+        self._tracker = SettleTracker(settle_seconds)
+        self._emitted: dict[str, dict[int, str]] = {}
+        self._missing_logged: set[str] = set()
+        self._empty_logged: set[str] = set()
+        self._wake = asyncio.Event()
+        self.next_poll_in: Optional[float] = None
+
+    @property
+    def models(self) -> list[ServableConfig]:
+        return list(self._models.values())
+
+    def trigger(self) -> None:
+        """Ask for a poll soon. Call on the loop (see ``trigger_threadsafe``)."""
+        self._wake.set()
+
+    async def poll(self) -> None:
+        """Scan every model once and emit changed aspired sets."""
+        loop = asyncio.get_running_loop()
+        self._wake.clear()
+        waits = []
+        for m in list(self._models.values()):
+            skip = self._tracker.settled_versions(m.name)
+            scan = await loop.run_in_executor(self._executor, scan_base_path, m.base_path, skip)
+            if m.name not in self._models:  # removed while we scanned
+                continue
+            settled, wait = self._tracker.observe(m.name, scan, self._clock())
+            if wait is not None:
+                waits.append(wait)
+            if not scan.exists:
+                if m.name not in self._missing_logged:
+                    self._missing_logged.add(m.name)
+                    log.error("Base path %s of model %s does not exist; the model is NOT_FOUND until it "
+                              "appears (what is loaded keeps serving)", m.base_path, m.name)
+                continue  # keep what was emitted: a vanished mount must not unload a serving model
+            self._missing_logged.discard(m.name)
+            if not scan.versions:
+                if m.name not in self._empty_logged:
+                    self._empty_logged.add(m.name)
+                    log.warning("No versions of servable %s found under base path %s. Did you forget to "
+                                "name your leaf directory as a number (eg. '/1/')?", m.name, m.base_path)
+            else:
+                self._empty_logged.discard(m.name)
+            wanted = aspired_versions(settled, m.policy)
+            aspired = {v: scan.versions[v] for v in sorted(wanted)}
+            if self._emitted.get(m.name) != aspired:
+                self._emitted[m.name] = aspired
+                self._sink(m.name, aspired)
+        self.next_poll_in = min(waits) if waits else None
+
+    async def run_once(self, poll_wait_seconds: float) -> None:
+        """Wait for the next poll time (``poll_wait_seconds``, a trigger, or a settling
+        directory), then poll. The background loop calls this forever."""
+        timeout = poll_wait_seconds
+        if self.next_poll_in is not None:
+            timeout = min(timeout, self.next_poll_in)
+        try:
+            await asyncio.wait_for(self._wake.wait(), timeout=max(timeout, 0.01))
+        except asyncio.TimeoutError:
+            pass
+        await self.poll()
+
+
+class DirectoryWatcher:
+    """watchdog on every existing base path (recursive), for fast pickup.
+
+    ``on_change`` is called from watchdog's thread for every event; pass something
+    thread-safe (``loop.call_soon_threadsafe(source.trigger)``). If watchdog cannot watch
+    (no inotify, watch limit reached) the failure is logged once and polling carries on.
+    """
+
+    def __init__(self, on_change: Callable[[], None]):
+        from watchdog.events import FileSystemEventHandler
+        from watchdog.observers import Observer
+
+        class _Handler(FileSystemEventHandler):
+            def on_any_event(self, event):  # noqa: D401 - watchdog's callback name
+                if event.event_type not in ("opened", "closed_no_write"):
+                    on_change()
+
+        self._handler = _Handler()
+        self._observer = Observer()
+        self._watches: dict[str, object] = {}
+        self._failed: set[str] = set()
+        self._started = False
+
+    def sync(self, paths: list[str]) -> None:
+        """Watch exactly those of ``paths`` that exist now (call after every poll)."""
+        wanted = {p for p in paths if os.path.isdir(p)}
+        for p in list(self._watches):
+            if p not in wanted:
+                try:
+                    self._observer.unschedule(self._watches.pop(p))
+                except Exception:  # already gone with its directory
+                    pass
+        for p in wanted - set(self._watches) - self._failed:
+            try:
+                self._watches[p] = self._observer.schedule(self._handler, p, recursive=True)
+            except Exception as e:
+                self._failed.add(p)
+                log.warning("Cannot watch %s with watchdog (%s); relying on polling", p, e)
+        if not self._started:
+            self._observer.start()
+            self._started = True
+
+    def stop(self) -> None:
+        if self._started:
+            self._observer.stop()
+            self._observer.join(timeout=5)

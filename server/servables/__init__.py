@@ -1,0 +1,1 @@
+"""Model formats. The only package of Verso that imports the TensorFlow runtime."""

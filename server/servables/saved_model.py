@@ -1,0 +1,114 @@
+"""SavedModel loading and running: the only module that calls the TensorFlow runtime.
+
+Thread contract: ``load_saved_model`` and ``SavedModelServable.run`` block and are called
+from the manager's load executor and the request executor, never on the event loop. A
+``SavedModelServable`` is immutable after load, so concurrent ``run`` calls are safe (TF
+releases the GIL while it computes).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Mapping, Sequence
+
+import numpy as np
+import tensorflow as tf
+from google.protobuf import text_format
+from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
+
+from server.core.errors import Code, ServingError
+
+log = logging.getLogger("verso.servables")
+
+PREDICT_METHOD = "tensorflow/serving/predict"
+
+_configured = False
+
+
+def configure_runtime(intra_op_threads: int = 0, inter_op_threads: int = 0) -> None:
+    """Apply TF thread settings once, before the first op runs (0 = TF's choice)."""
+    global _configured
+    if _configured:
+        return
+    _configured = True
+    if intra_op_threads:
+        tf.config.threading.set_intra_op_parallelism_threads(intra_op_threads)
+    if inter_op_threads:
+        tf.config.threading.set_inter_op_parallelism_threads(inter_op_threads)
+
+
+def read_meta_graph(path: str, tags: Sequence[str]) -> meta_graph_pb2.MetaGraphDef:
+    """The MetaGraphDef of ``path`` whose tag set equals ``tags`` (TF's own lookup rule)."""
+    pb = os.path.join(path, "saved_model.pb")
+    pbtxt = os.path.join(path, "saved_model.pbtxt")
+    saved = saved_model_pb2.SavedModel()
+    if os.path.isfile(pb):
+        with open(pb, "rb") as f:
+            saved.ParseFromString(f.read())
+    elif os.path.isfile(pbtxt):
+        with open(pbtxt, "r", encoding="utf-8") as f:
+            text_format.Parse(f.read(), saved)
+    else:
+        raise ServingError(
+            Code.NOT_FOUND,
+            f"Could not find SavedModel .pb or .pbtxt at supplied export directory path: {path}")
+    wanted = set(tags)
+    for mg in saved.meta_graphs:
+        if set(mg.meta_info_def.tags) == wanted:
+            return mg
+    available = [",".join(mg.meta_info_def.tags) for mg in saved.meta_graphs]
+    raise ServingError(
+        Code.NOT_FOUND,
+        f"Could not find meta graph def matching supplied tags: {{ {' '.join(sorted(wanted))} }}. "
+        f"To inspect available tag-sets in the SavedModel, please use the SavedModel CLI: "
+        f"`saved_model_cli`. Available tag-sets: {available}")
+
+
+class SavedModelServable:
+    """One loaded version of a SavedModel: its SignatureDefs and their callables."""
+
+    def __init__(self, path: str, meta_graph: meta_graph_pb2.MetaGraphDef, loaded):
+        self.path = path
+        self.meta_graph = meta_graph
+        # name -> SignatureDef, exactly as stored in the bundle (what GetModelMetadata returns).
+        self.signature_defs: Mapping[str, meta_graph_pb2.SignatureDef] = dict(meta_graph.signature_def)
+        self._loaded = loaded
+        self._functions = {name: loaded.signatures[name]
+                           for name in self.signature_defs if name in loaded.signatures}
+
+    def run(self, signature_name: str, inputs: Mapping[str, np.ndarray],
+            output_aliases: Sequence[str]) -> dict[str, np.ndarray]:
+        """Run one signature. Inputs are already validated against its SignatureDef.
+
+        Raises ``ServingError`` with TF's status code for errors raised by TF ops, and
+        INVALID_ARGUMENT for inputs the function rejects before running.
+        """
+        fn = self._functions.get(signature_name)
+        if fn is None:
+            raise ServingError(Code.FAILED_PRECONDITION,
+                               f'Serving signature key "{signature_name}" not found.')
+        try:
+            result = fn(**inputs)
+        except tf.errors.OpError as e:
+            raise ServingError(Code(e.error_code), e.message) from None
+        except (TypeError, ValueError) as e:
+            raise ServingError(Code.INVALID_ARGUMENT, str(e).strip().splitlines()[0]) from None
+        return {alias: result[alias].numpy() for alias in output_aliases}
+
+    def unload(self) -> None:
+        self._functions = {}
+        self._loaded = None
+
+
+def load_saved_model(path: str, tags: Sequence[str]) -> SavedModelServable:
+    """Load a SavedModel version directory. Raises ``ServingError`` on any failure."""
+    meta_graph = read_meta_graph(path, tags)
+    try:
+        loaded = tf.saved_model.load(path, tags=list(tags))
+    except tf.errors.OpError as e:
+        raise ServingError(Code(e.error_code), e.message) from None
+    except Exception as e:  # TF raises assorted types for corrupt bundles
+        raise ServingError(Code.INVALID_ARGUMENT,
+                           f"Failed to load SavedModel at {path}: {type(e).__name__}: {e}") from None
+    return SavedModelServable(path, meta_graph, loaded)

@@ -1,0 +1,321 @@
+"""TF Serving's command line and config files -> ``Settings``.
+
+The only module that reads flags (and, later, the environment). Accepts every flag of
+``tensorflow_model_server`` in both ``--flag=value`` and ``--flag value`` forms, so existing
+command lines work unchanged. Flags Verso does not implement yet are accepted and named in
+one warning line; unknown flags are reported as TF Serving does (``unknown argument``) and
+start-up continues. A malformed value or a bad config file raises ``SettingsError`` whose
+text is the one line the CLI prints before exiting.
+
+Nothing here imports TensorFlow's runtime: flag errors are reported in milliseconds.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+from google.protobuf import text_format
+from tensorflow_serving.config import model_server_config_pb2
+
+from server.core.policy import All, Latest, Specific, VersionPolicy
+
+TENSORFLOW_PLATFORM = "tensorflow"
+
+
+class SettingsError(Exception):
+    """A start-up problem; ``str()`` is one line for the operator."""
+
+
+def _parse_bool(text: str) -> bool:
+    t = text.strip().lower()
+    if t in ("true", "1", "yes"):
+        return True
+    if t in ("false", "0", "no"):
+        return False
+    raise ValueError("expected true or false")
+
+
+def _parse_int(text: str) -> int:
+    v = int(text.strip(), 10)
+    if not -(2**63) <= v < 2**63:
+        raise ValueError("out of the int64 range")
+    return v
+
+
+def _parse_float(text: str) -> float:
+    return float(text.strip())
+
+
+@dataclass(frozen=True)
+class Flag:
+    name: str
+    parse: Callable[[str], Any]
+    default: Any
+    help: str
+    implemented: bool = True
+
+
+def _flags() -> dict[str, Flag]:
+    b, i, f, s = _parse_bool, _parse_int, _parse_float, str
+    table = [
+        Flag("port", i, 8500, "Port to listen on for gRPC API"),
+        Flag("bind_address", s, "0.0.0.0", "Verso: address the gRPC server binds (TF Serving: always 0.0.0.0)"),
+        Flag("grpc_socket_path", s, "", "UNIX socket for gRPC", implemented=False),
+        Flag("rest_api_port", i, 0, "Port for the HTTP/REST API (0 = off)", implemented=False),
+        Flag("rest_api_num_threads", i, 0, "Threads for HTTP/REST", implemented=False),
+        Flag("rest_api_timeout_in_ms", i, 30000, "REST timeout", implemented=False),
+        Flag("rest_api_enable_cors_support", b, False, "CORS headers on REST", implemented=False),
+        Flag("enable_batching", b, False, "Enable batching", implemented=False),
+        Flag("enable_per_model_batching_parameters", b, False, "Per-model batching params", implemented=False),
+        Flag("allow_version_labels_for_unavailable_models", b, False,
+             "Allow labels for versions that are not yet available", implemented=False),
+        Flag("batching_parameters_file", s, "", "BatchingParameters text proto", implemented=False),
+        Flag("model_config_file", s, "", "ModelServerConfig text proto (overrides --model_name/--model_base_path)"),
+        Flag("model_config_file_poll_wait_seconds", i, 0, "Re-read the config file every N s", implemented=False),
+        Flag("model_name", s, "default", "Name of the model (ignored with --model_config_file)"),
+        Flag("model_base_path", s, "", "Path above the version directories (ignored with --model_config_file)"),
+        Flag("num_load_threads", i, 0, "Threads for loading versions", implemented=False),
+        Flag("num_unload_threads", i, 0, "Threads for unloading versions", implemented=False),
+        Flag("max_num_load_retries", i, 5, "Retries of a failed load"),
+        Flag("load_retry_interval_micros", i, 60_000_000, "Wait between load retries (microseconds)"),
+        Flag("file_system_poll_wait_seconds", i, 1,
+             "Poll the file system for new versions every N s (0 = once at start, <0 = never again)"),
+        Flag("version_settle_seconds", f, 1.0,
+             "Verso: a new version directory must stay unchanged this long before it is loaded"),
+        Flag("flush_filesystem_caches", b, True, "Flush file-system caches after loads", implemented=False),
+        Flag("tensorflow_session_parallelism", i, 0, "TF session threads", implemented=False),
+        Flag("tensorflow_intra_op_parallelism", i, 0, "TF intra-op threads (0 = auto)"),
+        Flag("tensorflow_inter_op_parallelism", i, 0, "TF inter-op threads (0 = auto)"),
+        Flag("tensorflow_session_config_file", s, "", "TF SessionConfig text proto", implemented=False),
+        Flag("ssl_config_file", s, "", "SSLConfig text proto", implemented=False),
+        Flag("platform_config_file", s, "", "PlatformConfigMap text proto", implemented=False),
+        Flag("per_process_gpu_memory_fraction", f, 0.0, "GPU memory fraction", implemented=False),
+        Flag("saved_model_tags", s, "serve", "Comma-separated tags of the MetaGraphDef to load"),
+        Flag("grpc_channel_arguments", s, "", "k=v,k=v gRPC channel arguments", implemented=False),
+        Flag("grpc_max_threads", i, 0, "gRPC threads", implemented=False),
+        Flag("enable_model_warmup", b, True, "Replay assets.extra warmup requests", implemented=False),
+        Flag("num_request_iterations_for_warmup", i, 0, "Warmup iterations", implemented=False),
+        Flag("version", b, False, "Print the version and exit"),
+        Flag("monitoring_config_file", s, "", "MonitoringConfig text proto", implemented=False),
+        Flag("remove_unused_fields_from_bundle_metagraph", b, True, "", implemented=False),
+        Flag("prefer_tflite_model", b, False, "", implemented=False),
+        Flag("num_tflite_pools", i, 1, "", implemented=False),
+        Flag("num_tflite_interpreters_per_pool", i, 1, "", implemented=False),
+        Flag("enable_signature_method_name_check", b, False, "", implemented=False),
+        Flag("xla_cpu_compilation_enabled", b, False, "", implemented=False),
+        Flag("xla_gpu_compilation_enabled", b, False, "", implemented=False),
+        Flag("enable_profiler", b, True, "", implemented=False),
+        Flag("thread_pool_factory_config_file", s, "", "", implemented=False),
+        Flag("mixed_precision", s, "", "", implemented=False),
+        Flag("skip_initialize_tpu", b, False, "", implemented=False),
+        Flag("use_alts_credentials", b, False, "", implemented=False),
+        Flag("enable_grpc_healthcheck_service", b, False, "", implemented=False),
+        Flag("enable_serialization_as_tensor_content", b, False,
+             "Predict outputs in tensor_content instead of typed fields"),
+    ]
+    return {fl.name: fl for fl in table}
+
+
+FLAGS = _flags()
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One model of the (validated) model config."""
+
+    name: str
+    base_path: str
+    platform: str
+    policy: VersionPolicy
+    labels: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class Settings:
+    values: dict[str, Any]
+    explicit: set[str]                  # flags given on the command line
+    unknown: list[str]                  # arguments reported as unknown
+    unimplemented: list[str]            # accepted flags Verso ignores for now
+    models: list[ModelEntry] = field(default_factory=list)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.__dict__["values"][name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    @property
+    def saved_model_tag_list(self) -> list[str]:
+        return [t.strip() for t in self.values["saved_model_tags"].split(",") if t.strip()]
+
+
+def usage() -> str:
+    lines = ["usage: tensorflow_model_server [--flag=value ...]", "Flags:"]
+    for fl in FLAGS.values():
+        note = "" if fl.implemented else "  (accepted, not implemented yet)"
+        lines.append(f"  --{fl.name}={fl.default!r}  {fl.help}{note}")
+    return "\n".join(lines)
+
+
+def parse_flags(argv: list[str]) -> Settings:
+    """Parse TF Serving flags. Raises ``SettingsError`` on a malformed value."""
+    values = {name: fl.default for name, fl in FLAGS.items()}
+    explicit: set[str] = set()
+    unknown: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        i += 1
+        if not arg.startswith("-") or arg in ("-", "--"):
+            unknown.append(arg)
+            continue
+        name, eq, raw = arg.lstrip("-").partition("=")
+        fl = FLAGS.get(name)
+        if fl is None:
+            unknown.append(arg)
+            continue
+        if not eq:
+            if fl.parse is _parse_bool:
+                raw = "true"
+            elif i < len(argv):
+                raw = argv[i]
+                i += 1
+            else:
+                raise SettingsError(f"Flag --{name} needs a value")
+        try:
+            values[name] = fl.parse(raw)
+        except ValueError as e:
+            raise SettingsError(f"Invalid value for flag --{name}: {raw!r} ({e})") from None
+        explicit.add(name)
+    unimplemented = sorted(n for n in explicit if not FLAGS[n].implemented)
+    settings = Settings(values, explicit, unknown, unimplemented)
+    _check_values(settings)
+    return settings
+
+
+def _check_values(s: Settings) -> None:
+    if not 0 <= s.port <= 65535:
+        raise SettingsError(f"Invalid value for flag --port: {s.port} (expected 0..65535)")
+    if s.port == 0:
+        raise SettingsError("--port=0 needs --grpc_socket_path, which Verso does not support yet")
+    if s.max_num_load_retries < 0:
+        raise SettingsError("Invalid value for flag --max_num_load_retries: must be >= 0")
+    if s.load_retry_interval_micros < 0:
+        raise SettingsError("Invalid value for flag --load_retry_interval_micros: must be >= 0")
+    if s.version_settle_seconds < 0:
+        raise SettingsError("Invalid value for flag --version_settle_seconds: must be >= 0")
+    if s.tensorflow_intra_op_parallelism < 0 or s.tensorflow_inter_op_parallelism < 0:
+        raise SettingsError("TensorFlow parallelism flags must be >= 0")
+    if not s.saved_model_tag_list:
+        raise SettingsError("Invalid value for flag --saved_model_tags: no tag given")
+
+
+# ---- model config ---------------------------------------------------------------------------
+
+
+def _is_relative(path: str) -> bool:
+    return "://" not in path and not os.path.isabs(path)
+
+
+def _policy(config: model_server_config_pb2.ModelConfig) -> VersionPolicy:
+    p = config.model_version_policy
+    which = p.WhichOneof("policy_choice")
+    if which == "all":
+        return All()
+    if which == "specific":
+        return Specific(frozenset(p.specific.versions))
+    if which == "latest":
+        return Latest(p.latest.num_versions or 1)
+    return Latest(1)
+
+
+def _platform(config: model_server_config_pb2.ModelConfig) -> str:
+    if config.model_type:  # deprecated enum; TENSORFLOW = 1
+        if config.model_platform:
+            raise SettingsError("INVALID_ARGUMENT: Illegal setting both ModelServerConfig::model_type "
+                                "(deprecated) and ModelServerConfig::model_platform.")
+        if config.model_type != 1:
+            raise SettingsError(f"INVALID_ARGUMENT: ModelServerConfig::model_type choice "
+                                f"{config.model_type} not supported.")
+        return TENSORFLOW_PLATFORM
+    if not config.model_platform:
+        raise SettingsError("INVALID_ARGUMENT: Illegal setting neither ModelServerConfig::model_type "
+                            "(deprecated) nor ModelServerConfig::model_platform, model name is "
+                            f"{config.name}")
+    return config.model_platform
+
+
+def validate_model_config(config: model_server_config_pb2.ModelServerConfig,
+                          root_dir: Optional[str] = None) -> list[ModelEntry]:
+    """TF Serving's checks of a ModelServerConfig, returning the models it describes.
+
+    With ``root_dir`` (TF Serving's ``model_config_list_root_dir``) every base path must
+    be relative and is joined to it; without, every base path must be absolute.
+    """
+    which = config.WhichOneof("config")
+    if which == "custom_model_config":
+        raise SettingsError("INVALID_ARGUMENT: custom_model_config is not supported; "
+                            "use model_config_list")
+    if which is None:
+        return []
+    names: set[str] = set()
+    entries = []
+    for c in config.model_config_list.config:
+        if c.name in names:
+            raise SettingsError(f"INVALID_ARGUMENT: Illegal to list model {c.name} multiple times in config list")
+        names.add(c.name)
+    for c in config.model_config_list.config:
+        base = c.base_path
+        if root_dir is not None:
+            if _is_relative(root_dir):
+                raise SettingsError(f"INVALID_ARGUMENT: Expected non-empty absolute path or URI; got "
+                                    f"model_config_list_root_dir={root_dir}")
+            if _is_relative(base):
+                base = os.path.join(root_dir, base)
+        elif _is_relative(base):
+            raise SettingsError(f"INVALID_ARGUMENT: Expected model {c.name} to have an absolute path or URI; "
+                                f"got base_path()={c.base_path}")
+        platform = _platform(c)
+        if platform != TENSORFLOW_PLATFORM:
+            raise SettingsError(f"INVALID_ARGUMENT: Model {c.name} requested unsupported platform "
+                                f"{platform}; Verso serves: {TENSORFLOW_PLATFORM}")
+        if "://" in base:
+            raise SettingsError(f"INVALID_ARGUMENT: Model {c.name}: base_path {base} is a URI; "
+                                "Verso reads local directories only")
+        entries.append(ModelEntry(c.name, os.path.normpath(base), platform, _policy(c),
+                                  dict(c.version_labels)))
+    return entries
+
+
+def read_model_config_file(path: str) -> model_server_config_pb2.ModelServerConfig:
+    try:
+        with open(path, "r", encoding="utf-8") as f:
+            text = f.read()
+    except OSError as e:
+        raise SettingsError(f"NOT_FOUND: Cannot read model config file '{path}': {e.strerror}") from None
+    config = model_server_config_pb2.ModelServerConfig()
+    try:
+        text_format.Parse(text, config)
+    except text_format.ParseError as e:
+        raise SettingsError(f"INVALID_ARGUMENT: Invalid protobuf file: '{path}': {e}") from None
+    return config
+
+
+def resolve_models(settings: Settings, *, bundled_config: Optional[str] = None) -> list[ModelEntry]:
+    """The models to serve: from --model_config_file, --model_base_path, or (``verso serve``
+    with neither) the bundled repository's config with base paths relative to its directory."""
+    if settings.model_config_file:
+        return validate_model_config(read_model_config_file(settings.model_config_file))
+    if settings.model_base_path:
+        config = model_server_config_pb2.ModelServerConfig()
+        c = config.model_config_list.config.add()
+        c.name = settings.model_name
+        c.base_path = settings.model_base_path
+        c.model_platform = TENSORFLOW_PLATFORM
+        return validate_model_config(config)
+    if bundled_config is not None:
+        return validate_model_config(read_model_config_file(bundled_config),
+                                     root_dir=os.path.dirname(os.path.abspath(bundled_config)))
+    raise SettingsError("Both server_options.model_base_path and server_options.model_config_file are empty!")
