@@ -2,16 +2,22 @@
 
 Runs on grpc.aio in the event loop that owns the manager. Each method only translates:
 it awaits the core and maps ``ServingError`` to a gRPC status (message cut at 1024
-characters + ``...TRUNCATED`` as TF Serving does). Any other exception is a Verso bug:
-it is logged with its traceback and the caller gets INTERNAL with a one-line message.
+characters + ``...TRUNCATED`` as TF Serving does). A request that does not parse gets
+INTERNAL, as from TF Serving's C++ gRPC, not a Python exception text. Any other exception
+is a Verso bug: it is logged with its traceback and the caller gets INTERNAL in one line.
+
+The services are registered from a method table with the official request/response
+classes, so the wire format is TF Serving's byte for byte.
 """
 
 from __future__ import annotations
 
 import logging
+from typing import Any, Awaitable, Callable
 
 import grpc
-from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
+from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2, get_model_status_pb2,
+                                     inference_pb2, model_management_pb2, predict_pb2, regression_pb2)
 
 from server.api.handlers import ServingCore
 from server.core.errors import Code, ServingError
@@ -23,62 +29,79 @@ _MAX_MESSAGE = 1024
 INT32_MAX = 2**31 - 1
 
 
+class _Unparsable:
+    """Stands for a request whose bytes are not a valid message."""
+
+
+UNPARSABLE = _Unparsable()
+
+
 def grpc_message(message: str) -> str:
     if len(message) > _MAX_MESSAGE:
         return message[:_MAX_MESSAGE] + "...TRUNCATED"
     return message
 
 
-async def _abort(context: grpc.aio.ServicerContext, err: ServingError):
-    await context.abort(_STATUS[int(err.code)], grpc_message(err.message))
+def _parser(message_cls):
+    def parse(data: bytes):
+        try:
+            return message_cls.FromString(data)
+        except Exception:
+            return UNPARSABLE
+    return parse
 
 
-async def _guard(context, method: str, call):
-    try:
-        result = call()
-        if hasattr(result, "__await__"):
-            result = await result
-        return result
-    except ServingError as e:
-        await _abort(context, e)
-    except Exception as e:  # a bug in Verso: never a traceback to the client
-        log.exception("Unexpected error in %s", method)
-        await _abort(context, ServingError(Code.INTERNAL, f"{type(e).__name__}: {e}"))
+def _unimplemented(what: str):
+    def handler(request):
+        raise ServingError(Code.UNIMPLEMENTED, f"{what} is not implemented by Verso yet")
+    return handler
 
 
-def _unimplemented(what: str) -> ServingError:
-    return ServingError(Code.UNIMPLEMENTED, f"{what} is not implemented by Verso yet")
+def _method(name: str, call: Callable[[Any], Any], request_cls, response_cls) -> grpc.RpcMethodHandler:
+    async def behaviour(request, context: grpc.aio.ServicerContext):
+        try:
+            if request is UNPARSABLE:
+                raise ServingError(Code.INTERNAL, f"Failed to parse {request_cls.DESCRIPTOR.full_name}")
+            result = call(request)
+            if isinstance(result, Awaitable):
+                result = await result
+            return result
+        except ServingError as e:
+            err = e
+        except Exception as e:  # a bug in Verso: never a traceback to the client
+            log.exception("Unexpected error in %s", name)
+            err = ServingError(Code.INTERNAL, f"{type(e).__name__}: {e}")
+        await context.abort(_STATUS[int(err.code)], grpc_message(err.message))
+
+    return grpc.unary_unary_rpc_method_handler(
+        behaviour, request_deserializer=_parser(request_cls),
+        response_serializer=response_cls.SerializeToString)
 
 
-class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
-    def __init__(self, core: ServingCore):
-        self._core = core
-
-    async def Predict(self, request, context):
-        return await _guard(context, "Predict", lambda: self._core.predict(request))
-
-    async def GetModelMetadata(self, request, context):
-        return await _guard(context, "GetModelMetadata", lambda: self._core.get_model_metadata(request))
-
-    async def Classify(self, request, context):
-        await _abort(context, _unimplemented("Classify"))
-
-    async def Regress(self, request, context):
-        await _abort(context, _unimplemented("Regress"))
-
-    async def MultiInference(self, request, context):
-        await _abort(context, _unimplemented("MultiInference"))
-
-
-class ModelService(model_service_pb2_grpc.ModelServiceServicer):
-    def __init__(self, core: ServingCore):
-        self._core = core
-
-    async def GetModelStatus(self, request, context):
-        return await _guard(context, "GetModelStatus", lambda: self._core.get_model_status(request))
-
-    async def HandleReloadConfigRequest(self, request, context):
-        await _abort(context, _unimplemented("HandleReloadConfigRequest"))
+def service_handlers(core: ServingCore) -> list[grpc.GenericRpcHandler]:
+    prediction = {
+        "Predict": _method("Predict", core.predict, predict_pb2.PredictRequest, predict_pb2.PredictResponse),
+        "GetModelMetadata": _method("GetModelMetadata", core.get_model_metadata,
+                                    get_model_metadata_pb2.GetModelMetadataRequest,
+                                    get_model_metadata_pb2.GetModelMetadataResponse),
+        "Classify": _method("Classify", _unimplemented("Classify"), classification_pb2.ClassificationRequest,
+                            classification_pb2.ClassificationResponse),
+        "Regress": _method("Regress", _unimplemented("Regress"), regression_pb2.RegressionRequest,
+                           regression_pb2.RegressionResponse),
+        "MultiInference": _method("MultiInference", _unimplemented("MultiInference"),
+                                  inference_pb2.MultiInferenceRequest, inference_pb2.MultiInferenceResponse),
+    }
+    model = {
+        "GetModelStatus": _method("GetModelStatus", core.get_model_status,
+                                  get_model_status_pb2.GetModelStatusRequest,
+                                  get_model_status_pb2.GetModelStatusResponse),
+        "HandleReloadConfigRequest": _method("HandleReloadConfigRequest",
+                                             _unimplemented("HandleReloadConfigRequest"),
+                                             model_management_pb2.ReloadConfigRequest,
+                                             model_management_pb2.ReloadConfigResponse),
+    }
+    return [grpc.method_handlers_generic_handler("tensorflow.serving.PredictionService", prediction),
+            grpc.method_handlers_generic_handler("tensorflow.serving.ModelService", model)]
 
 
 def create_server(core: ServingCore, address: str) -> grpc.aio.Server:
@@ -92,8 +115,7 @@ def create_server(core: ServingCore, address: str) -> grpc.aio.Server:
         ("grpc.max_send_message_length", INT32_MAX),
         ("grpc.so_reuseport", 0),
     ]
-    server = grpc.aio.server(options=options)
-    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(core), server)
-    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(core), server)
-    server.add_insecure_port(address)
+    server = grpc.aio.server(handlers=service_handlers(core), options=options)
+    if server.add_insecure_port(address) == 0:
+        raise RuntimeError(f"Could not bind the gRPC server to {address}")
     return server

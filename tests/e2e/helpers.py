@@ -1,0 +1,67 @@
+"""Request builders and status helpers for the end-to-end tests (official TF Serving protos)."""
+
+from __future__ import annotations
+
+import grpc
+import numpy as np
+import tensorflow as tf
+from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, predict_pb2
+
+from server.core.policy import State
+
+
+def predict_request(model: str, inputs: dict, version=None, signature: str = "", output_filter=()):
+    req = predict_pb2.PredictRequest()
+    req.model_spec.name = model
+    if version is not None:
+        req.model_spec.version.value = version
+    if signature:
+        req.model_spec.signature_name = signature
+    for alias, value in inputs.items():
+        if hasattr(value, "SerializeToString"):  # already a TensorProto
+            req.inputs[alias].CopyFrom(value)
+        else:
+            # The official way users build tensors: tf.make_tensor_proto (the oracle, not our codec).
+            req.inputs[alias].CopyFrom(tf.make_tensor_proto(value))
+    req.output_filter.extend(output_filter)
+    return req
+
+
+def status_request(model: str, version=None):
+    req = get_model_status_pb2.GetModelStatusRequest()
+    req.model_spec.name = model
+    if version is not None:
+        req.model_spec.version.value = version
+    return req
+
+
+def metadata_request(model: str, version=None, fields=("signature_def",)):
+    req = get_model_metadata_pb2.GetModelMetadataRequest()
+    req.model_spec.name = model
+    if version is not None:
+        req.model_spec.version.value = version
+    req.metadata_field.extend(fields)
+    return req
+
+
+def states(server, model: str) -> dict[int, State]:
+    """{version: state} from GetModelStatus; {} when the model has no versions yet."""
+    try:
+        resp = server.model_stub.GetModelStatus(status_request(model), timeout=10)
+    except grpc.RpcError as e:
+        if e.code() == grpc.StatusCode.NOT_FOUND:
+            return {}
+        raise
+    return {s.version: State(s.state) for s in resp.model_version_status}
+
+
+def rpc_error(call, *args, **kwargs) -> grpc.RpcError:
+    try:
+        call(*args, timeout=30, **kwargs)
+    except grpc.RpcError as e:
+        return e
+    raise AssertionError("expected the call to fail")
+
+
+def y_of(response) -> np.ndarray:
+    return tf.make_ndarray(response.outputs["y"])

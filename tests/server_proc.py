@@ -1,0 +1,88 @@
+"""The real Verso server as a subprocess on a free 127.0.0.1 port, with official TF Serving stubs."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Callable, Optional
+
+import grpc
+from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
+
+READY_LINE = "Running gRPC ModelServer at"
+START_TIMEOUT_S = 120
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(cond: Callable[[], bool], timeout: float = 30.0, interval: float = 0.05, what: str = "condition"):
+    """Poll ``cond`` against the server subprocess until true; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if cond():
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+class ServerProcess:
+    def __init__(self, args: list[str], *, entry: Optional[list[str]] = None, port: Optional[int] = None,
+                 with_port: bool = True):
+        self.port = port or free_port()
+        base = entry or [sys.executable, "-m", "server"]
+        net = [f"--port={self.port}", "--bind_address=127.0.0.1"] if with_port else []
+        self.cmd = base + net + args
+        self.log = tempfile.NamedTemporaryFile("w+", prefix="verso-", suffix=".log", delete=False)
+        self.proc: Optional[subprocess.Popen] = None
+        self._channel: Optional[grpc.Channel] = None
+
+    def start(self, wait: bool = True) -> None:
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        self.proc = subprocess.Popen(self.cmd, stdout=self.log, stderr=subprocess.STDOUT, env=env)
+        if wait:
+            wait_until(lambda: READY_LINE in self.output() or self.proc.poll() is not None,
+                       timeout=START_TIMEOUT_S, interval=0.1, what="server start")
+            if self.proc.poll() is not None:
+                raise AssertionError(f"server exited with {self.proc.returncode}:\n{self.output()}")
+
+    def output(self) -> str:
+        with open(self.log.name, "r", errors="replace") as f:
+            return f.read()
+
+    def wait_exit(self, timeout: float = 60) -> int:
+        return self.proc.wait(timeout=timeout)
+
+    @property
+    def channel(self) -> grpc.Channel:
+        if self._channel is None:
+            self._channel = grpc.insecure_channel(f"127.0.0.1:{self.port}")
+        return self._channel
+
+    @property
+    def predict_stub(self):
+        return prediction_service_pb2_grpc.PredictionServiceStub(self.channel)
+
+    @property
+    def model_stub(self):
+        return model_service_pb2_grpc.ModelServiceStub(self.channel)
+
+    def stop(self) -> None:
+        if self._channel is not None:
+            self._channel.close()
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
