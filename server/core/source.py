@@ -45,10 +45,14 @@ class ServableConfig:
     policy: VersionPolicy
 
 
+Identity = tuple[int, int]  # (st_dev, st_ino) of a version directory
+
+
 @dataclass(frozen=True)
 class ScanResult:
     exists: bool
     versions: Mapping[int, str]                  # version -> directory
+    identities: Mapping[int, Identity]           # version -> directory identity
     fingerprints: Mapping[int, Fingerprint]      # only for versions not skipped
 
 
@@ -78,56 +82,80 @@ def fingerprint(path: str) -> Fingerprint:
     return entries, size, newest
 
 
-def scan_base_path(base_path: str, skip: frozenset[int] = frozenset()) -> ScanResult:
-    """List the numeric version directories of a model; fingerprint those not in ``skip``."""
+def scan_base_path(base_path: str, skip: Mapping[int, Identity] = {}) -> ScanResult:
+    """List the numeric version directories of a model; fingerprint each one unless it is in
+    ``skip`` with the same identity (settled and not replaced since)."""
     try:
         with os.scandir(base_path) as it:
             children = [(e.name, e.path) for e in it if e.is_dir(follow_symlinks=True)]
     except (FileNotFoundError, NotADirectoryError):
-        return ScanResult(False, {}, {})
+        return ScanResult(False, {}, {}, {})
     except OSError as e:
         log.error("Cannot list base path %s: %s", base_path, e)
-        return ScanResult(False, {}, {})
+        return ScanResult(False, {}, {}, {})
     versions: dict[int, str] = {}
+    identities: dict[int, Identity] = {}
     for name, path in sorted(children):
         if _VERSION_RE.match(name):
             v = int(name)
             if v <= _MAX_VERSION and v not in versions:
+                try:
+                    st = os.stat(path)
+                except OSError:
+                    continue
                 versions[v] = path
-    fps = {v: fingerprint(p) for v, p in versions.items() if v not in skip}
-    return ScanResult(True, versions, fps)
+                identities[v] = (st.st_dev, st.st_ino)
+    fps = {v: fingerprint(p) for v, p in versions.items() if skip.get(v) != identities[v]}
+    return ScanResult(True, versions, identities, fps)
+
+
+@dataclass(frozen=True)
+class Observation:
+    settled: frozenset[int]      # candidates for the version policy
+    replaced: frozenset[int]     # settled once, replaced by a new directory, settling again
+    wait: Optional[float]        # seconds until a pending directory could settle; None if none
 
 
 class SettleTracker:
-    """Decides when a version directory has stopped changing. Pure: the caller passes ``now``."""
+    """Decides when a version directory has stopped changing. Pure: the caller passes ``now``.
+
+    A settled directory that is replaced by a new one (another inode: ``rm -r 2; cp -r new 2``)
+    counts as having left and come back: it settles again, and meanwhile is reported as
+    ``replaced`` so the version policy still counts it (no older version is loaded instead).
+    """
 
     def __init__(self, settle_seconds: float):
         self.settle_seconds = settle_seconds
-        self._settled: set[tuple[str, int]] = set()
+        self._settled: dict[tuple[str, int], Identity] = {}
         self._pending: dict[tuple[str, int], tuple[Fingerprint, float]] = {}
+        self._replaced: set[tuple[str, int]] = set()
         self._known_models: set[str] = set()
 
-    def settled_versions(self, name: str) -> frozenset[int]:
-        return frozenset(v for (n, v) in self._settled if n == name)
+    def settled_identities(self, name: str) -> dict[int, Identity]:
+        return {v: ident for (n, v), ident in self._settled.items() if n == name}
 
-    def observe(self, name: str, scan: ScanResult, now: float) -> tuple[set[int], Optional[float]]:
-        """Feed one scan of ``name``; returns (settled versions, seconds until the next
-        pending one could settle, or None when none is pending)."""
+    def observe(self, name: str, scan: ScanResult, now: float) -> Observation:
+        """Feed one scan of ``name``."""
         first_scan = scan.exists and name not in self._known_models
         if scan.exists:
             self._known_models.add(name)
         present = set(scan.versions)
         # Forget directories that went away: if they come back they must settle again.
-        self._settled = {(n, v) for (n, v) in self._settled if n != name or v in present}
-        for key in [k for k in self._pending if k[0] == name and k[1] not in present]:
-            del self._pending[key]
+        for table in (self._settled, self._pending):
+            for key in [k for k in table if k[0] == name and k[1] not in present]:
+                del table[key]
+        self._replaced = {k for k in self._replaced if k[0] != name or k[1] in present}
         wait: Optional[float] = None
         for v, fp in scan.fingerprints.items():
             key = (name, v)
+            identity = scan.identities[v]
             if key in self._settled:
-                continue
+                if self._settled[key] == identity:
+                    continue
+                del self._settled[key]
+                self._replaced.add(key)
             if first_scan or self.settle_seconds <= 0:
-                self._settled.add(key)
+                self._settle(key, identity)
                 continue
             prev = self._pending.get(key)
             if prev is None or prev[0] != fp:
@@ -137,11 +165,17 @@ class SettleTracker:
                 since = prev[1]
             remaining = since + self.settle_seconds - now
             if remaining <= 0:
-                self._settled.add(key)
-                del self._pending[key]
+                self._settle(key, identity)
             else:
                 wait = remaining if wait is None else min(wait, remaining)
-        return {v for v in present if (name, v) in self._settled}, wait
+        settled = frozenset(v for v in present if (name, v) in self._settled)
+        replaced = frozenset(v for v in present if (name, v) in self._replaced)
+        return Observation(settled, replaced, wait)
+
+    def _settle(self, key: tuple[str, int], identity: Identity) -> None:
+        self._settled[key] = identity
+        self._pending.pop(key, None)
+        self._replaced.discard(key)
 
 
 AspiredSink = Callable[[str, Mapping[int, str]], None]
@@ -181,13 +215,13 @@ class FileSystemSource:
         self._wake.clear()
         waits = []
         for m in list(self._models.values()):
-            skip = self._tracker.settled_versions(m.name)
+            skip = self._tracker.settled_identities(m.name)
             scan = await loop.run_in_executor(self._executor, scan_base_path, m.base_path, skip)
             if m.name not in self._models:  # removed while we scanned
                 continue
-            settled, wait = self._tracker.observe(m.name, scan, self._clock())
-            if wait is not None:
-                waits.append(wait)
+            seen = self._tracker.observe(m.name, scan, self._clock())
+            if seen.wait is not None:
+                waits.append(seen.wait)
             if not scan.exists:
                 if m.name not in self._missing_logged:
                     self._missing_logged.add(m.name)
@@ -202,7 +236,9 @@ class FileSystemSource:
                                 "name your leaf directory as a number (eg. '/1/')?", m.name, m.base_path)
             else:
                 self._empty_logged.discard(m.name)
-            wanted = aspired_versions(settled, m.policy)
+            # A replaced directory still counts for the policy, so that while it settles again
+            # the policy does not fall back to an older version; it is just not aspired yet.
+            wanted = aspired_versions(seen.settled | seen.replaced, m.policy) - seen.replaced
             aspired = {v: scan.versions[v] for v in sorted(wanted)}
             if self._emitted.get(m.name) != aspired:
                 self._emitted[m.name] = aspired
