@@ -167,9 +167,12 @@ class Manager:
         """Tick and wait for every load/unload until nothing is left to do (for tests and start-up)."""
         while True:
             self.tick()
-            if not self._tasks:
+            # Done tasks may linger until their done-callback runs; awaiting only those would
+            # never yield to the loop.
+            pending = [t for t in self._tasks if not t.done()]
+            if not pending:
                 return
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+            await asyncio.gather(*pending, return_exceptions=True)
 
     async def run(self) -> None:
         """Background loop: tick whenever aspired versions change or an action finishes."""

@@ -1,0 +1,163 @@
+"""The manager stepped by hand with a fake loader: availability preserved, drain before unload,
+failures to END, retries, fresh attempts after a version leaves and returns."""
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from server.core.errors import Code, ServingError
+from server.core.manager import Manager
+from server.core.policy import State
+
+
+class FakeServable:
+    def __init__(self, version):
+        self.version = version
+        self.unloaded = False
+
+    def unload(self):
+        self.unloaded = True
+
+
+class FakeLoader:
+    """Loads succeed unless the version is in ``fail`` (a count of failures to give)."""
+
+    def __init__(self):
+        self.fail: dict[int, int] = {}
+        self.calls: list[int] = []
+
+    def __call__(self, name, version, path):
+        self.calls.append(version)
+        if self.fail.get(version, 0) > 0:
+            self.fail[version] -= 1
+            raise ServingError(Code.DATA_LOSS, f"corrupt {path}")
+        return FakeServable(version)
+
+
+def run(coro_fn):
+    async def main():
+        with ThreadPoolExecutor(1) as load, ThreadPoolExecutor(1) as unload:
+            await coro_fn(load, unload)
+    asyncio.run(main())
+
+
+def states(m, name="m"):
+    return {s.version: s.state for s in m.status(name)}
+
+
+def test_new_version_loads_beside_old_then_old_unloads():
+    loader = FakeLoader()
+
+    async def body(load, unload):
+        m = Manager(loader, load_executor=load, unload_executor=unload)
+        m.set_aspired_versions("m", {1: "/m/1"})
+        await m.run_until_idle()
+        assert states(m) == {1: State.AVAILABLE}
+        old = m.lease("m")
+        m.release(old)
+        m.set_aspired_versions("m", {2: "/m/2"})
+        started = m.tick()
+        assert [(n, a.kind.value, a.version) for n, a in started] == [("m", "load", 2)]
+        assert states(m) == {2: State.LOADING, 1: State.AVAILABLE}
+        assert m.lease("m").version == 1  # still serving while 2 loads
+        m.release(m.snapshot["m"].latest)
+        await m.run_until_idle()
+        assert states(m) == {2: State.AVAILABLE, 1: State.END}
+        assert old.servable is None
+        assert m.lease("m").version == 2
+
+    run(body)
+
+
+def test_unload_waits_for_in_flight_leases():
+    loader = FakeLoader()
+
+    async def body(load, unload):
+        m = Manager(loader, load_executor=load, unload_executor=unload)
+        m.set_aspired_versions("m", {1: "/m/1"})
+        await m.run_until_idle()
+        held = m.lease("m", 1)
+        servable = held.servable
+        m.set_aspired_versions("m", {2: "/m/2"})
+        idle = asyncio.ensure_future(m.run_until_idle())
+        for _ in range(50):  # let loads/ticks progress; the unload must stay blocked on the lease
+            await asyncio.sleep(0)
+            if states(m).get(1) == State.UNLOADING:
+                break
+        await asyncio.sleep(0.05)
+        assert states(m)[1] == State.UNLOADING and not servable.unloaded
+        with pytest.raises(ServingError) as e:
+            m.lease("m", 1)  # no new leases on an unloading version
+        assert e.value.message == "Servable not found for request: Specific(m, 1)"
+        m.release(held)
+        await idle
+        assert states(m) == {2: State.AVAILABLE, 1: State.END} and servable.unloaded
+
+    run(body)
+
+
+def test_failed_load_ends_with_error_and_previous_keeps_serving():
+    loader = FakeLoader()
+    loader.fail[2] = 99
+
+    async def body(load, unload):
+        m = Manager(loader, load_executor=load, unload_executor=unload)
+        m.set_aspired_versions("m", {1: "/m/1"})
+        await m.run_until_idle()
+        m.set_aspired_versions("m", {2: "/m/2"})
+        await m.run_until_idle()
+        assert states(m) == {2: State.END, 1: State.AVAILABLE}
+        (s2,) = [s for s in m.status("m") if s.version == 2]
+        assert s2.error.code == Code.DATA_LOSS and "corrupt /m/2" in s2.error.message
+        held = m.lease("m")
+        assert held.version == 1
+        m.release(held)
+        # No further attempt while it stays aspired ...
+        m.set_aspired_versions("m", {2: "/m/2"})
+        await m.run_until_idle()
+        assert loader.calls == [1, 2]
+        # ... a fresh one after it leaves and comes back.
+        loader.fail[2] = 0
+        m.set_aspired_versions("m", {})
+        m.set_aspired_versions("m", {2: "/m/2"})
+        await m.run_until_idle()
+        assert states(m) == {2: State.AVAILABLE, 1: State.END}
+
+    run(body)
+
+
+def test_retries_then_success_and_retry_interval():
+    loader = FakeLoader()
+    loader.fail[1] = 2
+    sleeps = []
+
+    async def fake_sleep(s):
+        sleeps.append(s)
+
+    async def body(load, unload):
+        m = Manager(loader, load_executor=load, unload_executor=unload, max_load_retries=2,
+                    load_retry_interval_s=1.5, sleep=fake_sleep)
+        m.set_aspired_versions("m", {1: "/m/1"})
+        await m.run_until_idle()
+        assert states(m) == {1: State.AVAILABLE}
+        assert loader.calls == [1, 1, 1] and sleeps == [1.5, 1.5]
+
+    run(body)
+
+
+def test_unknown_model_and_loader_bug_become_statuses():
+    def buggy(name, version, path):
+        raise KeyError("oops")
+
+    async def body(load, unload):
+        m = Manager(buggy, load_executor=load, unload_executor=unload)
+        with pytest.raises(ServingError) as e:
+            m.lease("nope")
+        assert (e.value.code, e.value.message) == (Code.NOT_FOUND, "Servable not found for request: Latest(nope)")
+        m.set_aspired_versions("m", {1: "/m/1"})
+        await m.run_until_idle()
+        (s,) = m.status("m")
+        assert s.state == State.END and s.error.code == Code.UNKNOWN and "KeyError" in s.error.message
+
+    run(body)

@@ -1,0 +1,97 @@
+"""The file-system source: scanning, settling (manual clock) and aspired sets, stepped by hand."""
+
+import asyncio
+import os
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+
+from server.core.policy import All, Latest
+from server.core.source import FileSystemSource, ScanResult, ServableConfig, SettleTracker, scan_base_path
+
+
+def _scan(versions, fps, exists=True):
+    return ScanResult(exists, {v: f"/b/{v}" for v in versions}, {v: (0, v) for v in versions},
+                      {v: fps[v] for v in fps})
+
+
+def test_scan_lists_numeric_dirs_only(tmp_path):
+    for name in ("1", "0002", "10", "abc", "-3", "3.5"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "7").write_text("a file, not a version")
+    scan = scan_base_path(str(tmp_path))
+    assert scan.exists and sorted(scan.versions) == [1, 2, 10]
+    assert set(scan.fingerprints) == {1, 2, 10}
+    skip = {1: scan.identities[1]}
+    assert set(scan_base_path(str(tmp_path), skip).fingerprints) == {2, 10}
+    assert not scan_base_path(str(tmp_path / "missing")).exists
+
+
+def test_first_scan_is_trusted_later_dirs_must_settle():
+    t = SettleTracker(settle_seconds=2.0)
+    seen = t.observe("m", _scan([1], {1: (1, 1, 1)}), now=0.0)
+    assert seen.settled == {1} and seen.wait is None
+    seen = t.observe("m", _scan([1, 2], {2: (1, 10, 5)}), now=1.0)
+    assert seen.settled == {1} and seen.wait == 2.0
+    seen = t.observe("m", _scan([1, 2], {2: (2, 20, 6)}), now=2.5)  # still being written
+    assert seen.settled == {1} and seen.wait == 2.0
+    seen = t.observe("m", _scan([1, 2], {2: (2, 20, 6)}), now=4.0)
+    assert seen.settled == {1} and seen.wait == 0.5
+    seen = t.observe("m", _scan([1, 2], {2: (2, 20, 6)}), now=4.5)
+    assert seen.settled == {1, 2} and seen.wait is None
+
+
+def test_removed_dir_must_settle_again_and_replaced_dir_is_reported():
+    t = SettleTracker(settle_seconds=1.0)
+    t.observe("m", _scan([1, 2], {1: (1, 1, 1), 2: (1, 1, 1)}), now=0.0)
+    assert t.observe("m", _scan([1], {}), now=1.0).settled == {1}
+    assert t.observe("m", _scan([1, 2], {2: (1, 1, 1)}), now=2.0).settled == {1}
+    # Replaced in place by a new directory (new identity) while settled.
+    t.observe("m", _scan([1, 2], {2: (1, 1, 1)}), now=3.0)
+    scan = ScanResult(True, {1: "/b/1", 2: "/b/2"}, {1: (0, 1), 2: (0, 99)}, {2: (3, 3, 3)})
+    seen = t.observe("m", scan, now=4.0)
+    assert seen.settled == {1} and seen.replaced == {2}
+    seen = t.observe("m", scan, now=5.0)
+    assert seen.settled == {1, 2} and seen.replaced == frozenset()
+
+
+def test_zero_settle_interval_settles_at_once():
+    t = SettleTracker(settle_seconds=0)
+    t.observe("m", _scan([], {}), now=0.0)
+    assert t.observe("m", _scan([5], {5: (1, 1, 1)}), now=0.0).settled == {5}
+
+
+def test_source_emits_full_aspired_sets(tmp_path):
+    emitted = []
+    clock = [0.0]
+    base = tmp_path / "m"
+    (base / "1").mkdir(parents=True)
+    (base / "2").mkdir()
+
+    async def main():
+        with ThreadPoolExecutor(1) as pool:
+            src = FileSystemSource([ServableConfig("m", str(base), Latest(1)),
+                                    ServableConfig("all", str(base), All()),
+                                    ServableConfig("gone", str(tmp_path / "nope"), Latest(1))],
+                                   lambda n, vs: emitted.append((n, dict(vs))), settle_seconds=1.0,
+                                   executor=pool, clock=lambda: clock[0])
+            await src.poll()
+            assert emitted == [("m", {2: str(base / "2")}), ("all", {1: str(base / "1"), 2: str(base / "2")})]
+            emitted.clear()
+            await src.poll()
+            assert emitted == []  # unchanged sets are not re-emitted
+            (base / "3").mkdir()
+            await src.poll()
+            assert emitted == [] and src.next_poll_in == 1.0
+            clock[0] = 1.0
+            await src.poll()
+            assert emitted == [("m", {3: str(base / "3")}),
+                               ("all", {1: str(base / "1"), 2: str(base / "2"), 3: str(base / "3")})]
+            emitted.clear()
+            shutil.rmtree(base)  # the base path vanishes: what was emitted stays
+            await src.poll()
+            assert emitted == []
+            os.makedirs(base)  # back, but empty: every version is un-aspired
+            await src.poll()
+            assert emitted == [("m", {}), ("all", {})]
+
+    asyncio.run(main())
