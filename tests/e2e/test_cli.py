@@ -1,0 +1,113 @@
+"""The command lines: start-up errors in one line, --version, the bundled repository, python -m server."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tests.e2e.helpers import metadata_request, predict_request, states, y_of
+from tests.server_proc import ServerProcess
+
+VENV_BIN = os.path.dirname(sys.executable)
+
+
+def run(*cmd, timeout=120):
+    return subprocess.run(list(cmd), capture_output=True, text=True, timeout=timeout)
+
+
+def _script(name):
+    path = shutil.which(name, path=VENV_BIN) or shutil.which(name)
+    assert path, f"console script {name} is not installed (pip install -e .)"
+    return path
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--port=notanumber"], "Failed to start server. Error: Invalid value for flag --port: 'notanumber'"),
+    (["--model_base_path=/tmp/x", "--file_system_poll_wait_seconds=soon"],
+     "Invalid value for flag --file_system_poll_wait_seconds"),
+    ([], "Failed to start server. Error: Both server_options.model_base_path and "
+         "server_options.model_config_file are empty!"),
+    (["--model_config_file=/nonexistent/models.config"], "Cannot read model config file"),
+    (["--model_base_path=relative/dir"], "Expected model default to have an absolute path or URI"),
+])
+def test_startup_errors_print_one_line(args, message):
+    r = run(_script("tensorflow_model_server"), *args)
+    assert r.returncode == 255
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, r.stderr
+    assert message in lines[0]
+    assert "Traceback" not in r.stderr + r.stdout
+
+
+def test_invalid_config_file_one_line(tmp_path):
+    p = tmp_path / "models.config"
+    p.write_text('model_config_list { config { name: "a" base_path: "/a" model_platform: "tensorflow" }'
+                 ' config { name: "a" base_path: "/b" model_platform: "tensorflow" } }')
+    r = run(sys.executable, "-m", "server", f"--model_config_file={p}")
+    assert r.returncode == 255
+    assert r.stderr.strip() == ("Failed to start server. Error: INVALID_ARGUMENT: "
+                                "Illegal to list model a multiple times in config list")
+    p.write_text("model_config_list { config { name: ")
+    r = run(sys.executable, "-m", "server", "--model_config_file", str(p))
+    assert r.returncode == 255 and "Invalid protobuf file" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_version_flag():
+    r = run(_script("tensorflow_model_server"), "--version")
+    assert r.returncode == 0
+    assert r.stdout.startswith("TensorFlow ModelServer: ") and "TensorFlow Library: 2." in r.stdout
+
+
+def test_port_in_use_fails_cleanly(repo, server_factory):
+    repo.put("hp", 1, "hp1")
+    first = server_factory(f"--model_base_path={repo.path('hp')}", "--model_name=hp")
+    second = ServerProcess([f"--model_base_path={repo.path('hp')}", "--model_name=hp"], port=first.port)
+    second.start(wait=False)
+    try:
+        assert second.wait_exit(timeout=120) == 255
+        assert "Failed to start server. Error:" in second.output()
+    finally:
+        second.stop()
+
+
+def test_verso_serve_without_model_flags_serves_the_bundled_repository(server_factory):
+    srv = server_factory(entry=[_script("verso"), "serve"])
+    x = np.array([1.0, 2.0, 5.0], np.float32)
+    resp = srv.predict_stub.Predict(predict_request("half_plus_two", {"x": x}), timeout=30)
+    np.testing.assert_allclose(y_of(resp), [2.5, 3.0, 4.5])
+    assert resp.model_spec.version.value == 2
+    resp = srv.predict_stub.Predict(predict_request("half_plus_two", {"x": x}, version=1), timeout=30)
+    np.testing.assert_allclose(y_of(resp), [1.5, 2.0, 3.5])
+    assert set(states(srv, "digits")) == {1, 2}
+    # digits: a real classifier; an all-zero image gets a probability distribution over 10 classes.
+    resp = srv.predict_stub.Predict(predict_request("digits", {"images": np.zeros((2, 64), np.float32)}), timeout=30)
+    import tensorflow as tf
+    scores = tf.make_ndarray(resp.outputs["scores"])
+    assert scores.shape == (2, 10) and np.allclose(scores.sum(axis=1), 1.0, atol=1e-4)
+    sigs = srv.predict_stub.GetModelMetadata(metadata_request("digits"), timeout=30)
+    from tensorflow_serving.apis import get_model_metadata_pb2
+    sig_map = get_model_metadata_pb2.SignatureDefMap()
+    sigs.metadata["signature_def"].Unpack(sig_map)
+    assert sig_map.signature_def["classify"].method_name == "tensorflow/serving/classify"
+
+
+def test_verso_serve_defaults_to_port_8500():
+    from server.cli import bundled_repository
+    from server.settings import parse_flags, resolve_models
+    settings = parse_flags([])
+    assert settings.port == 8500
+    models = resolve_models(settings, bundled_config=str(bundled_repository() / "models.config"))
+    assert sorted(m.name for m in models) == ["digits", "half_plus_two"]
+    assert all(os.path.isdir(os.path.join(m.base_path, "1")) for m in models)
+
+
+def test_sigterm_stops_the_server(repo, server_factory):
+    repo.put("hp", 1, "hp1")
+    srv = server_factory(f"--model_base_path={repo.path('hp')}", "--model_name=hp")
+    srv.proc.terminate()
+    assert srv.wait_exit(timeout=60) == 0
