@@ -10,18 +10,9 @@ import asyncio
 import logging
 import os
 import sys
-from pathlib import Path
 from typing import Optional
 
 EXIT_STARTUP_FAILURE = 255
-
-
-def bundled_repository() -> Path:
-    """The bundled ``model_repository/`` (VERSO_MODEL_REPOSITORY overrides), found at run time."""
-    env = os.environ.get("VERSO_MODEL_REPOSITORY")
-    if env:
-        return Path(env).resolve()
-    return (Path(__file__).resolve().parent.parent / "model_repository").resolve()
 
 
 def _setup_logging() -> None:
@@ -44,7 +35,7 @@ def _version_text() -> str:
 
 
 def run_server(argv: list[str], *, bundled_default: bool) -> int:
-    from server.settings import SettingsError, parse_flags, resolve_models, usage
+    from server.settings import SettingsError, bundled_repository, parse_flags, resolve_models, usage
 
     if any(a in ("--help", "-help", "-h", "--usage") for a in argv):
         print(usage())

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Optional
 
 from google.protobuf import text_format
@@ -301,6 +302,15 @@ def read_model_config_file(path: str) -> model_server_config_pb2.ModelServerConf
     except text_format.ParseError as e:
         raise SettingsError(f"INVALID_ARGUMENT: Invalid protobuf file: '{path}': {e}") from None
     return config
+
+
+def bundled_repository() -> Path:
+    """The bundled ``model_repository/``, found at run time next to the ``server`` package
+    (a source checkout / editable install); ``VERSO_MODEL_REPOSITORY`` overrides it."""
+    env = os.environ.get("VERSO_MODEL_REPOSITORY")
+    if env:
+        return Path(env).resolve()
+    return (Path(__file__).resolve().parent.parent / "model_repository").resolve()
 
 
 def resolve_models(settings: Settings, *, bundled_config: Optional[str] = None) -> list[ModelEntry]:

@@ -141,29 +141,44 @@ class ServingCore:
 
 
 def decode_inputs(signature, request_inputs) -> dict[str, np.ndarray]:
-    """Validate request inputs against a SignatureDef and decode them (TF Serving's order of checks)."""
+    """Validate request inputs against a SignatureDef and decode them, with TF Serving's
+    checks in its order: input count (fewer only when the signature has ``defaults``), then
+    each signature alias (from the request, else its default), then unknown request names,
+    then dtypes and shapes against the TensorInfo."""
     sig_inputs = signature.inputs
-    if len(request_inputs) != len(sig_inputs):
+    defaults = signature.defaults
+    n_req, n_sig = len(request_inputs), len(sig_inputs)
+    if n_req > n_sig or (n_req < n_sig and not defaults):
         sent, wanted = set(request_inputs), set(sig_inputs)
         raise invalid_argument(
-            f"input size does not match signature: {len(request_inputs)}!={len(sig_inputs)} "
+            f"input size does not match signature: {n_req}!={n_sig} "
             f"len({{{_join(sent)}}}) != len({{{_join(wanted)}}}). Sent extra: {{{_join(sent - wanted)}}}. "
             f"Missing but required: {{{_join(wanted - sent)}}}.")
     decoded: dict[str, np.ndarray] = {}
-    for alias in sorted(request_inputs):
-        if alias not in sig_inputs:
-            raise invalid_argument(f"input tensor alias not found in signature: {alias}. "
-                                   f"Inputs expected to be in the set {{{_join(sig_inputs)}}}.")
+    dtypes: dict[str, int] = {}
+    for alias in sorted(sig_inputs):
+        proto = request_inputs.get(alias) if alias in request_inputs else None
+        if proto is None:
+            if alias not in defaults:
+                raise invalid_argument(
+                    f"Signature input alias: {alias}(feed name: {sig_inputs[alias].name}) not found in request "
+                    f"and no default value provided. Inputs expected to be in the request "
+                    f"{{{_join(request_inputs)}}}, or default input alias set: {_join(defaults)}")
+            proto = defaults[alias]
         try:
-            decoded[alias] = tensor_codec.to_ndarray(request_inputs[alias])
+            decoded[alias] = tensor_codec.to_ndarray(proto)
         except tensor_codec.TensorCodecError:
             raise invalid_argument(f"tensor parsing error: {alias}") from None
+        dtypes[alias] = proto.dtype
+    used = [a for a in request_inputs if a in sig_inputs]
+    if request_inputs and len(used) != n_req:
+        raise invalid_argument(f"Inputs contains invalid name. Used request inputs: {_join(used)}, "
+                               f"request input: {_join(request_inputs)}")
     for index, alias in enumerate(decoded):
         info = sig_inputs[alias]
-        sent = request_inputs[alias].dtype
-        if info.dtype and sent != info.dtype:
+        if info.dtype and dtypes[alias] != info.dtype:
             raise invalid_argument(f"Expects arg[{index}] to be {tensor_codec.dtype_name(info.dtype)} "
-                                   f"but {tensor_codec.dtype_name(sent)} is provided")
+                                   f"but {tensor_codec.dtype_name(dtypes[alias])} is provided")
         shape = info.tensor_shape
         if not shape.unknown_rank:
             want = [d.size for d in shape.dim]

@@ -45,7 +45,9 @@ class ServableConfig:
     policy: VersionPolicy
 
 
-Identity = tuple[int, int]  # (st_dev, st_ino) of a version directory
+# (st_dev, st_ino, st_ctime_ns) of a version directory: a directory replaced by another (even
+# one that reuses the inode) or changed at its top level gets a new identity.
+Identity = tuple[int, int, int]
 
 
 @dataclass(frozen=True)
@@ -104,7 +106,7 @@ def scan_base_path(base_path: str, skip: Mapping[int, Identity] = {}) -> ScanRes
                 except OSError:
                     continue
                 versions[v] = path
-                identities[v] = (st.st_dev, st.st_ino)
+                identities[v] = (st.st_dev, st.st_ino, st.st_ctime_ns)
     fps = {v: fingerprint(p) for v, p in versions.items() if skip.get(v) != identities[v]}
     return ScanResult(True, versions, identities, fps)
 
@@ -119,9 +121,13 @@ class Observation:
 class SettleTracker:
     """Decides when a version directory has stopped changing. Pure: the caller passes ``now``.
 
-    A settled directory that is replaced by a new one (another inode: ``rm -r 2; cp -r new 2``)
-    counts as having left and come back: it settles again, and meanwhile is reported as
-    ``replaced`` so the version policy still counts it (no older version is loaded instead).
+    A settled directory that is replaced by a new one (``rm -r 2; cp -r new 2``) or changed at
+    its top level counts as having left and come back: it settles again, and meanwhile is
+    reported as ``replaced`` so the version policy still counts it (no older version is loaded
+    instead). Only directories seen by the source's very first scan (``trust_existing``) are
+    trusted without settling: a base path that appears later may still be being copied.
+    A base path that is missing changes nothing: when it returns, unchanged versions are still
+    settled.
     """
 
     def __init__(self, settle_seconds: float):
@@ -134,11 +140,12 @@ class SettleTracker:
     def settled_identities(self, name: str) -> dict[int, Identity]:
         return {v: ident for (n, v), ident in self._settled.items() if n == name}
 
-    def observe(self, name: str, scan: ScanResult, now: float) -> Observation:
-        """Feed one scan of ``name``."""
-        first_scan = scan.exists and name not in self._known_models
-        if scan.exists:
-            self._known_models.add(name)
+    def observe(self, name: str, scan: ScanResult, now: float, trust_existing: bool = False) -> Observation:
+        """Feed one scan of ``name``; ``trust_existing`` on the server's start-up scan."""
+        if not scan.exists:
+            return Observation(frozenset(), frozenset(), None)
+        first_scan = trust_existing and name not in self._known_models
+        self._known_models.add(name)
         present = set(scan.versions)
         # Forget directories that went away: if they come back they must settle again.
         for table in (self._settled, self._pending):
@@ -196,6 +203,7 @@ class FileSystemSource:
         self._clock = clock
         self._tracker = SettleTracker(settle_seconds)
         self._emitted: dict[str, dict[int, str]] = {}
+        self._polled = False
         self._missing_logged: set[str] = set()
         self._empty_logged: set[str] = set()
         self._wake = asyncio.Event()
@@ -219,7 +227,7 @@ class FileSystemSource:
             scan = await loop.run_in_executor(self._executor, scan_base_path, m.base_path, skip)
             if m.name not in self._models:  # removed while we scanned
                 continue
-            seen = self._tracker.observe(m.name, scan, self._clock())
+            seen = self._tracker.observe(m.name, scan, self._clock(), trust_existing=not self._polled)
             if seen.wait is not None:
                 waits.append(seen.wait)
             if not scan.exists:
@@ -243,6 +251,7 @@ class FileSystemSource:
             if self._emitted.get(m.name) != aspired:
                 self._emitted[m.name] = aspired
                 self._sink(m.name, aspired)
+        self._polled = True
         self.next_poll_in = min(waits) if waits else None
 
     async def run_once(self, poll_wait_seconds: float) -> None:

@@ -97,8 +97,7 @@ def test_verso_serve_without_model_flags_serves_the_bundled_repository(server_fa
 
 
 def test_verso_serve_defaults_to_port_8500():
-    from server.cli import bundled_repository
-    from server.settings import parse_flags, resolve_models
+    from server.settings import bundled_repository, parse_flags, resolve_models
     settings = parse_flags([])
     assert settings.port == 8500
     models = resolve_models(settings, bundled_config=str(bundled_repository() / "models.config"))

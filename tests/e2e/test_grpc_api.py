@@ -32,7 +32,9 @@ def api_repo(tmp_path_factory, built_models):
     config.write_text(f"""
 model_config_list {{
   config {{ name: "hp" base_path: "{root / 'hp'}" model_platform: "tensorflow"
-           model_version_policy {{ all {{}} }} }}
+           model_version_policy {{ all {{}} }}
+           version_labels {{ key: "stable" value: 1 }} version_labels {{ key: "canary" value: 2 }}
+           version_labels {{ key: "old" value: 1 }} }}
   config {{ name: "multi" base_path: "{root / 'multi'}" model_platform: "tensorflow" }}
   config {{ name: "ids" base_path: "{root / 'ids'}" model_platform: "tensorflow" }}
 }}
@@ -146,11 +148,21 @@ def test_empty_name_and_missing_spec(server):
     assert (e.code(), e.details()) == (INVALID, "Missing ModelSpec")
 
 
+def test_config_labels_resolve_and_several_labels_share_a_version(server):
+    for label, version in (("stable", 1), ("canary", 2), ("old", 1)):
+        req = predict_request("hp", {"x": X})
+        req.model_spec.version_label = label
+        resp = server.predict_stub.Predict(req, timeout=30)
+        assert resp.model_spec.version.value == version
+        assert resp.model_spec.version_label == ""  # TF Serving echoes the version, never the label
+        np.testing.assert_allclose(y_of(resp), 0.5 * X + version)
+
+
 def test_unknown_label(server):
     req = predict_request("hp", {"x": X})
-    req.model_spec.version_label = "stable"
+    req.model_spec.version_label = "nightly"
     e = rpc_error(server.predict_stub.Predict, req)
-    assert (e.code(), e.details()) == (INVALID, "Unrecognized servable version label: stable")
+    assert (e.code(), e.details()) == (INVALID, "Unrecognized servable version label: nightly")
 
 
 def test_unknown_signature(server):
@@ -169,7 +181,9 @@ def test_missing_and_extra_inputs(server):
                            "Sent extra: {z}. Missing but required: {}.")
     e = rpc_error(server.predict_stub.Predict, predict_request("multi", {"a": a, "c": a}))
     assert e.code() == INVALID
-    assert e.details() == "input tensor alias not found in signature: c. Inputs expected to be in the set {a,b}."
+    assert e.details() == ("Signature input alias: b(feed name: serving_default_b:0) not found in request and "
+                           "no default value provided. Inputs expected to be in the request {a,c}, or default "
+                           "input alias set: ")
 
 
 def test_wrong_dtype(server):

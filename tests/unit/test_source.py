@@ -10,7 +10,7 @@ from server.core.source import FileSystemSource, ScanResult, ServableConfig, Set
 
 
 def _scan(versions, fps, exists=True):
-    return ScanResult(exists, {v: f"/b/{v}" for v in versions}, {v: (0, v) for v in versions},
+    return ScanResult(exists, {v: f"/b/{v}" for v in versions}, {v: (0, v, 0) for v in versions},
                       {v: fps[v] for v in fps})
 
 
@@ -28,7 +28,7 @@ def test_scan_lists_numeric_dirs_only(tmp_path):
 
 def test_first_scan_is_trusted_later_dirs_must_settle():
     t = SettleTracker(settle_seconds=2.0)
-    seen = t.observe("m", _scan([1], {1: (1, 1, 1)}), now=0.0)
+    seen = t.observe("m", _scan([1], {1: (1, 1, 1)}), now=0.0, trust_existing=True)
     assert seen.settled == {1} and seen.wait is None
     seen = t.observe("m", _scan([1, 2], {2: (1, 10, 5)}), now=1.0)
     assert seen.settled == {1} and seen.wait == 2.0
@@ -42,16 +42,27 @@ def test_first_scan_is_trusted_later_dirs_must_settle():
 
 def test_removed_dir_must_settle_again_and_replaced_dir_is_reported():
     t = SettleTracker(settle_seconds=1.0)
-    t.observe("m", _scan([1, 2], {1: (1, 1, 1), 2: (1, 1, 1)}), now=0.0)
+    t.observe("m", _scan([1, 2], {1: (1, 1, 1), 2: (1, 1, 1)}), now=0.0, trust_existing=True)
     assert t.observe("m", _scan([1], {}), now=1.0).settled == {1}
     assert t.observe("m", _scan([1, 2], {2: (1, 1, 1)}), now=2.0).settled == {1}
     # Replaced in place by a new directory (new identity) while settled.
     t.observe("m", _scan([1, 2], {2: (1, 1, 1)}), now=3.0)
-    scan = ScanResult(True, {1: "/b/1", 2: "/b/2"}, {1: (0, 1), 2: (0, 99)}, {2: (3, 3, 3)})
+    scan = ScanResult(True, {1: "/b/1", 2: "/b/2"}, {1: (0, 1, 0), 2: (0, 2, 99)}, {2: (3, 3, 3)})
     seen = t.observe("m", scan, now=4.0)
     assert seen.settled == {1} and seen.replaced == {2}
     seen = t.observe("m", scan, now=5.0)
     assert seen.settled == {1, 2} and seen.replaced == frozenset()
+
+
+def test_missing_base_path_forgets_nothing_and_late_base_paths_settle():
+    t = SettleTracker(settle_seconds=1.0)
+    t.observe("m", _scan([1, 2], {1: (1, 1, 1), 2: (1, 1, 1)}), now=0.0, trust_existing=True)
+    assert t.observe("m", _scan([], {}, exists=False), now=1.0).settled == frozenset()
+    assert t.observe("m", _scan([1, 2], {}), now=2.0).settled == {1, 2}  # back, unchanged: still settled
+    # A model whose base path first appears after start-up is not trusted blindly.
+    assert t.observe("late", _scan([], {}, exists=False), now=0.0, trust_existing=True).settled == frozenset()
+    assert t.observe("late", _scan([3], {3: (1, 1, 1)}), now=1.0).settled == frozenset()
+    assert t.observe("late", _scan([3], {3: (1, 1, 1)}), now=2.0).settled == {3}
 
 
 def test_zero_settle_interval_settles_at_once():
