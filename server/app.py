@@ -77,13 +77,15 @@ class App:
         tasks = [loop.create_task(manager.run(), name="verso-manager")]
         watcher = None
         if s.file_system_poll_wait_seconds > 0:
-            watcher = DirectoryWatcher(lambda: loop.call_soon_threadsafe(source.trigger))
-            watcher.sync([m.base_path for m in source.models])
+            if s.enable_file_system_watch:
+                watcher = DirectoryWatcher(lambda: loop.call_soon_threadsafe(source.trigger))
+                watcher.sync([m.base_path for m in source.models])
 
             async def poll_forever():
                 while True:
                     await source.run_once(s.file_system_poll_wait_seconds)
-                    watcher.sync([m.base_path for m in source.models])
+                    if watcher is not None:
+                        watcher.sync([m.base_path for m in source.models])
 
             tasks.append(loop.create_task(poll_forever(), name="verso-source"))
 

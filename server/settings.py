@@ -83,6 +83,8 @@ def _flags() -> dict[str, Flag]:
         Flag("load_retry_interval_micros", i, 60_000_000, "Wait between load retries (microseconds)"),
         Flag("file_system_poll_wait_seconds", i, 1,
              "Poll the file system for new versions every N s (0 = once at start, <0 = never again)"),
+        Flag("enable_file_system_watch", b, True,
+             "Verso: watch base paths with watchdog for fast pickup (polling always runs too)"),
         Flag("version_settle_seconds", f, 1.0,
              "Verso: a new version directory must stay unchanged this long before it is loaded"),
         Flag("flush_filesystem_caches", b, True, "Flush file-system caches after loads", implemented=False),

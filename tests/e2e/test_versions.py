@@ -153,3 +153,35 @@ def test_no_failed_request_while_two_versions_arrive(repo, server_factory):
     assert seen == {1, 2, 3}, seen
     assert all(r[-1] == 3 for r in results)
     print(f"{total} requests from 8 clients across versions 1 -> 2 -> 3, 0 failed")
+
+
+def test_watchdog_picks_up_a_version_long_before_the_next_poll(repo, server_factory):
+    repo.put("hp", 1, "hp1")
+    srv = server_factory(f"--model_base_path={repo.path('hp')}", "--model_name=hp",
+                         "--file_system_poll_wait_seconds=600", "--version_settle_seconds=0.3")
+    start = time.monotonic()
+    repo.put("hp", 2, "hp2")
+    wait_until(lambda: states(srv, "hp") == {2: State.AVAILABLE, 1: State.END}, timeout=60,
+               what="v2 via watchdog")
+    assert time.monotonic() - start < 60  # the poll alone would take 600 s
+    assert answer(srv) == (3.0, 2)
+
+
+def test_polling_alone_picks_up_versions(repo, server_factory):
+    repo.put("hp", 1, "hp1")
+    srv = serve_hp(repo, server_factory, "--enable_file_system_watch=false")
+    repo.put("hp", 2, "hp2")
+    wait_until(lambda: states(srv, "hp") == {2: State.AVAILABLE, 1: State.END}, what="v2 via polling")
+    assert answer(srv) == (3.0, 2)
+
+
+def test_wrong_saved_model_tags_fail_the_load_with_tfs_error(repo, server_factory):
+    repo.put("hp", 1, "hp1")
+    srv = serve_hp(repo, server_factory, "--saved_model_tags=serve,gpu", "--tensorflow_intra_op_parallelism=1",
+                   "--tensorflow_inter_op_parallelism=1")
+    (status,) = srv.model_stub.GetModelStatus(status_request("hp"), timeout=10).model_version_status
+    assert status.state == State.END
+    assert status.status.error_code == grpc.StatusCode.NOT_FOUND.value[0]
+    assert "Could not find meta graph def matching supplied tags: { gpu serve }" in status.status.error_message
+    e = rpc_error(srv.predict_stub.Predict, predict_request("hp", {"x": X}))
+    assert e.code() == grpc.StatusCode.NOT_FOUND
