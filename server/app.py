@@ -1,45 +1,56 @@
 """Composition root: builds every component from ``Settings``, starts and stops them in order.
 
-Start-up: configure TF -> first poll of every model -> wait for the initial loads (failed
-ones end in END with their error; a missing base path only makes that model NOT_FOUND) ->
-open the gRPC port -> background loops (manager ticks, file-system polls, watchdog).
-Shutdown on SIGTERM/SIGINT: stop accepting, let in-flight calls finish (grace period),
-stop the loops, exit 0.
+Start-up: configure TF -> apply the model config (first scan of every model, initial loads
+on a wide pool; failed models are logged in one line each and answer NOT_FOUND) -> open the
+gRPC port with health SERVING -> background loops (manager ticks, file-system polls,
+watchdog, config-file polls).
+Shutdown on SIGTERM/SIGINT: health NOT_SERVING, stop accepting, let in-flight calls finish
+(``--shutdown_grace_seconds``), stop the loops, exit 0.
 
 Threads: one asyncio loop owns all mutable state. Named executors do blocking work:
-``verso-load`` (SavedModel loads), ``verso-unload``, ``verso-fs`` (directory scans) and
-``verso-predict`` (TF signature runs).
+``verso-load`` (SavedModel loads and warmup), ``verso-unload``, ``verso-fs`` (directory
+scans) and ``verso-predict`` (TF signature runs).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Optional
 
-from server.settings import ModelEntry, Settings
+from server.core.model_config import ModelEntry
+from server.settings import Settings
 
 log = logging.getLogger("verso")
 
-SHUTDOWN_GRACE_SECONDS = 10.0
+HEALTH_SERVICES = ("", "ModelService", "PredictionService",
+                   "tensorflow.serving.ModelService", "tensorflow.serving.PredictionService")
+
+
+class StartupError(Exception):
+    """Start-up cannot complete; ``str()`` is the one line for the operator."""
 
 
 class App:
-    def __init__(self, settings: Settings, models: list[ModelEntry]):
+    def __init__(self, settings: Settings, models: list[ModelEntry], *, config_root: Optional[str] = None):
         self.settings = settings
         self.models = models
-        self.grpc_port: Optional[int] = None
+        self.config_root = config_root  # where relative base paths resolve (bundled repository)
         self._stopping: Optional[asyncio.Event] = None
 
     async def serve(self) -> None:
         # TensorFlow is imported here, after flags were checked, because it takes seconds.
+        from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
         from server.api.grpc_service import create_server
         from server.api.handlers import ServingCore
         from server.core.manager import Manager
-        from server.core.source import DirectoryWatcher, FileSystemSource, ServableConfig
+        from server.core.model_config import ServedModels
+        from server.core.source import DirectoryWatcher, FileSystemSource
         from server.servables import saved_model
 
         s = self.settings
@@ -47,39 +58,57 @@ class App:
         self._stopping = asyncio.Event()
         saved_model.configure_runtime(s.tensorflow_intra_op_parallelism, s.tensorflow_inter_op_parallelism)
         tags = s.saved_model_tag_list
+        warmup_iterations = s.num_request_iterations_for_warmup or 1
 
-        load_pool = ThreadPoolExecutor(2, thread_name_prefix="verso-load")
-        unload_pool = ThreadPoolExecutor(1, thread_name_prefix="verso-unload")
+        def load(name: str, version: int, path: str):
+            return saved_model.load_saved_model(path, tags, warmup=s.enable_model_warmup,
+                                                warmup_iterations=warmup_iterations)
+
+        # TF Serving: 0 load/unload threads = one at a time; the initial loads use 4 x CPUs.
+        cpus = os.cpu_count() or 1
+        initial_load_pool = ThreadPoolExecutor(4 * cpus, thread_name_prefix="verso-load-initial")
+        load_pool = ThreadPoolExecutor(max(1, s.num_load_threads), thread_name_prefix="verso-load")
+        unload_pool = ThreadPoolExecutor(max(1, s.num_unload_threads), thread_name_prefix="verso-unload")
         fs_pool = ThreadPoolExecutor(1, thread_name_prefix="verso-fs")
         predict_pool = ThreadPoolExecutor(8, thread_name_prefix="verso-predict")
 
-        manager = Manager(lambda name, version, path: saved_model.load_saved_model(path, tags),
-                          load_executor=load_pool, unload_executor=unload_pool,
+        manager = Manager(load, load_executor=initial_load_pool, unload_executor=unload_pool,
                           max_load_retries=s.max_num_load_retries,
                           load_retry_interval_s=s.load_retry_interval_micros / 1e6)
-        source = FileSystemSource(
-            [ServableConfig(m.name, m.base_path, m.policy) for m in self.models],
-            manager.set_aspired_versions, settle_seconds=s.version_settle_seconds,
-            executor=fs_pool, clock=time.monotonic)
-        core = ServingCore(manager, predict_pool,
+        source = FileSystemSource([], manager.set_aspired_versions, settle_seconds=s.version_settle_seconds,
+                                  executor=fs_pool, clock=time.monotonic)
+        served = ServedModels(source, manager,
+                              allow_unavailable_labels=s.allow_version_labels_for_unavailable_models)
+        core = ServingCore(manager, predict_pool, served,
                            tensor_content_outputs=s.enable_serialization_as_tensor_content,
-                           labels={m.name: m.labels for m in self.models})
+                           config_root=self.config_root)
 
-        await source.poll()
-        await manager.run_until_idle()
+        from server.core.errors import ServingError
+        try:
+            await served.apply(self.models, initial=True)
+        except ServingError as e:
+            raise StartupError(str(e)) from None
+        for name, why in served.unavailable([m.name for m in self.models]).items():
+            log.error("Model %s has no available version at start-up (%s); it answers NOT_FOUND until a "
+                      "version loads", name, why)
+        manager.set_load_executor(load_pool)
+        initial_load_pool.shutdown(wait=False)
 
         address = f"{s.bind_address}:{s.port}"
         server = create_server(core, address)
-        await server.start()
-        log.info("Running gRPC ModelServer at %s ...", address)
-        print(f"Running gRPC ModelServer at {address} ...", flush=True)
-
+        health_servicer = None
+        if s.enable_grpc_healthcheck_service:
+            health_servicer = health.aio.HealthServicer()
+            for name in HEALTH_SERVICES:
+                await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+            health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         tasks = [loop.create_task(manager.run(), name="verso-manager")]
         watcher = None
         if s.file_system_poll_wait_seconds > 0:
             if s.enable_file_system_watch:
                 watcher = DirectoryWatcher(lambda: loop.call_soon_threadsafe(source.trigger))
                 watcher.sync([m.base_path for m in source.models])
+                source.trigger()  # a version that arrived before the watch began is not missed
 
             async def poll_forever():
                 while True:
@@ -88,13 +117,23 @@ class App:
                         watcher.sync([m.base_path for m in source.models])
 
             tasks.append(loop.create_task(poll_forever(), name="verso-source"))
+        if s.model_config_file_poll_wait_seconds > 0 and s.model_config_file:
+            tasks.append(loop.create_task(
+                core.poll_config_file(s.model_config_file, s.model_config_file_poll_wait_seconds),
+                name="verso-config-poll"))
+
+        await server.start()
+        log.info("Running gRPC ModelServer at %s ...", address)
+        print(f"Running gRPC ModelServer at {address} ...", flush=True)
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stopping.set)
         await self._stopping.wait()
 
-        log.info("Shutting down: draining in-flight requests (grace %.0fs)", SHUTDOWN_GRACE_SECONDS)
-        await server.stop(SHUTDOWN_GRACE_SECONDS)
+        log.info("Shutting down: draining in-flight requests (grace %.1fs)", s.shutdown_grace_seconds)
+        if health_servicer is not None:
+            await health_servicer.enter_graceful_shutdown()
+        await server.stop(s.shutdown_grace_seconds)
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

@@ -48,8 +48,9 @@ def run_server(argv: list[str], *, bundled_default: bool) -> int:
         for arg in settings.unknown:
             print(f"unknown argument: {arg}", file=sys.stderr)
         bundled: Optional[str] = None
-        if bundled_default:
+        if bundled_default and not settings.model_config_file and not settings.model_base_path:
             bundled = str(bundled_repository() / "models.config")
+            settings.values["model_config_file"] = bundled
         models = resolve_models(settings, bundled_config=bundled)
     except SettingsError as e:
         print(f"Failed to start server. Error: {e}", file=sys.stderr)
@@ -63,9 +64,13 @@ def run_server(argv: list[str], *, bundled_default: bool) -> int:
     for m in models:
         log.info("Model %s: base path %s, policy %s", m.name, m.base_path, m.policy)
 
-    from server.app import App
+    from server.app import App, StartupError
+    config_root = os.path.dirname(bundled) if bundled else None
     try:
-        asyncio.run(App(settings, models).serve())
+        asyncio.run(App(settings, models, config_root=config_root).serve())
+    except StartupError as e:
+        print(f"Failed to start server. Error: {e}", file=sys.stderr)
+        return EXIT_STARTUP_FAILURE
     except KeyboardInterrupt:
         pass
     except OSError as e:

@@ -17,12 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
-from server.core.policy import All, Latest, Specific, VersionPolicy
-
-TENSORFLOW_PLATFORM = "tensorflow"
+from server.core import model_config
+from server.core.errors import ServingError
+from server.core.model_config import TENSORFLOW_PLATFORM, ModelEntry
 
 
 class SettingsError(Exception):
@@ -71,20 +70,22 @@ def _flags() -> dict[str, Flag]:
         Flag("enable_batching", b, False, "Enable batching", implemented=False),
         Flag("enable_per_model_batching_parameters", b, False, "Per-model batching params", implemented=False),
         Flag("allow_version_labels_for_unavailable_models", b, False,
-             "Allow labels for versions that are not yet available", implemented=False),
+             "Allow labels for versions that are not yet available"),
         Flag("batching_parameters_file", s, "", "BatchingParameters text proto", implemented=False),
         Flag("model_config_file", s, "", "ModelServerConfig text proto (overrides --model_name/--model_base_path)"),
-        Flag("model_config_file_poll_wait_seconds", i, 0, "Re-read the config file every N s", implemented=False),
+        Flag("model_config_file_poll_wait_seconds", i, 0, "Re-read the config file every N s"),
         Flag("model_name", s, "default", "Name of the model (ignored with --model_config_file)"),
         Flag("model_base_path", s, "", "Path above the version directories (ignored with --model_config_file)"),
-        Flag("num_load_threads", i, 0, "Threads for loading versions", implemented=False),
-        Flag("num_unload_threads", i, 0, "Threads for unloading versions", implemented=False),
+        Flag("num_load_threads", i, 0, "Threads for loading versions"),
+        Flag("num_unload_threads", i, 0, "Threads for unloading versions"),
         Flag("max_num_load_retries", i, 5, "Retries of a failed load"),
         Flag("load_retry_interval_micros", i, 60_000_000, "Wait between load retries (microseconds)"),
         Flag("file_system_poll_wait_seconds", i, 1,
              "Poll the file system for new versions every N s (0 = once at start, <0 = never again)"),
         Flag("enable_file_system_watch", b, True,
              "Verso: watch base paths with watchdog for fast pickup (polling always runs too)"),
+        Flag("shutdown_grace_seconds", f, 10.0,
+             "Verso: on SIGTERM/SIGINT, how long in-flight requests may take to finish"),
         Flag("version_settle_seconds", f, 1.0,
              "Verso: a new version directory must stay unchanged this long before it is loaded"),
         Flag("flush_filesystem_caches", b, True, "Flush file-system caches after loads", implemented=False),
@@ -98,8 +99,8 @@ def _flags() -> dict[str, Flag]:
         Flag("saved_model_tags", s, "serve", "Comma-separated tags of the MetaGraphDef to load"),
         Flag("grpc_channel_arguments", s, "", "k=v,k=v gRPC channel arguments", implemented=False),
         Flag("grpc_max_threads", i, 0, "gRPC threads", implemented=False),
-        Flag("enable_model_warmup", b, True, "Replay assets.extra warmup requests", implemented=False),
-        Flag("num_request_iterations_for_warmup", i, 0, "Warmup iterations", implemented=False),
+        Flag("enable_model_warmup", b, True, "Replay assets.extra warmup requests"),
+        Flag("num_request_iterations_for_warmup", i, 0, "Warmup iterations"),
         Flag("version", b, False, "Print the version and exit"),
         Flag("monitoring_config_file", s, "", "MonitoringConfig text proto", implemented=False),
         Flag("remove_unused_fields_from_bundle_metagraph", b, True, "", implemented=False),
@@ -114,7 +115,8 @@ def _flags() -> dict[str, Flag]:
         Flag("mixed_precision", s, "", "", implemented=False),
         Flag("skip_initialize_tpu", b, False, "", implemented=False),
         Flag("use_alts_credentials", b, False, "", implemented=False),
-        Flag("enable_grpc_healthcheck_service", b, False, "", implemented=False),
+        Flag("enable_grpc_healthcheck_service", b, True,
+             "grpc.health.v1.Health service (Verso: on by default, for Kubernetes gRPC probes)"),
         Flag("enable_serialization_as_tensor_content", b, False,
              "Predict outputs in tensor_content instead of typed fields"),
     ]
@@ -122,17 +124,6 @@ def _flags() -> dict[str, Flag]:
 
 
 FLAGS = _flags()
-
-
-@dataclass(frozen=True)
-class ModelEntry:
-    """One model of the (validated) model config."""
-
-    name: str
-    base_path: str
-    platform: str
-    policy: VersionPolicy
-    labels: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -207,6 +198,12 @@ def _check_values(s: Settings) -> None:
         raise SettingsError("Invalid value for flag --max_num_load_retries: must be >= 0")
     if s.load_retry_interval_micros < 0:
         raise SettingsError("Invalid value for flag --load_retry_interval_micros: must be >= 0")
+    if s.num_load_threads < 0 or s.num_unload_threads < 0:
+        raise SettingsError("--num_load_threads and --num_unload_threads must be >= 0")
+    if s.num_request_iterations_for_warmup < 0:
+        raise SettingsError("Invalid value for flag --num_request_iterations_for_warmup: must be >= 0")
+    if s.shutdown_grace_seconds < 0:
+        raise SettingsError("Invalid value for flag --shutdown_grace_seconds: must be >= 0")
     if s.version_settle_seconds < 0:
         raise SettingsError("Invalid value for flag --version_settle_seconds: must be >= 0")
     if s.tensorflow_intra_op_parallelism < 0 or s.tensorflow_inter_op_parallelism < 0:
@@ -218,92 +215,18 @@ def _check_values(s: Settings) -> None:
 # ---- model config ---------------------------------------------------------------------------
 
 
-def _is_relative(path: str) -> bool:
-    return "://" not in path and not os.path.isabs(path)
-
-
-def _policy(config: model_server_config_pb2.ModelConfig) -> VersionPolicy:
-    p = config.model_version_policy
-    which = p.WhichOneof("policy_choice")
-    if which == "all":
-        return All()
-    if which == "specific":
-        return Specific(frozenset(p.specific.versions))
-    if which == "latest":
-        return Latest(p.latest.num_versions or 1)
-    return Latest(1)
-
-
-def _platform(config: model_server_config_pb2.ModelConfig) -> str:
-    if config.model_type:  # deprecated enum; TENSORFLOW = 1
-        if config.model_platform:
-            raise SettingsError("INVALID_ARGUMENT: Illegal setting both ModelServerConfig::model_type "
-                                "(deprecated) and ModelServerConfig::model_platform.")
-        if config.model_type != 1:
-            raise SettingsError(f"INVALID_ARGUMENT: ModelServerConfig::model_type choice "
-                                f"{config.model_type} not supported.")
-        return TENSORFLOW_PLATFORM
-    if not config.model_platform:
-        raise SettingsError("INVALID_ARGUMENT: Illegal setting neither ModelServerConfig::model_type "
-                            "(deprecated) nor ModelServerConfig::model_platform, model name is "
-                            f"{config.name}")
-    return config.model_platform
-
-
-def validate_model_config(config: model_server_config_pb2.ModelServerConfig,
-                          root_dir: Optional[str] = None) -> list[ModelEntry]:
-    """TF Serving's checks of a ModelServerConfig, returning the models it describes.
-
-    With ``root_dir`` (TF Serving's ``model_config_list_root_dir``) every base path must
-    be relative and is joined to it; without, every base path must be absolute.
-    """
-    which = config.WhichOneof("config")
-    if which == "custom_model_config":
-        raise SettingsError("INVALID_ARGUMENT: custom_model_config is not supported; "
-                            "use model_config_list")
-    if which is None:
-        return []
-    names: set[str] = set()
-    entries = []
-    for c in config.model_config_list.config:
-        if c.name in names:
-            raise SettingsError(f"INVALID_ARGUMENT: Illegal to list model {c.name} multiple times in config list")
-        names.add(c.name)
-    for c in config.model_config_list.config:
-        base = c.base_path
-        if root_dir is not None:
-            if _is_relative(root_dir):
-                raise SettingsError(f"INVALID_ARGUMENT: Expected non-empty absolute path or URI; got "
-                                    f"model_config_list_root_dir={root_dir}")
-            if _is_relative(base):
-                base = os.path.join(root_dir, base)
-        elif _is_relative(base):
-            raise SettingsError(f"INVALID_ARGUMENT: Expected model {c.name} to have an absolute path or URI; "
-                                f"got base_path()={c.base_path}")
-        platform = _platform(c)
-        if platform != TENSORFLOW_PLATFORM:
-            raise SettingsError(f"INVALID_ARGUMENT: Model {c.name} requested unsupported platform "
-                                f"{platform}; Verso serves: {TENSORFLOW_PLATFORM}")
-        if "://" in base:
-            raise SettingsError(f"INVALID_ARGUMENT: Model {c.name}: base_path {base} is a URI; "
-                                "Verso reads local directories only")
-        entries.append(ModelEntry(c.name, os.path.normpath(base), platform, _policy(c),
-                                  dict(c.version_labels)))
-    return entries
-
-
 def read_model_config_file(path: str) -> model_server_config_pb2.ModelServerConfig:
     try:
-        with open(path, "r", encoding="utf-8") as f:
-            text = f.read()
-    except OSError as e:
-        raise SettingsError(f"NOT_FOUND: Cannot read model config file '{path}': {e.strerror}") from None
-    config = model_server_config_pb2.ModelServerConfig()
+        return model_config.read_model_config_file(path)
+    except ServingError as e:
+        raise SettingsError(str(e)) from None
+
+
+def validate_model_config(config, root_dir: Optional[str] = None) -> list[ModelEntry]:
     try:
-        text_format.Parse(text, config)
-    except text_format.ParseError as e:
-        raise SettingsError(f"INVALID_ARGUMENT: Invalid protobuf file: '{path}': {e}") from None
-    return config
+        return model_config.validate_model_config(config, root_dir)
+    except ServingError as e:
+        raise SettingsError(str(e)) from None
 
 
 def bundled_repository() -> Path:
@@ -318,7 +241,7 @@ def bundled_repository() -> Path:
 def resolve_models(settings: Settings, *, bundled_config: Optional[str] = None) -> list[ModelEntry]:
     """The models to serve: from --model_config_file, --model_base_path, or (``verso serve``
     with neither) the bundled repository's config with base paths relative to its directory."""
-    if settings.model_config_file:
+    if settings.model_config_file and settings.model_config_file != bundled_config:
         return validate_model_config(read_model_config_file(settings.model_config_file))
     if settings.model_base_path:
         config = model_server_config_pb2.ModelServerConfig()

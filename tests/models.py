@@ -62,3 +62,14 @@ def corrupt_copy(good: str, dest: str) -> None:
     shutil.copytree(good, dest)
     with open(os.path.join(dest, "saved_model.pb"), "wb") as f:
         f.write(b"this is not a SavedModel protobuf")
+
+
+def write_warmup(version_dir: str, records) -> str:
+    """Write ``records`` (PredictionLog messages or raw bytes) as the version's warmup file."""
+    extra = os.path.join(version_dir, "assets.extra")
+    os.makedirs(extra, exist_ok=True)
+    path = os.path.join(extra, "tf_serving_warmup_requests")
+    with tf.io.TFRecordWriter(path) as w:
+        for r in records:
+            w.write(r if isinstance(r, bytes) else r.SerializeToString())
+    return path

@@ -95,8 +95,7 @@ def service_handlers(core: ServingCore) -> list[grpc.GenericRpcHandler]:
         "GetModelStatus": _method("GetModelStatus", core.get_model_status,
                                   get_model_status_pb2.GetModelStatusRequest,
                                   get_model_status_pb2.GetModelStatusResponse),
-        "HandleReloadConfigRequest": _method("HandleReloadConfigRequest",
-                                             _unimplemented("HandleReloadConfigRequest"),
+        "HandleReloadConfigRequest": _method("HandleReloadConfigRequest", core.reload_config,
                                              model_management_pb2.ReloadConfigRequest,
                                              model_management_pb2.ReloadConfigResponse),
     }

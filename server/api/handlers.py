@@ -8,41 +8,35 @@ executor. Errors are raised as ``ServingError`` carrying TF Serving's code and m
 from __future__ import annotations
 
 import asyncio
+import logging
 from concurrent.futures import Executor
-from typing import Mapping, Optional
+from typing import Optional
 
-import numpy as np
-from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2, model_pb2,
-                                     predict_pb2)
+from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2, model_management_pb2,
+                                     model_pb2, predict_pb2)
 
 from server.core import tensor_codec
 from server.core.errors import Code, ServingError, invalid_argument
 from server.core.manager import Manager
+from server.core.model_config import ServedModels, parse_model_config, validate_model_config
+from server.core.predict import prepare_predict
 
-DEFAULT_SIGNATURE = "serving_default"
+log = logging.getLogger("verso.handlers")
+
 SIGNATURE_DEF_FIELD = "signature_def"
 
 
-def _join(names) -> str:
-    return ",".join(sorted(names))
-
-
-def _shape_text(dims) -> str:
-    return "[" + ",".join("?" if d < 0 else str(d) for d in dims) + "]"
-
-
 class ServingCore:
-    """Predict / GetModelMetadata / GetModelStatus over one ``Manager``.
+    """Predict / GetModelMetadata / GetModelStatus / ReloadConfig over one ``Manager`` and the
+    applied model config (``served``: its version labels, and reloads)."""
 
-    ``labels`` maps model name -> {label: version} (version labels of the model config).
-    """
-
-    def __init__(self, manager: Manager, executor: Executor, *, tensor_content_outputs: bool = False,
-                 labels: Optional[Mapping[str, Mapping[str, int]]] = None):
+    def __init__(self, manager: Manager, executor: Executor, served: ServedModels, *,
+                 tensor_content_outputs: bool = False, config_root: Optional[str] = None):
         self.manager = manager
         self.executor = executor
+        self.served = served
         self.tensor_content_outputs = tensor_content_outputs
-        self.labels: Mapping[str, Mapping[str, int]] = labels or {}
+        self.config_root = config_root
 
     # ---- model spec --------------------------------------------------------------------
 
@@ -54,7 +48,7 @@ class ServingCore:
         if choice == "version":
             return spec.name, spec.version.value
         if choice == "version_label":
-            version = self.labels.get(spec.name, {}).get(spec.version_label)
+            version = self.served.labels.get(spec.name, {}).get(spec.version_label)
             if version is None:
                 raise invalid_argument(f"Unrecognized servable version label: {spec.version_label}")
             return spec.name, version
@@ -69,12 +63,7 @@ class ServingCore:
         handle = self.manager.lease(name, version)
         try:
             servable = handle.servable
-            sig_name = request.model_spec.signature_name or DEFAULT_SIGNATURE
-            signature = servable.signature_defs.get(sig_name)
-            if signature is None:
-                raise ServingError(Code.FAILED_PRECONDITION, f'Serving signature key "{sig_name}" not found.')
-            inputs = decode_inputs(signature, request.inputs)
-            aliases = output_aliases(signature, request.output_filter)
+            sig_name, inputs, aliases = prepare_predict(servable.signature_defs, request)
             outputs = await asyncio.get_running_loop().run_in_executor(
                 self.executor, servable.run, sig_name, inputs, aliases)
         finally:
@@ -139,66 +128,46 @@ class ServingCore:
                 entry.status.error_message = s.error.message
         return response
 
+    # ---- HandleReloadConfigRequest and the polled config file ----------------------------------
 
-def decode_inputs(signature, request_inputs) -> dict[str, np.ndarray]:
-    """Validate request inputs against a SignatureDef and decode them, with TF Serving's
-    checks in its order: input count (fewer only when the signature has ``defaults``), then
-    each signature alias (from the request, else its default), then unknown request names,
-    then dtypes and shapes against the TensorInfo."""
-    sig_inputs = signature.inputs
-    defaults = signature.defaults
-    n_req, n_sig = len(request_inputs), len(sig_inputs)
-    if n_req > n_sig or (n_req < n_sig and not defaults):
-        sent, wanted = set(request_inputs), set(sig_inputs)
-        raise invalid_argument(
-            f"input size does not match signature: {n_req}!={n_sig} "
-            f"len({{{_join(sent)}}}) != len({{{_join(wanted)}}}). Sent extra: {{{_join(sent - wanted)}}}. "
-            f"Missing but required: {{{_join(wanted - sent)}}}.")
-    decoded: dict[str, np.ndarray] = {}
-    dtypes: dict[str, int] = {}
-    for alias in sorted(sig_inputs):
-        proto = request_inputs.get(alias) if alias in request_inputs else None
-        if proto is None:
-            if alias not in defaults:
-                raise invalid_argument(
-                    f"Signature input alias: {alias}(feed name: {sig_inputs[alias].name}) not found in request "
-                    f"and no default value provided. Inputs expected to be in the request "
-                    f"{{{_join(request_inputs)}}}, or default input alias set: {_join(defaults)}")
-            proto = defaults[alias]
-        try:
-            decoded[alias] = tensor_codec.to_ndarray(proto)
-        except tensor_codec.TensorCodecError:
-            raise invalid_argument(f"tensor parsing error: {alias}") from None
-        dtypes[alias] = proto.dtype
-    used = [a for a in request_inputs if a in sig_inputs]
-    if request_inputs and len(used) != n_req:
-        raise invalid_argument(f"Inputs contains invalid name. Used request inputs: {_join(used)}, "
-                               f"request input: {_join(request_inputs)}")
-    for index, alias in enumerate(decoded):
-        info = sig_inputs[alias]
-        if info.dtype and dtypes[alias] != info.dtype:
-            raise invalid_argument(f"Expects arg[{index}] to be {tensor_codec.dtype_name(info.dtype)} "
-                                   f"but {tensor_codec.dtype_name(dtypes[alias])} is provided")
-        shape = info.tensor_shape
-        if not shape.unknown_rank:
-            want = [d.size for d in shape.dim]
-            got = decoded[alias].shape
-            if len(want) != len(got) or any(w >= 0 and w != g for w, g in zip(want, got)):
-                raise invalid_argument(f"Expects arg[{index}] to have shape {_shape_text(want)} "
-                                       f"but shape {_shape_text(got)} is provided")
-    return decoded
+    async def reload_config(self, request: model_management_pb2.ReloadConfigRequest
+                            ) -> model_management_pb2.ReloadConfigResponse:
+        """The request is the full desired state (TF Serving's semantics; see ``ServedModels.apply``)."""
+        if request.config.WhichOneof("config") != "model_config_list":
+            raise invalid_argument("ServerModelConfig type not supported by HandleReloadConfigRequest. "
+                                   "Only ModelConfigList is currently supported")
+        entries = validate_model_config(request.config, self.config_root)
+        await self.served.apply(entries)
+        response = model_management_pb2.ReloadConfigResponse()
+        response.status.error_code = 0
+        return response
+
+    async def poll_config_file(self, path: str, every_seconds: float) -> None:
+        """Re-read ``path`` every ``every_seconds`` and apply it when its text changed.
+
+        A file that does not read, parse or validate is logged and changes nothing; the same
+        text is not retried until it changes again.
+        """
+        loop = asyncio.get_running_loop()
+        last: Optional[str] = await loop.run_in_executor(None, _read_text, path)
+        while True:
+            await asyncio.sleep(every_seconds)
+            text = await loop.run_in_executor(None, _read_text, path)
+            if text is None or text == last:
+                continue
+            last = text
+            try:
+                entries = validate_model_config(parse_model_config(text, path), self.config_root)
+                await self.served.apply(entries)
+                log.info("Applied the changed model config file %s", path)
+            except ServingError as e:
+                log.error("Model config file %s was not applied: %s", path, e)
 
 
-def output_aliases(signature, output_filter) -> list[str]:
-    """The output aliases to return, in filter order (all outputs when the filter is empty)."""
-    if not output_filter:
-        return list(signature.outputs)
-    seen: list[str] = []
-    for alias in output_filter:
-        if alias not in signature.outputs:
-            raise invalid_argument(f"output tensor alias not found in signature: {alias} "
-                                   f"Outputs expected to be in the set {{{_join(signature.outputs)}}}.")
-        if alias in seen:
-            raise invalid_argument(f"duplicate output tensor alias: {alias}")
-        seen.append(alias)
-    return seen
+def _read_text(path: str) -> Optional[str]:
+    try:
+        with open(path, "r", encoding="utf-8") as f:
+            return f.read()
+    except OSError as e:
+        log.error("Cannot read model config file %s: %s", path, e.strerror)
+        return None

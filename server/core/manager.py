@@ -83,6 +83,10 @@ class Manager:
         self._tasks: set[asyncio.Task] = set()
         self._wake = asyncio.Event()
 
+    def set_load_executor(self, executor: Executor) -> None:
+        """Use ``executor`` for loads from now on (start-up loads run on a wider pool)."""
+        self._load_executor = executor
+
     # ---- source side -------------------------------------------------------------------
 
     def set_aspired_versions(self, name: str, versions: Mapping[int, str]) -> None:

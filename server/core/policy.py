@@ -9,7 +9,8 @@ Two decisions, as in TF Serving:
   every version of one model to the single next action: unload an un-aspired version, or
   load the highest-numbered new aspired version. New versions load beside old ones; an
   un-aspired version is unloaded only once an aspired one is AVAILABLE, or when it is not
-  the last AVAILABLE version, so a model that was serving keeps serving.
+  the last AVAILABLE version, so a model that was serving keeps serving while a new version
+  loads (or fails to). When no version is aspired at all, every version is unloaded.
 """
 
 from __future__ import annotations
@@ -88,11 +89,11 @@ def next_action(versions: Sequence[VersionView]) -> Optional[Action]:
     """
     unloadable = sorted(v.version for v in versions if not v.aspired and v.state == State.AVAILABLE)
     if unloadable:
+        has_aspired = any(v.aspired for v in versions)
         aspired_serving = any(v.aspired and v.state == State.AVAILABLE for v in versions)
-        if aspired_serving:
-            return Action(ActionKind.UNLOAD, unloadable[0])
-        if len(unloadable) > 1:
-            # Keep the highest of them until an aspired version becomes available.
+        # With nothing aspired at all (model removed, directory emptied) everything goes;
+        # otherwise keep the highest un-aspired version until an aspired one is available.
+        if not has_aspired or aspired_serving or len(unloadable) > 1:
             return Action(ActionKind.UNLOAD, unloadable[0])
     loadable = [v.version for v in versions if v.aspired and v.state == State.START]
     if loadable:

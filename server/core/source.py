@@ -26,7 +26,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Callable, Mapping, Optional
 
-from server.core.policy import VersionPolicy, aspired_versions
+from server.core.policy import Specific, VersionPolicy, aspired_versions
 
 log = logging.getLogger("verso.source")
 
@@ -179,6 +179,14 @@ class SettleTracker:
         replaced = frozenset(v for v in present if (name, v) in self._replaced)
         return Observation(settled, replaced, wait)
 
+    def forget(self, name: str) -> None:
+        """Drop everything known about ``name`` (it is no longer configured)."""
+        for table in (self._settled, self._pending):
+            for key in [k for k in table if k[0] == name]:
+                del table[key]
+        self._replaced = {k for k in self._replaced if k[0] != name}
+        self._known_models.discard(name)
+
     def _settle(self, key: tuple[str, int], identity: Identity) -> None:
         self._settled[key] = identity
         self._pending.pop(key, None)
@@ -197,21 +205,46 @@ class FileSystemSource:
 
     def __init__(self, models: list[ServableConfig], sink: AspiredSink, *, settle_seconds: float,
                  executor: Executor, clock: Callable[[], float]):
-        self._models = {m.name: m for m in models}
+        self._models: dict[str, ServableConfig] = {}
+        self._trust: set[str] = set()  # models whose next scan may trust existing directories
         self._sink = sink
         self._executor = executor
         self._clock = clock
         self._tracker = SettleTracker(settle_seconds)
         self._emitted: dict[str, dict[int, str]] = {}
-        self._polled = False
         self._missing_logged: set[str] = set()
         self._empty_logged: set[str] = set()
+        self._specific_missing_logged: set[tuple[str, int]] = set()
         self._wake = asyncio.Event()
         self.next_poll_in: Optional[float] = None
+        self.set_models(models)
 
     @property
     def models(self) -> list[ServableConfig]:
         return list(self._models.values())
+
+    def set_models(self, models: list[ServableConfig]) -> list[str]:
+        """Watch exactly ``models`` from now on; returns the names no longer watched.
+
+        A removed model gets an empty aspired set (its versions drain and unload). A newly
+        added model's directories are trusted at its first scan if its base path exists then
+        (the operator configured a model that is already there); one that appears later must
+        settle like any new version.
+        """
+        new = {m.name: m for m in models}
+        removed = [n for n in self._models if n not in new]
+        for name in new:
+            if name not in self._models:
+                self._trust.add(name)
+        self._models = new
+        for name in removed:
+            self._trust.discard(name)
+            self._tracker.forget(name)
+            self._missing_logged.discard(name)
+            self._empty_logged.discard(name)
+            if self._emitted.pop(name, None):
+                self._sink(name, {})
+        return removed
 
     def trigger(self) -> None:
         """Ask for a poll soon. Call on the loop (see ``trigger_threadsafe``)."""
@@ -227,7 +260,8 @@ class FileSystemSource:
             scan = await loop.run_in_executor(self._executor, scan_base_path, m.base_path, skip)
             if m.name not in self._models:  # removed while we scanned
                 continue
-            seen = self._tracker.observe(m.name, scan, self._clock(), trust_existing=not self._polled)
+            seen = self._tracker.observe(m.name, scan, self._clock(), trust_existing=m.name in self._trust)
+            self._trust.discard(m.name)
             if seen.wait is not None:
                 waits.append(seen.wait)
             if not scan.exists:
@@ -247,11 +281,17 @@ class FileSystemSource:
             # A replaced directory still counts for the policy, so that while it settles again
             # the policy does not fall back to an older version; it is just not aspired yet.
             wanted = aspired_versions(seen.settled | seen.replaced, m.policy) - seen.replaced
+            if isinstance(m.policy, Specific):
+                for v in sorted(m.policy.versions - set(scan.versions)):
+                    if (m.name, v) not in self._specific_missing_logged:
+                        self._specific_missing_logged.add((m.name, v))
+                        log.warning("Version %d of servable %s, which was requested to be served as a "
+                                    "'specific' version in the servable's version policy, was not found in "
+                                    "the file system", v, m.name)
             aspired = {v: scan.versions[v] for v in sorted(wanted)}
             if self._emitted.get(m.name) != aspired:
                 self._emitted[m.name] = aspired
                 self._sink(m.name, aspired)
-        self._polled = True
         self.next_poll_in = min(waits) if waits else None
 
     async def run_once(self, poll_wait_seconds: float) -> None:

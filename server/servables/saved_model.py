@@ -101,8 +101,12 @@ class SavedModelServable:
         self._loaded = None
 
 
-def load_saved_model(path: str, tags: Sequence[str]) -> SavedModelServable:
-    """Load a SavedModel version directory. Raises ``ServingError`` on any failure."""
+def load_saved_model(path: str, tags: Sequence[str], *, warmup: bool = True,
+                     warmup_iterations: int = 1) -> SavedModelServable:
+    """Load a SavedModel version directory and replay its warmup requests (if ``warmup``).
+
+    Raises ``ServingError`` on any failure, including a failing warmup.
+    """
     meta_graph = read_meta_graph(path, tags)
     try:
         loaded = tf.saved_model.load(path, tags=list(tags))
@@ -111,4 +115,8 @@ def load_saved_model(path: str, tags: Sequence[str]) -> SavedModelServable:
     except Exception as e:  # TF raises assorted types for corrupt bundles
         raise ServingError(Code.INVALID_ARGUMENT,
                            f"Failed to load SavedModel at {path}: {type(e).__name__}: {e}") from None
-    return SavedModelServable(path, meta_graph, loaded)
+    servable = SavedModelServable(path, meta_graph, loaded)
+    if warmup:
+        from server.servables.warmup import run_warmup
+        run_warmup(servable, path, warmup_iterations)
+    return servable

@@ -11,7 +11,7 @@ import tensorflow as tf
 from google.protobuf import text_format
 from tensorflow.core.protobuf import saved_model_pb2
 from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2, get_model_status_pb2,
-                                     inference_pb2, model_management_pb2, regression_pb2,
+                                     inference_pb2, regression_pb2,
                                      session_service_pb2)
 
 from tests.e2e.helpers import metadata_request, predict_request, rpc_error, status_request, y_of
@@ -232,8 +232,7 @@ def test_other_rpcs_unimplemented(server):
     stub = server.predict_stub
     for call, req in ((stub.Classify, classification_pb2.ClassificationRequest()),
                       (stub.Regress, regression_pb2.RegressionRequest()),
-                      (stub.MultiInference, inference_pb2.MultiInferenceRequest()),
-                      (server.model_stub.HandleReloadConfigRequest, model_management_pb2.ReloadConfigRequest())):
+                      (stub.MultiInference, inference_pb2.MultiInferenceRequest())):
         assert rpc_error(call, req).code() == grpc.StatusCode.UNIMPLEMENTED
     # SessionService is defined but not served by TF Serving (no grpc stub ships for it).
     session_run = server.channel.unary_unary(

@@ -161,3 +161,32 @@ def test_unknown_model_and_loader_bug_become_statuses():
         assert s.state == State.END and s.error.code == Code.UNKNOWN and "KeyError" in s.error.message
 
     run(body)
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_load_concurrency_is_the_load_executors(threads):
+    """--num_load_threads sizes the load executor: 1 loads one version at a time."""
+    import threading
+
+    active, peak, lock = [0], [0], threading.Lock()
+    gate = threading.Event()
+
+    def slow_loader(name, version, path):
+        with lock:
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+        gate.wait(0.2)
+        with lock:
+            active[0] -= 1
+        return FakeServable(version)
+
+    async def main():
+        with ThreadPoolExecutor(threads) as load, ThreadPoolExecutor(1) as unload:
+            m = Manager(slow_loader, load_executor=load, unload_executor=unload)
+            for name in ("a", "b", "c"):
+                m.set_aspired_versions(name, {1: f"/{name}/1"})
+            await m.run_until_idle()
+            assert all(states(m, n) == {1: State.AVAILABLE} for n in ("a", "b", "c"))
+
+    asyncio.run(main())
+    assert peak[0] == threads

@@ -44,6 +44,11 @@ def test_unloads_before_loading_and_loads_highest_first():
     assert next_action([v(2, S), v(4, S), v(3, S)]) == Action(ActionKind.LOAD, 4)
 
 
+def test_nothing_aspired_unloads_everything():
+    assert next_action([v(1, A, False), v(2, A, False)]) == Action(ActionKind.UNLOAD, 1)
+    assert next_action([v(1, E, False), v(2, A, False)]) == Action(ActionKind.UNLOAD, 2)
+
+
 def test_nothing_to_do():
     assert next_action([]) is None
     assert next_action([v(1, A), v(2, A)]) is None

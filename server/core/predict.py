@@ -1,0 +1,100 @@
+"""Predict's request preparation, shared by the request path and warmup.
+
+Pure (numpy + protos): validates a PredictRequest against a SignatureDef map and decodes
+its tensors, with TF Serving's checks, order and messages.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+
+from server.core import tensor_codec
+from server.core.errors import Code, ServingError, invalid_argument
+
+DEFAULT_SIGNATURE = "serving_default"
+
+
+def _join(names) -> str:
+    return ",".join(sorted(names))
+
+
+def _shape_text(dims) -> str:
+    return "[" + ",".join("?" if d < 0 else str(d) for d in dims) + "]"
+
+
+def prepare_predict(signature_defs: Mapping, request) -> tuple[str, dict[str, np.ndarray], list[str]]:
+    """(signature name, decoded inputs, output aliases) for a PredictRequest.
+
+    Raises FAILED_PRECONDITION for an unknown signature, INVALID_ARGUMENT for bad inputs.
+    """
+    sig_name = request.model_spec.signature_name or DEFAULT_SIGNATURE
+    signature = signature_defs.get(sig_name)
+    if signature is None:
+        raise ServingError(Code.FAILED_PRECONDITION, f'Serving signature key "{sig_name}" not found.')
+    return sig_name, decode_inputs(signature, request.inputs), output_aliases(signature, request.output_filter)
+
+
+def decode_inputs(signature, request_inputs) -> dict[str, np.ndarray]:
+    """Validate request inputs against a SignatureDef and decode them, with TF Serving's
+    checks in its order: input count (fewer only when the signature has ``defaults``), then
+    each signature alias (from the request, else its default), then unknown request names,
+    then dtypes and shapes against the TensorInfo."""
+    sig_inputs = signature.inputs
+    defaults = signature.defaults
+    n_req, n_sig = len(request_inputs), len(sig_inputs)
+    if n_req > n_sig or (n_req < n_sig and not defaults):
+        sent, wanted = set(request_inputs), set(sig_inputs)
+        raise invalid_argument(
+            f"input size does not match signature: {n_req}!={n_sig} "
+            f"len({{{_join(sent)}}}) != len({{{_join(wanted)}}}). Sent extra: {{{_join(sent - wanted)}}}. "
+            f"Missing but required: {{{_join(wanted - sent)}}}.")
+    decoded: dict[str, np.ndarray] = {}
+    dtypes: dict[str, int] = {}
+    for alias in sorted(sig_inputs):
+        proto = request_inputs.get(alias) if alias in request_inputs else None
+        if proto is None:
+            if alias not in defaults:
+                raise invalid_argument(
+                    f"Signature input alias: {alias}(feed name: {sig_inputs[alias].name}) not found in request "
+                    f"and no default value provided. Inputs expected to be in the request "
+                    f"{{{_join(request_inputs)}}}, or default input alias set: {_join(defaults)}")
+            proto = defaults[alias]
+        try:
+            decoded[alias] = tensor_codec.to_ndarray(proto)
+        except tensor_codec.TensorCodecError:
+            raise invalid_argument(f"tensor parsing error: {alias}") from None
+        dtypes[alias] = proto.dtype
+    used = [a for a in request_inputs if a in sig_inputs]
+    if request_inputs and len(used) != n_req:
+        raise invalid_argument(f"Inputs contains invalid name. Used request inputs: {_join(used)}, "
+                               f"request input: {_join(request_inputs)}")
+    for index, alias in enumerate(decoded):
+        info = sig_inputs[alias]
+        if info.dtype and dtypes[alias] != info.dtype:
+            raise invalid_argument(f"Expects arg[{index}] to be {tensor_codec.dtype_name(info.dtype)} "
+                                   f"but {tensor_codec.dtype_name(dtypes[alias])} is provided")
+        shape = info.tensor_shape
+        if not shape.unknown_rank:
+            want = [d.size for d in shape.dim]
+            got = decoded[alias].shape
+            if len(want) != len(got) or any(w >= 0 and w != g for w, g in zip(want, got)):
+                raise invalid_argument(f"Expects arg[{index}] to have shape {_shape_text(want)} "
+                                       f"but shape {_shape_text(got)} is provided")
+    return decoded
+
+
+def output_aliases(signature, output_filter) -> list[str]:
+    """The output aliases to return, in filter order (all outputs when the filter is empty)."""
+    if not output_filter:
+        return list(signature.outputs)
+    seen: list[str] = []
+    for alias in output_filter:
+        if alias not in signature.outputs:
+            raise invalid_argument(f"output tensor alias not found in signature: {alias} "
+                                   f"Outputs expected to be in the set {{{_join(signature.outputs)}}}.")
+        if alias in seen:
+            raise invalid_argument(f"duplicate output tensor alias: {alias}")
+        seen.append(alias)
+    return seen
