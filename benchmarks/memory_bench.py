@@ -3,14 +3,14 @@
 In-process, with Verso's own Manager and SavedModel loader (the code path the server
 uses), on the MLP of predict_bench.py. Reports resident memory (VmRSS) after the first
 load and after every 10 swaps, and the time of each swap (new version AVAILABLE and old
-one unloaded). Usage: python benchmarks/memory_bench.py [--swaps 50]
+one unloaded). No collection is forced here: what is measured is what the server's own
+unload path releases. Usage: python benchmarks/memory_bench.py [--swaps 50]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import os
 import statistics
 import sys
@@ -41,7 +41,6 @@ async def run(swaps: int, dirs: list[str]) -> None:
         m = Manager(lambda n, v, p: load_saved_model(p, ["serve"]), load_executor=load, unload_executor=unload)
         m.set_aspired_versions("m", {1: dirs[1]})
         await m.run_until_idle()
-        gc.collect()
         base = rss_mib()
         print(f"after first load: {base:.1f} MiB")
         times, marks = [], []
@@ -52,7 +51,6 @@ async def run(swaps: int, dirs: list[str]) -> None:
             times.append(time.perf_counter() - t0)
             assert {s.version: s.state for s in m.status("m")}[k] == State.AVAILABLE
             if (k - 1) % 10 == 0:
-                gc.collect()
                 marks.append((k - 1, rss_mib()))
                 print(f"after {k - 1:3d} swaps: {marks[-1][1]:.1f} MiB")
         end = marks[-1][1]

@@ -97,6 +97,9 @@ class SavedModelServable:
         return {alias: result[alias].numpy() for alias in output_aliases}
 
     def unload(self) -> None:
+        """Drop every reference to the TF objects. No forced ``gc.collect()``: it measured
+        ~170 ms of GIL pause per swap (every request stalls) and memory stays flat without
+        it (benchmarks/README.md, memory)."""
         self._functions = {}
         self._loaded = None
 
