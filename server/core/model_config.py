@@ -100,8 +100,7 @@ def validate_model_config(config: model_server_config_pb2.ModelServerConfig,
                                    f"got base_path()={c.base_path}")
         platform = _platform(c)
         if platform != TENSORFLOW_PLATFORM:
-            raise invalid_argument(f"Model {c.name} requested unsupported platform {platform}; "
-                                   f"Verso serves: {TENSORFLOW_PLATFORM}")
+            raise invalid_argument(f"Model {c.name} requested unsupported platform {platform}")
         if "://" in base:
             raise invalid_argument(f"Model {c.name}: base_path {base} is a URI; Verso reads local directories only")
         entries.append(ModelEntry(c.name, os.path.normpath(base), platform, _policy(c),
