@@ -13,7 +13,7 @@ Nothing here imports TensorFlow's runtime: flag errors are reported in milliseco
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -132,7 +132,6 @@ class Settings:
     explicit: set[str]                  # flags given on the command line
     unknown: list[str]                  # arguments reported as unknown
     unimplemented: list[str]            # accepted flags Verso ignores for now
-    models: list[ModelEntry] = field(default_factory=list)
 
     def __getattr__(self, name: str) -> Any:
         try:

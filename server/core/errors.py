@@ -74,19 +74,3 @@ class ServingError(Exception):
 
 def invalid_argument(message: str) -> ServingError:
     return ServingError(Code.INVALID_ARGUMENT, message)
-
-
-def not_found(message: str) -> ServingError:
-    return ServingError(Code.NOT_FOUND, message)
-
-
-def failed_precondition(message: str) -> ServingError:
-    return ServingError(Code.FAILED_PRECONDITION, message)
-
-
-def unimplemented(message: str) -> ServingError:
-    return ServingError(Code.UNIMPLEMENTED, message)
-
-
-def internal(message: str) -> ServingError:
-    return ServingError(Code.INTERNAL, message)

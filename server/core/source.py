@@ -216,6 +216,7 @@ class FileSystemSource:
         self._empty_logged: set[str] = set()
         self._specific_missing_logged: set[tuple[str, int]] = set()
         self._wake = asyncio.Event()
+        self._poll_lock = asyncio.Lock()  # the background loop and a reload may both poll
         self.next_poll_in: Optional[float] = None
         self.set_models(models)
 
@@ -251,7 +252,11 @@ class FileSystemSource:
         self._wake.set()
 
     async def poll(self) -> None:
-        """Scan every model once and emit changed aspired sets."""
+        """Scan every model once and emit changed aspired sets (one poll at a time)."""
+        async with self._poll_lock:
+            await self._poll()
+
+    async def _poll(self) -> None:
         loop = asyncio.get_running_loop()
         self._wake.clear()
         waits = []

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import ml_dtypes
 import numpy as np
-from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
+from tensorflow.core.framework import tensor_pb2, types_pb2
 
 TensorProto = tensor_pb2.TensorProto
 

@@ -156,6 +156,9 @@ def test_config_labels_resolve_and_several_labels_share_a_version(server):
         assert resp.model_spec.version.value == version
         assert resp.model_spec.version_label == ""  # TF Serving echoes the version, never the label
         np.testing.assert_allclose(y_of(resp), 0.5 * X + version)
+        meta = metadata_request("hp")
+        meta.model_spec.version_label = label
+        assert server.predict_stub.GetModelMetadata(meta, timeout=30).model_spec.version.value == version
 
 
 def test_unknown_label(server):
