@@ -36,8 +36,10 @@ class StartupError(Exception):
 
 
 class App:
-    def __init__(self, settings: Settings, models: list[ModelEntry], *, config_root: Optional[str] = None):
+    def __init__(self, settings: Settings, models: list[ModelEntry], *, config_root: Optional[str] = None,
+                 batching=None):
         self.settings = settings
+        self.batching_options = batching
         self.models = models
         self.config_root = config_root  # where relative base paths resolve (bundled repository)
         self._stopping: Optional[asyncio.Event] = None
@@ -79,9 +81,17 @@ class App:
                                   executor=fs_pool, clock=time.monotonic)
         served = ServedModels(source, manager,
                               allow_unavailable_labels=s.allow_version_labels_for_unavailable_models)
+        batching = None
+        batch_pool = None
+        if self.batching_options is not None:
+            from server.batching.scheduler import BatchScheduler
+            o = self.batching_options
+            batch_pool = ThreadPoolExecutor(o.num_batch_threads, thread_name_prefix=f"verso-{o.thread_pool_name}")
+            batching = (BatchScheduler(batch_pool, o.num_batch_threads), o)
+            log.info("Batching on: %s", o)
         core = ServingCore(manager, predict_pool, served,
                            tensor_content_outputs=s.enable_serialization_as_tensor_content,
-                           config_root=self.config_root)
+                           config_root=self.config_root, batching=batching)
 
         from server.core.errors import ServingError
         try:
@@ -140,5 +150,6 @@ class App:
         await manager.stop()
         if watcher is not None:
             watcher.stop()
-        for pool in (predict_pool, load_pool, unload_pool, fs_pool):
-            pool.shutdown(wait=False, cancel_futures=True)
+        for pool in (predict_pool, load_pool, unload_pool, fs_pool, batch_pool):
+            if pool is not None:
+                pool.shutdown(wait=False, cancel_futures=True)

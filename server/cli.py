@@ -35,7 +35,8 @@ def _version_text() -> str:
 
 
 def run_server(argv: list[str], *, bundled_default: bool) -> int:
-    from server.settings import SettingsError, bundled_repository, parse_flags, resolve_models, usage
+    from server.settings import (SettingsError, batching_options, bundled_repository, parse_flags,
+                                 resolve_models, usage)
 
     if any(a in ("--help", "-help", "-h", "--usage") for a in argv):
         print(usage())
@@ -52,6 +53,7 @@ def run_server(argv: list[str], *, bundled_default: bool) -> int:
             bundled = str(bundled_repository() / "models.config")
             settings.values["model_config_file"] = bundled
         models = resolve_models(settings, bundled_config=bundled)
+        batching = batching_options(settings)
     except SettingsError as e:
         print(f"Failed to start server. Error: {e}", file=sys.stderr)
         return EXIT_STARTUP_FAILURE
@@ -67,7 +69,7 @@ def run_server(argv: list[str], *, bundled_default: bool) -> int:
     from server.app import App, StartupError
     config_root = os.path.dirname(bundled) if bundled else None
     try:
-        asyncio.run(App(settings, models, config_root=config_root).serve())
+        asyncio.run(App(settings, models, config_root=config_root, batching=batching).serve())
     except StartupError as e:
         print(f"Failed to start server. Error: {e}", file=sys.stderr)
         return EXIT_STARTUP_FAILURE

@@ -67,11 +67,13 @@ def _flags() -> dict[str, Flag]:
         Flag("rest_api_num_threads", i, 0, "Threads for HTTP/REST", implemented=False),
         Flag("rest_api_timeout_in_ms", i, 30000, "REST timeout", implemented=False),
         Flag("rest_api_enable_cors_support", b, False, "CORS headers on REST", implemented=False),
-        Flag("enable_batching", b, False, "Enable batching", implemented=False),
+        Flag("enable_batching", b, False, "Enable batching"),
         Flag("enable_per_model_batching_parameters", b, False, "Per-model batching params", implemented=False),
         Flag("allow_version_labels_for_unavailable_models", b, False,
              "Allow labels for versions that are not yet available"),
-        Flag("batching_parameters_file", s, "", "BatchingParameters text proto", implemented=False),
+        Flag("batching_parameters_file", s, "", "BatchingParameters text proto"),
+        Flag("batching_latency_objective_ms", f, 0.0,
+             "Verso: adaptive batch size for this latency objective (0 = off; needs --enable_batching)"),
         Flag("model_config_file", s, "", "ModelServerConfig text proto (overrides --model_name/--model_base_path)"),
         Flag("model_config_file_poll_wait_seconds", i, 0, "Re-read the config file every N s"),
         Flag("model_name", s, "default", "Name of the model (ignored with --model_config_file)"),
@@ -203,6 +205,10 @@ def _check_values(s: Settings) -> None:
         raise SettingsError("Invalid value for flag --num_request_iterations_for_warmup: must be >= 0")
     if s.shutdown_grace_seconds < 0:
         raise SettingsError("Invalid value for flag --shutdown_grace_seconds: must be >= 0")
+    if s.batching_parameters_file and not s.enable_batching:
+        raise SettingsError("--batching_parameters_file requires --enable_batching")
+    if s.batching_latency_objective_ms < 0:
+        raise SettingsError("Invalid value for flag --batching_latency_objective_ms: must be >= 0")
     if s.version_settle_seconds < 0:
         raise SettingsError("Invalid value for flag --version_settle_seconds: must be >= 0")
     if s.tensorflow_intra_op_parallelism < 0 or s.tensorflow_inter_op_parallelism < 0:
@@ -224,6 +230,20 @@ def read_model_config_file(path: str) -> model_server_config_pb2.ModelServerConf
 def validate_model_config(config, root_dir: Optional[str] = None) -> list[ModelEntry]:
     try:
         return model_config.validate_model_config(config, root_dir)
+    except ServingError as e:
+        raise SettingsError(str(e)) from None
+
+
+def batching_options(settings: Settings):
+    """The batching options when --enable_batching is set, else None."""
+    if not settings.enable_batching:
+        return None
+    from server.batching.params import BatchingOptions, read_batching_parameters, validate
+    objective = settings.batching_latency_objective_ms or None
+    try:
+        if settings.batching_parameters_file:
+            return read_batching_parameters(settings.batching_parameters_file, latency_objective_ms=objective)
+        return validate(BatchingOptions(latency_objective_ms=objective))
     except ServingError as e:
         raise SettingsError(str(e)) from None
 

@@ -15,6 +15,8 @@ from typing import Optional
 from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2, model_management_pb2,
                                      model_pb2, predict_pb2)
 
+from server.batching.params import BatchingOptions
+from server.batching.scheduler import BatchQueue, BatchScheduler
 from server.core import tensor_codec
 from server.core.errors import Code, ServingError, invalid_argument
 from server.core.manager import Manager
@@ -31,9 +33,11 @@ class ServingCore:
     applied model config (``served``: its version labels, and reloads)."""
 
     def __init__(self, manager: Manager, executor: Executor, served: ServedModels, *,
-                 tensor_content_outputs: bool = False, config_root: Optional[str] = None):
+                 tensor_content_outputs: bool = False, config_root: Optional[str] = None,
+                 batching: Optional[tuple[BatchScheduler, BatchingOptions]] = None):
         self.manager = manager
         self.executor = executor
+        self.batching = batching
         self.served = served
         self.tensor_content_outputs = tensor_content_outputs
         self.config_root = config_root
@@ -64,8 +68,11 @@ class ServingCore:
         try:
             servable = handle.servable
             sig_name, inputs, aliases = prepare_predict(servable.signature_defs, request)
-            outputs = await asyncio.get_running_loop().run_in_executor(
-                self.executor, servable.run, sig_name, inputs, aliases)
+            if self.batching is None:
+                outputs = await asyncio.get_running_loop().run_in_executor(
+                    self.executor, servable.run, sig_name, inputs, aliases)
+            else:
+                outputs = await self._batch_queue(handle, sig_name, aliases).submit(inputs)
         finally:
             self.manager.release(handle)
         response = predict_pb2.PredictResponse()
@@ -76,6 +83,18 @@ class ServingCore:
             tensor_codec.fill_proto(response.outputs[alias], outputs[alias],
                                     tensor_content=self.tensor_content_outputs)
         return response
+
+    def _batch_queue(self, handle, sig_name: str, aliases: list[str]) -> BatchQueue:
+        """The version's queue for this signature and output set (created on first use)."""
+        key = ("batch", sig_name, tuple(aliases))
+        queue = handle.extras.get(key)
+        if queue is None:
+            scheduler, options = self.batching
+            servable = handle.servable
+            queue = BatchQueue(scheduler, lambda merged: servable.run(sig_name, merged, aliases), options,
+                               name=f"{handle.name}/{handle.version}/{sig_name}")
+            handle.extras[key] = queue
+        return queue
 
     # ---- GetModelMetadata ----------------------------------------------------------------
 

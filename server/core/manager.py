@@ -47,6 +47,8 @@ class Harness:
     error: Optional[ServingError] = None
     servable: Any = None
     leases: int = 0
+    # Per-version state other components attach (e.g. batch queues); dropped with the servable.
+    extras: dict = field(default_factory=dict)
     _drained: Optional[asyncio.Event] = field(default=None, repr=False)
 
     def view(self) -> VersionView:
@@ -226,6 +228,7 @@ class Manager:
             h._drained = asyncio.Event()
             await h._drained.wait()
         servable, h.servable = h.servable, None
+        h.extras.clear()
         unload = getattr(servable, "unload", None)
         if unload is not None:
             await asyncio.get_running_loop().run_in_executor(self._unload_executor, unload)

@@ -26,9 +26,9 @@ def test_both_flag_forms_and_bare_booleans():
 
 
 def test_unknown_and_unimplemented_flags_are_reported_not_fatal():
-    s = parse_flags(["--bogus=1", "stray", "--enable_batching=true", "--rest_api_port=8501"])
+    s = parse_flags(["--bogus=1", "stray", "--ssl_config_file=/x", "--rest_api_port=8501"])
     assert s.unknown == ["--bogus=1", "stray"]
-    assert s.unimplemented == ["enable_batching", "rest_api_port"]
+    assert s.unimplemented == ["rest_api_port", "ssl_config_file"]
 
 
 @pytest.mark.parametrize("argv, text", [
@@ -90,6 +90,19 @@ def test_config_errors(tmp_path, body, text):
     with pytest.raises(SettingsError) as e:
         resolve_models(parse_flags([f"--model_config_file={p}"]))
     assert text in str(e.value)
+
+
+def test_batching_flags(tmp_path):
+    from server.settings import batching_options
+    assert batching_options(parse_flags([])) is None
+    o = batching_options(parse_flags(["--enable_batching", "--batching_latency_objective_ms=20"]))
+    assert o.max_batch_size == 1000 and o.latency_objective_ms == 20.0
+    p = tmp_path / "batching.config"
+    p.write_text("max_batch_size { value: 16 } allowed_batch_sizes: 4 allowed_batch_sizes: 8")
+    with pytest.raises(SettingsError, match="Last entry in allowed_batch_sizes must match max_batch_size"):
+        batching_options(parse_flags(["--enable_batching", f"--batching_parameters_file={p}"]))
+    with pytest.raises(SettingsError, match="requires --enable_batching"):
+        parse_flags([f"--batching_parameters_file={p}"])
 
 
 def test_missing_config_file_and_no_model():

@@ -1,0 +1,132 @@
+"""TF Serving's ``BatchingParameters`` text proto -> ``BatchingOptions``.
+
+The message (tensorflow_serving/servables/tensorflow/session_bundle_config.proto) is not in
+the ``tensorflow-serving-api`` wheel. It is declared here from its field numbers in a private
+descriptor pool, so a real copy registered later in the default pool cannot clash with it.
+Defaults and validation messages are TF Serving's.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Optional
+
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, text_format, wrappers_pb2
+
+from server.core.errors import ServingError, invalid_argument
+
+
+def _batching_parameters_class():
+    pool = descriptor_pool.DescriptorPool()
+    pool.AddSerializedFile(wrappers_pb2.DESCRIPTOR.serialized_pb)
+    f = descriptor_pb2.FileDescriptorProto(name="verso/batching_parameters.proto", package="tensorflow.serving",
+                                           syntax="proto3", dependency=["google/protobuf/wrappers.proto"])
+    m = f.message_type.add(name="BatchingParameters")
+    lbl_opt = descriptor_pb2.FieldDescriptorProto.LABEL_OPTIONAL
+    lbl_rep = descriptor_pb2.FieldDescriptorProto.LABEL_REPEATED
+    msg = descriptor_pb2.FieldDescriptorProto.TYPE_MESSAGE
+    for name, number, type_name in [
+        ("max_batch_size", 1, ".google.protobuf.Int64Value"),
+        ("batch_timeout_micros", 2, ".google.protobuf.Int64Value"),
+        ("max_enqueued_batches", 3, ".google.protobuf.Int64Value"),
+        ("num_batch_threads", 4, ".google.protobuf.Int64Value"),
+        ("thread_pool_name", 5, ".google.protobuf.StringValue"),
+        ("pad_variable_length_inputs", 7, ".google.protobuf.BoolValue"),
+        ("enable_large_batch_splitting", 8, ".google.protobuf.BoolValue"),
+        ("max_execution_batch_size", 9, ".google.protobuf.Int64Value"),
+    ]:
+        m.field.add(name=name, number=number, label=lbl_opt, type=msg, type_name=type_name)
+    m.field.add(name="allowed_batch_sizes", number=6, label=lbl_rep,
+                type=descriptor_pb2.FieldDescriptorProto.TYPE_INT64)
+    pool.Add(f)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName("tensorflow.serving.BatchingParameters"))
+
+
+BatchingParameters = _batching_parameters_class()
+
+
+@dataclass(frozen=True)
+class BatchingOptions:
+    max_batch_size: int = 1000
+    batch_timeout_micros: int = 0
+    max_enqueued_batches: int = 10
+    num_batch_threads: int = os.cpu_count() or 1
+    thread_pool_name: str = "model_server_batch_threads"
+    allowed_batch_sizes: tuple[int, ...] = ()
+    pad_variable_length_inputs: bool = False
+    enable_large_batch_splitting: bool = False
+    max_execution_batch_size: Optional[int] = None
+    # Verso extension: adaptive batch size for this latency objective (None = off).
+    latency_objective_ms: Optional[float] = None
+
+    @property
+    def execution_batch_size(self) -> int:
+        """The most rows one model call gets."""
+        if self.enable_large_batch_splitting and self.max_execution_batch_size:
+            return self.max_execution_batch_size
+        return self.max_batch_size
+
+
+def validate(o: BatchingOptions) -> BatchingOptions:
+    """TF Serving's checks of the batching parameters (INVALID_ARGUMENT)."""
+    if o.max_batch_size <= 0:
+        raise invalid_argument("max_batch_size must be positive")
+    if o.max_enqueued_batches <= 0:
+        raise invalid_argument("max_enqueued_batches must be positive")
+    if o.num_batch_threads <= 0:
+        raise invalid_argument("num_batch_threads must be positive")
+    if o.batch_timeout_micros < 0:
+        raise invalid_argument("batch_timeout_micros must be non-negative")
+    if o.max_execution_batch_size is not None and o.max_execution_batch_size <= 0:
+        raise invalid_argument("max_execution_batch_size must be positive")
+    if o.allowed_batch_sizes:
+        last = 0
+        for size in o.allowed_batch_sizes:
+            if size <= last:
+                raise invalid_argument("allowed_batch_sizes entries must be monotonically increasing")
+            last = size
+        expected = o.execution_batch_size
+        if o.allowed_batch_sizes[-1] != expected:
+            raise invalid_argument(f"Last entry in allowed_batch_sizes must match max_batch_size; last entry "
+                                   f"was {o.allowed_batch_sizes[-1]}; expected {expected}")
+    if o.latency_objective_ms is not None and o.latency_objective_ms <= 0:
+        raise invalid_argument("the batching latency objective must be positive")
+    return o
+
+
+def parse_batching_parameters(text: str, path: str = "<text>", *,
+                              latency_objective_ms: Optional[float] = None) -> BatchingOptions:
+    """Text BatchingParameters -> validated options. Unset fields take TF Serving's defaults
+    (``thread_pool_name`` defaults to ``batch_threads`` when a file is given)."""
+    p = BatchingParameters()
+    try:
+        text_format.Parse(text, p)
+    except text_format.ParseError as e:
+        raise invalid_argument(f"Invalid protobuf file: '{path}': {e}") from None
+    d = BatchingOptions()
+    opts = BatchingOptions(
+        max_batch_size=p.max_batch_size.value if p.HasField("max_batch_size") else d.max_batch_size,
+        batch_timeout_micros=(p.batch_timeout_micros.value if p.HasField("batch_timeout_micros")
+                              else d.batch_timeout_micros),
+        max_enqueued_batches=(p.max_enqueued_batches.value if p.HasField("max_enqueued_batches")
+                              else d.max_enqueued_batches),
+        num_batch_threads=p.num_batch_threads.value if p.HasField("num_batch_threads") else d.num_batch_threads,
+        thread_pool_name=p.thread_pool_name.value if p.HasField("thread_pool_name") else "batch_threads",
+        allowed_batch_sizes=tuple(p.allowed_batch_sizes),
+        pad_variable_length_inputs=p.pad_variable_length_inputs.value,
+        enable_large_batch_splitting=p.enable_large_batch_splitting.value,
+        max_execution_batch_size=(p.max_execution_batch_size.value if p.HasField("max_execution_batch_size")
+                                  else None),
+        latency_objective_ms=latency_objective_ms,
+    )
+    return validate(opts)
+
+
+def read_batching_parameters(path: str, **kw) -> BatchingOptions:
+    try:
+        with open(path, "r", encoding="utf-8") as f:
+            text = f.read()
+    except OSError as e:
+        raise ServingError(5, f"Cannot read batching parameters file '{path}': {e.strerror}") from None
+    return parse_batching_parameters(text, path, **kw)
