@@ -1,11 +1,17 @@
-"""Predict throughput: Verso against the naive baseline, measured in the same run with h2load.
+"""Predict throughput and latency, every server measured in the same run.
 
-Model: the MLP of ../shared/docs/performance.md (784 -> 128 relu -> 10 softmax, float32
-``images`` [None, 784] -> ``scores``), built here with tf.Module. Load: h2load (Debian
-``nghttp2-client``), one row per request, N requests with C in flight, to 127.0.0.1 only.
-Each server's answer is checked once with the official client before it is loaded.
+Servers: a no-model grpc.aio echo (the Python gRPC ceiling), the naive TF-Serving-API
+baseline, Verso without batching and Verso with batching, on the MLP of
+../shared/docs/performance.md (784 -> 128 relu -> 10 softmax, float32 ``images``
+[None, 784] -> ``scores``), built here with tf.Module.
 
-Usage: python benchmarks/predict_bench.py [--requests 10000] [--concurrency 64] [--repeat 1]
+Load: h2load (Debian ``nghttp2-client``) when present: one connection, C streams in flight,
+N requests of R rows, per-request latencies from its --log-file (p50/p99); otherwise a
+grpc.aio Python client (which competes with the server for the 2 cores: figures are lower).
+127.0.0.1 only. Each model server's answer is checked with the official client first.
+
+Usage: python benchmarks/predict_bench.py [--requests 10000] [--concurrency 64] [--rows 1]
+       [--servers echo,naive,verso,verso-batching] [--repeat 1]
 """
 
 from __future__ import annotations
@@ -53,6 +59,7 @@ def build_mlp(path: str) -> None:
 
 
 def request_bytes(rows: int = 1) -> bytes:
+    """One gRPC-framed PredictRequest of ``rows`` rows (the body h2load sends)."""
     req = predict_pb2.PredictRequest()
     req.model_spec.name = "mlp"
     x = np.random.default_rng(1).random((rows, 784), dtype=np.float32)
@@ -80,68 +87,124 @@ def wait_ready(port: int, timeout: float = 120) -> None:
 
 
 def h2load(port: int, body_file: str, requests: int, concurrency: int) -> dict:
+    log_file = body_file + ".log"
     cmd = ["h2load", "-n", str(requests), "-c", "1", "-m", str(concurrency), "-d", body_file,
-           "-H", "content-type: application/grpc", "-H", "te: trailers",
+           "--log-file", log_file, "-H", "content-type: application/grpc", "-H", "te: trailers",
            f"http://127.0.0.1:{port}/tensorflow.serving.PredictionService/Predict"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=600).stdout
     rps = float(re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", out).group(1))
     status = re.search(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed", out)
-    lat = re.search(r"time for request:\s+([\d.]+)(\w+)\s+([\d.]+)(\w+)\s+([\d.]+)(\w+)", out)
-
-    def ms(v, unit):
-        return float(v) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
-
-    return {"rps": rps, "succeeded": int(status.group(4)), "failed": int(status.group(5)),
-            "mean_ms": ms(lat.group(5), lat.group(6)), "max_ms": ms(lat.group(3), lat.group(4))}
+    with open(log_file) as f:  # start time (us), HTTP status, duration (us)
+        lat = np.array([int(line.split()[2]) for line in f if line.strip()], dtype=np.float64) / 1e3
+    os.unlink(log_file)
+    return {"rps": rps, "failed": int(status.group(5)), "p50": float(np.percentile(lat, 50)),
+            "p99": float(np.percentile(lat, 99))}
 
 
-def run_server(cmd: list[str], port: int, log_path: str) -> subprocess.Popen:
+def python_load(port: int, body_file: str, requests: int, concurrency: int) -> dict:
+    """Fallback load generator (grpc.aio); costs CPU on the same cores as the server."""
+    import asyncio
+
+    with open(body_file, "rb") as f:
+        body = f.read()[5:]
+
+    async def go():
+        lat, failed = [], 0
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+            call = ch.unary_unary("/tensorflow.serving.PredictionService/Predict",
+                                  request_serializer=None, response_deserializer=None)
+            left = [requests]
+
+            async def worker():
+                nonlocal failed
+                while left[0] > 0:
+                    left[0] -= 1
+                    t0 = time.perf_counter()
+                    try:
+                        await call(body, timeout=60)
+                    except grpc.RpcError:
+                        failed += 1
+                    lat.append((time.perf_counter() - t0) * 1e3)
+
+            t0 = time.perf_counter()
+            await asyncio.gather(*[worker() for _ in range(concurrency)])
+            return requests / (time.perf_counter() - t0), lat, failed
+
+    rps, lat, failed = asyncio.run(go())
+    return {"rps": rps, "failed": failed, "p50": float(np.percentile(lat, 50)), "p99": float(np.percentile(lat, 99))}
+
+
+def run_server(cmd: list[str], port: int, log_path: str, check: bool = True) -> subprocess.Popen:
     log = open(log_path, "w")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1"))
-    wait_ready(port)
+    if check:
+        wait_ready(port)
+    else:
+        deadline = time.monotonic() + 60
+        while "ready" not in open(log_path).read():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{cmd} did not start")
+            time.sleep(0.1)
     return proc
+
+
+BATCHING = ("max_batch_size { value: 64 } batch_timeout_micros { value: 0 } "
+            "max_enqueued_batches { value: 1000 } num_batch_threads { value: 1 }")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--requests", type=int, default=10000)
     ap.add_argument("--concurrency", type=int, default=64)
+    ap.add_argument("--rows", type=int, default=1)
     ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--servers", default="echo,naive,verso,verso-batching")
+    ap.add_argument("--batching", default=BATCHING, help="BatchingParameters text for verso-batching")
     args = ap.parse_args()
-    if not shutil.which("h2load"):
-        sys.exit("h2load not found: apt-get install nghttp2-client")
+    load = h2load if shutil.which("h2load") else python_load
     tmp = tempfile.mkdtemp(prefix="verso-bench-")
     build_mlp(os.path.join(tmp, "mlp", "1"))
     body = os.path.join(tmp, "request.bin")
     with open(body, "wb") as f:
-        f.write(request_bytes())
-
+        f.write(request_bytes(args.rows))
+    batching_file = os.path.join(tmp, "batching.config")
+    with open(batching_file, "w") as f:
+        f.write(args.batching)
+    model_dir = os.path.join(tmp, "mlp")
+    verso = [sys.executable, "-m", "server", "--bind_address=127.0.0.1", "--model_name=mlp",
+             f"--model_base_path={model_dir}", "--enable_grpc_healthcheck_service=false"]
     servers = {
-        "naive (sync grpc, make_ndarray, 1 TF call/request)":
-            lambda port: [sys.executable, os.path.join(HERE, "naive_server.py"), "mlp", os.path.join(tmp, "mlp", "1"),
-                          str(port)],
-        "verso (no batching)":
-            lambda port: [sys.executable, "-m", "server", f"--port={port}", "--bind_address=127.0.0.1",
-                          "--model_name=mlp", f"--model_base_path={os.path.join(tmp, 'mlp')}"],
+        "echo": ("grpc.aio echo, no model (ceiling)",
+                 lambda port: [sys.executable, os.path.join(HERE, "echo_server.py"), str(port)]),
+        "naive": ("naive: sync grpc, make_ndarray, 1 TF call/request",
+                  lambda port: [sys.executable, os.path.join(HERE, "naive_server.py"), "mlp",
+                                os.path.join(model_dir, "1"), str(port)]),
+        "verso": ("verso, no batching", lambda port: verso + [f"--port={port}"]),
+        "verso-batching": ("verso, batching", lambda port: verso + [
+            f"--port={port}", "--enable_batching", f"--batching_parameters_file={batching_file}"]),
     }
-    results: dict[str, list[dict]] = {k: [] for k in servers}
+    chosen = [k for k in args.servers.split(",") if k]
+    results: dict[str, list[dict]] = {k: [] for k in chosen}
     for _ in range(args.repeat):
-        for name, make_cmd in servers.items():
+        for key in chosen:
             port = free_port()
-            proc = run_server(make_cmd(port), port, os.path.join(tmp, "server.log"))
+            proc = run_server(servers[key][1](port), port, os.path.join(tmp, f"{key}.log"), check=key != "echo")
             try:
-                h2load(port, body, min(1000, args.requests), args.concurrency)  # warm up
-                results[name].append(h2load(port, body, args.requests, args.concurrency))
+                load(port, body, min(1000, args.requests), args.concurrency)  # warm up
+                results[key].append(load(port, body, args.requests, args.concurrency))
             finally:
                 proc.terminate()
                 proc.wait(timeout=60)
-    base = max(r["rps"] for r in results[next(iter(servers))])
-    print(f"\n{args.requests} requests, 1 row of 784 floats each, {args.concurrency} in flight (h2load)")
-    print(f"{'server':55} {'req/s':>8} {'x naive':>8} {'mean ms':>8} {'max ms':>8} {'failed':>6}")
-    for name, runs in results.items():
-        for r in runs:
-            print(f"{name:55} {r['rps']:8.0f} {r['rps'] / base:8.2f} {r['mean_ms']:8.1f} {r['max_ms']:8.1f} "
-                  f"{r['failed']:6d}")
+    best = {k: max(results[k], key=lambda r: r["rps"]) for k in chosen}
+    print(f"\n{args.requests} requests of {args.rows} row(s) of 784 floats, {args.concurrency} in flight, "
+          f"load by {'h2load' if load is h2load else 'Python grpc.aio client'}, best of {args.repeat}")
+    print(f"{'server':52} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'failed':>6} {'x naive':>8} {'% echo':>7}")
+    for k in chosen:
+        r = best[k]
+        vs_naive = f"{r['rps'] / best['naive']['rps']:.2f}" if "naive" in best else "-"
+        vs_echo = f"{r['rps'] / best['echo']['rps'] * 100:.0f}" if "echo" in best else "-"
+        print(f"{servers[k][0]:52} {r['rps']:8.0f} {r['p50']:8.2f} {r['p99']:8.2f} {r['failed']:6d} "
+              f"{vs_naive:>8} {vs_echo:>7}")
     shutil.rmtree(tmp, ignore_errors=True)
 
 
