@@ -160,6 +160,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--servers", default="echo,naive,verso,verso-batching")
     ap.add_argument("--batching", default=BATCHING, help="BatchingParameters text for verso-batching")
+    ap.add_argument("--verso_flags", default="", help="extra flags for both Verso servers, space-separated")
     args = ap.parse_args()
     load = h2load if shutil.which("h2load") else python_load
     tmp = tempfile.mkdtemp(prefix="verso-bench-")
@@ -172,7 +173,7 @@ def main() -> None:
         f.write(args.batching)
     model_dir = os.path.join(tmp, "mlp")
     verso = [sys.executable, "-m", "server", "--bind_address=127.0.0.1", "--model_name=mlp",
-             f"--model_base_path={model_dir}", "--enable_grpc_healthcheck_service=false"]
+             f"--model_base_path={model_dir}", "--enable_grpc_healthcheck_service=false"] + args.verso_flags.split()
     servers = {
         "echo": ("grpc.aio echo, no model (ceiling)",
                  lambda port: [sys.executable, os.path.join(HERE, "echo_server.py"), str(port)]),

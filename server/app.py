@@ -15,6 +15,7 @@ scans) and ``verso-predict`` (TF signature runs).
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -76,7 +77,8 @@ class App:
 
         manager = Manager(load, load_executor=initial_load_pool, unload_executor=unload_pool,
                           max_load_retries=s.max_num_load_retries,
-                          load_retry_interval_s=s.load_retry_interval_micros / 1e6)
+                          load_retry_interval_s=s.load_retry_interval_micros / 1e6,
+                          on_unloaded=gc.unfreeze)
         source = FileSystemSource([], manager.set_aspired_versions, settle_seconds=s.version_settle_seconds,
                                   executor=fs_pool, clock=time.monotonic)
         served = ServedModels(source, manager,
@@ -103,6 +105,12 @@ class App:
                       "version loads", name, why)
         manager.set_load_executor(load_pool)
         initial_load_pool.shutdown(wait=False)
+        # TensorFlow leaves hundreds of thousands of long-lived objects behind a load; CPython's
+        # collector re-walks them and stalls every request (benchmarks/README.md). Freeze them
+        # once after start-up; the first unload unfreezes, so an unloaded model's cycles stay
+        # collectable (no leak), at the price of losing the benefit after version changes.
+        gc.collect()
+        gc.freeze()
 
         address = f"{s.bind_address}:{s.port}"
         server = create_server(core, address)

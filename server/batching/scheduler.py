@@ -72,6 +72,7 @@ class BatchQueue:
         self.cap = cap if options.latency_objective_ms is None else min(cap, max(1, options.allowed_batch_sizes[0]
                                                                              if options.allowed_batch_sizes else 1))
         self.batches_run = 0
+        self.rows_run = 0
 
     # ---- submit (loop) -------------------------------------------------------------------------
 
@@ -196,6 +197,10 @@ class BatchQueue:
                     task.future.set_exception(err)
             return
         self.batches_run += 1
+        self.rows_run += batch.size
+        if self.batches_run % 1000 == 0:
+            log.info("Batching %s: %d batches, mean batch size %.1f rows, cap %d", self.name,
+                     self.batches_run, self.rows_run / self.batches_run, self.cap)
         self._adapt(batch.size, elapsed)
         offset = 0
         for task, part, a, b in batch.pieces:

@@ -73,13 +73,15 @@ class VersionStatus:
 class Manager:
     def __init__(self, loader: Loader, *, load_executor: Executor, unload_executor: Executor,
                  max_load_retries: int = 0, load_retry_interval_s: float = 0.0,
-                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep):
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+                 on_unloaded: Optional[Callable[[], None]] = None):
         self._loader = loader
         self._load_executor = load_executor
         self._unload_executor = unload_executor
         self._max_load_retries = max(0, max_load_retries)
         self._retry_interval_s = max(0.0, load_retry_interval_s)
         self._sleep = sleep
+        self._on_unloaded = on_unloaded  # called on the loop after each unload
         self._models: dict[str, dict[int, Harness]] = {}
         self._snapshot: Mapping[str, ModelSnapshot] = MappingProxyType({})
         self._tasks: set[asyncio.Task] = set()
@@ -233,6 +235,8 @@ class Manager:
         if unload is not None:
             await asyncio.get_running_loop().run_in_executor(self._unload_executor, unload)
         h.state = State.END
+        if self._on_unloaded is not None:
+            self._on_unloaded()
         log.info("Unloaded servable version {name: %s version: %d}", h.name, h.version)
         self._wake.set()
 

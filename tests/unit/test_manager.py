@@ -49,8 +49,10 @@ def states(m, name="m"):
 def test_new_version_loads_beside_old_then_old_unloads():
     loader = FakeLoader()
 
+    unloaded = []
+
     async def body(load, unload):
-        m = Manager(loader, load_executor=load, unload_executor=unload)
+        m = Manager(loader, load_executor=load, unload_executor=unload, on_unloaded=lambda: unloaded.append(1))
         m.set_aspired_versions("m", {1: "/m/1"})
         await m.run_until_idle()
         assert states(m) == {1: State.AVAILABLE}
@@ -64,7 +66,7 @@ def test_new_version_loads_beside_old_then_old_unloads():
         m.release(m.snapshot["m"].latest)
         await m.run_until_idle()
         assert states(m) == {2: State.AVAILABLE, 1: State.END}
-        assert old.servable is None
+        assert old.servable is None and unloaded == [1]  # the unload hook ran once
         assert m.lease("m").version == 2
 
     run(body)
