@@ -22,6 +22,7 @@ from tensorflow_serving.config import model_server_config_pb2
 
 from server.core.errors import Code, ServingError, invalid_argument
 from server.core.policy import All, Latest, Specific, State, VersionPolicy
+from server.core.source import ServableConfig
 
 log = logging.getLogger("verso.config")
 
@@ -182,8 +183,6 @@ class ServedModels:
         available. Start-up (``initial``): Verso validates labels *after* the first loads,
         since before them no version can be available (TF Serving's #1230).
         """
-        from server.core.source import ServableConfig
-
         async with self._lock:
             if not initial:
                 self.labels = validate_labels(entries, self._available, self.labels, self._allow_unavailable)
