@@ -68,9 +68,11 @@ class BatchQueue:
         self.name = name
         self._open: Optional[_Batch] = None
         self._closed: collections.deque[_Batch] = collections.deque()
-        cap = options.execution_batch_size
-        self.cap = cap if options.latency_objective_ms is None else min(cap, max(1, options.allowed_batch_sizes[0]
-                                                                             if options.allowed_batch_sizes else 1))
+        # Adaptive mode starts small (the first allowed size, else 1) and grows; otherwise the cap
+        # is simply the execution batch size.
+        self.cap = options.execution_batch_size
+        if options.latency_objective_ms is not None:
+            self.cap = min(self.cap, options.allowed_batch_sizes[0] if options.allowed_batch_sizes else 1)
         self.batches_run = 0
         self.rows_run = 0
 

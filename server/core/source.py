@@ -199,8 +199,9 @@ AspiredSink = Callable[[str, Mapping[int, str]], None]
 class FileSystemSource:
     """Polls model base paths and emits aspired versions. Owned by the event loop.
 
-    ``poll()`` is the one step; ``run()`` repeats it every ``poll_wait_seconds`` or sooner
-    when ``trigger()`` is called (watchdog, thread-safe) or a directory is settling.
+    ``poll()`` is the one step; the background loop calls ``run_once()`` forever, which polls
+    every ``poll_wait_seconds``, or sooner when ``trigger()`` is called or a directory is
+    settling.
     """
 
     def __init__(self, models: list[ServableConfig], sink: AspiredSink, *, settle_seconds: float,
@@ -248,7 +249,8 @@ class FileSystemSource:
         return removed
 
     def trigger(self) -> None:
-        """Ask for a poll soon. Call on the loop (see ``trigger_threadsafe``)."""
+        """Ask for a poll soon. Call on the loop; from another thread (watchdog) go through
+        ``loop.call_soon_threadsafe``."""
         self._wake.set()
 
     async def poll(self) -> None:
