@@ -38,8 +38,9 @@ class StartupError(Exception):
 
 class App:
     def __init__(self, settings: Settings, models: list[ModelEntry], *, config_root: Optional[str] = None,
-                 batching=None):
+                 batching=None, prometheus_path: Optional[str] = None):
         self.settings = settings
+        self.prometheus_path = prometheus_path
         self.batching_options = batching
         self.models = models
         self.config_root = config_root  # where relative base paths resolve (bundled repository)
@@ -63,9 +64,25 @@ class App:
         tags = s.saved_model_tag_list
         warmup_iterations = s.num_request_iterations_for_warmup or 1
 
+        from server.api.metrics import Metrics, version_mtime
+
+        def versions():
+            for name in manager.model_names():
+                for st in manager.status(name):
+                    yield name, st.version, st.state, version_mtime(st.path)
+
+        metrics = Metrics(versions=versions)
+
         def load(name: str, version: int, path: str):
-            return saved_model.load_saved_model(path, tags, warmup=s.enable_model_warmup,
-                                                warmup_iterations=warmup_iterations)
+            t0 = time.perf_counter()
+            try:
+                servable = saved_model.load_saved_model(path, tags, warmup=s.enable_model_warmup,
+                                                        warmup_iterations=warmup_iterations)
+            except BaseException:
+                metrics.load(path, False, time.perf_counter() - t0)
+                raise
+            metrics.load(path, True, time.perf_counter() - t0)
+            return servable
 
         # TF Serving: 0 load/unload threads = one at a time; the initial loads use 4 x CPUs.
         cpus = os.cpu_count() or 1
@@ -89,11 +106,11 @@ class App:
             from server.batching.scheduler import BatchScheduler
             o = self.batching_options
             batch_pool = ThreadPoolExecutor(o.num_batch_threads, thread_name_prefix=f"verso-{o.thread_pool_name}")
-            batching = (BatchScheduler(batch_pool, o.num_batch_threads), o)
+            batching = (BatchScheduler(batch_pool, o.num_batch_threads, observer=metrics.batch), o)
             log.info("Batching on: %s", o)
         core = ServingCore(manager, predict_pool, served,
                            tensor_content_outputs=s.enable_serialization_as_tensor_content,
-                           config_root=self.config_root, batching=batching)
+                           config_root=self.config_root, batching=batching, metrics=metrics)
 
         from server.core.errors import ServingError
         try:
@@ -113,7 +130,7 @@ class App:
         gc.freeze()
 
         address = f"{s.bind_address}:{s.port}"
-        server = create_server(core, address)
+        server = create_server(core, address, metrics)
         health_servicer = None
         if s.enable_grpc_healthcheck_service:
             health_servicer = health.aio.HealthServicer()
@@ -140,9 +157,26 @@ class App:
                 core.poll_config_file(s.model_config_file, s.model_config_file_poll_wait_seconds),
                 name="verso-config-poll"))
 
+        rest_runner = None
+        if s.rest_api_port and s.rest_api_port == s.port:
+            log.error("--rest_api_port must differ from --port; the REST API is not started")
+        elif s.rest_api_port:
+            from server.api.rest import RestApi, start as start_rest
+
+            def ready() -> bool:
+                return not self._stopping.is_set() and not served.unavailable([e.name for e in served.entries])
+
+            api = RestApi(core, timeout_ms=s.rest_api_timeout_in_ms, cors=s.rest_api_enable_cors_support,
+                          metrics=metrics, metrics_path=self.prometheus_path, ready=ready, executor=predict_pool)
+            rest_runner = await start_rest(api, s.bind_address, s.rest_api_port)
+        elif self.prometheus_path:
+            log.error("Prometheus metrics need a REST port (--rest_api_port); they are not served")
+
         await server.start()
         log.info("Running gRPC ModelServer at %s ...", address)
         print(f"Running gRPC ModelServer at {address} ...", flush=True)
+        if rest_runner is not None:
+            print(f"Exporting HTTP/REST API at:{s.bind_address}:{s.rest_api_port} ...", flush=True)
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stopping.set)
@@ -151,7 +185,12 @@ class App:
         log.info("Shutting down: draining in-flight requests (grace %.1fs)", s.shutdown_grace_seconds)
         if health_servicer is not None:
             await health_servicer.enter_graceful_shutdown()
+        if rest_runner is not None:
+            # aiohttp waits for in-flight handlers up to its shutdown timeout.
+            await rest_runner.shutdown()
         await server.stop(s.shutdown_grace_seconds)
+        if rest_runner is not None:
+            await rest_runner.cleanup()
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

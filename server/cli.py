@@ -13,6 +13,8 @@ import sys
 from typing import Optional
 
 EXIT_STARTUP_FAILURE = 255
+VERSO_REST_PORT = 8501
+DEFAULT_METRICS_PATH = "/monitoring/prometheus/metrics"
 
 
 def _setup_logging() -> None:
@@ -36,7 +38,7 @@ def _version_text() -> str:
 
 def run_server(argv: list[str], *, bundled_default: bool) -> int:
     from server.settings import (SettingsError, batching_options, bundled_repository, parse_flags,
-                                 resolve_models, usage)
+                                 prometheus_path, resolve_models, usage)
 
     if any(a in ("--help", "-help", "-h", "--usage") for a in argv):
         print(usage())
@@ -54,6 +56,14 @@ def run_server(argv: list[str], *, bundled_default: bool) -> int:
             settings.values["model_config_file"] = bundled
         models = resolve_models(settings, bundled_config=bundled)
         batching = batching_options(settings)
+        metrics_path = prometheus_path(settings)
+        if bundled_default:
+            # `verso serve`: REST on TF Serving's conventional port and Prometheus on its default
+            # path unless told otherwise; `tensorflow_model_server` keeps TF Serving's defaults (off).
+            if "rest_api_port" not in settings.explicit:
+                settings.values["rest_api_port"] = VERSO_REST_PORT
+            if "monitoring_config_file" not in settings.explicit:
+                metrics_path = DEFAULT_METRICS_PATH
     except SettingsError as e:
         print(f"Failed to start server. Error: {e}", file=sys.stderr)
         return EXIT_STARTUP_FAILURE
@@ -69,7 +79,8 @@ def run_server(argv: list[str], *, bundled_default: bool) -> int:
     from server.app import App, StartupError
     config_root = os.path.dirname(bundled) if bundled else None
     try:
-        asyncio.run(App(settings, models, config_root=config_root, batching=batching).serve())
+        asyncio.run(App(settings, models, config_root=config_root, batching=batching,
+                        prometheus_path=metrics_path).serve())
     except StartupError as e:
         print(f"Failed to start server. Error: {e}", file=sys.stderr)
         return EXIT_STARTUP_FAILURE
@@ -93,7 +104,9 @@ VERSO_USAGE = """usage: verso <command> [flags]
 
 commands:
   serve [TF Serving flags]   run the model server; with neither --model_config_file nor
-                             --model_base_path it serves the bundled model_repository/
+                             --model_base_path it serves the bundled model_repository/.
+                             Unlike tensorflow_model_server it serves REST on 8501 and
+                             Prometheus metrics at /monitoring/prometheus/metrics by default
 """
 
 

@@ -63,10 +63,11 @@ def _flags() -> dict[str, Flag]:
         Flag("port", i, 8500, "Port to listen on for gRPC API"),
         Flag("bind_address", s, "0.0.0.0", "Verso: address the gRPC server binds (TF Serving: always 0.0.0.0)"),
         Flag("grpc_socket_path", s, "", "UNIX socket for gRPC", implemented=False),
-        Flag("rest_api_port", i, 0, "Port for the HTTP/REST API (0 = off)", implemented=False),
-        Flag("rest_api_num_threads", i, 0, "Threads for HTTP/REST", implemented=False),
-        Flag("rest_api_timeout_in_ms", i, 30000, "REST timeout", implemented=False),
-        Flag("rest_api_enable_cors_support", b, False, "CORS headers on REST", implemented=False),
+        Flag("rest_api_port", i, 0, "Port for the HTTP/REST API (0 = off; `verso serve` defaults to 8501)"),
+        Flag("rest_api_num_threads", i, 0, "Threads for HTTP/REST (Verso serves REST on its event loop)",
+             implemented=False),
+        Flag("rest_api_timeout_in_ms", i, 30000, "REST request timeout (0 = none) -> 504"),
+        Flag("rest_api_enable_cors_support", b, False, "CORS headers on REST responses"),
         Flag("enable_batching", b, False, "Enable batching"),
         Flag("enable_per_model_batching_parameters", b, False, "Per-model batching params", implemented=False),
         Flag("allow_version_labels_for_unavailable_models", b, False,
@@ -104,7 +105,7 @@ def _flags() -> dict[str, Flag]:
         Flag("enable_model_warmup", b, True, "Replay assets.extra warmup requests"),
         Flag("num_request_iterations_for_warmup", i, 0, "Warmup iterations"),
         Flag("version", b, False, "Print the version and exit"),
-        Flag("monitoring_config_file", s, "", "MonitoringConfig text proto", implemented=False),
+        Flag("monitoring_config_file", s, "", "MonitoringConfig text proto (Prometheus on the REST port)"),
         Flag("remove_unused_fields_from_bundle_metagraph", b, True, "", implemented=False),
         Flag("prefer_tflite_model", b, False, "", implemented=False),
         Flag("num_tflite_pools", i, 1, "", implemented=False),
@@ -213,6 +214,10 @@ def _check_values(s: Settings) -> None:
         raise SettingsError("Invalid value for flag --version_settle_seconds: must be >= 0")
     if s.tensorflow_intra_op_parallelism < 0 or s.tensorflow_inter_op_parallelism < 0:
         raise SettingsError("TensorFlow parallelism flags must be >= 0")
+    if not 0 <= s.rest_api_port <= 65535:
+        raise SettingsError(f"Invalid value for flag --rest_api_port: {s.rest_api_port} (expected 0..65535)")
+    if s.rest_api_timeout_in_ms < 0:
+        raise SettingsError("Invalid value for flag --rest_api_timeout_in_ms: must be >= 0")
     if not s.saved_model_tag_list:
         raise SettingsError("Invalid value for flag --saved_model_tags: no tag given")
 
@@ -246,6 +251,51 @@ def batching_options(settings: Settings):
         return validate(BatchingOptions(latency_objective_ms=objective))
     except ServingError as e:
         raise SettingsError(str(e)) from None
+
+
+def _monitoring_config_class():
+    # monitoring_config.proto is not in the tensorflow-serving-api wheel: declared from its
+    # field numbers in a private pool (as BatchingParameters), so it can never clash.
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+    pool = descriptor_pool.DescriptorPool()
+    f = descriptor_pb2.FileDescriptorProto(name="verso/monitoring_config.proto", package="tensorflow.serving",
+                                           syntax="proto3")
+    fd = descriptor_pb2.FieldDescriptorProto
+    prom = f.message_type.add(name="PrometheusConfig")
+    prom.field.add(name="enable", number=1, label=fd.LABEL_OPTIONAL, type=fd.TYPE_BOOL)
+    prom.field.add(name="path", number=2, label=fd.LABEL_OPTIONAL, type=fd.TYPE_STRING)
+    mon = f.message_type.add(name="MonitoringConfig")
+    mon.field.add(name="prometheus_config", number=1, label=fd.LABEL_OPTIONAL, type=fd.TYPE_MESSAGE,
+                  type_name=".tensorflow.serving.PrometheusConfig")
+    pool.Add(f)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName("tensorflow.serving.MonitoringConfig"))
+
+
+def prometheus_path(settings: Settings) -> Optional[str]:
+    """The Prometheus path when --monitoring_config_file enables it, else None.
+
+    As TF Serving: the default path is /monitoring/prometheus/metrics; metrics are served
+    only on the REST port (``verso serve`` turns them on by default with that path).
+    """
+    if not settings.monitoring_config_file:
+        return None
+    from google.protobuf import text_format
+    try:
+        with open(settings.monitoring_config_file, "r", encoding="utf-8") as fh:
+            text = fh.read()
+        config = text_format.Parse(text, _monitoring_config_class()())
+    except OSError as e:
+        raise SettingsError(f"Cannot read --monitoring_config_file {settings.monitoring_config_file}: "
+                            f"{e.strerror}") from None
+    except text_format.ParseError as e:
+        raise SettingsError(f"Invalid MonitoringConfig in {settings.monitoring_config_file}: {e}") from None
+    if not config.prometheus_config.enable:
+        return None
+    path = config.prometheus_config.path or "/monitoring/prometheus/metrics"
+    if not path.startswith("/"):
+        raise SettingsError(f"Invalid MonitoringConfig in {settings.monitoring_config_file}: prometheus path "
+                            f"must start with '/': {path}")
+    return path
 
 
 def bundled_repository() -> Path:

@@ -25,6 +25,8 @@ def built_models(tmp_path_factory):
     models.save_multi(out["multi"])
     out["ids"] = str(root / "ids")
     models.save_identities(out["ids"])
+    out["examples"] = str(root / "examples")
+    models.save_examples_model(out["examples"])
     out["corrupt"] = str(root / "corrupt")
     models.corrupt_copy(out["hp1"], out["corrupt"])
     return out

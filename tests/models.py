@@ -57,6 +57,57 @@ def save_identities(path: str) -> None:
     tf.saved_model.save(m, path, signatures=signatures)
 
 
+def save_examples_model(path: str) -> None:
+    """Signatures over serialized tf.Examples with a float feature ``x`` of 2 values:
+
+    * ``classify``: inputs -> classes [[b"neg", b"pos"]] per example, scores [x0, x1];
+    * ``scores_only``: inputs -> scores [x0, x1];
+    * ``regress``: inputs -> outputs x0 + x1, shape [batch];
+    * ``regress_col``: inputs -> outputs x0 - x1, shape [batch, 1];
+    * ``two_outputs``: inputs -> outputs, extra (not a valid regression signature);
+    * ``serving_default``: predict on x [None, 2] float -> y = x0 * x1.
+    """
+    spec = {"x": tf.io.FixedLenFeature([2], tf.float32)}
+
+    def parse(serialized):
+        return tf.io.parse_example(serialized, spec)["x"]
+
+    class Examples(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
+        def classify(self, inputs):
+            x = parse(inputs)
+            classes = tf.tile(tf.constant([[b"neg", b"pos"]]), [tf.shape(x)[0], 1])
+            return {"classes": classes, "scores": x}
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
+        def scores_only(self, inputs):
+            return {"scores": parse(inputs)}
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
+        def regress(self, inputs):
+            x = parse(inputs)
+            return {"outputs": x[:, 0] + x[:, 1]}
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
+        def regress_col(self, inputs):
+            x = parse(inputs)
+            return {"outputs": x[:, 0:1] - x[:, 1:2]}
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
+        def two_outputs(self, inputs):
+            x = parse(inputs)
+            return {"outputs": x[:, 0], "extra": x[:, 1]}
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 2], tf.float32, name="x")])
+        def predict(self, x):
+            return {"y": x[:, 0] * x[:, 1]}
+
+    m = Examples()
+    tf.saved_model.save(m, path, signatures={
+        "classify": m.classify, "scores_only": m.scores_only, "regress": m.regress,
+        "regress_col": m.regress_col, "two_outputs": m.two_outputs, "serving_default": m.predict})
+
+
 def corrupt_copy(good: str, dest: str) -> None:
     """A version directory whose saved_model.pb is garbage."""
     shutil.copytree(good, dest)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import http.client
+import json
 import os
 import socket
 import subprocess
@@ -36,10 +38,13 @@ def wait_until(cond: Callable[[], bool], timeout: float = 30.0, interval: float 
 
 class ServerProcess:
     def __init__(self, args: list[str], *, entry: Optional[list[str]] = None, port: Optional[int] = None,
-                 with_port: bool = True):
+                 with_port: bool = True, rest: bool = False):
         self.port = port or free_port()
+        self.rest_port = free_port() if rest else None
         base = entry or [sys.executable, "-m", "server"]
         net = [f"--port={self.port}", "--bind_address=127.0.0.1"] if with_port else []
+        if rest:
+            net.append(f"--rest_api_port={self.rest_port}")
         self.cmd = base + net + args
         self.log = tempfile.NamedTemporaryFile("w+", prefix="verso-", suffix=".log", delete=False)
         self.proc: Optional[subprocess.Popen] = None
@@ -74,6 +79,24 @@ class ServerProcess:
     @property
     def model_stub(self):
         return model_service_pb2_grpc.ModelServiceStub(self.channel)
+
+    def http(self, method: str, path: str, body=None, headers: Optional[dict] = None,
+             timeout: float = 30) -> tuple[int, dict, bytes]:
+        """One plain HTTP request to the REST port: (status, headers, body)."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.rest_port, timeout=timeout)
+        try:
+            if isinstance(body, (dict, list)):
+                body = json.dumps(body)
+            conn.request(method, path, body=body, headers=headers or {})
+            resp = conn.getresponse()
+            return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+        finally:
+            conn.close()
+
+    def rest_json(self, method: str, path: str, body=None, **kw) -> tuple[int, object]:
+        """(status, parsed JSON body) of a REST call; NaN/Infinity accepted as TF Serving prints them."""
+        status, _, data = self.http(method, path, body, **kw)
+        return status, json.loads(data)
 
     def stop(self) -> None:
         if self._channel is not None:

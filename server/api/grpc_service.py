@@ -13,6 +13,7 @@ classes, so the wire format is TF Serving's byte for byte.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any, Awaitable, Callable
 
 import grpc
@@ -51,26 +52,30 @@ def _parser(message_cls):
     return parse
 
 
-def _unimplemented(what: str):
-    def handler(request):
-        raise ServingError(Code.UNIMPLEMENTED, f"{what} is not implemented by Verso yet")
-    return handler
+def _method(name: str, call: Callable[[Any], Any], request_cls, response_cls, metrics=None,
+            counted: bool = False) -> grpc.RpcMethodHandler:
+    """A unary handler over ``call``. With ``metrics``, every call is recorded per version; a
+    ``counted`` API (Predict, Classify, Regress) also feeds TF Serving's request metrics."""
 
-
-def _method(name: str, call: Callable[[Any], Any], request_cls, response_cls) -> grpc.RpcMethodHandler:
     async def behaviour(request, context: grpc.aio.ServicerContext):
+        t0 = time.perf_counter()
+        result = None
         try:
             if request is UNPARSABLE:
                 raise ServingError(Code.INTERNAL, f"Failed to parse {request_cls.DESCRIPTOR.full_name}")
-            result = call(request)
-            if isinstance(result, Awaitable):
-                result = await result
-            return result
+            answer = call(request)
+            if isinstance(answer, Awaitable):
+                answer = await answer
+            result, err = answer, None
         except ServingError as e:
             err = e
         except Exception as e:  # a bug in Verso: never a traceback to the client
             log.exception("Unexpected error in %s", name)
             err = ServingError(Code.INTERNAL, f"{type(e).__name__}: {e}")
+        if metrics is not None:
+            _record(metrics, name, counted, request, result, err, time.perf_counter() - t0)
+        if err is None:
+            return result
         await context.abort(_STATUS[int(err.code)], grpc_message(err.message))
 
     return grpc.unary_unary_rpc_method_handler(
@@ -78,32 +83,51 @@ def _method(name: str, call: Callable[[Any], Any], request_cls, response_cls) ->
         response_serializer=response_cls.SerializeToString)
 
 
-def service_handlers(core: ServingCore) -> list[grpc.GenericRpcHandler]:
+def _record(metrics, api: str, counted: bool, request, response, err, seconds: float) -> None:
+    spec = getattr(request, "model_spec", None)
+    if spec is None and request is not UNPARSABLE and getattr(request, "tasks", None):
+        spec = request.tasks[0].model_spec
+    model = spec.name if spec is not None else ""
+    version = None
+    if response is not None:
+        rspec = getattr(response, "model_spec", None)
+        if rspec is not None and rspec.HasField("version"):
+            version = rspec.version.value
+        elif api == "MultiInference" and response.results:
+            version = response.results[0].model_spec.version.value
+    metrics.request(model, version, api, "GRPC", "OK" if err is None else err.code.name, seconds,
+                    count_tf=counted)
+
+
+def service_handlers(core: ServingCore, metrics=None) -> list[grpc.GenericRpcHandler]:
+    def method(name, call, request_cls, response_cls, counted=False):
+        return _method(name, call, request_cls, response_cls, metrics, counted)
+
     prediction = {
-        "Predict": _method("Predict", core.predict, predict_pb2.PredictRequest, predict_pb2.PredictResponse),
-        "GetModelMetadata": _method("GetModelMetadata", core.get_model_metadata,
-                                    get_model_metadata_pb2.GetModelMetadataRequest,
-                                    get_model_metadata_pb2.GetModelMetadataResponse),
-        "Classify": _method("Classify", _unimplemented("Classify"), classification_pb2.ClassificationRequest,
-                            classification_pb2.ClassificationResponse),
-        "Regress": _method("Regress", _unimplemented("Regress"), regression_pb2.RegressionRequest,
-                           regression_pb2.RegressionResponse),
-        "MultiInference": _method("MultiInference", _unimplemented("MultiInference"),
-                                  inference_pb2.MultiInferenceRequest, inference_pb2.MultiInferenceResponse),
+        "Predict": method("Predict", core.predict, predict_pb2.PredictRequest, predict_pb2.PredictResponse, True),
+        "GetModelMetadata": method("GetModelMetadata", core.get_model_metadata,
+                                   get_model_metadata_pb2.GetModelMetadataRequest,
+                                   get_model_metadata_pb2.GetModelMetadataResponse),
+        "Classify": method("Classify", core.classify, classification_pb2.ClassificationRequest,
+                           classification_pb2.ClassificationResponse, True),
+        "Regress": method("Regress", core.regress, regression_pb2.RegressionRequest,
+                          regression_pb2.RegressionResponse, True),
+        "MultiInference": method("MultiInference", core.multi_inference, inference_pb2.MultiInferenceRequest,
+                                 inference_pb2.MultiInferenceResponse),
     }
     model = {
-        "GetModelStatus": _method("GetModelStatus", core.get_model_status,
-                                  get_model_status_pb2.GetModelStatusRequest,
-                                  get_model_status_pb2.GetModelStatusResponse),
-        "HandleReloadConfigRequest": _method("HandleReloadConfigRequest", core.reload_config,
-                                             model_management_pb2.ReloadConfigRequest,
-                                             model_management_pb2.ReloadConfigResponse),
+        "GetModelStatus": method("GetModelStatus", core.get_model_status,
+                                 get_model_status_pb2.GetModelStatusRequest,
+                                 get_model_status_pb2.GetModelStatusResponse),
+        "HandleReloadConfigRequest": method("HandleReloadConfigRequest", core.reload_config,
+                                            model_management_pb2.ReloadConfigRequest,
+                                            model_management_pb2.ReloadConfigResponse),
     }
     return [grpc.method_handlers_generic_handler("tensorflow.serving.PredictionService", prediction),
             grpc.method_handlers_generic_handler("tensorflow.serving.ModelService", model)]
 
 
-def create_server(core: ServingCore, address: str) -> grpc.aio.Server:
+def create_server(core: ServingCore, address: str, metrics=None) -> grpc.aio.Server:
     """A grpc.aio server bound to ``address`` with both services (not started).
 
     Message size limits are INT32_MAX both ways, as TF Serving sets them. Raises
@@ -114,7 +138,7 @@ def create_server(core: ServingCore, address: str) -> grpc.aio.Server:
         ("grpc.max_send_message_length", INT32_MAX),
         ("grpc.so_reuseport", 0),
     ]
-    server = grpc.aio.server(handlers=service_handlers(core), options=options)
+    server = grpc.aio.server(handlers=service_handlers(core, metrics), options=options)
     if server.add_insecure_port(address) == 0:
         raise RuntimeError(f"Could not bind the gRPC server to {address}")
     return server

@@ -9,19 +9,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from concurrent.futures import Executor
-from typing import Optional
+from typing import Optional, Sequence
 
-from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2, model_management_pb2,
-                                     model_pb2, predict_pb2)
+from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2, get_model_status_pb2,
+                                     inference_pb2, model_management_pb2, model_pb2, predict_pb2, regression_pb2)
 
 from server.batching.params import BatchingOptions
 from server.batching.scheduler import BatchQueue, BatchScheduler
-from server.core import tensor_codec
+from server.core import inference, tensor_codec
 from server.core.errors import Code, ServingError, invalid_argument
 from server.core.manager import Manager
 from server.core.model_config import ServedModels, parse_model_config, validate_model_config
-from server.core.predict import prepare_predict
+from server.core.examples import serialized_examples
+from server.core.predict import DEFAULT_SIGNATURE, check_inputs, prepare_predict
 
 log = logging.getLogger("verso.handlers")
 
@@ -34,8 +36,9 @@ class ServingCore:
 
     def __init__(self, manager: Manager, executor: Executor, served: ServedModels, *,
                  tensor_content_outputs: bool = False, config_root: Optional[str] = None,
-                 batching: Optional[tuple[BatchScheduler, BatchingOptions]] = None):
+                 batching: Optional[tuple[BatchScheduler, BatchingOptions]] = None, metrics=None):
         self.manager = manager
+        self.metrics = metrics  # server.api.metrics.Metrics, or None
         self.executor = executor
         self.batching = batching
         self.served = served
@@ -66,13 +69,8 @@ class ServingCore:
         name, version = self.resolve(request.model_spec)
         handle = self.manager.lease(name, version)
         try:
-            servable = handle.servable
-            sig_name, inputs, aliases = prepare_predict(servable.signature_defs, request)
-            if self.batching is None:
-                outputs = await asyncio.get_running_loop().run_in_executor(
-                    self.executor, servable.run, sig_name, inputs, aliases)
-            else:
-                outputs = await self._batch_queue(handle, sig_name, aliases).submit(inputs)
+            sig_name, inputs, aliases = prepare_predict(handle.servable.signature_defs, request)
+            outputs = await self.run(handle, sig_name, inputs, aliases, "Predict")
         finally:
             self.manager.release(handle)
         response = predict_pb2.PredictResponse()
@@ -84,9 +82,113 @@ class ServingCore:
                                     tensor_content=self.tensor_content_outputs)
         return response
 
-    def _batch_queue(self, handle, sig_name: str, aliases: list[str]) -> BatchQueue:
+    async def predict_decoded(self, spec: model_pb2.ModelSpec, signature_name: str, decode
+                              ) -> tuple[str, int, str, dict]:
+        """Predict for a transport that decodes its own inputs (REST's JSON).
+
+        ``decode(signature) -> (arrays by alias, dtypes by alias)`` runs once the signature is
+        known; the arrays then pass TF Serving's dtype and shape checks. Returns (model name,
+        version, signature name, outputs by alias). An unknown signature is INVALID_ARGUMENT
+        with TF Serving's REST text.
+        """
+        name, version = self.resolve(spec)
+        handle = self.manager.lease(name, version)
+        try:
+            sig_name = signature_name or DEFAULT_SIGNATURE
+            signature = handle.servable.signature_defs.get(sig_name)
+            if signature is None:
+                raise invalid_argument(f'Serving signature name: "{sig_name}" not found in signature def')
+            inputs, dtypes = decode(signature)
+            check_inputs(signature, inputs, dtypes)
+            aliases = list(signature.outputs)
+            outputs = await self.run(handle, sig_name, inputs, aliases, "Predict")
+        finally:
+            self.manager.release(handle)
+        return name, handle.version, sig_name, outputs
+
+    async def run(self, handle, sig_name: str, inputs: dict, aliases: Sequence[str], api: str) -> dict:
+        """Run a leased version's signature: through its batch queue when batching is on,
+        else straight in the request executor. The caller holds the lease until this returns.
+        ``api`` ("Predict", "Classify", ...) labels the runtime-latency metric, which counts
+        the wait in the batch queue too (as TF Serving's batching session does)."""
+        t0 = time.perf_counter()
+        if self.batching is None:
+            outputs = await asyncio.get_running_loop().run_in_executor(
+                self.executor, handle.servable.run, sig_name, inputs, aliases)
+        else:
+            outputs = await self._batch_queue(handle, sig_name, tuple(aliases)).submit(inputs)
+        if self.metrics is not None:
+            self.metrics.runtime(handle.name, api, time.perf_counter() - t0)
+        return outputs
+
+    # ---- Classify / Regress / MultiInference -----------------------------------------------
+
+    async def classify(self, request: classification_pb2.ClassificationRequest
+                       ) -> classification_pb2.ClassificationResponse:
+        response = classification_pb2.ClassificationResponse()
+        await self._one_task(inference.CLASSIFY_METHOD, request, response)
+        return response
+
+    async def regress(self, request: regression_pb2.RegressionRequest) -> regression_pb2.RegressionResponse:
+        response = regression_pb2.RegressionResponse()
+        await self._one_task(inference.REGRESS_METHOD, request, response)
+        return response
+
+    async def _one_task(self, method: str, request, response) -> None:
+        if not request.HasField("model_spec"):
+            raise invalid_argument("Missing ModelSpec")
+        name, version = self.resolve(request.model_spec)
+        handle = self.manager.lease(name, version)
+        try:
+            p = inference.plan(method, handle.servable.signature_defs, request.model_spec.signature_name)
+            examples = serialized_examples(request.input)
+            if self.metrics is not None:
+                self.metrics.examples(name, len(examples))
+            outputs = await self.run(handle, p.signature_name, {p.input_alias: examples}, p.output_aliases,
+                                     "Classify" if method == inference.CLASSIFY_METHOD else "Regress")
+        finally:
+            self.manager.release(handle)
+        if method == inference.CLASSIFY_METHOD:
+            response.result.CopyFrom(inference.classification_result(len(examples), outputs))
+        else:
+            response.result.CopyFrom(inference.regression_result(len(examples), outputs))
+        response.model_spec.name = name
+        response.model_spec.version.value = handle.version
+        response.model_spec.signature_name = p.signature_name
+
+    async def multi_inference(self, request: inference_pb2.MultiInferenceRequest
+                              ) -> inference_pb2.MultiInferenceResponse:
+        # TF Serving resolves the version from the first task's spec (an empty spec if none).
+        spec = request.tasks[0].model_spec if request.tasks else model_pb2.ModelSpec()
+        name, version = self.resolve(spec)
+        handle = self.manager.lease(name, version)
+        try:
+            plans = inference.multi_inference_plans(handle.servable.signature_defs, request.tasks)
+            examples = serialized_examples(request.input)
+            if self.metrics is not None:
+                self.metrics.examples(name, len(examples))
+            results = []
+            for p in plans:
+                outputs = await self.run(handle, p.signature_name, {p.input_alias: examples}, p.output_aliases,
+                                         "MultiInference")
+                results.append((p, outputs))
+        finally:
+            self.manager.release(handle)
+        response = inference_pb2.MultiInferenceResponse()
+        for p, outputs in results:
+            entry = response.results.add()
+            entry.model_spec.name = name
+            entry.model_spec.version.value = handle.version
+            entry.model_spec.signature_name = p.signature_name
+            if p.method == inference.CLASSIFY_METHOD:
+                entry.classification_result.CopyFrom(inference.classification_result(len(examples), outputs))
+            else:
+                entry.regression_result.CopyFrom(inference.regression_result(len(examples), outputs))
+        return response
+
+    def _batch_queue(self, handle, sig_name: str, aliases: tuple[str, ...]) -> BatchQueue:
         """The version's queue for this signature and output set (created on first use)."""
-        key = ("batch", sig_name, tuple(aliases))
+        key = ("batch", sig_name, aliases)
         queue = handle.extras.get(key)
         if queue is None:
             scheduler, options = self.batching

@@ -40,9 +40,10 @@ RunFn = Callable[[Mapping[str, np.ndarray]], Mapping[str, np.ndarray]]
 
 
 class _Task:
-    __slots__ = ("inputs", "size", "future", "parts", "pending")
+    __slots__ = ("inputs", "size", "future", "parts", "pending", "enqueued")
 
-    def __init__(self, inputs, size, future, pieces):
+    def __init__(self, inputs, size, future, pieces, enqueued):
+        self.enqueued = enqueued
         self.inputs = inputs
         self.size = size
         self.future = future
@@ -51,12 +52,13 @@ class _Task:
 
 
 class _Batch:
-    __slots__ = ("pieces", "size", "created", "key")
+    __slots__ = ("pieces", "size", "created", "key", "started")
 
     def __init__(self, created: float, key):
         self.pieces: list[tuple[_Task, int, int, int]] = []  # (task, part index, start row, stop row)
         self.size = 0
         self.created = created
+        self.started = created
         self.key = key
 
 
@@ -111,7 +113,7 @@ class BatchQueue:
         if len(self._closed) + (1 if has_open else 0) + new_batches > o.max_enqueued_batches:
             raise ServingError(Code.UNAVAILABLE, QUEUE_FULL)
         future = asyncio.get_running_loop().create_future()
-        task = _Task(inputs, size, future, len(cuts))
+        task = _Task(inputs, size, future, len(cuts), now)
         start = 0
         for part, n in enumerate(cuts):
             if self._open is None or self._open.key != key or self._open.size + n > cap:
@@ -204,6 +206,10 @@ class BatchQueue:
             log.info("Batching %s: %d batches, mean batch size %.1f rows, cap %d", self.name,
                      self.batches_run, self.rows_run / self.batches_run, self.cap)
         self._adapt(batch.size, elapsed)
+        observer = self._scheduler.observer
+        if observer is not None:
+            observer(self.name, self.options.thread_pool_name, [b - a for (_, _, a, b) in batch.pieces],
+                     [batch.started - t.enqueued for (t, _, _, _) in batch.pieces], batch.size, padded, self.cap)
         offset = 0
         for task, part, a, b in batch.pieces:
             n = b - a
@@ -264,8 +270,11 @@ class BatchScheduler:
     """The shared pool: ``num_batch_threads`` model calls at a time over every queue."""
 
     def __init__(self, executor: Executor, num_threads: int, *, clock: Callable[[], float] = time.monotonic,
-                 auto: bool = True):
+                 auto: bool = True, observer: Optional[Callable[..., None]] = None):
+        """``observer(queue, thread_pool_name, task_rows, task_waits_s, rows, padded_rows, cap)`` is
+        called on the loop after each successful batch (metrics)."""
         self._executor = executor
+        self.observer = observer
         self._free = num_threads
         self.clock = clock
         self._auto = auto
@@ -303,6 +312,7 @@ class BatchScheduler:
 
     def _start(self, q: BatchQueue, batch: _Batch) -> None:
         self._free -= 1
+        batch.started = self.clock()
         loop = asyncio.get_running_loop()
         fut = loop.run_in_executor(self._executor, q._execute, batch)
         self._running.add(fut)

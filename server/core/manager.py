@@ -68,6 +68,7 @@ class VersionStatus:
     version: int
     state: State
     error: Optional[ServingError]
+    path: str = ""
 
 
 class Manager:
@@ -146,7 +147,7 @@ class Manager:
     def status(self, name: str) -> list[VersionStatus]:
         """Every version the manager knows of ``name``, highest first (as TF Serving)."""
         harnesses = self._models.get(name, {})
-        return [VersionStatus(h.version, h.state, h.error)
+        return [VersionStatus(h.version, h.state, h.error, h.path)
                 for h in sorted(harnesses.values(), key=lambda h: -h.version)]
 
     # ---- the manager's own loop -----------------------------------------------------------

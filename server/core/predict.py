@@ -70,6 +70,14 @@ def decode_inputs(signature, request_inputs) -> dict[str, np.ndarray]:
     if request_inputs and len(used) != n_req:
         raise invalid_argument(f"Inputs contains invalid name. Used request inputs: {_join(used)}, "
                                f"request input: {_join(request_inputs)}")
+    check_inputs(signature, decoded, dtypes)
+    return decoded
+
+
+def check_inputs(signature, decoded: Mapping[str, np.ndarray], dtypes: Mapping[str, int]) -> None:
+    """The dtype and shape checks of a signature's inputs (``dtypes``: each input's DataType
+    as sent), the part shared by gRPC's TensorProtos and REST's JSON."""
+    sig_inputs = signature.inputs
     for index, alias in enumerate(decoded):
         info = sig_inputs[alias]
         if info.dtype and dtypes[alias] != info.dtype:
@@ -82,7 +90,6 @@ def decode_inputs(signature, request_inputs) -> dict[str, np.ndarray]:
             if len(want) != len(got) or any(w >= 0 and w != g for w, g in zip(want, got)):
                 raise invalid_argument(f"Expects arg[{index}] to have shape {_shape_text(want)} "
                                        f"but shape {_shape_text(got)} is provided")
-    return decoded
 
 
 def output_aliases(signature, output_filter) -> list[str]:

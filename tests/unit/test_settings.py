@@ -26,9 +26,10 @@ def test_both_flag_forms_and_bare_booleans():
 
 
 def test_unknown_and_unimplemented_flags_are_reported_not_fatal():
-    s = parse_flags(["--bogus=1", "stray", "--ssl_config_file=/x", "--rest_api_port=8501"])
+    s = parse_flags(["--bogus=1", "stray", "--ssl_config_file=/x", "--rest_api_num_threads=4",
+                     "--rest_api_port=8501"])
     assert s.unknown == ["--bogus=1", "stray"]
-    assert s.unimplemented == ["rest_api_port", "ssl_config_file"]
+    assert s.unimplemented == ["rest_api_num_threads", "ssl_config_file"]
 
 
 @pytest.mark.parametrize("argv, text", [
@@ -38,6 +39,8 @@ def test_unknown_and_unimplemented_flags_are_reported_not_fatal():
     (["--model_name"], "Flag --model_name needs a value"),
     (["--max_num_load_retries=-1"], "--max_num_load_retries"),
     (["--saved_model_tags=,"], "--saved_model_tags"),
+    (["--rest_api_port=70000"], "Invalid value for flag --rest_api_port: 70000"),
+    (["--rest_api_timeout_in_ms=-5"], "--rest_api_timeout_in_ms"),
 ])
 def test_malformed_values(argv, text):
     with pytest.raises(SettingsError) as e:

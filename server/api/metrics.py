@@ -1,0 +1,223 @@
+"""Prometheus metrics: TF Serving's names and labels, and Verso's per-version extras.
+
+Two ``prometheus_client`` registries:
+
+* ``tf``: TF Serving's metrics under its names (``:tensorflow:serving:request_count`` ...),
+  rendered as TF Serving prints them: ``# TYPE`` lines only, counters without prometheus
+  client's ``_total`` suffix and without ``_created`` samples, latencies in microseconds
+  on TF Serving's buckets (10 x 1.8^i, 33 of them);
+* ``verso``: Verso's own, in Prometheus' usual style (``verso_*``, ``_total`` counters,
+  seconds): per-version request counts and latencies, each version's state and age, the
+  adaptive batch size, and the process collector (``process_start_time_seconds`` ...).
+
+Threads: recording methods may be called from any thread (prometheus_client locks);
+``render()`` runs on the event loop because the state and age collector reads the manager.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from typing import Callable, Iterable, Optional
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
+from prometheus_client.core import GaugeMetricFamily
+
+from server.core.policy import State
+
+DEFAULT_PATH = "/monitoring/prometheus/metrics"
+LATENCY_BUCKETS_US = tuple(10 * 1.8 ** i for i in range(33))
+# TF Serving's batch-size histograms: powers of two up to 2^16 (execution sizes are bounded).
+BATCH_SIZE_BUCKETS = tuple(float(2 ** i) for i in range(17))
+# Example counts per Classify/Regress request.
+EXAMPLE_COUNT_BUCKETS = tuple(float(2 ** i) for i in range(17))
+
+# name -> the text TF Serving exposes for it (prometheus_client renames counters).
+_TF_COUNTERS: dict[str, str] = {}
+
+
+def _tf_counter(name: str, doc: str, labels: Iterable[str], registry) -> Counter:
+    c = Counter(name, doc, list(labels), registry=registry)
+    _TF_COUNTERS[c._name] = name
+    return c
+
+
+class Metrics:
+    def __init__(self, *, versions: Optional[Callable[[], Iterable[tuple[str, int, State, Optional[float]]]]] = None,
+                 clock: Callable[[], float] = time.time):
+        """``versions()`` lists (model, version, state, directory mtime or None) for the
+        state and age gauges; it is called on the loop at each scrape."""
+        self.tf = CollectorRegistry(auto_describe=True)
+        self.verso = CollectorRegistry(auto_describe=True)
+        t = self.tf
+        self.request_count = _tf_counter(":tensorflow:serving:request_count",
+                                         "The total number of requests.", ["model_name", "status"], t)
+        self.request_latency = Histogram(":tensorflow:serving:request_latency",
+                                         "Distribution of wall time (in microseconds) for Tensorflow Serving "
+                                         "request.", ["model_name", "API", "entrypoint"],
+                                         buckets=LATENCY_BUCKETS_US, registry=t)
+        self.runtime_latency = Histogram(":tensorflow:serving:runtime_latency",
+                                         "Distribution of wall time (in microseconds) for Tensorflow runtime.",
+                                         ["model_name", "API", "runtime"], buckets=LATENCY_BUCKETS_US, registry=t)
+        self.example_counts = Histogram(":tensorflow:serving:request_example_counts",
+                                        "The number of tensorflow.Examples per request.", ["model"],
+                                        buckets=EXAMPLE_COUNT_BUCKETS, registry=t)
+        self.example_count_total = _tf_counter(":tensorflow:serving:request_example_count_total",
+                                               "The total number of tensorflow.Examples.", ["model"], t)
+        self.queuing_latency = Histogram(":tensorflow:serving:batching_session:queuing_latency",
+                                         "Distribution of wall time spent (in microseconds) in queuing",
+                                         ["thread_pool_name"], buckets=LATENCY_BUCKETS_US, registry=t)
+        self.wrapped_run_count = _tf_counter(":tensorflow:serving:batching_session:wrapped_run_count",
+                                             "Counts the number of batched runs.", [], t)
+        self.input_batch_size = Histogram(":tensorflow:serving:batching_session:input_batch_size",
+                                          "Tracks the batch size distribution on the inputs.", [],
+                                          buckets=BATCH_SIZE_BUCKETS, registry=t)
+        self.processed_batch_size = Histogram(":tensorflow:serving:batching_session:processed_batch_size",
+                                              "Tracks the batch size distribution on processing.", [],
+                                              buckets=BATCH_SIZE_BUCKETS, registry=t)
+        self.padding_size = Histogram(":tensorflow:serving:batching_session:padding_size",
+                                      "Tracks the padding size distribution on batches.", ["execution_batch_size"],
+                                      buckets=BATCH_SIZE_BUCKETS, registry=t)
+        self.load_attempt_count = _tf_counter(":tensorflow:cc:saved_model:load_attempt_count",
+                                              "The number of times a SavedModel was successfully loaded.",
+                                              ["model_path", "status"], t)
+        self.load_latency = _tf_counter(":tensorflow:cc:saved_model:load_latency",
+                                        "Latency in microseconds for SavedModels that were successfully loaded.",
+                                        ["model_path"], t)
+
+        v = self.verso
+        self.version_requests = Counter("verso_request_count", "Requests by model version, API, transport "
+                                        "and status code.", ["model_name", "version", "api", "entrypoint", "status"],
+                                        registry=v)
+        self.version_latency = Histogram("verso_request_latency_seconds", "Latency of successful requests by model "
+                                         "version, API and transport.", ["model_name", "version", "api",
+                                                                          "entrypoint"], registry=v)
+        self.batch_cap = Gauge("verso_batch_size_cap", "The batch size the scheduler aims for (adaptive batching "
+                               "moves it).", ["queue"], registry=v)
+        self.batches = Counter("verso_batches", "Batches run by queue.", ["queue"], registry=v)
+        self.batch_rows = Counter("verso_batch_rows", "Rows run in batches by queue (padding excluded).",
+                                  ["queue"], registry=v)
+        if versions is not None:
+            v.register(_VersionCollector(versions, clock))
+        ProcessCollector(registry=v)
+
+    # ---- recording ------------------------------------------------------------------------------
+
+    def request(self, model: str, version: Optional[int], api: str, entrypoint: str, status: str,
+                seconds: float, *, tf_api: Optional[str] = None, count_tf: bool = True) -> None:
+        """One finished request. ``tf_api`` is TF Serving's API label (REST uses the lower-case
+        verb, empty for GETs); latency is recorded for successes only, as TF Serving does."""
+        if count_tf:
+            self.request_count.labels(model, status).inc()
+            if status == "OK":
+                self.request_latency.labels(model, api if tf_api is None else tf_api, entrypoint).observe(
+                    seconds * 1e6)
+        ver = "" if version is None else str(version)
+        self.version_requests.labels(model, ver, api, entrypoint, status).inc()
+        if status == "OK":
+            self.version_latency.labels(model, ver, api, entrypoint).observe(seconds)
+
+    def runtime(self, model: str, api: str, seconds: float) -> None:
+        self.runtime_latency.labels(model, api, "TF1").observe(seconds * 1e6)
+
+    def examples(self, model: str, n: int) -> None:
+        self.example_counts.labels(model).observe(n)
+        self.example_count_total.labels(model).inc(n)
+
+    def batch(self, queue: str, thread_pool_name: str, task_sizes: list[int], waits_s: list[float],
+              rows: int, padded: int, cap: int) -> None:
+        """One batch run (called on the loop when it finishes)."""
+        for size, wait in zip(task_sizes, waits_s):
+            self.input_batch_size.observe(size)
+            self.queuing_latency.labels(thread_pool_name).observe(wait * 1e6)
+        self.wrapped_run_count.inc()
+        self.processed_batch_size.observe(padded)
+        self.padding_size.labels(str(padded)).observe(padded - rows)
+        self.batch_cap.labels(queue).set(cap)
+        self.batches.labels(queue).inc()
+        self.batch_rows.labels(queue).inc(rows)
+
+    def load(self, path: str, ok: bool, seconds: float) -> None:
+        """One SavedModel load attempt (called from the load executor)."""
+        self.load_attempt_count.labels(path, "success" if ok else "fail").inc()
+        if ok:
+            self.load_latency.labels(path).inc(seconds * 1e6)
+
+    # ---- exposition ---------------------------------------------------------------------------
+
+    def render(self) -> bytes:
+        return render(self.tf) + render(self.verso)
+
+
+class _VersionCollector:
+    """``verso_model_version_state`` (1 for the state each version is in) and
+    ``verso_model_version_age_seconds`` (since its directory's mtime), read at scrape time."""
+
+    def __init__(self, versions, clock):
+        self._versions = versions
+        self._clock = clock
+
+    def describe(self):
+        return []
+
+    def collect(self):
+        state = GaugeMetricFamily("verso_model_version_state", "1 for the state each model version is in.",
+                                  labels=["model_name", "version", "state"])
+        age = GaugeMetricFamily("verso_model_version_age_seconds",
+                                "Seconds since the version directory was last modified.",
+                                labels=["model_name", "version"])
+        now = self._clock()
+        for name, version, st, mtime in self._versions():
+            state.add_metric([name, str(version), st.name], 1)
+            if mtime is not None:
+                age.add_metric([name, str(version)], max(0.0, now - mtime))
+        yield state
+        yield age
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
+
+
+def _number(value: float) -> str:
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    if math.isnan(value):
+        return "NaN"
+    if value == int(value) and abs(value) < 2 ** 53:
+        return str(int(value))
+    return repr(value)
+
+
+def render(registry: CollectorRegistry) -> bytes:
+    """Prometheus text as TF Serving prints it: a ``# TYPE`` line per metric, no ``_created``
+    samples, integral values without ``.0``. TF Serving's counters keep their own name (no
+    ``_total``); Verso's counters end in ``_total`` as prometheus_client names them."""
+    lines: list[str] = []
+    for family in registry.collect():
+        if not family.samples:
+            continue
+        tf_counter = family.type == "counter" and family.name in _TF_COUNTERS
+        if tf_counter:
+            name = _TF_COUNTERS[family.name]
+        elif family.type == "counter":
+            name = family.name + "_total"
+        else:
+            name = family.name
+        lines.append(f"# TYPE {name} {family.type}")
+        for s in family.samples:
+            if s.name.endswith("_created"):
+                continue
+            sample = name if tf_counter else s.name
+            labels = ",".join(f'{k}="{_escape(v if k != "le" else _number(float(v)))}"'
+                              for k, v in s.labels.items())
+            lines.append(f"{sample}{{{labels}}} {_number(s.value)}" if labels else f"{sample} {_number(s.value)}")
+    return ("\n".join(lines) + "\n").encode() if lines else b""
+
+
+def version_mtime(path: str) -> Optional[float]:
+    try:
+        return os.stat(path).st_mtime
+    except OSError:
+        return None
