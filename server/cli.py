@@ -58,12 +58,7 @@ def run_server(argv: list[str], *, bundled_default: bool) -> int:
         batching = batching_options(settings)
         metrics_path = prometheus_path(settings)
         if bundled_default:
-            # `verso serve`: REST on TF Serving's conventional port and Prometheus on its default
-            # path unless told otherwise; `tensorflow_model_server` keeps TF Serving's defaults (off).
-            if "rest_api_port" not in settings.explicit:
-                settings.values["rest_api_port"] = VERSO_REST_PORT
-            if "monitoring_config_file" not in settings.explicit:
-                metrics_path = DEFAULT_METRICS_PATH
+            metrics_path = verso_serve_defaults(settings, metrics_path)
     except SettingsError as e:
         print(f"Failed to start server. Error: {e}", file=sys.stderr)
         return EXIT_STARTUP_FAILURE
@@ -93,6 +88,17 @@ def run_server(argv: list[str], *, bundled_default: bool) -> int:
         print(f"Failed to start server. Error: {e}", file=sys.stderr)
         return EXIT_STARTUP_FAILURE
     return 0
+
+
+def verso_serve_defaults(settings, metrics_path: Optional[str]) -> Optional[str]:
+    """`verso serve`: REST on TF Serving's conventional port 8501 and Prometheus on its default
+    path unless the flags say otherwise (`tensorflow_model_server` keeps TF Serving's defaults:
+    both off). Returns the metrics path to serve."""
+    if "rest_api_port" not in settings.explicit:
+        settings.values["rest_api_port"] = VERSO_REST_PORT
+    if "monitoring_config_file" not in settings.explicit:
+        return DEFAULT_METRICS_PATH
+    return metrics_path
 
 
 def tensorflow_model_server_main(argv: Optional[list[str]] = None) -> int:

@@ -65,7 +65,8 @@ def save_examples_model(path: str) -> None:
     * ``regress``: inputs -> outputs x0 + x1, shape [batch];
     * ``regress_col``: inputs -> outputs x0 - x1, shape [batch, 1];
     * ``two_outputs``: inputs -> outputs, extra (not a valid regression signature);
-    * ``serving_default``: predict on x [None, 2] float -> y = x0 * x1.
+    * ``serving_default``: predict on x [None, 2] float -> y = x0 * x1;
+    * ``echo_bytes``: data [None] string -> data_bytes (the same bytes), length (int32).
     """
     spec = {"x": tf.io.FixedLenFeature([2], tf.float32)}
 
@@ -102,10 +103,15 @@ def save_examples_model(path: str) -> None:
         def predict(self, x):
             return {"y": x[:, 0] * x[:, 1]}
 
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="data")])
+        def echo_bytes(self, data):
+            return {"data_bytes": tf.identity(data), "length": tf.strings.length(data)}
+
     m = Examples()
     tf.saved_model.save(m, path, signatures={
         "classify": m.classify, "scores_only": m.scores_only, "regress": m.regress,
-        "regress_col": m.regress_col, "two_outputs": m.two_outputs, "serving_default": m.predict})
+        "regress_col": m.regress_col, "two_outputs": m.two_outputs, "serving_default": m.predict,
+        "echo_bytes": m.echo_bytes})
 
 
 def corrupt_copy(good: str, dest: str) -> None:

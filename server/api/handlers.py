@@ -244,6 +244,7 @@ class ServingCore:
             entry = response.model_version_status.add()
             entry.version = s.version
             entry.state = int(s.state)
+            entry.status.SetInParent()  # TF Serving always sets it (OK when there is no error)
             if s.error is not None:
                 entry.status.error_code = int(s.error.code)
                 entry.status.error_message = s.error.message

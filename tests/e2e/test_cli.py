@@ -76,7 +76,7 @@ def test_port_in_use_fails_cleanly(repo, server_factory):
 
 
 def test_verso_serve_without_model_flags_serves_the_bundled_repository(server_factory):
-    srv = server_factory(entry=[_script("verso"), "serve"])
+    srv = server_factory(entry=[_script("verso"), "serve"], rest=True)
     x = np.array([1.0, 2.0, 5.0], np.float32)
     resp = srv.predict_stub.Predict(predict_request("half_plus_two", {"x": x}), timeout=30)
     np.testing.assert_allclose(y_of(resp), [2.5, 3.0, 4.5])
@@ -94,12 +94,24 @@ def test_verso_serve_without_model_flags_serves_the_bundled_repository(server_fa
     sig_map = get_model_metadata_pb2.SignatureDefMap()
     sigs.metadata["signature_def"].Unpack(sig_map)
     assert sig_map.signature_def["classify"].method_name == "tensorflow/serving/classify"
+    # REST and Prometheus are on for `verso serve`.
+    assert srv.rest_json("POST", "/v1/models/half_plus_two:predict", {"instances": [1.0]}) == (
+        200, {"predictions": [2.5]})
+    status, _, text = srv.http("GET", "/monitoring/prometheus/metrics")
+    # 2 gRPC Predicts and 1 REST predict on half_plus_two so far.
+    assert status == 200 and b':tensorflow:serving:request_count{model_name="half_plus_two",status="OK"} 3\n' in text
 
 
-def test_verso_serve_defaults_to_port_8500():
+def test_verso_serve_defaults_to_port_8500_and_rest_8501():
+    from server.cli import DEFAULT_METRICS_PATH, verso_serve_defaults
     from server.settings import bundled_repository, parse_flags, resolve_models
     settings = parse_flags([])
     assert settings.port == 8500
+    assert verso_serve_defaults(settings, None) == DEFAULT_METRICS_PATH
+    assert settings.rest_api_port == 8501
+    explicit = parse_flags(["--rest_api_port=0", "--monitoring_config_file=/m"])
+    assert verso_serve_defaults(explicit, None) is None and explicit.rest_api_port == 0
+    assert parse_flags([]).rest_api_port == 0  # tensorflow_model_server: off, as TF Serving
     models = resolve_models(settings, bundled_config=str(bundled_repository() / "models.config"))
     assert sorted(m.name for m in models) == ["digits", "half_plus_two"]
     assert all(os.path.isdir(os.path.join(m.base_path, "1")) for m in models)

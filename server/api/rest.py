@@ -1,0 +1,234 @@
+"""The REST adapter: TF Serving's HTTP/JSON API over ``ServingCore``, on aiohttp.
+
+Runs in the same event loop as grpc.aio and the manager. Each route only translates:
+it parses the path as TF Serving does (``(?i)/v1/...``, names and labels URL-decoded),
+converts JSON with ``server.api.rest_json``, awaits the same core as gRPC and maps a
+``ServingError`` to ``{"error": "..."}`` with TF Serving's HTTP status. A Verso bug is
+logged with its traceback and the caller gets a one-line 500.
+
+Beyond TF Serving (documented in the README): ``GET /v1/models`` lists every model with
+its versions and states (TF Serving answers 400 there), and ``GET /readyz`` answers 200
+when every configured model has an AVAILABLE version and the server is not draining, 503
+otherwise, for load balancers that speak only HTTP.
+
+Large bodies: a body over ``OFFLOAD_BYTES`` is parsed and converted in the request
+executor so the loop keeps serving; each body is parsed once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+import urllib.parse
+from typing import Callable, Optional
+
+import orjson
+from aiohttp import web
+from google.protobuf import json_format
+from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2, get_model_status_pb2, model_pb2,
+                                     regression_pb2)
+
+from server.api import rest_json
+from server.api.handlers import SIGNATURE_DEF_FIELD, ServingCore
+from server.core.errors import Code, ServingError
+
+log = logging.getLogger("verso.rest")
+
+INT32_MAX = 2**31 - 1
+OFFLOAD_BYTES = 256 * 1024
+
+_V1 = re.compile(r"(?i)/v1/.*")
+_INFER = re.compile(r"(?i)/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?:(classify|regress|predict)")
+_STATUS = re.compile(r"(?i)/v1/models(?:/([^/:]+))?(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?(?:/(metadata))?")
+_ORIGIN = re.compile(r"https?://.+")
+_CORS = {"Access-Control-Allow-Origin": "*", "Access-Control-Allow-Methods": "POST, GET",
+         "Access-Control-Allow-Headers": "Content-Type"}
+_JSON = "application/json"
+
+
+def _dump(obj) -> bytes:
+    return orjson.dumps(obj, option=orjson.OPT_INDENT_2)
+
+
+def _proto_dict(message) -> dict:
+    return json_format.MessageToDict(message, preserving_proto_field_name=True,
+                                     always_print_fields_with_no_presence=True)
+
+
+class RestApi:
+    """The aiohttp application. ``ready()`` says whether /readyz answers 200."""
+
+    def __init__(self, core: ServingCore, *, timeout_ms: int = 30000, cors: bool = False, metrics=None,
+                 metrics_path: Optional[str] = None, ready: Callable[[], bool] = lambda: True,
+                 executor=None):
+        self.core = core
+        self.timeout_s = timeout_ms / 1000 if timeout_ms > 0 else None
+        self.cors = cors
+        self.metrics = metrics
+        self.metrics_path = metrics_path
+        self.ready = ready
+        self.executor = executor
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=INT32_MAX, handler_args={"max_field_size": 65536})
+        app.router.add_route("*", "/{tail:.*}", self.handle)
+        return app
+
+    # ---- dispatch ----------------------------------------------------------------------------
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        path = request.raw_path.split("?", 1)[0]
+        method = request.method
+        if self.metrics_path is not None and path == self.metrics_path and method == "GET":
+            return web.Response(body=self.metrics.render(), content_type="text/plain")
+        if path == "/readyz" and method in ("GET", "HEAD"):
+            ok = self.ready()
+            return web.Response(status=200 if ok else 503, text="ready\n" if ok else "not ready\n")
+        if not _V1.fullmatch(path):
+            return web.Response(status=404, text="404 Not Found\n")
+        if method == "OPTIONS":
+            return self._preflight(request)
+        t0 = time.perf_counter()
+        model, verb, version, api = "", "", None, "GetModelStatus"
+        try:
+            m = _INFER.fullmatch(path)
+            if method == "POST" and m:
+                model, verb = urllib.parse.unquote(m.group(1)), m.group(4)
+                api = verb.capitalize()
+                if verb not in ("predict", "classify", "regress"):
+                    raise self._malformed(request)
+                spec = self._spec(model, m.group(2), m.group(3))
+                body, version = await self._with_timeout(self._infer(verb, spec, request))
+            else:
+                m = _STATUS.fullmatch(path)
+                if method != "GET" or not m:
+                    raise self._malformed(request)
+                if m.group(1) is None:
+                    if m.group(2) or m.group(3) or m.group(4):
+                        raise self._malformed(request)
+                    body = self._list_models()
+                else:
+                    model = urllib.parse.unquote(m.group(1))
+                    spec = self._spec(model, m.group(2), m.group(3))
+                    if m.group(4):
+                        api, body = "GetModelMetadata", self._metadata(spec)
+                    else:
+                        body = self._status(spec)
+            status, code = 200, "OK"
+        except ServingError as e:
+            body, status, code = _dump({"error": e.message}), e.http_status, e.code.name
+        except Exception as e:  # a bug in Verso: one line to the client, the traceback to the log
+            log.exception("Unexpected error in %s %s", method, path)
+            body, status, code = _dump({"error": f"{type(e).__name__}: {e}"}), 500, "INTERNAL"
+        if self.metrics is not None and model:
+            self.metrics.request(model, version, api, "REST", code, time.perf_counter() - t0, tf_api=verb)
+        headers = _CORS if self.cors else None
+        return web.Response(body=body, status=status, content_type=_JSON, headers=headers)
+
+    def _preflight(self, request: web.Request) -> web.Response:
+        if not _ORIGIN.match(request.headers.get("Origin", "")):
+            return web.Response(body=_dump({"error": "Origin header is missing in CORS preflight"}), status=400,
+                                content_type=_JSON)
+        return web.Response(status=200, headers=_CORS if self.cors else None)
+
+    @staticmethod
+    def _malformed(request: web.Request) -> ServingError:
+        return ServingError(Code.INVALID_ARGUMENT, f"Malformed request: {request.method} {request.raw_path}")
+
+    @staticmethod
+    def _spec(name: str, version: Optional[str], label: Optional[str]) -> model_pb2.ModelSpec:
+        spec = model_pb2.ModelSpec(name=name)
+        if version is not None:
+            try:
+                spec.version.value = int(version)
+            except ValueError:  # more digits than an int64 holds
+                raise ServingError(Code.INVALID_ARGUMENT, f"Failed to convert version: {version} to numeric.")
+        elif label is not None:
+            spec.version_label = urllib.parse.unquote(label)
+        return spec
+
+    async def _with_timeout(self, coro):
+        # The work runs to its end (keeping its lease on the version); only the caller stops waiting.
+        task = asyncio.ensure_future(coro)
+        if self.timeout_s is None:
+            return await task
+        try:
+            return await asyncio.wait_for(asyncio.shield(task), self.timeout_s)
+        except asyncio.TimeoutError:
+            task.add_done_callback(_drop_result)
+            raise ServingError(Code.DEADLINE_EXCEEDED, "Deadline Exceeded") from None
+
+    # ---- inference -------------------------------------------------------------------------------
+
+    async def _infer(self, verb: str, spec: model_pb2.ModelSpec, request: web.Request) -> tuple[bytes, int]:
+        raw = await request.read()
+        loop = asyncio.get_running_loop()
+        offload = len(raw) > OFFLOAD_BYTES and self.executor is not None
+
+        async def off_loop(fn, *args):
+            return await loop.run_in_executor(self.executor, fn, *args) if offload else fn(*args)
+
+        doc = await off_loop(rest_json.parse_json, raw)
+        sig_name = rest_json.signature_name(doc)
+        if verb == "predict":
+            row_format = None
+
+            def decode(signature):
+                nonlocal row_format
+                inputs, row_format = rest_json.decode_predict(doc, signature.inputs)
+                # The JSON was converted to each input's own dtype, so the dtype check passes by construction.
+                dtypes = {alias: signature.inputs[alias].dtype for alias in inputs}
+                return inputs, dtypes
+
+            name, version, _, outputs = await self.core.predict_decoded(spec, sig_name, decode)
+            return await off_loop(rest_json.encode_predict_response, outputs, row_format), version
+        spec.signature_name = sig_name
+        input_proto = rest_json.input_from_json(doc, verb)
+        if verb == "classify":
+            response = await self.core.classify(classification_pb2.ClassificationRequest(
+                model_spec=spec, input=input_proto))
+            return rest_json.encode_classify_results(response.result), response.model_spec.version.value
+        response = await self.core.regress(regression_pb2.RegressionRequest(model_spec=spec, input=input_proto))
+        return rest_json.encode_regress_results(response.result), response.model_spec.version.value
+
+    # ---- status, metadata, list --------------------------------------------------------------------
+
+    def _status(self, spec: model_pb2.ModelSpec) -> bytes:
+        request = get_model_status_pb2.GetModelStatusRequest(model_spec=spec)
+        return _dump(_proto_dict(self.core.get_model_status(request)))
+
+    def _metadata(self, spec: model_pb2.ModelSpec) -> bytes:
+        request = get_model_metadata_pb2.GetModelMetadataRequest(model_spec=spec,
+                                                                metadata_field=[SIGNATURE_DEF_FIELD])
+        response = self.core.get_model_metadata(request)
+        sig_map = get_model_metadata_pb2.SignatureDefMap()
+        response.metadata[SIGNATURE_DEF_FIELD].Unpack(sig_map)
+        return _dump({"model_spec": _proto_dict(response.model_spec),
+                      "metadata": {SIGNATURE_DEF_FIELD: _proto_dict(sig_map)}})
+
+    def _list_models(self) -> bytes:
+        models = []
+        for name in sorted(self.core.manager.model_names()):
+            request = get_model_status_pb2.GetModelStatusRequest(model_spec=model_pb2.ModelSpec(name=name))
+            try:
+                status = _proto_dict(self.core.get_model_status(request))
+            except ServingError:
+                continue
+            models.append({"name": name, **status})
+        return _dump({"models": models})
+
+
+def _drop_result(task: asyncio.Future) -> None:
+    if not task.cancelled():
+        task.exception()  # retrieved, so asyncio does not log "never retrieved"
+
+
+async def start(api: RestApi, host: str, port: int) -> web.AppRunner:
+    """Serve ``api`` on host:port; raises OSError when the port cannot be bound."""
+    runner = web.AppRunner(api.app(), access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, reuse_address=True)
+    await site.start()
+    return runner
