@@ -33,6 +33,9 @@ BATCH_SIZE_BUCKETS = tuple(float(2 ** i) for i in range(17))
 # Example counts per Classify/Regress request.
 EXAMPLE_COUNT_BUCKETS = tuple(float(2 ** i) for i in range(17))
 
+# Label-set -> metric children cache bound (model names in requests are caller-chosen).
+_MAX_CACHED = 10000
+
 # name -> the text TF Serving exposes for it (prometheus_client renames counters).
 _TF_COUNTERS: dict[str, str] = {}
 
@@ -86,6 +89,7 @@ class Metrics:
                                         "Latency in microseconds for SavedModels that were successfully loaded.",
                                         ["model_path"], t)
 
+        self._children: dict[tuple, object] = {}
         v = self.verso
         self.version_requests = Counter("verso_request_count", "Requests by model version, API, transport "
                                         "and status code.", ["model_name", "version", "api", "entrypoint", "status"],
@@ -108,18 +112,38 @@ class Metrics:
                 seconds: float, *, tf_api: Optional[str] = None, count_tf: bool = True) -> None:
         """One finished request. ``tf_api`` is TF Serving's API label (REST uses the lower-case
         verb, empty for GETs); latency is recorded for successes only, as TF Serving does."""
-        if count_tf:
-            self.request_count.labels(model, status).inc()
-            if status == "OK":
-                self.request_latency.labels(model, api if tf_api is None else tf_api, entrypoint).observe(
-                    seconds * 1e6)
-        ver = "" if version is None else str(version)
-        self.version_requests.labels(model, ver, api, entrypoint, status).inc()
-        if status == "OK":
-            self.version_latency.labels(model, ver, api, entrypoint).observe(seconds)
+        key = (model, version, api, entrypoint, status, tf_api, count_tf)
+        children = self._children.get(key)
+        if children is None:
+            # .labels() validates and locks on every call; a request's label set repeats, so its
+            # children are looked up once (bounded by the distinct label sets seen).
+            ok = status == "OK"
+            ver = "" if version is None else str(version)
+            children = (
+                self.request_count.labels(model, status) if count_tf else None,
+                self.request_latency.labels(model, api if tf_api is None else tf_api, entrypoint)
+                if count_tf and ok else None,
+                self.version_requests.labels(model, ver, api, entrypoint, status),
+                self.version_latency.labels(model, ver, api, entrypoint) if ok else None,
+            )
+            if len(self._children) < _MAX_CACHED:
+                self._children[key] = children
+        tf_count, tf_latency, v_count, v_latency = children
+        if tf_count is not None:
+            tf_count.inc()
+        if tf_latency is not None:
+            tf_latency.observe(seconds * 1e6)
+        v_count.inc()
+        if v_latency is not None:
+            v_latency.observe(seconds)
 
     def runtime(self, model: str, api: str, seconds: float) -> None:
-        self.runtime_latency.labels(model, api, "TF1").observe(seconds * 1e6)
+        child = self._children.get((model, api))
+        if child is None:
+            child = self.runtime_latency.labels(model, api, "TF1")
+            if len(self._children) < _MAX_CACHED:
+                self._children[(model, api)] = child
+        child.observe(seconds * 1e6)
 
     def examples(self, model: str, n: int) -> None:
         self.example_counts.labels(model).observe(n)

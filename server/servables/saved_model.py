@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -91,7 +92,7 @@ class SavedModelServable:
         try:
             result = fn(**inputs)
         except tf.errors.OpError as e:
-            raise ServingError(Code(e.error_code), e.message) from None
+            raise ServingError(Code(e.error_code), op_error_text(e.message)) from None
         except (TypeError, ValueError) as e:
             raise ServingError(Code.INVALID_ARGUMENT, str(e).strip().splitlines()[0]) from None
         return {alias: result[alias].numpy() for alias in output_aliases}
@@ -102,6 +103,24 @@ class SavedModelServable:
         it (benchmarks/README.md, memory)."""
         self._functions = {}
         self._loaded = None
+
+
+_OP_SUFFIX = re.compile(r"\s*\[Op:[^\]]*\]\s*$")
+
+
+def op_error_text(message: str) -> str:
+    """The failing op's own message, as TF Serving's C++ session returns it: without the
+    Python runtime's ``Graph execution error: / Detected at node ... defined at`` header (and
+    its stack frames) and the trailing ``[Op:__inference_...]`` tag."""
+    if message.startswith("Graph execution error:"):
+        lines = message.split("\n")
+        i = 1
+        while i < len(lines) and (not lines[i].strip() or lines[i].startswith("Detected at node")
+                                  or lines[i].startswith(" ") or lines[i] == "<stack traces unavailable>"):
+            i += 1
+        if i < len(lines):
+            message = "\n".join(lines[i:])
+    return _OP_SUFFIX.sub("", message)
 
 
 def load_saved_model(path: str, tags: Sequence[str], *, warmup: bool = True,

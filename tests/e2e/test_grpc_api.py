@@ -228,15 +228,17 @@ def test_raw_garbage_request_bytes(server):
     server.predict_stub.Predict(predict_request("hp", {"x": X}), timeout=30)
 
 
-# ---- not yet implemented RPCs -------------------------------------------------------------------
+# ---- empty requests and SessionService ------------------------------------------------------------
 
 
-def test_other_rpcs_unimplemented(server):
+def test_empty_inference_requests_and_session_service(server):
     stub = server.predict_stub
-    for call, req in ((stub.Classify, classification_pb2.ClassificationRequest()),
-                      (stub.Regress, regression_pb2.RegressionRequest()),
-                      (stub.MultiInference, inference_pb2.MultiInferenceRequest())):
-        assert rpc_error(call, req).code() == grpc.StatusCode.UNIMPLEMENTED
+    for call, req, text in ((stub.Classify, classification_pb2.ClassificationRequest(), "Missing ModelSpec"),
+                            (stub.Regress, regression_pb2.RegressionRequest(), "Missing ModelSpec"),
+                            (stub.MultiInference, inference_pb2.MultiInferenceRequest(),
+                             "ModelSpec has no name specified.")):
+        err = rpc_error(call, req)
+        assert (err.code(), err.details()) == (grpc.StatusCode.INVALID_ARGUMENT, text)
     # SessionService is defined but not served by TF Serving (no grpc stub ships for it).
     session_run = server.channel.unary_unary(
         "/tensorflow.serving.SessionService/SessionRun",
