@@ -191,33 +191,27 @@ def parse_flags(argv: list[str]) -> Settings:
     return settings
 
 
+_NON_NEGATIVE = ("max_num_load_retries", "load_retry_interval_micros", "num_request_iterations_for_warmup",
+                 "shutdown_grace_seconds", "batching_latency_objective_ms", "version_settle_seconds",
+                 "rest_api_timeout_in_ms")
+
+
 def _check_values(s: Settings) -> None:
     if not 0 <= s.port <= 65535:
         raise SettingsError(f"Invalid value for flag --port: {s.port} (expected 0..65535)")
     if s.port == 0:
         raise SettingsError("--port=0 needs --grpc_socket_path, which Verso does not support yet")
-    if s.max_num_load_retries < 0:
-        raise SettingsError("Invalid value for flag --max_num_load_retries: must be >= 0")
-    if s.load_retry_interval_micros < 0:
-        raise SettingsError("Invalid value for flag --load_retry_interval_micros: must be >= 0")
+    for name in _NON_NEGATIVE:
+        if s.values[name] < 0:
+            raise SettingsError(f"Invalid value for flag --{name}: must be >= 0")
     if s.num_load_threads < 0 or s.num_unload_threads < 0:
         raise SettingsError("--num_load_threads and --num_unload_threads must be >= 0")
-    if s.num_request_iterations_for_warmup < 0:
-        raise SettingsError("Invalid value for flag --num_request_iterations_for_warmup: must be >= 0")
-    if s.shutdown_grace_seconds < 0:
-        raise SettingsError("Invalid value for flag --shutdown_grace_seconds: must be >= 0")
     if s.batching_parameters_file and not s.enable_batching:
         raise SettingsError("--batching_parameters_file requires --enable_batching")
-    if s.batching_latency_objective_ms < 0:
-        raise SettingsError("Invalid value for flag --batching_latency_objective_ms: must be >= 0")
-    if s.version_settle_seconds < 0:
-        raise SettingsError("Invalid value for flag --version_settle_seconds: must be >= 0")
     if s.tensorflow_intra_op_parallelism < 0 or s.tensorflow_inter_op_parallelism < 0:
         raise SettingsError("TensorFlow parallelism flags must be >= 0")
     if not 0 <= s.rest_api_port <= 65535:
         raise SettingsError(f"Invalid value for flag --rest_api_port: {s.rest_api_port} (expected 0..65535)")
-    if s.rest_api_timeout_in_ms < 0:
-        raise SettingsError("Invalid value for flag --rest_api_timeout_in_ms: must be >= 0")
     if not s.saved_model_tag_list:
         raise SettingsError("Invalid value for flag --saved_model_tags: no tag given")
 

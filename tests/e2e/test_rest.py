@@ -283,14 +283,19 @@ def test_cors(server):
 # ---- timeout --------------------------------------------------------------------------------------
 
 
-def test_rest_timeout_gives_504_and_the_server_keeps_serving(repo, server_factory, tmp_path):
-    # A batch that waits 3 s for company outlives a 300 ms REST deadline.
+def batching_server(repo, server_factory, tmp_path, params: str, *flags: str):
+    """hp version 1 with batching (``params``: BatchingParameters text) and REST on."""
     repo.put("hp", 1, "hp1")
     batching = tmp_path / "batching.config"
-    batching.write_text("max_batch_size { value: 100 } batch_timeout_micros { value: 3000000 } "
-                        "num_batch_threads { value: 1 }")
-    srv = server_factory("--model_name=hp", f"--model_base_path={repo.path('hp')}", "--enable_batching",
-                         f"--batching_parameters_file={batching}", "--rest_api_timeout_in_ms=300", rest=True)
+    batching.write_text(params)
+    return server_factory("--model_name=hp", f"--model_base_path={repo.path('hp')}", "--enable_batching",
+                          f"--batching_parameters_file={batching}", *flags, rest=True)
+
+
+def test_rest_timeout_gives_504_and_the_server_keeps_serving(repo, server_factory, tmp_path):
+    # A batch that waits 3 s for company outlives a 300 ms REST deadline.
+    srv = batching_server(repo, server_factory, tmp_path, "max_batch_size { value: 100 } batch_timeout_micros "
+                          "{ value: 3000000 } num_batch_threads { value: 1 }", "--rest_api_timeout_in_ms=300")
     status, body = srv.rest_json("POST", "/v1/models/hp:predict", {"instances": [1.0]})
     assert (status, body) == (504, {"error": "Deadline Exceeded"})
     assert srv.rest_json("GET", "/v1/models/hp")[0] == 200
@@ -309,12 +314,8 @@ def test_queue_full_is_503(repo, server_factory, tmp_path):
     # One 1-row request holds the only batch slot open for 3 s; a 2-row request needs a second
     # batch, and max_enqueued_batches is 1.
     import threading
-    repo.put("hp", 1, "hp1")
-    batching = tmp_path / "batching.config"
-    batching.write_text("max_batch_size { value: 2 } batch_timeout_micros { value: 3000000 } "
-                        "max_enqueued_batches { value: 1 } num_batch_threads { value: 1 }")
-    srv = server_factory("--model_name=hp", f"--model_base_path={repo.path('hp')}", "--enable_batching",
-                         f"--batching_parameters_file={batching}", rest=True)
+    srv = batching_server(repo, server_factory, tmp_path, "max_batch_size { value: 2 } batch_timeout_micros "
+                          "{ value: 3000000 } max_enqueued_batches { value: 1 } num_batch_threads { value: 1 }")
     first: list = []
     t = threading.Thread(target=lambda: first.append(srv.rest_json("POST", "/v1/models/hp:predict",
                                                                    {"instances": [2.0]})))
