@@ -47,7 +47,7 @@ def server(repo, server_factory, tmp_path):
     batching = tmp_path / "batching.config"
     batching.write_text("max_batch_size { value: 8 } batch_timeout_micros { value: 0 } "
                         "max_enqueued_batches { value: 100 } num_batch_threads { value: 1 }")
-    return server_factory(f"--model_name=hp", f"--model_base_path={repo.path('hp')}",
+    return server_factory("--model_name=hp", f"--model_base_path={repo.path('hp')}",
                           f"--monitoring_config_file={monitoring}", "--enable_batching",
                           f"--batching_parameters_file={batching}", rest=True)
 
