@@ -518,7 +518,7 @@ def _walk(value, enum: int) -> np.ndarray:
 
     fill(value, 0)
     d = tensor_codec.BY_ENUM.get(enum)
-    if d is None:  # no leaf reached the converter (an empty list) and numpy has no such type
+    if d is None or enum not in _SUPPORTED:  # no leaf reached the converter (an empty list)
         raise ServingError(Code.UNIMPLEMENTED, f"Conversion of JSON Value: {_echo(value)} to type: "
                                                f"{tensor_codec.dtype_name(enum)}")
     if d.is_string:
