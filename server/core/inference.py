@@ -23,6 +23,7 @@ from google.protobuf import text_format
 from tensorflow.core.framework import types_pb2
 from tensorflow_serving.apis import classification_pb2, regression_pb2
 
+from server.core import tensor_codec
 from server.core.errors import Code, ServingError, invalid_argument
 from server.core.predict import DEFAULT_SIGNATURE
 
@@ -185,18 +186,9 @@ def regression_result(num_examples: int, outputs: Mapping[str, np.ndarray]) -> r
     return result
 
 
-_NP_TO_ENUM = {
-    np.dtype(np.float32): types_pb2.DT_FLOAT, np.dtype(np.float64): types_pb2.DT_DOUBLE,
-    np.dtype(np.int32): types_pb2.DT_INT32, np.dtype(np.int64): types_pb2.DT_INT64,
-    np.dtype(object): types_pb2.DT_STRING, np.dtype(np.bool_): types_pb2.DT_BOOL,
-}
-
-
 def _dtype_enum_name(arr: np.ndarray) -> str:
-    enum = _NP_TO_ENUM.get(arr.dtype)
-    if enum is None:
-        if arr.dtype.kind == "S":
-            enum = types_pb2.DT_STRING
-        else:
-            return f"DT_{arr.dtype.name.upper()}"
-    return types_pb2.DataType.Name(enum)
+    """``DT_FLOAT``-style name of the TF dtype an output array carries (the tensor codec's mapping)."""
+    try:
+        return types_pb2.DataType.Name(tensor_codec.dtype_for_array(arr).enum)
+    except tensor_codec.TensorCodecError:
+        return f"DT_{arr.dtype.name.upper()}"

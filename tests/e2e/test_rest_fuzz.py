@@ -6,7 +6,6 @@ from __future__ import annotations
 import http.client
 import json
 import random
-import time
 import urllib.parse
 
 import pytest
@@ -63,8 +62,8 @@ def server(repo, server_factory):
 
 def test_fuzz_bodies_and_paths_get_4xx_json_and_server_keeps_serving(server):
     rng = random.Random(20261125)
+    # "Quickly": a reply that takes longer than the socket timeout fails the test with a timeout.
     conn = http.client.HTTPConnection("127.0.0.1", server.rest_port, timeout=PER_REQUEST_TIMEOUT_S)
-    slowest = 0.0
     statuses: dict[int, int] = {}
     try:
         for i in range(CASES):
@@ -75,11 +74,9 @@ def test_fuzz_bodies_and_paths_get_4xx_json_and_server_keeps_serving(server):
             else:
                 method, path = _paths(rng)
                 body = _bodies(rng) if method in ("POST", "PUT", "PATCH") else None
-            t0 = time.monotonic()
             conn.request(method, path, body=body, headers={"Content-Type": "application/json"})
             resp = conn.getresponse()
             data = resp.read()
-            slowest = max(slowest, time.monotonic() - t0)
             statuses[resp.status] = statuses.get(resp.status, 0) + 1
             assert 400 <= resp.status < 500, (i, method, path, body[:200] if body else None, resp.status, data)
             payload = json.loads(data)
@@ -90,5 +87,4 @@ def test_fuzz_bodies_and_paths_get_4xx_json_and_server_keeps_serving(server):
     # Still serving, and still the same process.
     assert server.proc.poll() is None
     assert server.rest_json("POST", "/v1/models/hp:predict", VALID) == (200, {"predictions": [1.5, 2.0]})
-    assert slowest < PER_REQUEST_TIMEOUT_S
     assert statuses.get(400, 0) > CASES // 2, statuses
