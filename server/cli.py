@@ -37,8 +37,15 @@ def _version_text() -> str:
 
 
 def run_server(argv: list[str], *, bundled_default: bool) -> int:
-    from server.settings import (SettingsError, batching_options, bundled_repository, parse_flags,
-                                 prometheus_path, resolve_models, usage)
+    from server.settings import (
+        SettingsError,
+        batching_options,
+        bundled_repository,
+        parse_flags,
+        prometheus_path,
+        resolve_models,
+        usage,
+    )
 
     if any(a in ("--help", "-help", "-h", "--usage") for a in argv):
         print(usage())
@@ -113,6 +120,14 @@ commands:
                              --model_base_path it serves the bundled model_repository/.
                              Unlike tensorflow_model_server it serves REST on 8501 and
                              Prometheus metrics at /monitoring/prometheus/metrics by default
+  predict MODEL [INPUT...]   run Predict and print the outputs
+  status MODEL               versions and their states
+  metadata MODEL             signatures with dtypes and shapes
+  reload CONFIG_FILE         send a model config file (ReloadConfig)
+  bench MODEL [INPUT...]     stress test: calls in flight, latency percentiles, errors by code
+
+The client commands talk to --target (gRPC, default localhost:8500) or --rest URL;
+`verso COMMAND --help` lists each command's flags.
 """
 
 
@@ -124,7 +139,9 @@ def verso_main(argv: Optional[list[str]] = None) -> int:
     command, rest = argv[0], argv[1:]
     if command == "serve":
         return run_server(rest, bundled_default=True)
+    from client.cli import COMMANDS
+    from client.cli import main as client_main
+    if command in COMMANDS:
+        return client_main(argv)
     print(f"verso: unknown command {command!r}\n{VERSO_USAGE}", file=sys.stderr)
     return 2
-
-

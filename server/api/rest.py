@@ -27,8 +27,13 @@ from typing import Callable, Optional
 import orjson
 from aiohttp import web
 from google.protobuf import json_format
-from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2, get_model_status_pb2, model_pb2,
-                                     regression_pb2)
+from tensorflow_serving.apis import (
+    classification_pb2,
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    model_pb2,
+    regression_pb2,
+)
 
 from server.api import rest_json
 from server.api.handlers import SIGNATURE_DEF_FIELD, ServingCore
@@ -44,7 +49,7 @@ _INFER = re.compile(r"(?i)/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/(
 _STATUS = re.compile(r"(?i)/v1/models(?:/([^/:]+))?(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?(?:/(metadata))?")
 _ORIGIN = re.compile(r"https?://.+")
 _CORS = {"Access-Control-Allow-Origin": "*", "Access-Control-Allow-Methods": "POST, GET",
-         "Access-Control-Allow-Headers": "Content-Type"}
+         "Access-Control-Allow-Headers": "Content-Type", "Access-Control-Expose-Headers": rest_json.VERSION_HEADER}
 _JSON = "application/json"
 
 
@@ -124,7 +129,10 @@ class RestApi:
             body, status, code = _dump({"error": f"{type(e).__name__}: {e}"}), 500, "INTERNAL"
         if self.metrics is not None and model:
             self.metrics.request(model, version, api, "REST", code, time.perf_counter() - t0, tf_api=verb)
-        headers = _CORS if self.cors else None
+        headers = dict(_CORS) if self.cors else {}
+        if version is not None and status == 200:
+            # Verso's extension: which version answered (gRPC has it in the response's model_spec).
+            headers[rest_json.VERSION_HEADER] = str(version)
         return web.Response(body=body, status=status, content_type=_JSON, headers=headers)
 
     def _preflight(self, request: web.Request) -> web.Response:

@@ -35,6 +35,8 @@ from tensorflow_serving.apis import input_pb2
 from server.core import tensor_codec
 from server.core.errors import Code, ServingError, invalid_argument
 
+# Verso's REST extension: the response header naming the version that answered.
+VERSION_HEADER = "Verso-Model-Version"
 _ECHO_LIMIT = 256
 # numpy's own limit (NPY_MAXDIMS); TF allows more, but no servable takes such inputs.
 _MAX_RANK = 64
@@ -609,8 +611,8 @@ _NAN, _POS_INF, _NEG_INF = (f"@@verso-nonfinite-{_TOKEN}-{s}@@" for s in ("nan",
 _SWAPS = [(orjson.dumps(_NAN), b"NaN"), (orjson.dumps(_POS_INF), b"Infinity"), (orjson.dumps(_NEG_INF), b"-Infinity")]
 
 
-def _dumps(obj, nonfinite: bool) -> bytes:
-    data = orjson.dumps(obj, option=_OPTS)
+def _dumps(obj, nonfinite: bool, option: int = _OPTS) -> bytes:
+    data = orjson.dumps(obj, option=option)
     if nonfinite:
         for placeholder, token in _SWAPS:
             data = data.replace(placeholder, token)
@@ -635,16 +637,21 @@ def _b64_object(x) -> dict:
     return {"b64": base64.b64encode(x).decode("ascii")}
 
 
-def _jsonable(alias: str, arr) -> tuple[object, bool]:
+def _request_string(x) -> object:
+    return _b64_object(bytes(x)) if isinstance(x, (bytes, bytearray)) else _text(x)
+
+
+def _jsonable(alias: str, arr, request: bool = False) -> tuple[object, bool]:
     """(what orjson should serialise for this tensor, whether it holds non-finite placeholders).
 
     Numeric arrays stay arrays (C-contiguous, native byte order: what orjson needs); strings
-    become nested lists of text, or of ``{"b64": ...}`` when the alias ends in ``_bytes``.
+    become nested lists of text, or of ``{"b64": ...}`` when the alias ends in ``_bytes``
+    (responses) or the element is bytes (``request``: binary-safe for any input).
     """
     arr = np.asarray(arr)
     kind = arr.dtype.kind
     if kind in "OSU":
-        conv = _b64_object if alias.endswith("_bytes") else _text
+        conv = _request_string if request else (_b64_object if alias.endswith("_bytes") else _text)
         flat = np.empty(arr.size, dtype=object)
         flat[:] = [conv(x) for x in arr.ravel().tolist()]
         return flat.reshape(arr.shape).tolist(), False
@@ -711,6 +718,22 @@ def encode_predict_response(outputs: Mapping[str, np.ndarray], row_format: bool)
         return _dumps({"predictions": body}, nonfinite)
     body = values[names[0]] if len(names) == 1 else values
     return _dumps({"outputs": body}, nonfinite)
+
+
+def encode_predict_request(inputs: Mapping[str, np.ndarray], signature_name: str = "") -> bytes:
+    """A columnar Predict body for a client: ``{"signature_name": s, "inputs": {alias: value}}``
+    (compact). Values are written as in ``encode_predict_response``, except that bytes elements
+    become ``{"b64": ...}`` whatever the alias (the server decodes b64 for any string input) and
+    str elements are sent as text. Raises INVALID_ARGUMENT for dtypes JSON cannot carry."""
+    nonfinite = False
+    values = {}
+    for name in inputs:
+        values[name], flag = _jsonable(name, inputs[name], request=True)
+        nonfinite = nonfinite or flag
+    doc = {"inputs": values}
+    if signature_name:
+        doc["signature_name"] = signature_name
+    return _dumps(doc, nonfinite, orjson.OPT_SERIALIZE_NUMPY)
 
 
 # ---- classify / regress ------------------------------------------------------------------------

@@ -1,0 +1,295 @@
+"""The client's calls, written once for every transport and for both sync and asyncio.
+
+Each public call is a generator (sans-IO): it builds wire requests with the transport's codec,
+yields ``(method, wire_request, timeout)`` and receives the raw response. Two runners drive
+the generators: ``SyncRunner`` (blocking I/O) and ``AsyncRunner`` (awaits the I/O), so
+``Client.predict`` returns arrays and ``AsyncClient.predict`` returns an awaitable of the same.
+A concrete client mixes ``Api`` with one runner and provides ``_codec`` and ``_io``.
+
+Errors: ``_io`` raises ``VersoError``; it is thrown back into the generator (so a call can
+drop a metadata cache entry that led it astray) and then reaches the caller unchanged.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import random
+from collections.abc import Iterator, Mapping
+from typing import Any, NamedTuple, Optional
+
+import grpc
+import numpy as np
+from google.protobuf import text_format
+from tensorflow_serving.config import model_server_config_pb2
+
+from client.errors import VersoError
+from client.types import ModelMetadata, Signature
+from server.core import tensor_codec
+
+DEFAULT_TIMEOUT = 10.0
+DEFAULT_ATTEMPTS = 5  # gRPC's own ceiling for retryPolicy.maxAttempts
+# gRPC's retry schedule (A6): the n-th retry waits uniform(0, min(initial * multiplier**n, max)).
+BACKOFF_INITIAL_S, BACKOFF_MAX_S, BACKOFF_MULTIPLIER = 0.1, 1.0, 2.0
+
+# Codes after which a cached signature may be what went wrong (a new version changed it).
+_STALE_METADATA = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION,
+                   grpc.StatusCode.NOT_FOUND}
+
+
+class Spec(NamedTuple):
+    """Which servable a call addresses: a model, at most one of version/label, a signature."""
+
+    model: str
+    version: Optional[int] = None
+    label: Optional[str] = None
+    signature: str = ""
+
+
+def make_spec(model: str, version, label, signature) -> Spec:
+    if version is not None and label is not None:
+        raise VersoError.invalid("give a version or a label, not both")
+    if version is not None:
+        try:
+            version = int(version)
+        except (TypeError, ValueError):
+            raise VersoError.invalid(f"version must be an integer, not {version!r}") from None
+    return Spec(str(model), version, None if label is None else str(label), signature or "")
+
+
+def backoff_delays(max_attempts: int, rng=random.random) -> Iterator[float]:
+    """The waits before attempts 2..max_attempts, on gRPC's retry schedule (used for REST;
+    gRPC channels retry by themselves with the same parameters)."""
+    cap = BACKOFF_INITIAL_S
+    for _ in range(max_attempts - 1):
+        yield rng() * cap
+        cap = min(cap * BACKOFF_MULTIPLIER, BACKOFF_MAX_S)
+
+
+def as_input_array(alias: str, value, spec) -> np.ndarray:
+    """A caller's value for one input. numpy arrays are sent as they are; lists and scalars take
+    the signature's dtype (``spec``, a ``TensorSpec`` or None when unknown), as REST JSON does."""
+    if isinstance(value, np.ndarray):
+        return value
+    try:
+        if spec is None:
+            return np.asarray(value)
+        if spec.dtype == "string":
+            return np.asarray(value, dtype=object)
+        return np.asarray(value, dtype=spec.np_dtype)
+    except (TypeError, ValueError, OverflowError) as e:
+        raise VersoError.invalid(f"input {alias}: cannot make a {spec.dtype if spec else ''} array: {e}") from None
+
+
+def bind_inputs(inputs, signature: Optional[Signature]) -> dict[str, np.ndarray]:
+    """``predict``'s inputs as ``{alias: array}``: one value goes to the signature's only input;
+    values become arrays by ``as_input_array``. ``signature`` may be None only for a dict of
+    numpy arrays."""
+    if not isinstance(inputs, Mapping):
+        if signature is None or len(signature.inputs) != 1:
+            n = len(signature.inputs) if signature else "several"
+            raise VersoError.invalid(f"signature {signature.name if signature else ''} has {n} inputs "
+                                     f"({', '.join(signature.inputs) if signature else '?'}): "
+                                     "pass a dict {alias: value}")
+        inputs = {next(iter(signature.inputs)): inputs}
+    return {str(a): as_input_array(a, v, signature.inputs.get(a) if signature else None)
+            for a, v in inputs.items()}
+
+
+def features_json(features) -> dict:
+    """A dict of example features as TF Serving's REST JSON values (``input_from_json`` turns
+    those into ``tf.train.Example``): arrays flatten to lists, numpy scalars become Python
+    numbers, bytes become ``{"b64": ...}``."""
+    if not isinstance(features, Mapping):
+        raise VersoError.invalid(f"an example must be a dict of features, not {type(features).__name__}")
+    return {str(name): _feature_json(value) for name, value in features.items()}
+
+
+def _feature_json(value):
+    if isinstance(value, np.ndarray):
+        value = value.ravel().tolist()
+    if isinstance(value, (list, tuple)):
+        return [_scalar_json(v) for v in value]
+    return _scalar_json(value)
+
+
+def _scalar_json(v):
+    if isinstance(v, np.generic):
+        v = v.item()
+    if isinstance(v, (bytes, bytearray, memoryview)):
+        return {"b64": base64.b64encode(bytes(v)).decode("ascii")}
+    return v
+
+
+def reload_config(config) -> model_server_config_pb2.ModelServerConfig:
+    """``reload``'s argument as a ModelServerConfig: the proto itself, a path (``os.PathLike``)
+    to a text-proto file, or text-proto text."""
+    if isinstance(config, model_server_config_pb2.ModelServerConfig):
+        return config
+    if isinstance(config, os.PathLike):
+        try:
+            with open(config, encoding="utf-8") as f:
+                config = f.read()
+        except OSError as e:
+            raise VersoError.invalid(f"cannot read {os.fspath(config)}: {e.strerror}") from None
+    if not isinstance(config, str):
+        raise VersoError.invalid(f"config must be a ModelServerConfig, a path or text, not {type(config).__name__}")
+    try:
+        return text_format.Parse(config, model_server_config_pb2.ModelServerConfig())
+    except text_format.ParseError as e:
+        raise VersoError.invalid(f"not a text-format ModelServerConfig: {e}") from None
+
+
+class Api:
+    """The calls every client offers. Needs ``self._codec``, ``self.timeout`` and a runner's
+    ``_run``; ``self._signatures`` caches ModelMetadata by (model, version, label)."""
+
+    _codec: Any
+    timeout: float
+
+    def _init_api(self, timeout: Optional[float]) -> None:
+        self.timeout = DEFAULT_TIMEOUT if timeout is None else float(timeout)
+        self._signatures: dict[tuple, ModelMetadata] = {}
+
+    def _deadline(self, timeout: Optional[float]) -> float:
+        return self.timeout if timeout is None else float(timeout)
+
+    # ---- public calls ------------------------------------------------------------------------
+
+    def predict(self, model: str, inputs, *, version: Optional[int] = None, label: Optional[str] = None,
+                signature: Optional[str] = None, output_filter=None, timeout: Optional[float] = None,
+                with_version: bool = False):
+        """Run a Predict signature.
+
+        ``inputs``: a dict ``{alias: value}``, or one value when the signature has one input.
+        numpy arrays are sent with their own dtype; lists and scalars are converted to the
+        signature input's dtype (the signature is fetched once with GetModelMetadata and cached).
+        Returns one numpy array when the answer has one output, else ``{alias: array}``;
+        ``(that, version)`` with ``with_version=True`` (the version that answered; None from a
+        REST server that does not say). ``output_filter``: aliases to return (REST: filtered
+        here, the server computes every output).
+        """
+        spec = make_spec(model, version, label, signature)
+        return self._run(self._predict(spec, inputs, output_filter, self._deadline(timeout), with_version))
+
+    def classify(self, model: str, examples, *, context=None, version: Optional[int] = None,
+                 label: Optional[str] = None, signature: Optional[str] = None,
+                 timeout: Optional[float] = None) -> list[list[tuple[str, float]]]:
+        """Classify ``examples`` (a list of ``{feature: value}`` dicts; ``context``: features
+        shared by all). Returns, per example, its ``(label, score)`` pairs."""
+        spec = make_spec(model, version, label, signature)
+        return self._run(self._inference("classify", spec, examples, context, self._deadline(timeout)))
+
+    def regress(self, model: str, examples, *, context=None, version: Optional[int] = None,
+                label: Optional[str] = None, signature: Optional[str] = None,
+                timeout: Optional[float] = None) -> np.ndarray:
+        """Regress ``examples`` (as ``classify``). Returns one float32 value per example."""
+        spec = make_spec(model, version, label, signature)
+        return self._run(self._inference("regress", spec, examples, context, self._deadline(timeout)))
+
+    def metadata(self, model: str, *, version: Optional[int] = None, label: Optional[str] = None,
+                 timeout: Optional[float] = None) -> ModelMetadata:
+        """GetModelMetadata: the version that answered and its signatures."""
+        spec = make_spec(model, version, label, None)
+        return self._run(self._metadata(spec, self._deadline(timeout)))
+
+    def status(self, model: str, *, version: Optional[int] = None, label: Optional[str] = None,
+               timeout: Optional[float] = None):
+        """GetModelStatus: a ``VersionStatus`` per version the server knows of."""
+        spec = make_spec(model, version, label, None)
+        return self._run(self._simple("status", spec, self._deadline(timeout)))
+
+    def reload(self, config, *, timeout: Optional[float] = None) -> None:
+        """HandleReloadConfigRequest with the full desired ``ModelServerConfig`` (a proto, a
+        path to a text-proto file or its text). Returns when the server has applied it."""
+        proto = reload_config(config)
+        return self._run(self._simple("reload", proto, self._deadline(timeout)))
+
+    # ---- the calls as generators --------------------------------------------------------------
+
+    def _signature(self, spec: Spec, timeout: float):
+        key = (spec.model, spec.version, spec.label)
+        md = self._signatures.get(key)
+        if md is None:
+            md = yield from self._metadata(spec, timeout)
+            self._signatures[key] = md
+        return md.signature(spec.signature)
+
+    def _metadata(self, spec: Spec, timeout: float):
+        raw = yield ("metadata", self._codec.metadata_request(spec), timeout)
+        return self._codec.metadata_result(raw)
+
+    def _simple(self, what: str, arg, timeout: float):
+        raw = yield (what, getattr(self._codec, f"{what}_request")(arg), timeout)
+        return getattr(self._codec, f"{what}_result")(raw)
+
+    def _predict(self, spec: Spec, inputs, output_filter, timeout: float, with_version: bool):
+        single = not isinstance(inputs, Mapping)
+        sig: Optional[Signature] = None
+        if single or self._codec.needs_signature or not all(isinstance(v, np.ndarray) for v in inputs.values()):
+            sig = yield from self._signature(spec, timeout)
+        arrays = bind_inputs(inputs, sig)
+        wanted = None if output_filter is None else (
+            [output_filter] if isinstance(output_filter, str) else [str(o) for o in output_filter])
+        try:
+            request = self._codec.predict_request(spec, arrays, wanted)
+        except tensor_codec.TensorCodecError as e:
+            raise VersoError.invalid(str(e)) from None
+        try:
+            raw = yield ("predict", request, timeout)
+        except VersoError as e:
+            if sig is not None and e.code in _STALE_METADATA:
+                self._signatures.pop((spec.model, spec.version, spec.label), None)
+            raise
+        outputs, answered = self._codec.predict_result(raw, sig)
+        if wanted is not None and not self._codec.filters_outputs:
+            missing = [o for o in wanted if o not in outputs]
+            if missing:
+                raise VersoError.invalid(f"output tensor alias not found in signature: {missing[0]} "
+                                         f"Outputs expected to be in the set {{{','.join(sorted(outputs))}}}.")
+            outputs = {o: outputs[o] for o in wanted}
+        result = next(iter(outputs.values())) if len(outputs) == 1 else outputs
+        return (result, answered) if with_version else result
+
+    def _inference(self, method: str, spec: Spec, examples, context, timeout: float):
+        if isinstance(examples, Mapping) or not isinstance(examples, (list, tuple)):
+            raise VersoError.invalid("examples must be a list of {feature: value} dicts")
+        doc: dict = {"examples": [features_json(e) for e in examples]}
+        if context is not None:
+            doc["context"] = features_json(context)
+        if spec.signature:
+            doc["signature_name"] = spec.signature
+        raw = yield (method, getattr(self._codec, f"{method}_request")(spec, doc), timeout)
+        return getattr(self._codec, f"{method}_result")(raw)
+
+
+class SyncRunner:
+    """Drives a call generator with blocking ``self._io(method, request, timeout)``."""
+
+    def _run(self, gen):
+        value, error = None, None
+        while True:
+            try:
+                method, request, timeout = gen.throw(error) if error is not None else gen.send(value)
+            except StopIteration as stop:
+                return stop.value
+            try:
+                value, error = self._io(method, request, timeout), None
+            except VersoError as e:
+                value, error = None, e
+
+
+class AsyncRunner:
+    """Drives a call generator with ``await self._io(method, request, timeout)``."""
+
+    async def _run(self, gen):
+        value, error = None, None
+        while True:
+            try:
+                method, request, timeout = gen.throw(error) if error is not None else gen.send(value)
+            except StopIteration as stop:
+                return stop.value
+            try:
+                value, error = await self._io(method, request, timeout), None
+            except VersoError as e:
+                value, error = None, e

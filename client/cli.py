@@ -1,0 +1,401 @@
+"""``verso predict|status|metadata|reload|bench``: the client's command line.
+
+Every command talks to a server over gRPC (``--target``, default ``$VERSO_TARGET`` or
+``localhost:8500``; several replicas comma-separated) or REST (``--rest URL``). Results print
+as rich tables (plain text when not on a terminal); ``--json`` prints JSON for scripts.
+Failures print one line ``verso: error: CODE: message`` on stderr and exit 1 (2 for a wrong
+command line); no traceback unless ``VERSO_DEBUG=1``.
+
+This module imports nothing heavy at import time: ``main`` first makes TF's protos importable
+without TensorFlow's runtime (``client._light``), then imports the client.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import os
+import sys
+from typing import Optional
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+COMMANDS = ("predict", "status", "metadata", "reload", "bench")
+
+
+class CliError(Exception):
+    """A command-line mistake or a failed call: printed as one line."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    conn = argparse.ArgumentParser(add_help=False)
+    g = conn.add_argument_group("server")
+    g.add_argument("--target", default=os.environ.get("VERSO_TARGET", "localhost:8500"),
+                   help="gRPC host:port, or several comma-separated replicas (default: $VERSO_TARGET "
+                        "or localhost:8500)")
+    g.add_argument("--rest", metavar="URL", help="use the REST API at URL (e.g. http://localhost:8501) "
+                                                  "instead of gRPC")
+    g.add_argument("--timeout", type=float, default=10.0, help="deadline of each call in seconds (10)")
+
+    servable = argparse.ArgumentParser(add_help=False)
+    s = servable.add_argument_group("servable")
+    s.add_argument("model", help="model name")
+    v = s.add_mutually_exclusive_group()
+    v.add_argument("--version", type=int, help="a specific version (default: the latest)")
+    v.add_argument("--label", help="a version label")
+
+    inputs = argparse.ArgumentParser(add_help=False)
+    i = inputs.add_argument_group("inputs")
+    i.add_argument("inputs", nargs="*", metavar="INPUT",
+                   help="[ALIAS=]VALUE; VALUE is a JSON or Python literal ('[1.0, 2.0]'), @FILE.npy, "
+                        "@FILE.npz (one array per alias) or @FILE.json (a value, {alias: value}, or a "
+                        "TF Serving REST body with \"instances\"/\"inputs\"). No alias: the signature's "
+                        "only input")
+    i.add_argument("--signature", default="", help="signature name (default serving_default)")
+
+    p = argparse.ArgumentParser(prog="verso", description="Verso's client commands.")
+    sub = p.add_subparsers(dest="command", required=True)
+    pr = sub.add_parser("predict", parents=[servable, inputs, conn], help="run Predict and print the outputs")
+    pr.add_argument("--output", action="append", help="return only this output (repeatable)")
+    pr.add_argument("--json", action="store_true", help="print JSON")
+    st = sub.add_parser("status", parents=[servable, conn], help="versions and their states")
+    st.add_argument("--json", action="store_true", help="print JSON")
+    md = sub.add_parser("metadata", parents=[servable, conn], help="signatures with dtypes and shapes")
+    md.add_argument("--json", action="store_true", help="print JSON")
+    md.add_argument("--all", action="store_true", help="also show __saved_model_init_op")
+    rl = sub.add_parser("reload", parents=[conn], help="send a model config file (ReloadConfig)")
+    rl.add_argument("config", help="text-format ModelServerConfig file")
+    b = sub.add_parser("bench", parents=[servable, inputs, conn],
+                       help="stress test: Predict calls in flight, latency and throughput",
+                       description="Sends Predict calls with CONCURRENCY in flight until REQUESTS are done "
+                                   "or DURATION seconds have passed. Without INPUTs, random inputs of ROWS "
+                                   "rows are made from the signature.")
+    n = b.add_mutually_exclusive_group()
+    n.add_argument("--requests", "-n", type=int, help="number of calls (default 1000)")
+    n.add_argument("--duration", "-d", type=float, help="run for this many seconds")
+    b.add_argument("--concurrency", "-c", type=int, default=8, help="calls in flight (8)")
+    b.add_argument("--rows", type=int, default=1, help="rows per generated request (1)")
+    b.add_argument("--json", action="store_true", help="print the summary as JSON")
+    b.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+# ---- inputs -------------------------------------------------------------------------------------
+
+def _literal(text: str):
+    try:
+        return json.loads(text)  # Python's json: NaN/Infinity accepted
+    except ValueError:
+        pass
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        raise CliError(f"cannot read {text!r}: not a JSON or Python literal") from None
+
+
+def _request_body(doc):
+    """A TF Serving REST Predict body as {alias: value} (or a bare value for one input)."""
+    if "inputs" in doc:
+        return doc["inputs"]
+    rows = doc["instances"]
+    if rows and all(isinstance(r, dict) and "b64" not in r for r in rows):
+        return {k: [r.get(k) for r in rows] for k in rows[0]}
+    return rows
+
+
+def _load(path: str):
+    import numpy as np
+
+    try:
+        if path.endswith(".npy"):
+            return np.load(path, allow_pickle=False)
+        if path.endswith(".npz"):
+            with np.load(path, allow_pickle=False) as z:
+                return {k: z[k] for k in z.files}
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as e:
+        raise CliError(f"cannot read {path}: {e.strerror or e}") from None
+    except ValueError as e:
+        raise CliError(f"cannot read {path}: {e}") from None
+    doc = _literal(text)
+    if isinstance(doc, dict) and ("inputs" in doc or "instances" in doc):
+        return _request_body(doc)
+    return doc
+
+
+def parse_inputs(items: list[str]):
+    """The INPUT arguments as what ``predict`` takes: one value, or ``{alias: value}``."""
+    named: dict = {}
+    bare = []
+    for item in items:
+        alias, sep, value = item.partition("=")
+        if not sep or not alias or alias[0] in "[{(\"'@-+.0123456789" or " " in alias:
+            alias, value = None, item
+        value = _load(value[1:]) if value.startswith("@") else _literal(value)
+        if alias is None:
+            bare.append(value)
+        else:
+            named[alias] = value
+    if bare and (named or len(bare) > 1):
+        if len(bare) == 1 and isinstance(bare[0], dict):
+            return {**bare[0], **named}
+        raise CliError("several inputs: name each one ALIAS=VALUE")
+    if not bare and not named:
+        return None
+    return bare[0] if bare else named
+
+
+# ---- output -------------------------------------------------------------------------------------
+
+def _console(stderr: bool = False):
+    from rich.console import Console
+
+    stream = sys.stderr if stderr else sys.stdout
+    # Not a terminal (a pipe, a file, a test): wide enough that no column is cut.
+    width = None if stream.isatty() or "COLUMNS" in os.environ else 160
+    return Console(stderr=stderr, highlight=False, soft_wrap=False, width=width)
+
+
+def _jsonable(arr):
+    import numpy as np
+
+    arr = np.asarray(arr)
+    if arr.dtype.kind in "OS":
+        return np.vectorize(lambda x: x.decode("utf-8", "replace") if isinstance(x, bytes) else str(x),
+                            otypes=[object])(arr).tolist() if arr.size else arr.tolist()
+    if arr.dtype.kind == "c":
+        return [[float(x.real), float(x.imag)] for x in arr.ravel()]
+    return arr.astype(np.float64).tolist() if arr.dtype.kind == "f" else arr.tolist()
+
+
+def _print_json(doc) -> None:
+    print(json.dumps(doc, indent=2, allow_nan=True))
+
+
+def _show_predict(outputs, version, as_json: bool) -> None:
+    import numpy as np
+    from rich.table import Table
+
+    if not isinstance(outputs, dict):
+        outputs = {"output": outputs}
+    if as_json:
+        _print_json({"model_version": version, "outputs": {a: _jsonable(v) for a, v in outputs.items()}})
+        return
+    table = Table(title=f"version {version}" if version is not None else None, title_justify="left")
+    for col in ("output", "dtype", "shape", "value"):
+        table.add_column(col, no_wrap=col != "value")
+    for alias, arr in outputs.items():
+        arr = np.asarray(arr)
+        table.add_row(alias, str(arr.dtype), str(arr.shape),
+                      np.array2string(arr, threshold=200, max_line_width=100))
+    _console().print(table)
+
+
+def _show_status(model: str, versions, as_json: bool) -> None:
+    from rich.table import Table
+
+    if as_json:
+        _print_json({"model": model, "versions": [v.__dict__ for v in versions]})
+        return
+    table = Table(title=f"model {model}", title_justify="left")
+    for col in ("version", "state", "status"):
+        table.add_column(col)
+    for v in versions:
+        status = "OK" if v.error_code == "OK" else f"{v.error_code}: {v.error_message}"
+        table.add_row(str(v.version), v.state, status)
+    _console().print(table)
+
+
+def _show_metadata(md, as_json: bool, show_all: bool) -> None:
+    from rich.table import Table
+
+    sigs = {n: s for n, s in md.signatures.items() if show_all or not n.startswith("__")}
+    if as_json:
+        _print_json({"model": md.model, "version": md.version, "signatures": {
+            n: {"method": s.method,
+                "inputs": {a: {"dtype": t.dtype, "shape": t.shape, "name": t.name} for a, t in s.inputs.items()},
+                "outputs": {a: {"dtype": t.dtype, "shape": t.shape, "name": t.name} for a, t in s.outputs.items()}}
+            for n, s in sigs.items()}})
+        return
+    console = _console()
+    console.print(f"model {md.model} version {md.version}")
+    for name, sig in sigs.items():
+        table = Table(title=f"signature {name} ({sig.method or 'no method'})", title_justify="left")
+        for col in ("", "alias", "dtype", "shape", "tensor"):
+            table.add_column(col)
+        for kind, tensors in (("input", sig.inputs), ("output", sig.outputs)):
+            for alias, t in tensors.items():
+                table.add_row(kind, alias, t.dtype, t.shape_text, t.name)
+        console.print(table)
+
+
+def _show_bench(report: dict, as_json: bool) -> None:
+    from rich.table import Table
+
+    if as_json:
+        _print_json(report)
+        return
+    lat = report["latency_ms"]
+
+    def ms(x):
+        return "-" if x is None else f"{x:.2f}"
+
+    table = Table(show_header=False)
+    table.add_column()
+    table.add_column(justify="right")
+    errors = ", ".join(f"{k} {v}" for k, v in report["errors"].items()) or "0"
+    for name, value in (("requests", str(report["requests"])), ("ok", str(report["ok"])), ("errors", errors),
+                        ("seconds", f"{report['duration_s']:.2f}"), ("req/s", f"{report['requests_per_s']:.1f}"),
+                        ("rows/s", f"{report['rows_per_s']:.1f}"), ("p50 ms", ms(lat["p50"])),
+                        ("p90 ms", ms(lat["p90"])), ("p99 ms", ms(lat["p99"])), ("max ms", ms(lat["max"]))):
+        table.add_row(name, value)
+    console = _console()
+    console.print(f"bench {report['model']} at {report['target']}: {report['concurrency']} in flight, "
+                  f"{report['rows_per_request']} rows per request")
+    console.print(table)
+    for code, message in report["error_examples"].items():
+        console.print(f"{code}: {_one_line(message)}")
+
+
+# ---- commands -----------------------------------------------------------------------------------
+
+def _client(args, aio: bool = False):
+    from client import AsyncClient, AsyncRestClient, Client, RestClient
+
+    if args.rest:
+        return (AsyncRestClient if aio else RestClient)(args.rest, timeout=args.timeout)
+    return (AsyncClient if aio else Client)(args.target, timeout=args.timeout)
+
+
+def _servable(args) -> dict:
+    return {"version": args.version, "label": args.label}
+
+
+def _predict(args) -> None:
+    inputs = parse_inputs(args.inputs)
+    if inputs is None:
+        raise CliError("predict needs at least one INPUT")
+    with _client(args) as c:
+        outputs, version = c.predict(args.model, inputs, signature=args.signature, output_filter=args.output,
+                                     with_version=True, **_servable(args))
+    _show_predict(outputs, version, args.json)
+
+
+def _status(args) -> None:
+    with _client(args) as c:
+        versions = c.status(args.model, **_servable(args))
+    _show_status(args.model, versions, args.json)
+
+
+def _metadata(args) -> None:
+    with _client(args) as c:
+        md = c.metadata(args.model, **_servable(args))
+    _show_metadata(md, args.json, args.all)
+
+
+def _reload(args) -> None:
+    import pathlib
+
+    from client._api import reload_config
+
+    config = reload_config(pathlib.Path(args.config))
+    with _client(args) as c:
+        c.reload(config)
+    names = [m.name for m in config.model_config_list.config]
+    print(f"reloaded: {len(names)} model(s): {', '.join(names)}")
+
+
+def _bench(args) -> None:
+    import asyncio
+
+    from client import bench
+    from client._api import bind_inputs, make_spec
+
+    if args.concurrency < 1 or args.rows < 1 or (args.requests is not None and args.requests < 1) or \
+            (args.duration is not None and args.duration <= 0):
+        raise CliError("--concurrency, --rows, --requests and --duration must be positive")
+    requests = None if args.duration is not None else (args.requests or 1000)
+    given = parse_inputs(args.inputs)
+    target = args.rest or args.target
+
+    async def main() -> dict:
+        client = _client(args, aio=True)
+        try:
+            spec = make_spec(args.model, args.version, args.label, args.signature)
+            signature = (await client.metadata(args.model, **_servable(args))).signature(args.signature)
+            arrays = bench.generated_inputs(signature, args.rows) if given is None else bind_inputs(given, signature)
+            first = next(iter(arrays.values()), None)
+            rows = int(first.shape[0]) if first is not None and first.ndim else 1
+            # Encoded once: the loop below measures the server, not the client's encoding.
+            request = client._codec.predict_request(spec, arrays, None)
+
+            async def send():
+                await client._io("predict", request, client.timeout)
+
+            measured = await _with_progress(bench.run, send, args, requests)
+            return bench.summarize(measured, rows=rows, concurrency=args.concurrency, target=target,
+                                   model=args.model)
+        finally:
+            await client.close()
+
+    report = asyncio.run(main())
+    _show_bench(report, args.json)
+    if report["ok"] == 0 and report["requests"]:
+        code, message = next(iter(report["error_examples"].items()))
+        raise CliError(f"every call failed: {code}: {message}")
+
+
+async def _with_progress(run, send, args, requests: Optional[int]):
+    if args.no_progress:
+        return await run(send, concurrency=args.concurrency, requests=requests, duration=args.duration)
+    import time
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    console = _console(stderr=True)
+    columns = [TextColumn("bench"), BarColumn(), MofNCompleteColumn() if requests else TextColumn(""),
+               TimeElapsedColumn()]
+    with Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task("bench", total=requests if requests else args.duration)
+        start = time.perf_counter()
+
+        def on_done():
+            if requests:
+                progress.advance(task)
+            else:
+                progress.update(task, completed=min(time.perf_counter() - start, args.duration))
+
+        return await run(send, concurrency=args.concurrency, requests=requests, duration=args.duration,
+                         on_done=on_done)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+_HANDLERS = {"predict": _predict, "status": _status, "metadata": _metadata, "reload": _reload, "bench": _bench}
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """Run one client command; returns the process exit status."""
+    from client._light import use_protos_without_runtime
+
+    use_protos_without_runtime()
+    args = _parser().parse_args(sys.argv[1:] if argv is None else argv)  # exits 2 on a usage error
+    from client.errors import VersoError
+
+    try:
+        _HANDLERS[args.command](args)
+    except (CliError, VersoError) as e:
+        print(f"verso: error: {_one_line(str(e))}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+    except Exception as e:  # a bug: one line, the traceback only when asked for
+        if os.environ.get("VERSO_DEBUG"):
+            raise
+        print(f"verso: error: {type(e).__name__}: {_one_line(str(e))}", file=sys.stderr)
+        return EXIT_ERROR
+    return 0

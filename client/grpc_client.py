@@ -1,0 +1,272 @@
+"""gRPC clients (``Client``, ``AsyncClient``) over TF Serving's public API.
+
+They speak only TF Serving's PredictionService and ModelService, so they work against
+TensorFlow Serving itself as well as Verso. Channels are configured, not wrapped:
+
+* retries: gRPC's own retry policy, on UNAVAILABLE only, exponential backoff
+  (0.1 s doubling to 1 s, jittered), ``max_attempts`` in all (gRPC caps it at 5);
+* replicas: ``"host1:8500,host2:8500"`` is one channel whose resolver returns every address,
+  balanced by gRPC's built-in ``round_robin`` policy (a replica that is down is skipped);
+* deadlines: every call carries one (the client's ``timeout``, or the call's).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import socket
+from typing import Optional, Sequence
+
+import grpc
+import numpy as np
+from google.protobuf import wrappers_pb2
+from tensorflow_serving.apis import (
+    classification_pb2,
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    model_management_pb2,
+    model_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+    regression_pb2,
+)
+
+from client._api import (
+    BACKOFF_INITIAL_S,
+    BACKOFF_MAX_S,
+    BACKOFF_MULTIPLIER,
+    DEFAULT_ATTEMPTS,
+    Api,
+    AsyncRunner,
+    Spec,
+    SyncRunner,
+)
+from client.errors import VersoError, from_serving_error
+from client.types import metadata_from_protos, status_from_proto
+from server.api import rest_json
+from server.core import tensor_codec
+from server.core.errors import ServingError
+
+_URI_SCHEMES = ("ipv4:", "ipv6:", "dns:", "unix:", "unix-abstract:", "vsock:")
+_SERVICES = ("tensorflow.serving.PredictionService", "tensorflow.serving.ModelService")
+
+
+def service_config(max_attempts: int = DEFAULT_ATTEMPTS) -> str:
+    """The channel's service config: round_robin, and a retry policy on UNAVAILABLE."""
+    method = {"name": [{"service": s} for s in _SERVICES]}
+    if max_attempts > 1:
+        method["retryPolicy"] = {
+            "maxAttempts": min(int(max_attempts), 5),
+            "initialBackoff": f"{BACKOFF_INITIAL_S}s",
+            "maxBackoff": f"{BACKOFF_MAX_S}s",
+            "backoffMultiplier": BACKOFF_MULTIPLIER,
+            "retryableStatusCodes": ["UNAVAILABLE"],
+        }
+    return json.dumps({"loadBalancingConfig": [{"round_robin": {}}], "methodConfig": [method]})
+
+
+def channel_target(target: str) -> str:
+    """A gRPC target for ``target``. One address (or any URI gRPC knows, ``dns:``, ``unix:``,
+    ``ipv4:`` ...) is used as is. Several comma-separated ``host:port`` become one ``ipv4:`` (or
+    ``ipv6:``) address list, host names resolved now, so gRPC balances over all of them."""
+    if "," not in target or target.startswith(_URI_SCHEMES):
+        return target
+    parts = [p.strip() for p in target.split(",") if p.strip()]
+    addresses = []
+    for part in parts:
+        host, sep, port = part.rpartition(":")
+        if not sep or not port.isdigit():
+            raise VersoError.invalid(f"replica {part!r} is not host:port")
+        host = host.strip("[]")
+        try:
+            ip = ipaddress.ip_address(host)
+        except ValueError:
+            try:
+                infos = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
+            except socket.gaierror as e:
+                raise VersoError(grpc.StatusCode.UNAVAILABLE, f"cannot resolve {host}: {e.strerror}") from None
+            # One address per replica: IPv4 first, so "localhost" is not counted twice.
+            infos.sort(key=lambda i: i[0] != socket.AF_INET)
+            ip = ipaddress.ip_address(infos[0][4][0])
+        addresses.append((ip, int(port)))
+    if len({ip.version for ip, _ in addresses}) > 1:
+        raise VersoError.invalid(f"replicas mix IPv4 and IPv6 addresses: {target}")
+    if addresses[0][0].version == 4:
+        return "ipv4:" + ",".join(f"{ip}:{port}" for ip, port in addresses)
+    return "ipv6:" + ",".join(f"[{ip}]:{port}" for ip, port in addresses)
+
+
+def channel_options(max_attempts: int, options: Sequence = ()) -> list:
+    return [("grpc.service_config", service_config(max_attempts)),
+            ("grpc.enable_retries", 1),
+            ("grpc.max_receive_message_length", -1),
+            ("grpc.max_send_message_length", -1),
+            *options]
+
+
+def _model_spec(spec: Spec, with_signature: bool = True) -> model_pb2.ModelSpec:
+    ms = model_pb2.ModelSpec(name=spec.model)
+    if spec.version is not None:
+        ms.version.CopyFrom(wrappers_pb2.Int64Value(value=spec.version))
+    elif spec.label is not None:
+        ms.version_label = spec.label
+    if with_signature and spec.signature:
+        ms.signature_name = spec.signature
+    return ms
+
+
+def _input(doc: dict, method: str):
+    try:
+        return rest_json.input_from_json(doc, method)
+    except ServingError as e:
+        raise from_serving_error(e) from None
+
+
+class GrpcCodec:
+    """Pure request builders and response readers for TF Serving's gRPC messages."""
+
+    needs_signature = False  # tensors carry their dtype
+    filters_outputs = True   # PredictRequest.output_filter
+
+    @staticmethod
+    def predict_request(spec: Spec, arrays: dict, output_filter) -> predict_pb2.PredictRequest:
+        request = predict_pb2.PredictRequest(model_spec=_model_spec(spec))
+        for alias, arr in arrays.items():
+            # Raw bytes for numbers (one memcpy); strings always go to string_val.
+            tensor_codec.fill_proto(request.inputs[alias], arr, tensor_content=True)
+        if output_filter:
+            request.output_filter.extend(output_filter)
+        return request
+
+    @staticmethod
+    def predict_result(response: predict_pb2.PredictResponse, signature) -> tuple[dict, Optional[int]]:
+        try:
+            # Copies: arrays decoded from tensor_content are read-only views of the message.
+            outputs = {a: np.array(tensor_codec.to_ndarray(t)) for a, t in sorted(response.outputs.items())}
+        except tensor_codec.TensorCodecError as e:
+            raise VersoError(grpc.StatusCode.INTERNAL, f"cannot decode the server's answer: {e}") from None
+        version = response.model_spec.version.value if response.model_spec.HasField("version") else None
+        return outputs, version
+
+    @staticmethod
+    def metadata_request(spec: Spec):
+        return get_model_metadata_pb2.GetModelMetadataRequest(
+            model_spec=_model_spec(spec, False), metadata_field=["signature_def"])
+
+    @staticmethod
+    def metadata_result(response):
+        sigmap = get_model_metadata_pb2.SignatureDefMap()
+        if "signature_def" in response.metadata:
+            response.metadata["signature_def"].Unpack(sigmap)
+        return metadata_from_protos(response.model_spec, sigmap)
+
+    @staticmethod
+    def status_request(spec: Spec):
+        return get_model_status_pb2.GetModelStatusRequest(model_spec=_model_spec(spec, False))
+
+    @staticmethod
+    def status_result(response):
+        return status_from_proto(response)
+
+    @staticmethod
+    def classify_request(spec: Spec, doc: dict):
+        return classification_pb2.ClassificationRequest(model_spec=_model_spec(spec),
+                                                        input=_input(doc, "classify"))
+
+    @staticmethod
+    def classify_result(response) -> list[list[tuple[str, float]]]:
+        return [[(c.label, c.score) for c in cls.classes] for cls in response.result.classifications]
+
+    @staticmethod
+    def regress_request(spec: Spec, doc: dict):
+        return regression_pb2.RegressionRequest(model_spec=_model_spec(spec), input=_input(doc, "regress"))
+
+    @staticmethod
+    def regress_result(response) -> np.ndarray:
+        return np.array([r.value for r in response.result.regressions], dtype=np.float32)
+
+    @staticmethod
+    def reload_request(config):
+        return model_management_pb2.ReloadConfigRequest(config=config)
+
+    @staticmethod
+    def reload_result(response) -> None:
+        if response.status.error_code != 0:
+            raise VersoError.from_number(response.status.error_code, response.status.error_message)
+
+
+_METHODS = {  # call name -> (stub attribute, gRPC method)
+    "predict": (0, "Predict"), "classify": (0, "Classify"), "regress": (0, "Regress"),
+    "metadata": (0, "GetModelMetadata"), "status": (1, "GetModelStatus"),
+    "reload": (1, "HandleReloadConfigRequest"),
+}
+
+
+class _GrpcBase(Api):
+    def __init__(self, target: str = "localhost:8500", *, timeout: Optional[float] = None,
+                 max_attempts: int = DEFAULT_ATTEMPTS, credentials: Optional[grpc.ChannelCredentials] = None,
+                 options: Sequence = (), aio: bool = False):
+        self._init_api(timeout)
+        self.target = target
+        self._codec = GrpcCodec
+        mod = grpc.aio if aio else grpc
+        uri, opts = channel_target(target), channel_options(max_attempts, options)
+        self._channel = (mod.secure_channel(uri, credentials, options=opts) if credentials is not None
+                         else mod.insecure_channel(uri, options=opts))
+        stubs = (prediction_service_pb2_grpc.PredictionServiceStub(self._channel),
+                 model_service_pb2_grpc.ModelServiceStub(self._channel))
+        self._methods = {name: getattr(stubs[i], rpc) for name, (i, rpc) in _METHODS.items()}
+
+
+class Client(_GrpcBase, SyncRunner):
+    """Blocking gRPC client for TF Serving's API (Verso or TensorFlow Serving).
+
+    ``Client("localhost:8500")``; several replicas: ``Client("10.0.0.1:8500,10.0.0.2:8500")``.
+    ``timeout``: the default deadline of every call, in seconds (10). ``max_attempts``: tries per
+    call when the server answers UNAVAILABLE (1 turns retries off). ``credentials``: TLS.
+    Thread-safe (one channel); use as a context manager or call ``close()``.
+    """
+
+    def __init__(self, target: str = "localhost:8500", **kw):
+        super().__init__(target, aio=False, **kw)
+
+    def _io(self, method: str, request, timeout: float):
+        try:
+            return self._methods[method](request, timeout=timeout)
+        except grpc.RpcError as e:
+            raise VersoError(e.code(), e.details() or "") from None
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class AsyncClient(_GrpcBase, AsyncRunner):
+    """asyncio gRPC client (``grpc.aio``): the methods of ``Client``, awaitable.
+
+    Create it inside the event loop that uses it; ``async with AsyncClient(...) as c:``.
+    """
+
+    def __init__(self, target: str = "localhost:8500", **kw):
+        super().__init__(target, aio=True, **kw)
+
+    async def _io(self, method: str, request, timeout: float):
+        try:
+            return await self._methods[method](request, timeout=timeout)
+        except grpc.RpcError as e:
+            raise VersoError(e.code(), e.details() or "") from None
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def __aenter__(self) -> "AsyncClient":
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
