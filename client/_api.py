@@ -158,19 +158,19 @@ class Api:
 
     def predict(self, model: str, inputs, *, version: Optional[int] = None, label: Optional[str] = None,
                 signature: Optional[str] = None, output_filter=None, timeout: Optional[float] = None,
-                with_version: bool = False):
+                with_version: bool = False, as_dict: bool = False):
         """Run a Predict signature.
 
         ``inputs``: a dict ``{alias: value}``, or one value when the signature has one input.
         numpy arrays are sent with their own dtype; lists and scalars are converted to the
         signature input's dtype (the signature is fetched once with GetModelMetadata and cached).
-        Returns one numpy array when the answer has one output, else ``{alias: array}``;
-        ``(that, version)`` with ``with_version=True`` (the version that answered; None from a
+        Returns one numpy array when the answer has one output (unless ``as_dict``), else
+        ``{alias: array}``; ``(that, version)`` with ``with_version=True`` (the version that answered; None from a
         REST server that does not say). ``output_filter``: aliases to return (REST: filtered
         here, the server computes every output).
         """
         spec = make_spec(model, version, label, signature)
-        return self._run(self._predict(spec, inputs, output_filter, self._deadline(timeout), with_version))
+        return self._run(self._predict(spec, inputs, output_filter, self._deadline(timeout), with_version, as_dict))
 
     def classify(self, model: str, examples, *, context=None, version: Optional[int] = None,
                  label: Optional[str] = None, signature: Optional[str] = None,
@@ -223,7 +223,7 @@ class Api:
         raw = yield (what, getattr(self._codec, f"{what}_request")(arg), timeout)
         return getattr(self._codec, f"{what}_result")(raw)
 
-    def _predict(self, spec: Spec, inputs, output_filter, timeout: float, with_version: bool):
+    def _predict(self, spec: Spec, inputs, output_filter, timeout: float, with_version: bool, as_dict: bool):
         single = not isinstance(inputs, Mapping)
         sig: Optional[Signature] = None
         if single or self._codec.needs_signature or not all(isinstance(v, np.ndarray) for v in inputs.values()):
@@ -248,7 +248,7 @@ class Api:
                 raise VersoError.invalid(f"output tensor alias not found in signature: {missing[0]} "
                                          f"Outputs expected to be in the set {{{','.join(sorted(outputs))}}}.")
             outputs = {o: outputs[o] for o in wanted}
-        result = next(iter(outputs.values())) if len(outputs) == 1 else outputs
+        result = next(iter(outputs.values())) if len(outputs) == 1 and not as_dict else outputs
         return (result, answered) if with_version else result
 
     def _inference(self, method: str, spec: Spec, examples, context, timeout: float):

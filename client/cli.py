@@ -178,8 +178,6 @@ def _show_predict(outputs, version, as_json: bool) -> None:
     import numpy as np
     from rich.table import Table
 
-    if not isinstance(outputs, dict):
-        outputs = {"output": outputs}
     if as_json:
         _print_json({"model_version": version, "outputs": {a: _jsonable(v) for a, v in outputs.items()}})
         return
@@ -279,7 +277,7 @@ def _predict(args) -> None:
         raise CliError("predict needs at least one INPUT")
     with _client(args) as c:
         outputs, version = c.predict(args.model, inputs, signature=args.signature, output_filter=args.output,
-                                     with_version=True, **_servable(args))
+                                     with_version=True, as_dict=True, **_servable(args))
     _show_predict(outputs, version, args.json)
 
 
@@ -348,7 +346,7 @@ def _bench(args) -> None:
 
 
 async def _with_progress(run, send, args, requests: Optional[int]):
-    if args.no_progress:
+    if args.no_progress or not sys.stderr.isatty():
         return await run(send, concurrency=args.concurrency, requests=requests, duration=args.duration)
     import time
 

@@ -72,13 +72,14 @@ def channel_target(target: str) -> str:
     ``ipv6:``) address list, host names resolved now, so gRPC balances over all of them."""
     if "," not in target or target.startswith(_URI_SCHEMES):
         return target
-    parts = [p.strip() for p in target.split(",") if p.strip()]
-    addresses = []
-    for part in parts:
+    replicas = []
+    for part in (p.strip() for p in target.split(",") if p.strip()):
         host, sep, port = part.rpartition(":")
-        if not sep or not port.isdigit():
+        if not sep or not host or not port.isdigit():
             raise VersoError.invalid(f"replica {part!r} is not host:port")
-        host = host.strip("[]")
+        replicas.append((host.strip("[]"), port))
+    addresses = []
+    for host, port in replicas:
         try:
             ip = ipaddress.ip_address(host)
         except ValueError:
