@@ -161,8 +161,7 @@ class App:
         if s.rest_api_port and s.rest_api_port == s.port:
             log.error("--rest_api_port must differ from --port; the REST API is not started")
         elif s.rest_api_port:
-            from server.api.rest import RestApi
-            from server.api.rest import start as start_rest
+            from server.api.rest import RestApi, start as start_rest
 
             def ready() -> bool:
                 return not self._stopping.is_set() and not served.unavailable([e.name for e in served.entries])

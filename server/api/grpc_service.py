@@ -17,15 +17,8 @@ import time
 from typing import Any, Awaitable, Callable
 
 import grpc
-from tensorflow_serving.apis import (
-    classification_pb2,
-    get_model_metadata_pb2,
-    get_model_status_pb2,
-    inference_pb2,
-    model_management_pb2,
-    predict_pb2,
-    regression_pb2,
-)
+from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2, get_model_status_pb2,
+                                     inference_pb2, model_management_pb2, predict_pb2, regression_pb2)
 
 from server.api.handlers import ServingCore
 from server.core.errors import Code, ServingError

@@ -13,24 +13,16 @@ import time
 from concurrent.futures import Executor
 from typing import Optional, Sequence
 
-from tensorflow_serving.apis import (
-    classification_pb2,
-    get_model_metadata_pb2,
-    get_model_status_pb2,
-    inference_pb2,
-    model_management_pb2,
-    model_pb2,
-    predict_pb2,
-    regression_pb2,
-)
+from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2, get_model_status_pb2,
+                                     inference_pb2, model_management_pb2, model_pb2, predict_pb2, regression_pb2)
 
 from server.batching.params import BatchingOptions
 from server.batching.scheduler import BatchQueue, BatchScheduler
 from server.core import inference, tensor_codec
 from server.core.errors import Code, ServingError, invalid_argument
-from server.core.examples import serialized_examples
 from server.core.manager import Manager
 from server.core.model_config import ServedModels, parse_model_config, validate_model_config
+from server.core.examples import serialized_examples
 from server.core.predict import DEFAULT_SIGNATURE, check_inputs, prepare_predict
 
 log = logging.getLogger("verso.handlers")

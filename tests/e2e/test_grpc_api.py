@@ -10,14 +10,9 @@ import pytest
 import tensorflow as tf
 from google.protobuf import text_format
 from tensorflow.core.protobuf import saved_model_pb2
-from tensorflow_serving.apis import (
-    classification_pb2,
-    get_model_metadata_pb2,
-    get_model_status_pb2,
-    inference_pb2,
-    regression_pb2,
-    session_service_pb2,
-)
+from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2, get_model_status_pb2,
+                                     inference_pb2, regression_pb2,
+                                     session_service_pb2)
 
 from tests.e2e.helpers import metadata_request, predict_request, rpc_error, status_request, y_of
 from tests.models import IDENTITY_DTYPES
