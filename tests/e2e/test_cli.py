@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 
@@ -11,19 +10,15 @@ import numpy as np
 import pytest
 
 from tests.e2e.helpers import metadata_request, predict_request, states, y_of
+from tests.e2e.conftest import script
 from tests.server_proc import ServerProcess
 
-VENV_BIN = os.path.dirname(sys.executable)
 
 
 def run(*cmd, timeout=120):
     return subprocess.run(list(cmd), capture_output=True, text=True, timeout=timeout)
 
 
-def _script(name):
-    path = shutil.which(name, path=VENV_BIN) or shutil.which(name)
-    assert path, f"console script {name} is not installed (pip install -e .)"
-    return path
 
 
 @pytest.mark.parametrize("args, message", [
@@ -36,7 +31,7 @@ def _script(name):
     (["--model_base_path=relative/dir"], "Expected model default to have an absolute path or URI"),
 ])
 def test_startup_errors_print_one_line(args, message):
-    r = run(_script("tensorflow_model_server"), *args)
+    r = run(script("tensorflow_model_server"), *args)
     assert r.returncode == 255
     lines = [line for line in r.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, r.stderr
@@ -58,7 +53,7 @@ def test_invalid_config_file_one_line(tmp_path):
 
 
 def test_version_flag():
-    r = run(_script("tensorflow_model_server"), "--version")
+    r = run(script("tensorflow_model_server"), "--version")
     assert r.returncode == 0
     assert r.stdout.startswith("TensorFlow ModelServer: ") and "TensorFlow Library: 2." in r.stdout
 
@@ -76,7 +71,7 @@ def test_port_in_use_fails_cleanly(repo, server_factory):
 
 
 def test_verso_serve_without_model_flags_serves_the_bundled_repository(server_factory):
-    srv = server_factory(entry=[_script("verso"), "serve"], rest=True)
+    srv = server_factory(entry=[script("verso"), "serve"], rest=True)
     x = np.array([1.0, 2.0, 5.0], np.float32)
     resp = srv.predict_stub.Predict(predict_request("half_plus_two", {"x": x}), timeout=30)
     np.testing.assert_allclose(y_of(resp), [2.5, 3.0, 4.5])

@@ -11,22 +11,14 @@ import sys
 import numpy as np
 import pytest
 
-from tests.e2e.test_cli import _script
-from tests.server_proc import ServerProcess, free_port
-
-
-@pytest.fixture(scope="module")
-def bundled():
-    srv = ServerProcess([], entry=[_script("verso"), "serve"], rest=True)
-    srv.start()
-    yield srv
-    srv.stop()
+from tests.e2e.conftest import script
+from tests.server_proc import free_port
 
 
 def verso(*args, timeout=60):
     env = dict(os.environ, COLUMNS="200")
     env.pop("VERSO_TARGET", None)
-    return subprocess.run([_script("verso"), *args], capture_output=True, text=True, timeout=timeout, env=env)
+    return subprocess.run([script("verso"), *args], capture_output=True, text=True, timeout=timeout, env=env)
 
 
 def at(srv):
@@ -119,10 +111,12 @@ def test_metadata_tables_show_signatures_with_dtypes_and_shapes(bundled):
      "verso: error: NOT_FOUND: Could not find version 9 of model half_plus_two"),
     (["predict", "half_plus_two", "[1.0"], "verso: error: cannot read '[1.0': not a JSON or Python literal"),
     (["predict", "half_plus_two"], "verso: error: predict needs at least one INPUT"),
-    (["predict", "half_plus_two", "@/no/such.npy"], "verso: error: cannot read /no/such.npy: No such file or directory"),
+    (["predict", "half_plus_two", "@/no/such.npy"],
+     "verso: error: cannot read /no/such.npy: No such file or directory"),
     (["predict", "half_plus_two", "[1.0]", "--signature", "nope"],
      'verso: error: FAILED_PRECONDITION: Serving signature key "nope" not found.'),
-    (["reload", "/no/such.config"], "verso: error: INVALID_ARGUMENT: cannot read /no/such.config: No such file or directory"),
+    (["reload", "/no/such.config"],
+     "verso: error: INVALID_ARGUMENT: cannot read /no/such.config: No such file or directory"),
 ])
 def test_errors_are_one_line_and_exit_1(bundled, args, line):
     assert one_line_error(verso(*args, *at(bundled))) == line
@@ -172,7 +166,8 @@ def test_bench_over_rest_with_given_inputs(bundled):
     assert r.returncode == 0, r.stderr
     rows = dict(_rows(r.stdout))
     assert (rows["requests"], rows["ok"], rows["errors"]) == ("20", "20", "0")
-    assert "5 rows per request" in r.stdout and float(rows["rows/s"]) == pytest.approx(5 * float(rows["req/s"]), rel=0.01)
+    assert "5 rows per request" in r.stdout
+    assert float(rows["rows/s"]) == pytest.approx(5 * float(rows["req/s"]), rel=0.01)
 
 
 def test_bench_shows_a_progress_bar_on_a_terminal(bundled):
@@ -180,7 +175,7 @@ def test_bench_shows_a_progress_bar_on_a_terminal(bundled):
 
     master, slave = pty.openpty()
     try:
-        r = subprocess.run([_script("verso"), "bench", "half_plus_two", "-n", "30", "-c", "2", *at(bundled)],
+        r = subprocess.run([script("verso"), "bench", "half_plus_two", "-n", "30", "-c", "2", *at(bundled)],
                            stdout=subprocess.PIPE, stderr=slave, text=True, timeout=60)
         os.close(slave)
         slave = None
