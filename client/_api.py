@@ -12,9 +12,11 @@ drop a metadata cache entry that led it astray) and then reaches the caller unch
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import os
 import random
+import time
 from collections.abc import Iterator, Mapping
 from typing import Any, NamedTuple, Optional
 
@@ -27,6 +29,7 @@ from client.errors import VersoError
 from client.types import ModelMetadata, Signature
 from server.core import tensor_codec
 
+SLEEP = "sleep"  # the method a call generator yields to wait (its "timeout" is the wait)
 DEFAULT_TIMEOUT = 10.0
 DEFAULT_ATTEMPTS = 5  # gRPC's own ceiling for retryPolicy.maxAttempts
 # gRPC's retry schedule (A6): the n-th retry waits uniform(0, min(initial * multiplier**n, max)).
@@ -141,14 +144,17 @@ def reload_config(config) -> model_server_config_pb2.ModelServerConfig:
 
 
 class Api:
-    """The calls every client offers. Needs ``self._codec``, ``self.timeout`` and a runner's
-    ``_run``; ``self._signatures`` caches ModelMetadata by (model, version, label)."""
+    """The calls every client offers. Needs ``self._codec``, ``self.timeout``,
+    ``self.max_attempts`` and a runner's ``_run``; ``self._signatures`` caches ModelMetadata by
+    (model, version, label)."""
 
     _codec: Any
     timeout: float
+    max_attempts: int
 
-    def _init_api(self, timeout: Optional[float]) -> None:
+    def _init_api(self, timeout: Optional[float], max_attempts: int) -> None:
         self.timeout = DEFAULT_TIMEOUT if timeout is None else float(timeout)
+        self.max_attempts = max(1, int(max_attempts))
         self._signatures: dict[tuple, ModelMetadata] = {}
 
     def _deadline(self, timeout: Optional[float]) -> float:
@@ -207,6 +213,26 @@ class Api:
 
     # ---- the calls as generators --------------------------------------------------------------
 
+    def _call(self, method: str, request, timeout: float):
+        """One RPC: yields it and returns its answer. A transport whose codec says
+        ``retries_here`` (REST; gRPC channels retry by themselves) gets UNAVAILABLE retried here
+        on gRPC's schedule, within the call's deadline: the waits are yielded as ``SLEEP``."""
+        if not self._codec.retries_here:
+            return (yield (method, request, timeout))
+        deadline = time.monotonic() + timeout
+        delays = backoff_delays(self.max_attempts)
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise VersoError(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
+            try:
+                return (yield (method, request, remaining))
+            except VersoError as e:
+                delay = next(delays, None) if e.code == grpc.StatusCode.UNAVAILABLE else None
+                if delay is None or time.monotonic() + delay >= deadline:
+                    raise
+            yield (SLEEP, None, delay)
+
     def _signature(self, spec: Spec, timeout: float):
         key = (spec.model, spec.version, spec.label)
         md = self._signatures.get(key)
@@ -216,11 +242,11 @@ class Api:
         return md.signature(spec.signature)
 
     def _metadata(self, spec: Spec, timeout: float):
-        raw = yield ("metadata", self._codec.metadata_request(spec), timeout)
+        raw = yield from self._call("metadata", self._codec.metadata_request(spec), timeout)
         return self._codec.metadata_result(raw)
 
     def _simple(self, what: str, arg, timeout: float):
-        raw = yield (what, getattr(self._codec, f"{what}_request")(arg), timeout)
+        raw = yield from self._call(what, getattr(self._codec, f"{what}_request")(arg), timeout)
         return getattr(self._codec, f"{what}_result")(raw)
 
     def _predict(self, spec: Spec, inputs, output_filter, timeout: float, with_version: bool, as_dict: bool):
@@ -236,7 +262,7 @@ class Api:
         except tensor_codec.TensorCodecError as e:
             raise VersoError.invalid(str(e)) from None
         try:
-            raw = yield ("predict", request, timeout)
+            raw = yield from self._call("predict", request, timeout)
         except VersoError as e:
             if sig is not None and e.code in _STALE_METADATA:
                 self._signatures.pop((spec.model, spec.version, spec.label), None)
@@ -259,12 +285,13 @@ class Api:
             doc["context"] = features_json(context)
         if spec.signature:
             doc["signature_name"] = spec.signature
-        raw = yield (method, getattr(self._codec, f"{method}_request")(spec, doc), timeout)
+        raw = yield from self._call(method, getattr(self._codec, f"{method}_request")(spec, doc), timeout)
         return getattr(self._codec, f"{method}_result")(raw)
 
 
 class SyncRunner:
-    """Drives a call generator with blocking ``self._io(method, request, timeout)``."""
+    """Drives a call generator with blocking ``self._io(method, request, timeout)`` (and
+    ``time.sleep`` for ``SLEEP``). Also the client's ``with`` support around ``close()``."""
 
     def _run(self, gen):
         value, error = None, None
@@ -274,13 +301,23 @@ class SyncRunner:
             except StopIteration as stop:
                 return stop.value
             try:
-                value, error = self._io(method, request, timeout), None
+                if method is SLEEP:
+                    value, error = time.sleep(timeout), None
+                else:
+                    value, error = self._io(method, request, timeout), None
             except VersoError as e:
                 value, error = None, e
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
 
 class AsyncRunner:
-    """Drives a call generator with ``await self._io(method, request, timeout)``."""
+    """Drives a call generator with ``await self._io(method, request, timeout)`` (and
+    ``asyncio.sleep`` for ``SLEEP``). Also ``async with`` support around ``close()``."""
 
     async def _run(self, gen):
         value, error = None, None
@@ -290,6 +327,15 @@ class AsyncRunner:
             except StopIteration as stop:
                 return stop.value
             try:
-                value, error = await self._io(method, request, timeout), None
+                if method is SLEEP:
+                    value, error = await asyncio.sleep(timeout), None
+                else:
+                    value, error = await self._io(method, request, timeout), None
             except VersoError as e:
                 value, error = None, e
+
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()

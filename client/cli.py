@@ -259,12 +259,12 @@ def _show_bench(report: dict, as_json: bool) -> None:
 
 # ---- commands -----------------------------------------------------------------------------------
 
-def _client(args, aio: bool = False):
+def _client(args, aio: bool = False, **kw):
     from client import AsyncClient, AsyncRestClient, Client, RestClient
 
     if args.rest:
-        return (AsyncRestClient if aio else RestClient)(args.rest, timeout=args.timeout)
-    return (AsyncClient if aio else Client)(args.target, timeout=args.timeout)
+        return (AsyncRestClient if aio else RestClient)(args.rest, timeout=args.timeout, **kw)
+    return (AsyncClient if aio else Client)(args.target, timeout=args.timeout, **kw)
 
 
 def _servable(args) -> dict:
@@ -319,7 +319,8 @@ def _bench(args) -> None:
     target = args.rest or args.target
 
     async def main() -> dict:
-        client = _client(args, aio=True)
+        # No retries: a stress test reports the server's UNAVAILABLE answers, not hides them.
+        client = _client(args, aio=True, max_attempts=1)
         try:
             spec = make_spec(args.model, args.version, args.label, args.signature)
             signature = (await client.metadata(args.model, **_servable(args))).signature(args.signature)

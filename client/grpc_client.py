@@ -129,6 +129,7 @@ class GrpcCodec:
 
     needs_signature = False  # tensors carry their dtype
     filters_outputs = True   # PredictRequest.output_filter
+    retries_here = False     # the channel's retry policy does it
 
     @staticmethod
     def predict_request(spec: Spec, arrays: dict, output_filter) -> predict_pb2.PredictRequest:
@@ -208,11 +209,11 @@ class _GrpcBase(Api):
     def __init__(self, target: str = "localhost:8500", *, timeout: Optional[float] = None,
                  max_attempts: int = DEFAULT_ATTEMPTS, credentials: Optional[grpc.ChannelCredentials] = None,
                  options: Sequence = (), aio: bool = False):
-        self._init_api(timeout)
+        self._init_api(timeout, max_attempts)
         self.target = target
         self._codec = GrpcCodec
         mod = grpc.aio if aio else grpc
-        uri, opts = channel_target(target), channel_options(max_attempts, options)
+        uri, opts = channel_target(target), channel_options(self.max_attempts, options)
         self._channel = (mod.secure_channel(uri, credentials, options=opts) if credentials is not None
                          else mod.insecure_channel(uri, options=opts))
         stubs = (prediction_service_pb2_grpc.PredictionServiceStub(self._channel),
@@ -241,12 +242,6 @@ class Client(_GrpcBase, SyncRunner):
     def close(self) -> None:
         self._channel.close()
 
-    def __enter__(self) -> "Client":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
 
 class AsyncClient(_GrpcBase, AsyncRunner):
     """asyncio gRPC client (``grpc.aio``): the methods of ``Client``, awaitable.
@@ -265,9 +260,3 @@ class AsyncClient(_GrpcBase, AsyncRunner):
 
     async def close(self) -> None:
         await self._channel.close()
-
-    async def __aenter__(self) -> "AsyncClient":
-        return self
-
-    async def __aexit__(self, *exc) -> None:
-        await self.close()

@@ -15,7 +15,6 @@ Differences that the REST API imposes (each documented on the call):
 
 from __future__ import annotations
 
-import asyncio
 import time
 import urllib.parse
 from typing import Optional
@@ -27,7 +26,7 @@ import orjson
 from google.protobuf import json_format
 from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, model_pb2
 
-from client._api import DEFAULT_ATTEMPTS, Api, AsyncRunner, Spec, SyncRunner, backoff_delays
+from client._api import DEFAULT_ATTEMPTS, Api, AsyncRunner, Spec, SyncRunner
 from client.errors import VersoError, from_serving_error
 from client.types import metadata_from_protos, status_from_proto
 from server.api import rest_json
@@ -88,6 +87,7 @@ class RestCodec:
 
     needs_signature = True   # JSON numbers carry no dtype: the signature types the outputs
     filters_outputs = False
+    retries_here = True      # HTTP has no retry policy of its own
 
     @staticmethod
     def predict_request(spec: Spec, arrays: dict, output_filter):
@@ -173,24 +173,13 @@ def _check_deadline(deadline: float) -> None:
         raise VersoError(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
 
 
-def _retry_wait(error: VersoError, delays, deadline: float) -> Optional[float]:
-    """How long to wait before trying again after ``error``, or None to give up."""
-    if error.code != grpc.StatusCode.UNAVAILABLE:
-        return None
-    delay = next(delays, None)
-    if delay is None or time.monotonic() + delay >= deadline:
-        return None
-    return delay
-
-
 class _RestBase(Api):
     def __init__(self, url: str = "http://localhost:8501", *, timeout: Optional[float] = None,
                  max_attempts: int = DEFAULT_ATTEMPTS):
-        self._init_api(timeout)
+        self._init_api(timeout, max_attempts)
         if "://" not in url:
             url = "http://" + url
         self.url = url.rstrip("/")
-        self.max_attempts = max(1, int(max_attempts))
         self._codec = RestCodec
 
 
@@ -203,30 +192,16 @@ class RestClient(_RestBase, SyncRunner):
 
     def _io(self, method: str, request, timeout: float) -> Reply:
         verb, path, body = request
-        deadline, delays = time.monotonic() + timeout, backoff_delays(self.max_attempts)
-        while True:
-            try:
-                try:
-                    r = self._http.request(verb, path, content=body, headers=_JSON if body else None,
-                                           timeout=max(deadline - time.monotonic(), 0.001))
-                except httpx.HTTPError as e:
-                    raise _transport_error(e) from None
-                _check_deadline(deadline)
-                return read_reply(r.status_code, r.headers, r.content)
-            except VersoError as e:
-                wait = _retry_wait(e, delays, deadline)
-                if wait is None:
-                    raise
-            time.sleep(wait)
+        deadline = time.monotonic() + timeout
+        try:
+            r = self._http.request(verb, path, content=body, headers=_JSON if body else None, timeout=timeout)
+        except httpx.HTTPError as e:
+            raise _transport_error(e) from None
+        _check_deadline(deadline)
+        return read_reply(r.status_code, r.headers, r.content)
 
     def close(self) -> None:
         self._http.close()
-
-    def __enter__(self) -> "RestClient":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 class AsyncRestClient(_RestBase, AsyncRunner):
@@ -238,27 +213,13 @@ class AsyncRestClient(_RestBase, AsyncRunner):
 
     async def _io(self, method: str, request, timeout: float) -> Reply:
         verb, path, body = request
-        deadline, delays = time.monotonic() + timeout, backoff_delays(self.max_attempts)
-        while True:
-            try:
-                try:
-                    r = await self._http.request(verb, path, content=body, headers=_JSON if body else None,
-                                                 timeout=max(deadline - time.monotonic(), 0.001))
-                except httpx.HTTPError as e:
-                    raise _transport_error(e) from None
-                _check_deadline(deadline)
-                return read_reply(r.status_code, r.headers, r.content)
-            except VersoError as e:
-                wait = _retry_wait(e, delays, deadline)
-                if wait is None:
-                    raise
-            await asyncio.sleep(wait)
+        deadline = time.monotonic() + timeout
+        try:
+            r = await self._http.request(verb, path, content=body, headers=_JSON if body else None, timeout=timeout)
+        except httpx.HTTPError as e:
+            raise _transport_error(e) from None
+        _check_deadline(deadline)
+        return read_reply(r.status_code, r.headers, r.content)
 
     async def close(self) -> None:
         await self._http.aclose()
-
-    async def __aenter__(self) -> "AsyncRestClient":
-        return self
-
-    async def __aexit__(self, *exc) -> None:
-        await self.close()
