@@ -7,7 +7,9 @@ the generators: ``SyncRunner`` (blocking I/O) and ``AsyncRunner`` (awaits the I/
 A concrete client mixes ``Api`` with one runner and provides ``_codec`` and ``_io``.
 
 Errors: ``_io`` raises ``VersoError``; it is thrown back into the generator (so a call can
-drop a metadata cache entry that led it astray) and then reaches the caller unchanged.
+drop a metadata cache entry that led it astray, or retry) and then reaches the caller unchanged.
+Retries: gRPC channels retry UNAVAILABLE by themselves; for REST, ``Api._call`` retries on the
+same schedule and yields ``(SLEEP, None, seconds)`` for the runner to wait.
 """
 
 from __future__ import annotations

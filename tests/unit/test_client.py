@@ -437,3 +437,83 @@ def test_rest_does_not_retry_other_statuses(fake_http, status):
     with RestClient(url) as c, pytest.raises(VersoError) as e:
         c.status("m")
     assert e.value.http_status == status and srv.attempts == 1
+
+
+# ---- the shared call layer, driven by a scripted transport --------------------------------------------
+
+class _ScriptedTransport:
+    """A codec + ``_io`` whose answers come from a script: ``("metadata"|"predict", answer)``
+    where an answer is a VersoError to raise or a value to return."""
+
+    needs_signature = False
+    filters_outputs = True
+
+    def __init__(self, script, retries_here=False):
+        self.script, self.calls, self.retries_here = list(script), [], retries_here
+
+    def metadata_request(self, spec):
+        return "md"
+
+    def metadata_result(self, raw):
+        return raw
+
+    def predict_request(self, spec, arrays, output_filter):
+        return arrays
+
+    def predict_result(self, raw, sig):
+        return raw, 1
+
+
+def _fake_client(transport, max_attempts=5):
+    from client._api import Api, SyncRunner
+
+    class Fake(Api, SyncRunner):
+        def _io(self, method, request, timeout):
+            transport.calls.append((method, timeout))
+            kind, answer = transport.script.pop(0)
+            assert kind == method, (kind, method)
+            if isinstance(answer, Exception):
+                raise answer
+            return answer
+
+        def close(self):
+            pass
+
+    c = Fake()
+    c._init_api(5.0, max_attempts)
+    c._codec = transport
+    return c
+
+
+MD = ModelMetadata("m", 1, {"serving_default": _sig(x="float")})
+
+
+def test_metadata_is_fetched_once_and_dropped_after_an_error_it_may_explain():
+    bad = VersoError(grpc.StatusCode.INVALID_ARGUMENT, "alias changed")
+    t = _ScriptedTransport([("metadata", MD), ("predict", {"y": 1}), ("predict", {"y": 2}), ("predict", bad),
+                            ("metadata", MD), ("predict", {"y": 3})])
+    c = _fake_client(t)
+    assert c.predict("m", [1.0]) == 1 and c.predict("m", [2.0]) == 2  # one metadata call for both
+    with pytest.raises(VersoError, match="alias changed"):
+        c.predict("m", [3.0])
+    assert c.predict("m", [4.0]) == 3  # fetched again
+    assert [m for m, _ in t.calls] == ["metadata", "predict", "predict", "predict", "metadata", "predict"]
+    assert all(timeout == 5.0 for _, timeout in t.calls)  # the client's deadline on every call
+
+
+def test_the_call_layer_retries_for_transports_without_their_own_policy(monkeypatch):
+    waits = []
+    monkeypatch.setattr("client._api.time.sleep", waits.append)
+    busy = VersoError(grpc.StatusCode.UNAVAILABLE, "busy")
+    t = _ScriptedTransport([("predict", busy), ("predict", busy), ("predict", {"y": 7})], retries_here=True)
+    assert _fake_client(t).predict("m", {"x": np.zeros(1)}) == 7
+    assert len(waits) == 2 and 0 <= waits[0] <= 0.1 and 0 <= waits[1] <= 0.2
+    # the deadline shrinks across attempts
+    assert t.calls[0][1] >= t.calls[1][1] >= t.calls[2][1]
+    t = _ScriptedTransport([("predict", VersoError(grpc.StatusCode.INTERNAL, "boom"))], retries_here=True)
+    with pytest.raises(VersoError, match="boom"):
+        _fake_client(t).predict("m", {"x": np.zeros(1)})
+    t = _ScriptedTransport([("predict", busy)] * 2, retries_here=True)
+    with pytest.raises(VersoError, match="busy"):
+        _fake_client(t, max_attempts=2).predict("m", {"x": np.zeros(1)})
+    assert len(t.calls) == 2
