@@ -15,11 +15,11 @@ Tensors go through ``server.core.tensor_codec``, the one numpy codec the server 
 """
 
 __all__ = ["Client", "AsyncClient", "RestClient", "AsyncRestClient", "VersoError",
-           "ModelMetadata", "Signature", "TensorSpec", "VersionStatus"]
+           "ModelMetadata", "Signature", "TensorSpec", "VersionStatus", "Prediction"]
 
 _WHERE = {"Client": "grpc_client", "AsyncClient": "grpc_client", "RestClient": "rest_client",
           "AsyncRestClient": "rest_client", "VersoError": "errors", "ModelMetadata": "types",
-          "Signature": "types", "TensorSpec": "types", "VersionStatus": "types"}
+          "Signature": "types", "TensorSpec": "types", "VersionStatus": "types", "Prediction": "_api"}
 
 
 def __getattr__(name: str):

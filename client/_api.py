@@ -42,6 +42,16 @@ _STALE_METADATA = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PREC
                    grpc.StatusCode.NOT_FOUND}
 
 
+class Prediction(NamedTuple):
+    """``predict(..., details=True)``: outputs by alias, the version that answered (None when
+    a REST server does not say), the request id for ``feedback`` (None unless the model is
+    under a Verso rollout)."""
+
+    outputs: dict
+    version: Optional[int]
+    request_id: Optional[str]
+
+
 class Spec(NamedTuple):
     """Which servable a call addresses: a model, at most one of version/label, a signature."""
 
@@ -166,19 +176,25 @@ class Api:
 
     def predict(self, model: str, inputs, *, version: Optional[int] = None, label: Optional[str] = None,
                 signature: Optional[str] = None, output_filter=None, timeout: Optional[float] = None,
-                with_version: bool = False, as_dict: bool = False):
+                with_version: bool = False, as_dict: bool = False, routing_key: Optional[str] = None,
+                details: bool = False):
         """Run a Predict signature.
 
         ``inputs``: a dict ``{alias: value}``, or one value when the signature has one input.
         numpy arrays are sent with their own dtype; lists and scalars are converted to the
         signature input's dtype (the signature is fetched once with GetModelMetadata and cached).
         Returns one numpy array when the answer has one output (unless ``as_dict``), else
-        ``{alias: array}``; ``(that, version)`` with ``with_version=True`` (the version that answered; None from a
-        REST server that does not say). ``output_filter``: aliases to return (REST: filtered
-        here, the server computes every output).
+        ``{alias: array}``; ``(that, version)`` with ``with_version=True`` (the version that
+        answered; None from a REST server that does not say). ``output_filter``: aliases to
+        return (REST: filtered here, the server computes every output).
+        ``details=True`` returns a ``Prediction`` (outputs by alias, the answering version, the
+        request id that ``feedback`` takes). ``routing_key``: Verso's rollout extension, so one
+        user always lands on the same side of a canary split.
         """
         spec = make_spec(model, version, label, signature)
-        return self._run(self._predict(spec, inputs, output_filter, self._deadline(timeout), with_version, as_dict))
+        return self._run(self._predict(spec, inputs, output_filter, self._deadline(timeout),
+                                       "details" if details else ("version" if with_version else ""),
+                                       as_dict, routing_key))
 
     def classify(self, model: str, examples, *, context=None, version: Optional[int] = None,
                  label: Optional[str] = None, signature: Optional[str] = None,
@@ -206,6 +222,37 @@ class Api:
         """GetModelStatus: a ``VersionStatus`` per version the server knows of."""
         spec = make_spec(model, version, label, None)
         return self._run(self._simple("status", spec, self._deadline(timeout)))
+
+    # ---- Verso's rollout extension (verso.rollout.RolloutService; protos/rollout.proto) ---------
+
+    def rollout(self, model: str, *, timeout: Optional[float] = None):
+        """The model's rollout: config, evidence per version, verdict, decisions, alarms
+        (a ``verso.rollout.RolloutStatus``). NOT_FOUND when the model has no rollout."""
+        return self._run(self._simple("rollout", str(model), self._deadline(timeout)))
+
+    def set_rollout(self, model: str, *, stable: int, canary: int = 0, canary_percent: float = 0.0,
+                    shadow_percent: float = 0.0, timeout: Optional[float] = None, **fields):
+        """Configure (or change) a model's rollout; other ``ModelRollout`` fields by keyword
+        (``labels=[...]``, ``gates={...}``, ``auto={"enabled": True}`` ...). Returns its status."""
+        from google.protobuf import json_format
+
+        from protos import rollout_pb2
+
+        doc = {"model": str(model), "stable": int(stable), "canary": int(canary),
+               "canary_percent": float(canary_percent), "shadow_percent": float(shadow_percent), **fields}
+        try:
+            message = json_format.ParseDict(doc, rollout_pb2.ModelRollout())
+        except json_format.ParseError as e:
+            raise VersoError.invalid(f"not a rollout: {e}") from None
+        return self._run(self._simple("set_rollout", message, self._deadline(timeout)))
+
+    def feedback(self, request_id: str, labels, *, timeout: Optional[float] = None):
+        """Ground truth for an earlier answer (its ``Prediction.request_id``): one label per
+        row. Returns a ``verso.rollout.FeedbackResponse`` (model, version, rows, correct)."""
+        if isinstance(labels, (str, bytes)) or not hasattr(labels, "__iter__"):
+            labels = [labels]
+        texts = [x.decode("utf-8", "replace") if isinstance(x, bytes) else str(x) for x in np.asarray(labels).tolist()]
+        return self._run(self._simple("feedback", (str(request_id), texts), self._deadline(timeout)))
 
     def reload(self, config, *, timeout: Optional[float] = None) -> None:
         """HandleReloadConfigRequest with the full desired ``ModelServerConfig`` (a proto, a
@@ -251,7 +298,8 @@ class Api:
         raw = yield from self._call(what, getattr(self._codec, f"{what}_request")(arg), timeout)
         return getattr(self._codec, f"{what}_result")(raw)
 
-    def _predict(self, spec: Spec, inputs, output_filter, timeout: float, with_version: bool, as_dict: bool):
+    def _predict(self, spec: Spec, inputs, output_filter, timeout: float, shape: str, as_dict: bool,
+                 routing_key: Optional[str]):
         single = not isinstance(inputs, Mapping)
         sig: Optional[Signature] = None
         if single or self._codec.needs_signature or not all(isinstance(v, np.ndarray) for v in inputs.values()):
@@ -260,7 +308,7 @@ class Api:
         wanted = None if output_filter is None else (
             [output_filter] if isinstance(output_filter, str) else [str(o) for o in output_filter])
         try:
-            request = self._codec.predict_request(spec, arrays, wanted)
+            request = self._codec.predict_request(spec, arrays, wanted, routing_key)
         except tensor_codec.TensorCodecError as e:
             raise VersoError.invalid(str(e)) from None
         try:
@@ -269,15 +317,17 @@ class Api:
             if sig is not None and e.code in _STALE_METADATA:
                 self._signatures.pop((spec.model, spec.version, spec.label), None)
             raise
-        outputs, answered = self._codec.predict_result(raw, sig)
+        outputs, answered, request_id = self._codec.predict_result(raw, sig)
         if wanted is not None and not self._codec.filters_outputs:
             missing = [o for o in wanted if o not in outputs]
             if missing:
                 raise VersoError.invalid(f"output tensor alias not found in signature: {missing[0]} "
                                          f"Outputs expected to be in the set {{{','.join(sorted(outputs))}}}.")
             outputs = {o: outputs[o] for o in wanted}
+        if shape == "details":
+            return Prediction(outputs, answered, request_id)
         result = next(iter(outputs.values())) if len(outputs) == 1 and not as_dict else outputs
-        return (result, answered) if with_version else result
+        return (result, answered) if shape == "version" else result
 
     def _inference(self, method: str, spec: Spec, examples, context, timeout: float):
         if isinstance(examples, Mapping) or not isinstance(examples, (list, tuple)):

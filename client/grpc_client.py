@@ -15,7 +15,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import socket
-from typing import Optional, Sequence
+from typing import NamedTuple, Optional, Sequence
 
 import grpc
 import numpy as np
@@ -44,6 +44,7 @@ from client._api import (
 )
 from client.errors import VersoError, from_serving_error
 from client.types import metadata_from_protos, status_from_proto
+from protos import rollout_pb2, rollout_pb2_grpc
 from server.api import rest_json
 from server.core import tensor_codec
 from server.core.errors import ServingError
@@ -132,24 +133,25 @@ class GrpcCodec:
     retries_here = False     # the channel's retry policy does it
 
     @staticmethod
-    def predict_request(spec: Spec, arrays: dict, output_filter) -> predict_pb2.PredictRequest:
+    def predict_request(spec: Spec, arrays: dict, output_filter, routing_key: Optional[str] = None) -> PredictCall:
         request = predict_pb2.PredictRequest(model_spec=_model_spec(spec))
         for alias, arr in arrays.items():
             # Raw bytes for numbers (one memcpy); strings always go to string_val.
             tensor_codec.fill_proto(request.inputs[alias], arr, tensor_content=True)
         if output_filter:
             request.output_filter.extend(output_filter)
-        return request
+        return PredictCall(request, ((ROUTING_KEY, routing_key),) if routing_key else ())
 
     @staticmethod
-    def predict_result(response: predict_pb2.PredictResponse, signature) -> tuple[dict, Optional[int]]:
+    def predict_result(raw, signature) -> tuple[dict, Optional[int], Optional[str]]:
+        response, request_id = raw
         try:
             # Copies: arrays decoded from tensor_content are read-only views of the message.
             outputs = {a: np.array(tensor_codec.to_ndarray(t)) for a, t in sorted(response.outputs.items())}
         except tensor_codec.TensorCodecError as e:
             raise VersoError(grpc.StatusCode.INTERNAL, f"cannot decode the server's answer: {e}") from None
         version = response.model_spec.version.value if response.model_spec.HasField("version") else None
-        return outputs, version
+        return outputs, version, request_id
 
     @staticmethod
     def metadata_request(spec: Spec):
@@ -189,6 +191,21 @@ class GrpcCodec:
         return np.array([r.value for r in response.result.regressions], dtype=np.float32)
 
     @staticmethod
+    def rollout_request(model: str):
+        return rollout_pb2.RolloutRequest(model=model)
+
+    @staticmethod
+    def set_rollout_request(message):
+        return message
+
+    @staticmethod
+    def feedback_request(arg):
+        request_id, labels = arg
+        return rollout_pb2.FeedbackRequest(request_id=request_id, labels=labels)
+
+    rollout_result = set_rollout_result = feedback_result = staticmethod(lambda response: response)
+
+    @staticmethod
     def reload_request(config):
         return model_management_pb2.ReloadConfigRequest(config=config)
 
@@ -198,11 +215,27 @@ class GrpcCodec:
             raise VersoError.from_number(response.status.error_code, response.status.error_message)
 
 
-_METHODS = {  # call name -> (stub attribute, gRPC method)
+_METHODS = {  # call name -> (stub, gRPC method)
     "predict": (0, "Predict"), "classify": (0, "Classify"), "regress": (0, "Regress"),
     "metadata": (0, "GetModelMetadata"), "status": (1, "GetModelStatus"),
     "reload": (1, "HandleReloadConfigRequest"),
+    "rollout": (2, "GetRollout"), "set_rollout": (2, "SetRollout"), "feedback": (2, "Feedback"),
 }
+ROUTING_KEY, REQUEST_ID = "verso-routing-key", "verso-request-id"
+
+
+class PredictCall(NamedTuple):
+    """A Predict on the wire: the request and its metadata (the rollout routing key)."""
+
+    request: predict_pb2.PredictRequest
+    metadata: tuple
+
+
+def _request_id(trailing) -> Optional[str]:
+    for key, value in trailing or ():
+        if key == REQUEST_ID:
+            return value
+    return None
 
 
 class _GrpcBase(Api):
@@ -217,7 +250,8 @@ class _GrpcBase(Api):
         self._channel = (mod.secure_channel(uri, credentials, options=opts) if credentials is not None
                          else mod.insecure_channel(uri, options=opts))
         stubs = (prediction_service_pb2_grpc.PredictionServiceStub(self._channel),
-                 model_service_pb2_grpc.ModelServiceStub(self._channel))
+                 model_service_pb2_grpc.ModelServiceStub(self._channel),
+                 rollout_pb2_grpc.RolloutServiceStub(self._channel))
         self._methods = {name: getattr(stubs[i], rpc) for name, (i, rpc) in _METHODS.items()}
 
 
@@ -235,6 +269,10 @@ class Client(_GrpcBase, SyncRunner):
 
     def _io(self, method: str, request, timeout: float):
         try:
+            if method == "predict":
+                response, call = self._methods[method].with_call(request.request, timeout=timeout,
+                                                                 metadata=request.metadata or None)
+                return response, _request_id(call.trailing_metadata())
             return self._methods[method](request, timeout=timeout)
         except grpc.RpcError as e:
             raise VersoError(e.code(), e.details() or "") from None
@@ -254,6 +292,10 @@ class AsyncClient(_GrpcBase, AsyncRunner):
 
     async def _io(self, method: str, request, timeout: float):
         try:
+            if method == "predict":
+                call = self._methods[method](request.request, timeout=timeout, metadata=request.metadata or None)
+                response = await call
+                return response, _request_id(await call.trailing_metadata())
             return await self._methods[method](request, timeout=timeout)
         except grpc.RpcError as e:
             raise VersoError(e.code(), e.details() or "") from None

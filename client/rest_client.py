@@ -29,10 +29,12 @@ from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2
 from client._api import DEFAULT_ATTEMPTS, Api, AsyncRunner, Spec, SyncRunner
 from client.errors import VersoError, from_serving_error
 from client.types import metadata_from_protos, status_from_proto
+from protos import rollout_pb2
 from server.api import rest_json
 from server.core.errors import ServingError
 
 VERSION_HEADER = rest_json.VERSION_HEADER
+ROUTING_KEY_HEADER, REQUEST_ID_HEADER = "Verso-Routing-Key", "Verso-Request-Id"
 _JSON = {"Content-Type": "application/json"}
 
 
@@ -50,12 +52,13 @@ def _body(doc: dict) -> bytes:
 
 
 class Reply:
-    """A REST answer: the parsed JSON body and the answering version (if the server said)."""
+    """A REST answer: the parsed JSON body, the answering version and the request id (when
+    the server said)."""
 
-    __slots__ = ("doc", "version")
+    __slots__ = ("doc", "version", "request_id")
 
-    def __init__(self, doc, version: Optional[int]):
-        self.doc, self.version = doc, version
+    def __init__(self, doc, version: Optional[int], request_id: Optional[str] = None):
+        self.doc, self.version, self.request_id = doc, version, request_id
 
 
 def read_reply(status: int, headers, content: bytes) -> Reply:
@@ -67,7 +70,7 @@ def read_reply(status: int, headers, content: bytes) -> Reply:
         doc = None
     if 200 <= status < 300 and doc is not None:
         version = headers.get(VERSION_HEADER)
-        return Reply(doc, int(version) if version and version.isdigit() else None)
+        return Reply(doc, int(version) if version and version.isdigit() else None, headers.get(REQUEST_ID_HEADER))
     if isinstance(doc, dict) and isinstance(doc.get("error"), str):
         message = doc["error"]
     else:
@@ -90,15 +93,15 @@ class RestCodec:
     retries_here = True      # HTTP has no retry policy of its own
 
     @staticmethod
-    def predict_request(spec: Spec, arrays: dict, output_filter):
+    def predict_request(spec: Spec, arrays: dict, output_filter, routing_key: Optional[str] = None):
         try:
             body = rest_json.encode_predict_request(arrays, spec.signature)
         except ServingError as e:
             raise from_serving_error(e) from None
-        return "POST", _path(spec, ":predict"), body
+        return "POST", _path(spec, ":predict"), body, ({ROUTING_KEY_HEADER: routing_key} if routing_key else None)
 
     @staticmethod
-    def predict_result(reply: Reply, signature) -> tuple[dict, Optional[int]]:
+    def predict_result(reply: Reply, signature) -> tuple[dict, Optional[int], Optional[str]]:
         doc = reply.doc
         if not isinstance(doc, dict) or "outputs" not in doc:
             raise VersoError(grpc.StatusCode.INTERNAL, "the server's answer has no 'outputs'")
@@ -110,7 +113,7 @@ class RestCodec:
             arrays, _ = rest_json.decode_predict({"inputs": outputs}, infos)
         except ServingError as e:
             raise VersoError(grpc.StatusCode.INTERNAL, f"cannot decode the server's answer: {e.message}") from None
-        return arrays, reply.version
+        return arrays, reply.version, reply.request_id
 
     @staticmethod
     def metadata_request(spec: Spec):
@@ -155,6 +158,30 @@ class RestCodec:
             raise VersoError(grpc.StatusCode.INTERNAL, "unexpected regress answer from the server") from None
 
     @staticmethod
+    def rollout_request(model: str):
+        return "GET", "/v1/rollouts/" + urllib.parse.quote(model, safe=""), None
+
+    @staticmethod
+    def rollout_result(reply: Reply):
+        return _parse(reply.doc, rollout_pb2.RolloutStatus())
+
+    @staticmethod
+    def set_rollout_request(message):
+        body = json_format.MessageToJson(message, preserving_proto_field_name=True).encode()
+        return "POST", "/v1/rollouts/" + urllib.parse.quote(message.model, safe=""), body
+
+    set_rollout_result = rollout_result
+
+    @staticmethod
+    def feedback_request(arg):
+        request_id, labels = arg
+        return "POST", "/v1/feedback", _body({"request_id": request_id, "labels": labels})
+
+    @staticmethod
+    def feedback_result(reply: Reply):
+        return _parse(reply.doc, rollout_pb2.FeedbackResponse())
+
+    @staticmethod
     def reload_request(config):
         raise VersoError(grpc.StatusCode.UNIMPLEMENTED,
                          "ReloadConfig has no REST endpoint in TF Serving's API; use the gRPC client")
@@ -191,10 +218,11 @@ class RestClient(_RestBase, SyncRunner):
         self._http = httpx.Client(base_url=self.url)
 
     def _io(self, method: str, request, timeout: float) -> Reply:
-        verb, path, body = request
+        verb, path, body, *extra = request
+        headers = {**_JSON, **(extra[0] or {})} if extra else (_JSON if body else None)
         deadline = time.monotonic() + timeout
         try:
-            r = self._http.request(verb, path, content=body, headers=_JSON if body else None, timeout=timeout)
+            r = self._http.request(verb, path, content=body, headers=headers, timeout=timeout)
         except httpx.HTTPError as e:
             raise _transport_error(e) from None
         _check_deadline(deadline)
@@ -212,10 +240,11 @@ class AsyncRestClient(_RestBase, AsyncRunner):
         self._http = httpx.AsyncClient(base_url=self.url)
 
     async def _io(self, method: str, request, timeout: float) -> Reply:
-        verb, path, body = request
+        verb, path, body, *extra = request
+        headers = {**_JSON, **(extra[0] or {})} if extra else (_JSON if body else None)
         deadline = time.monotonic() + timeout
         try:
-            r = await self._http.request(verb, path, content=body, headers=_JSON if body else None, timeout=timeout)
+            r = await self._http.request(verb, path, content=body, headers=headers, timeout=timeout)
         except httpx.HTTPError as e:
             raise _transport_error(e) from None
         _check_deadline(deadline)

@@ -36,10 +36,17 @@ class StartupError(Exception):
     """Start-up cannot complete; ``str()`` is the one line for the operator."""
 
 
+async def _apply_rollouts(rollouts, text: str, path: str) -> None:
+    from server.rollout.config import parse_rollout_config
+
+    rollouts.apply(parse_rollout_config(text, path), source=path)
+
+
 class App:
     def __init__(self, settings: Settings, models: list[ModelEntry], *, config_root: Optional[str] = None,
-                 batching=None, prometheus_path: Optional[str] = None):
+                 batching=None, prometheus_path: Optional[str] = None, rollout_configs: Optional[dict] = None):
         self.settings = settings
+        self.rollout_configs = rollout_configs or {}  # model -> verso.rollout.ModelRollout, checked
         self.prometheus_path = prometheus_path
         self.batching_options = batching
         self.models = models
@@ -51,7 +58,7 @@ class App:
         from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
         from server.api.grpc_service import create_server
-        from server.api.handlers import ServingCore
+        from server.api.handlers import ServingCore, poll_text_file
         from server.core.manager import Manager
         from server.core.model_config import ServedModels
         from server.core.source import DirectoryWatcher, FileSystemSource
@@ -108,9 +115,23 @@ class App:
             batch_pool = ThreadPoolExecutor(o.num_batch_threads, thread_name_prefix=f"verso-{o.thread_pool_name}")
             batching = (BatchScheduler(batch_pool, o.num_batch_threads, observer=metrics.batch), o)
             log.info("Batching on: %s", o)
+        from server.rollout.manager import RolloutManager
+        shadow_pool = ThreadPoolExecutor(1, thread_name_prefix="verso-shadow")
+        paths = {}
+
+        def version_age(name: str, version: int):
+            if (name, version) not in paths:
+                paths.update({(name, v.version): v.path for v in manager.status(name)})
+            mtime = version_mtime(paths.get((name, version), ""))
+            return None if mtime is None else max(0.0, time.time() - mtime)
+
+        rollouts = RolloutManager(manager, shadow_executor=shadow_pool, version_age=version_age)
+        if self.rollout_configs:
+            rollouts.apply(self.rollout_configs, source=s.rollout_config_file)
+        metrics.add_rollouts(lambda: [rollouts.status(name) for name in list(rollouts.configs)])
         core = ServingCore(manager, predict_pool, served,
                            tensor_content_outputs=s.enable_serialization_as_tensor_content,
-                           config_root=self.config_root, batching=batching, metrics=metrics)
+                           config_root=self.config_root, batching=batching, metrics=metrics, rollouts=rollouts)
 
         from server.core.errors import ServingError
         try:
@@ -157,6 +178,14 @@ class App:
                 core.poll_config_file(s.model_config_file, s.model_config_file_poll_wait_seconds),
                 name="verso-config-poll"))
 
+        tasks.append(loop.create_task(rollouts.run_auto(), name="verso-rollout-auto"))
+        if s.rollout_config_file and s.rollout_config_file_poll_wait_seconds > 0:
+            tasks.append(loop.create_task(
+                poll_text_file(s.rollout_config_file, s.rollout_config_file_poll_wait_seconds,
+                               lambda text: _apply_rollouts(rollouts, text, s.rollout_config_file),
+                               "rollout config file"),
+                name="verso-rollout-config-poll"))
+
         rest_runner = None
         if s.rest_api_port and s.rest_api_port == s.port:
             log.error("--rest_api_port must differ from --port; the REST API is not started")
@@ -197,6 +226,6 @@ class App:
         await manager.stop()
         if watcher is not None:
             watcher.stop()
-        for pool in (predict_pool, load_pool, unload_pool, fs_pool, batch_pool):
+        for pool in (predict_pool, load_pool, unload_pool, fs_pool, batch_pool, shadow_pool):
             if pool is not None:
                 pool.shutdown(wait=False, cancel_futures=True)

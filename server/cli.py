@@ -44,6 +44,7 @@ def run_server(argv: list[str], *, bundled_default: bool) -> int:
         parse_flags,
         prometheus_path,
         resolve_models,
+        rollout_configs,
         usage,
     )
 
@@ -63,6 +64,7 @@ def run_server(argv: list[str], *, bundled_default: bool) -> int:
             settings.values["model_config_file"] = bundled
         models = resolve_models(settings, bundled_config=bundled)
         batching = batching_options(settings)
+        rollouts = rollout_configs(settings)
         metrics_path = prometheus_path(settings)
         if bundled_default:
             metrics_path = verso_serve_defaults(settings, metrics_path)
@@ -82,7 +84,7 @@ def run_server(argv: list[str], *, bundled_default: bool) -> int:
     config_root = os.path.dirname(bundled) if bundled else None
     try:
         asyncio.run(App(settings, models, config_root=config_root, batching=batching,
-                        prometheus_path=metrics_path).serve())
+                        prometheus_path=metrics_path, rollout_configs=rollouts).serve())
     except StartupError as e:
         print(f"Failed to start server. Error: {e}", file=sys.stderr)
         return EXIT_STARTUP_FAILURE

@@ -106,6 +106,10 @@ def _flags() -> dict[str, Flag]:
         Flag("num_request_iterations_for_warmup", i, 0, "Warmup iterations"),
         Flag("version", b, False, "Print the version and exit"),
         Flag("monitoring_config_file", s, "", "MonitoringConfig text proto (Prometheus on the REST port)"),
+        Flag("rollout_config_file", s, "",
+             "Verso: RolloutConfig text proto (canary split, shadow, staleness, verdict rules; protos/rollout.proto)"),
+        Flag("rollout_config_file_poll_wait_seconds", i, 2,
+             "Verso: re-read --rollout_config_file every N s and apply it when it changed (0 = never)"),
         Flag("remove_unused_fields_from_bundle_metagraph", b, True, "", implemented=False),
         Flag("prefer_tflite_model", b, False, "", implemented=False),
         Flag("num_tflite_pools", i, 1, "", implemented=False),
@@ -317,3 +321,22 @@ def resolve_models(settings: Settings, *, bundled_config: Optional[str] = None) 
         return validate_model_config(read_model_config_file(bundled_config),
                                      root_dir=os.path.dirname(os.path.abspath(bundled_config)))
     raise SettingsError("Both server_options.model_base_path and server_options.model_config_file are empty!")
+
+
+def rollout_configs(settings: Settings) -> dict:
+    """``--rollout_config_file`` read and checked at start-up (model -> ModelRollout); a file
+    that cannot be read or is invalid stops the start with one line."""
+    path = settings.rollout_config_file
+    if not path:
+        return {}
+    from server.core.errors import ServingError
+    from server.rollout.config import parse_rollout_config
+    try:
+        with open(path, "r", encoding="utf-8") as fh:
+            text = fh.read()
+    except OSError as e:
+        raise SettingsError(f"Cannot read --rollout_config_file {path}: {e.strerror}") from None
+    try:
+        return parse_rollout_config(text, path)
+    except ServingError as e:
+        raise SettingsError(e.message) from None

@@ -20,7 +20,8 @@ import grpc
 from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2, get_model_status_pb2,
                                      inference_pb2, model_management_pb2, predict_pb2, regression_pb2)
 
-from server.api.handlers import ServingCore
+from protos import rollout_pb2
+from server.api.handlers import CallInfo, ServingCore
 from server.core.errors import Code, ServingError
 
 log = logging.getLogger("verso.grpc")
@@ -52,10 +53,23 @@ def _parser(message_cls):
     return parse
 
 
-def _method(name: str, call: Callable[[Any], Any], request_cls, response_cls, metrics=None,
-            counted: bool = False) -> grpc.RpcMethodHandler:
+ROUTING_KEY = "verso-routing-key"
+REQUEST_ID = "verso-request-id"
+
+
+def _call_info(context: grpc.aio.ServicerContext) -> CallInfo:
+    for key, value in context.invocation_metadata() or ():
+        if key == ROUTING_KEY:
+            return CallInfo(routing_key=value if isinstance(value, str) else value.decode("utf-8", "replace"))
+    return CallInfo()
+
+
+def _method(name: str, call: Callable[..., Any], request_cls, response_cls, metrics=None,
+            counted: bool = False, with_call_info: bool = False) -> grpc.RpcMethodHandler:
     """A unary handler over ``call``. With ``metrics``, every call is recorded per version; a
-    ``counted`` API (Predict, Classify, Regress) also feeds TF Serving's request metrics."""
+    ``counted`` API (Predict, Classify, Regress) also feeds TF Serving's request metrics.
+    ``with_call_info``: ``call(request, CallInfo)`` with the ``verso-routing-key`` metadata,
+    and the answer's request id goes back as ``verso-request-id`` trailing metadata."""
 
     async def behaviour(request, context: grpc.aio.ServicerContext):
         t0 = time.perf_counter()
@@ -63,9 +77,12 @@ def _method(name: str, call: Callable[[Any], Any], request_cls, response_cls, me
         try:
             if request is UNPARSABLE:
                 raise ServingError(Code.INTERNAL, f"Failed to parse {request_cls.DESCRIPTOR.full_name}")
-            answer = call(request)
+            info = _call_info(context) if with_call_info else None
+            answer = call(request, info) if with_call_info else call(request)
             if isinstance(answer, Awaitable):
                 answer = await answer
+            if info is not None and info.request_id:
+                context.set_trailing_metadata(((REQUEST_ID, info.request_id),))
             result, err = answer, None
         except ServingError as e:
             err = e
@@ -100,11 +117,13 @@ def _record(metrics, api: str, counted: bool, request, response, err, seconds: f
 
 
 def service_handlers(core: ServingCore, metrics=None) -> list[grpc.GenericRpcHandler]:
-    def method(name, call, request_cls, response_cls, counted=False):
-        return _method(name, call, request_cls, response_cls, metrics, counted)
+    def method(name, call, request_cls, response_cls, counted=False, with_call_info=False):
+        return _method(name, call, request_cls, response_cls, metrics, counted, with_call_info)
 
     prediction = {
-        "Predict": method("Predict", core.predict, predict_pb2.PredictRequest, predict_pb2.PredictResponse, True),
+        # Routing keys and request ids only matter with rollouts; without, Predict skips them.
+        "Predict": method("Predict", core.predict, predict_pb2.PredictRequest, predict_pb2.PredictResponse, True,
+                          with_call_info=core.rollouts is not None),
         "GetModelMetadata": method("GetModelMetadata", core.get_model_metadata,
                                    get_model_metadata_pb2.GetModelMetadataRequest,
                                    get_model_metadata_pb2.GetModelMetadataResponse),
@@ -123,8 +142,19 @@ def service_handlers(core: ServingCore, metrics=None) -> list[grpc.GenericRpcHan
                                             model_management_pb2.ReloadConfigRequest,
                                             model_management_pb2.ReloadConfigResponse),
     }
-    return [grpc.method_handlers_generic_handler("tensorflow.serving.PredictionService", prediction),
-            grpc.method_handlers_generic_handler("tensorflow.serving.ModelService", model)]
+    handlers = [grpc.method_handlers_generic_handler("tensorflow.serving.PredictionService", prediction),
+                grpc.method_handlers_generic_handler("tensorflow.serving.ModelService", model)]
+    if core.rollouts is not None:
+        rollouts = core.rollouts
+        # Verso's extension service: not counted in the per-model request metrics.
+        handlers.append(grpc.method_handlers_generic_handler("verso.rollout.RolloutService", {
+            "GetRollout": _method("GetRollout", lambda r: rollouts.status(r.model),
+                                  rollout_pb2.RolloutRequest, rollout_pb2.RolloutStatus),
+            "SetRollout": _method("SetRollout", rollouts.set, rollout_pb2.ModelRollout, rollout_pb2.RolloutStatus),
+            "Feedback": _method("Feedback", lambda r: rollouts.feedback(r.request_id, r.labels),
+                                rollout_pb2.FeedbackRequest, rollout_pb2.FeedbackResponse),
+        }))
+    return handlers
 
 
 def create_server(core: ServingCore, address: str, metrics=None) -> grpc.aio.Server:

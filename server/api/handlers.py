@@ -11,6 +11,7 @@ import asyncio
 import logging
 import time
 from concurrent.futures import Executor
+from dataclasses import dataclass
 from typing import Optional, Sequence
 
 from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2, get_model_status_pb2,
@@ -30,14 +31,27 @@ log = logging.getLogger("verso.handlers")
 SIGNATURE_DEF_FIELD = "signature_def"
 
 
+@dataclass
+class CallInfo:
+    """What a transport passes along with a request besides the message (Verso's rollout
+    extension): the caller's routing key in, the answer's request id out (for feedback)."""
+
+    routing_key: Optional[str] = None
+    request_id: Optional[str] = None
+
+
 class ServingCore:
     """Predict / GetModelMetadata / GetModelStatus / ReloadConfig over one ``Manager`` and the
-    applied model config (``served``: its version labels, and reloads)."""
+    applied model config (``served``: its version labels, and reloads). With ``rollouts`` (a
+    ``server.rollout.manager.RolloutManager``), requests naming no version are routed by it and
+    every call of a model under rollout is recorded as evidence."""
 
     def __init__(self, manager: Manager, executor: Executor, served: ServedModels, *,
                  tensor_content_outputs: bool = False, config_root: Optional[str] = None,
-                 batching: Optional[tuple[BatchScheduler, BatchingOptions]] = None, metrics=None):
+                 batching: Optional[tuple[BatchScheduler, BatchingOptions]] = None, metrics=None,
+                 rollouts=None):
         self.manager = manager
+        self.rollouts = rollouts
         self.metrics = metrics  # server.api.metrics.Metrics, or None
         self.executor = executor
         self.batching = batching
@@ -61,18 +75,45 @@ class ServingCore:
             return spec.name, version
         return spec.name, None
 
+    def routed(self, spec: model_pb2.ModelSpec, call: Optional[CallInfo] = None) -> tuple[str, Optional[int]]:
+        """``resolve``, then the rollout's choice for a model under rollout (an explicit version
+        is never rerouted; a label only when the rollout lists it)."""
+        name, version = self.resolve(spec)
+        if self.rollouts is not None and name in self.rollouts.configs:
+            choice = self.rollouts.route(name, spec.WhichOneof("version_choice"), spec.version_label,
+                                         call.routing_key if call is not None else None)
+            if choice is not None:
+                version = choice
+        return name, version
+
+    def _observe(self, handle, t0: float, code: str, call: Optional[CallInfo], outputs=None, shadow=None) -> None:
+        """Evidence for a model under rollout: the call, its request id, maybe a shadow call."""
+        if self.rollouts is None or handle.name not in self.rollouts.configs:
+            return
+        request_id = self.rollouts.observe(handle.name, handle.version, time.perf_counter() - t0, code, outputs)
+        if call is not None:
+            call.request_id = request_id
+        if shadow is not None and outputs is not None:
+            self.rollouts.maybe_shadow(handle.name, handle.version, *shadow, outputs)
+
     # ---- Predict -----------------------------------------------------------------------
 
-    async def predict(self, request: predict_pb2.PredictRequest) -> predict_pb2.PredictResponse:
+    async def predict(self, request: predict_pb2.PredictRequest,
+                      call: Optional[CallInfo] = None) -> predict_pb2.PredictResponse:
         if not request.HasField("model_spec"):
             raise invalid_argument("Missing ModelSpec")
-        name, version = self.resolve(request.model_spec)
+        name, version = self.routed(request.model_spec, call)
         handle = self.manager.lease(name, version)
+        t0 = time.perf_counter()
         try:
             sig_name, inputs, aliases = prepare_predict(handle.servable.signature_defs, request)
             outputs = await self.run(handle, sig_name, inputs, aliases, "Predict")
+        except ServingError as e:
+            self._observe(handle, t0, e.code.name, call)
+            raise
         finally:
             self.manager.release(handle)
+        self._observe(handle, t0, "OK", call, outputs, (sig_name, inputs, aliases))
         response = predict_pb2.PredictResponse()
         response.model_spec.name = name
         response.model_spec.version.value = handle.version
@@ -82,8 +123,8 @@ class ServingCore:
                                     tensor_content=self.tensor_content_outputs)
         return response
 
-    async def predict_decoded(self, spec: model_pb2.ModelSpec, signature_name: str, decode
-                              ) -> tuple[str, int, str, dict]:
+    async def predict_decoded(self, spec: model_pb2.ModelSpec, signature_name: str, decode,
+                              call: Optional[CallInfo] = None) -> tuple[str, int, str, dict]:
         """Predict for a transport that decodes its own inputs (REST's JSON).
 
         ``decode(signature) -> (arrays by alias, dtypes by alias)`` runs once the signature is
@@ -91,8 +132,9 @@ class ServingCore:
         version, signature name, outputs by alias). An unknown signature is INVALID_ARGUMENT
         with TF Serving's REST text.
         """
-        name, version = self.resolve(spec)
+        name, version = self.routed(spec, call)
         handle = self.manager.lease(name, version)
+        t0 = time.perf_counter()
         try:
             sig_name = signature_name or DEFAULT_SIGNATURE
             signature = handle.servable.signature_defs.get(sig_name)
@@ -102,8 +144,12 @@ class ServingCore:
             check_inputs(signature, inputs, dtypes)
             aliases = list(signature.outputs)
             outputs = await self.run(handle, sig_name, inputs, aliases, "Predict")
+        except ServingError as e:
+            self._observe(handle, t0, e.code.name, call)
+            raise
         finally:
             self.manager.release(handle)
+        self._observe(handle, t0, "OK", call, outputs, (sig_name, inputs, aliases))
         return name, handle.version, sig_name, outputs
 
     async def run(self, handle, sig_name: str, inputs: dict, aliases: Sequence[str], api: str) -> dict:
@@ -137,8 +183,9 @@ class ServingCore:
     async def _one_task(self, method: str, request, response) -> None:
         if not request.HasField("model_spec"):
             raise invalid_argument("Missing ModelSpec")
-        name, version = self.resolve(request.model_spec)
+        name, version = self.routed(request.model_spec)
         handle = self.manager.lease(name, version)
+        t0 = time.perf_counter()
         try:
             p = inference.plan(method, handle.servable.signature_defs, request.model_spec.signature_name)
             examples = serialized_examples(request.input)
@@ -146,8 +193,12 @@ class ServingCore:
                 self.metrics.examples(name, len(examples))
             outputs = await self.run(handle, p.signature_name, {p.input_alias: examples}, p.output_aliases,
                                      "Classify" if method == inference.CLASSIFY_METHOD else "Regress")
+        except ServingError as e:
+            self._observe(handle, t0, e.code.name, None)
+            raise
         finally:
             self.manager.release(handle)
+        self._observe(handle, t0, "OK", None)
         if method == inference.CLASSIFY_METHOD:
             response.result.CopyFrom(inference.classification_result(len(examples), outputs))
         else:
@@ -265,31 +316,40 @@ class ServingCore:
         return response
 
     async def poll_config_file(self, path: str, every_seconds: float) -> None:
-        """Re-read ``path`` every ``every_seconds`` and apply it when its text changed.
+        """Re-read the model config file every ``every_seconds`` and apply it when it changed
+        (see ``poll_text_file``)."""
+        async def apply(text: str) -> None:
+            await self.served.apply(validate_model_config(parse_model_config(text, path), self.config_root))
 
-        A file that does not read, parse or validate is logged and changes nothing; the same
-        text is not retried until it changes again.
-        """
-        loop = asyncio.get_running_loop()
-        last: Optional[str] = await loop.run_in_executor(None, _read_text, path)
-        while True:
-            await asyncio.sleep(every_seconds)
-            text = await loop.run_in_executor(None, _read_text, path)
-            if text is None or text == last:
-                continue
-            last = text
-            try:
-                entries = validate_model_config(parse_model_config(text, path), self.config_root)
-                await self.served.apply(entries)
-                log.info("Applied the changed model config file %s", path)
-            except ServingError as e:
-                log.error("Model config file %s was not applied: %s", path, e)
+        await poll_text_file(path, every_seconds, apply, "model config file")
 
 
-def _read_text(path: str) -> Optional[str]:
+async def poll_text_file(path: str, every_seconds: float, apply, what: str) -> None:
+    """Re-read ``path`` every ``every_seconds`` and ``await apply(text)`` when its text changed.
+
+    A file that does not read, or whose ``apply`` raises ServingError (parse, validation), is
+    logged and changes nothing; the same text is not retried until it changes again. Runs on
+    the loop until cancelled; the reads go to the default executor.
+    """
+    loop = asyncio.get_running_loop()
+    last: Optional[str] = await loop.run_in_executor(None, _read_text, path, what)
+    while True:
+        await asyncio.sleep(every_seconds)
+        text = await loop.run_in_executor(None, _read_text, path, what)
+        if text is None or text == last:
+            continue
+        last = text
+        try:
+            await apply(text)
+            log.info("Applied the changed %s %s", what, path)
+        except ServingError as e:
+            log.error("%s %s was not applied: %s", what.capitalize(), path, e)
+
+
+def _read_text(path: str, what: str) -> Optional[str]:
     try:
         with open(path, "r", encoding="utf-8") as f:
             return f.read()
     except OSError as e:
-        log.error("Cannot read model config file %s: %s", path, e.strerror)
+        log.error("Cannot read %s %s: %s", what, path, e.strerror)
         return None

@@ -106,6 +106,11 @@ class Metrics:
             v.register(_VersionCollector(versions, clock))
         ProcessCollector(registry=v)
 
+    def add_rollouts(self, statuses: Callable[[], Iterable]) -> None:
+        """Export rollout evidence: ``statuses()`` yields a ``verso.rollout.RolloutStatus`` per
+        model under rollout (called on the loop at each scrape)."""
+        self.verso.register(_RolloutCollector(statuses))
+
     # ---- recording ------------------------------------------------------------------------------
 
     def request(self, model: str, version: Optional[int], api: str, entrypoint: str, status: str,
@@ -198,6 +203,47 @@ class _VersionCollector:
                 age.add_metric([name, str(version)], max(0.0, now - mtime))
         yield state
         yield age
+
+
+class _RolloutCollector:
+    """``verso_rollout_*``: per model and version, the rollout's window of evidence; unknown
+    figures (no successful call yet, no feedback ...) are left out rather than written as 0."""
+
+    _GAUGES = (  # (metric suffix, VersionEvidence field, scale, help)
+        ("traffic_percent", "traffic_percent", 1.0, "Configured share of routed requests, percent."),
+        ("window_requests", "requests", 1.0, "Calls in the evidence window."),
+        ("error_rate", "error_rate", 1.0, "Failed calls / calls in the evidence window."),
+        ("latency_p50_seconds", "p50_ms", 1e-3, "Median latency of successful calls in the window."),
+        ("latency_p99_seconds", "p99_ms", 1e-3, "99th percentile latency of successful calls in the window."),
+        ("top1_agreement", "top1_agreement", 1.0, "Shadow rows whose top-1 matched the stable answer / rows."),
+        ("max_abs_diff", "max_abs_diff", 1.0, "Largest absolute output difference of shadow calls in the window."),
+        ("accuracy", "accuracy", 1.0, "Correct rows / rows with feedback in the window."),
+        ("stale", "stale", 1.0, "1 when the version is older than max_age_seconds."),
+        ("shadow_dropped", "shadow_dropped", 1.0, "Shadow calls dropped (budget full or failed)."),
+    )
+
+    def __init__(self, statuses):
+        self._statuses = statuses
+
+    def describe(self):
+        return []
+
+    def collect(self):
+        families = {name: GaugeMetricFamily(f"verso_rollout_{name}", text, labels=["model_name", "version", "role"])
+                    for name, _, _, text in self._GAUGES}
+        verdict = GaugeMetricFamily("verso_rollout_verdict", "1 for the current verdict of each rollout.",
+                                    labels=["model_name", "decision"])
+        for st in self._statuses():
+            model = st.config.model
+            for v in st.versions:
+                labels = [model, str(v.version), v.role]
+                for name, field, scale, _ in self._GAUGES:
+                    value = float(getattr(v, field))
+                    if value >= 0:  # -1 marks an unknown figure
+                        families[name].add_metric(labels, value * scale)
+            verdict.add_metric([model, st.verdict.decision], 1)
+        yield from families.values()
+        yield verdict
 
 
 def _escape(value: str) -> str:

@@ -36,7 +36,8 @@ from tensorflow_serving.apis import (
 )
 
 from server.api import rest_json
-from server.api.handlers import SIGNATURE_DEF_FIELD, ServingCore
+from protos import rollout_pb2
+from server.api.handlers import SIGNATURE_DEF_FIELD, CallInfo, ServingCore
 from server.core.errors import Code, ServingError
 
 log = logging.getLogger("verso.rest")
@@ -45,11 +46,16 @@ INT32_MAX = 2**31 - 1
 OFFLOAD_BYTES = 256 * 1024
 
 _V1 = re.compile(r"(?i)/v1/.*")
+# Verso's rollout extension: /v1/rollouts/MODEL and /v1/feedback.
+_ROLLOUT = re.compile(r"/v1/(?:rollouts/([^/:]+)|feedback)")
+ROUTING_KEY_HEADER = "Verso-Routing-Key"
+REQUEST_ID_HEADER = "Verso-Request-Id"
 _INFER = re.compile(r"(?i)/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?:(classify|regress|predict)")
 _STATUS = re.compile(r"(?i)/v1/models(?:/([^/:]+))?(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?(?:/(metadata))?")
 _ORIGIN = re.compile(r"https?://.+")
 _CORS = {"Access-Control-Allow-Origin": "*", "Access-Control-Allow-Methods": "POST, GET",
-         "Access-Control-Allow-Headers": "Content-Type", "Access-Control-Expose-Headers": rest_json.VERSION_HEADER}
+         "Access-Control-Allow-Headers": "Content-Type, Verso-Routing-Key",
+         "Access-Control-Expose-Headers": f"{rest_json.VERSION_HEADER}, Verso-Request-Id"}
 _JSON = "application/json"
 
 
@@ -97,15 +103,19 @@ class RestApi:
             return self._preflight(request)
         t0 = time.perf_counter()
         model, verb, version, api = "", "", None, "GetModelStatus"
+        call = CallInfo(routing_key=request.headers.get(ROUTING_KEY_HEADER))
         try:
             m = _INFER.fullmatch(path)
+            r = _ROLLOUT.fullmatch(path)
             if method == "POST" and m:
                 model, verb = urllib.parse.unquote(m.group(1)), m.group(4)
                 api = verb.capitalize()
                 if verb not in ("predict", "classify", "regress"):
                     raise self._malformed(request)
                 spec = self._spec(model, m.group(2), m.group(3))
-                body, version = await self._with_timeout(self._infer(verb, spec, request))
+                body, version = await self._with_timeout(self._infer(verb, spec, request, call))
+            elif r and self.core.rollouts is not None:
+                body = await self._rollout(method, r, request)
             else:
                 m = _STATUS.fullmatch(path)
                 if method != "GET" or not m:
@@ -133,6 +143,8 @@ class RestApi:
         if version is not None and status == 200:
             # Verso's extension: which version answered (gRPC has it in the response's model_spec).
             headers[rest_json.VERSION_HEADER] = str(version)
+            if call.request_id:
+                headers[REQUEST_ID_HEADER] = call.request_id
         return web.Response(body=body, status=status, content_type=_JSON, headers=headers)
 
     def _preflight(self, request: web.Request) -> web.Response:
@@ -170,7 +182,33 @@ class RestApi:
 
     # ---- inference -------------------------------------------------------------------------------
 
-    async def _infer(self, verb: str, spec: model_pb2.ModelSpec, request: web.Request) -> tuple[bytes, int]:
+    async def _rollout(self, method: str, m: re.Match, request: web.Request) -> bytes:
+        """Verso's rollout extension over REST: ``GET /v1/rollouts/MODEL`` (RolloutStatus),
+        ``POST /v1/rollouts/MODEL`` (a ModelRollout, as SetRollout), ``POST /v1/feedback``
+        (``{"request_id": ..., "labels": [...]}``). Bodies and answers are the protos' JSON."""
+        rollouts = self.core.rollouts
+        target = urllib.parse.unquote(m.group(1) or "")
+        if method == "GET" and target:
+            return _dump(_proto_dict(rollouts.status(target)))
+        if method != "POST":
+            raise self._malformed(request)
+        doc = rest_json.parse_json(await request.read())
+        if not isinstance(doc, dict):
+            raise ServingError(Code.INVALID_ARGUMENT, "The body must be a JSON object")
+        message = rollout_pb2.ModelRollout() if target else rollout_pb2.FeedbackRequest()
+        try:
+            json_format.ParseDict(doc, message)
+        except json_format.ParseError as e:
+            raise ServingError(Code.INVALID_ARGUMENT, f"Invalid body: {e}") from None
+        if target:
+            if message.model and message.model != target:
+                raise ServingError(Code.INVALID_ARGUMENT, f"Body names model {message.model}, path {target}")
+            message.model = target
+            return _dump(_proto_dict(rollouts.set(message)))
+        return _dump(_proto_dict(rollouts.feedback(message.request_id, message.labels)))
+
+    async def _infer(self, verb: str, spec: model_pb2.ModelSpec, request: web.Request,
+                     call: CallInfo) -> tuple[bytes, int]:
         raw = await request.read()
         loop = asyncio.get_running_loop()
         offload = len(raw) > OFFLOAD_BYTES and self.executor is not None
@@ -190,7 +228,7 @@ class RestApi:
                 dtypes = {alias: signature.inputs[alias].dtype for alias in inputs}
                 return inputs, dtypes
 
-            name, version, _, outputs = await self.core.predict_decoded(spec, sig_name, decode)
+            name, version, _, outputs = await self.core.predict_decoded(spec, sig_name, decode, call)
             return await off_loop(rest_json.encode_predict_response, outputs, row_format), version
         spec.signature_name = sig_name
         input_proto = rest_json.input_from_json(doc, verb)

@@ -138,32 +138,36 @@ def test_channel_target_rejects_bad_replica_lists():
 
 def test_grpc_codec_round_trip():
     spec = make_spec("m", None, "canary", "sig")
-    req = GrpcCodec.predict_request(spec, {"x": np.arange(3, dtype=np.float32), "s": np.array([b"a"], object)},
-                                    ["y"])
+    call = GrpcCodec.predict_request(spec, {"x": np.arange(3, dtype=np.float32), "s": np.array([b"a"], object)},
+                                     ["y"], routing_key="user-1")
+    assert call.metadata == (("verso-routing-key", "user-1"),)
+    req = call.request
     assert req.model_spec.version_label == "canary" and req.model_spec.signature_name == "sig"
     assert req.inputs["x"].tensor_content and list(req.inputs["s"].string_val) == [b"a"]
     assert list(req.output_filter) == ["y"]
     resp = predict_pb2.PredictResponse()
     resp.model_spec.version.value = 4
     resp.outputs["y"].CopyFrom(req.inputs["x"])
-    outputs, version = GrpcCodec.predict_result(resp, None)
-    assert version == 4 and outputs["y"].flags.writeable
+    outputs, version, request_id = GrpcCodec.predict_result((resp, "abc"), None)
+    assert version == 4 and request_id == "abc" and outputs["y"].flags.writeable
     np.testing.assert_array_equal(outputs["y"], [0, 1, 2])
 
 
 def test_rest_codec_request_and_reply():
     spec = make_spec("my model", 2, None, "sig")
-    verb, path, body = RestCodec.predict_request(spec, {"x": np.array([1.5, np.nan], np.float32),
-                                                        "b": np.array([b"\xff"], object)}, None)
+    verb, path, body, headers = RestCodec.predict_request(spec, {"x": np.array([1.5, np.nan], np.float32),
+                                                                 "b": np.array([b"\xff"], object)}, None)
+    assert headers is None
     assert (verb, path) == ("POST", "/v1/models/my%20model/versions/2:predict")
     assert body == b'{"inputs":{"x":[1.5,NaN],"b":[{"b64":"/w=="}]},"signature_name":"sig"}'
     sig = Signature("sig", "", {}, {}, proto=_signature_def({"y": 1, "n": 9}))  # float, int64
-    reply = read_reply(200, {"Verso-Model-Version": "2"}, b'{"outputs": {"y": [1.0, 2.5], "n": [3]}}')
-    outputs, version = RestCodec.predict_result(reply, sig)
-    assert version == 2 and outputs["y"].dtype == np.float32 and outputs["n"].dtype == np.int64
+    reply = read_reply(200, {"Verso-Model-Version": "2", "Verso-Request-Id": "r1"},
+                       b'{"outputs": {"y": [1.0, 2.5], "n": [3]}}')
+    outputs, version, request_id = RestCodec.predict_result(reply, sig)
+    assert version == 2 and request_id == "r1" and outputs["y"].dtype == np.float32 and outputs["n"].dtype == np.int64
     one = Signature("sig", "", {}, {}, proto=_signature_def({"y": 1}))
-    outputs, version = RestCodec.predict_result(read_reply(200, {}, b'{"outputs": [[1.0]]}'), one)
-    assert version is None and outputs["y"].shape == (1, 1)
+    outputs, version, request_id = RestCodec.predict_result(read_reply(200, {}, b'{"outputs": [[1.0]]}'), one)
+    assert version is None and request_id is None and outputs["y"].shape == (1, 1)
     with pytest.raises(VersoError) as e:
         RestCodec.reload_request(None)
     assert e.value.code == grpc.StatusCode.UNIMPLEMENTED
@@ -457,11 +461,11 @@ class _ScriptedTransport:
     def metadata_result(self, raw):
         return raw
 
-    def predict_request(self, spec, arrays, output_filter):
+    def predict_request(self, spec, arrays, output_filter, routing_key=None):
         return arrays
 
     def predict_result(self, raw, sig):
-        return raw, 1
+        return raw, 1, None
 
 
 def _fake_client(transport, max_attempts=5):

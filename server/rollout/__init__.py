@@ -1,0 +1,1 @@
+"""Safe rollouts: routing, evidence per version, verdicts."""

@@ -1,0 +1,81 @@
+"""``--rollout_config_file`` and SetRollout: parsing, validation, defaults.
+
+A ``verso.rollout.ModelRollout`` per model (see protos/rollout.proto). Zero fields take their
+defaults (``with_defaults``); invalid settings are INVALID_ARGUMENT with a message naming the
+model and the field, so a bad file or call changes nothing.
+"""
+
+from __future__ import annotations
+
+from google.protobuf import text_format
+
+from protos import rollout_pb2
+from server.core.errors import invalid_argument
+from server.rollout.verdict import Gates
+
+DEFAULT_WINDOW = 1000
+DEFAULT_SHADOW_IN_FLIGHT = 4
+DEFAULT_STEPS = (10.0, 25.0, 50.0, 100.0)
+DEFAULT_AUTO_INTERVAL_S = 30.0
+
+
+def parse_rollout_config(text: str, path: str = "") -> dict[str, rollout_pb2.ModelRollout]:
+    """A RolloutConfig text proto -> validated ModelRollouts by model name (defaults applied)."""
+    try:
+        config = text_format.Parse(text, rollout_pb2.RolloutConfig())
+    except text_format.ParseError as e:
+        raise invalid_argument(f"Invalid rollout config {path}: {e}") from None
+    out: dict[str, rollout_pb2.ModelRollout] = {}
+    for mr in config.models:
+        if mr.model in out:
+            raise invalid_argument(f"Rollout config names model {mr.model} twice")
+        out[mr.model] = validated(mr)
+    return out
+
+
+def validated(mr: rollout_pb2.ModelRollout) -> rollout_pb2.ModelRollout:
+    """A checked copy of ``mr`` with defaults filled in."""
+    def bad(what: str):
+        return invalid_argument(f"Rollout of model {mr.model or '(no name)'}: {what}")
+
+    if not mr.model:
+        raise bad("model is required")
+    if mr.stable <= 0:
+        raise bad("stable must be a version number > 0")
+    if mr.canary < 0 or mr.canary == mr.stable:
+        raise bad("canary must be 0 (none) or a version other than stable")
+    for field in ("canary_percent", "shadow_percent"):
+        value = getattr(mr, field)
+        if not 0 <= value <= 100:
+            raise bad(f"{field} must be within 0..100, not {value:g}")
+    if mr.canary == 0 and (mr.canary_percent or mr.shadow_percent):
+        raise bad("canary_percent and shadow_percent need a canary")
+    if mr.shadow_max_in_flight < 0 or mr.window < 0 or mr.max_age_seconds < 0:
+        raise bad("shadow_max_in_flight, window and max_age_seconds must not be negative")
+    g = mr.gates
+    if min(g.max_error_rate_increase, g.max_p99_ratio, g.min_top1_agreement, g.max_accuracy_drop,
+           g.min_samples) < 0 or g.min_top1_agreement > 1:
+        raise bad("gates must not be negative (min_top1_agreement within 0..1)")
+    steps = list(mr.auto.steps)
+    if steps and (any(not 0 < s <= 100 for s in steps) or steps != sorted(set(steps))):
+        raise bad("auto.steps must rise strictly within (0, 100]")
+    if mr.auto.interval_seconds < 0:
+        raise bad("auto.interval_seconds must not be negative")
+    out = rollout_pb2.ModelRollout()
+    out.CopyFrom(mr)
+    out.window = mr.window or DEFAULT_WINDOW
+    out.shadow_max_in_flight = mr.shadow_max_in_flight or DEFAULT_SHADOW_IN_FLIGHT
+    if not steps:
+        out.auto.steps.extend(DEFAULT_STEPS)
+    out.auto.interval_seconds = mr.auto.interval_seconds or DEFAULT_AUTO_INTERVAL_S
+    return out
+
+
+def gates_of(mr: rollout_pb2.ModelRollout) -> Gates:
+    """The verdict rules of a rollout, zero fields at their defaults."""
+    d, g = Gates(), mr.gates
+    return Gates(max_error_rate_increase=g.max_error_rate_increase or d.max_error_rate_increase,
+                 max_p99_ratio=g.max_p99_ratio or d.max_p99_ratio,
+                 min_top1_agreement=g.min_top1_agreement or d.min_top1_agreement,
+                 max_accuracy_drop=g.max_accuracy_drop or d.max_accuracy_drop,
+                 min_samples=int(g.min_samples or d.min_samples))

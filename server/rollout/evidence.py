@@ -1,0 +1,219 @@
+"""Evidence about one model version, gathered in bounded memory, and the pure helpers that
+turn a pair of responses (primary and shadow) into a comparison.
+
+Nothing here does I/O, imports TensorFlow or touches the event loop: the serving path feeds a
+``Window`` per version, and ``summary()`` freezes what it holds into an ``Evidence`` that
+``verdict.decide`` judges.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter, deque
+from dataclasses import dataclass
+from typing import Callable, Mapping, Optional, Sequence
+
+import ml_dtypes
+import numpy as np
+
+OK = "OK"
+
+# bfloat16 arrives from the tensor codec with numpy kind 'V'; without this it would count as
+# neither a float (for top-1) nor numeric (for the difference).
+_BFLOAT16 = np.dtype(ml_dtypes.bfloat16)
+
+# Kinds whose 1-D values are already the answer: integer and bool labels, byte/str/object classes.
+_LABEL_KINDS = "iubSUO"
+_NUMERIC_KINDS = "biuf"
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What a ``Window`` held when ``summary()`` was called. Rates and ratios are fractions (0..1)."""
+
+    requests: int                    # calls in the window (OK + errors)
+    errors: dict[str, int]           # error count by gRPC code name, in the window, sorted by key
+    error_rate: float                # errors / requests (0.0 when no requests)
+    p50_ms: Optional[float]          # latency percentiles of the OK calls in the window; None if none
+    p99_ms: Optional[float]
+    requests_per_second: float       # calls in the window / seconds since the oldest of them; 0.0 with < 2
+    shadow_compared: int             # shadow comparisons (requests) in the shadow window
+    max_abs_diff: Optional[float]    # max of the per-comparison max abs differences; None if none numeric
+    top1_agreement: Optional[float]  # agreeing rows / compared rows over the shadow window; None if no rows
+    feedback: int                    # rows with ground truth in the feedback window
+    accuracy: Optional[float]        # correct rows / feedback rows; None if none
+
+
+class Window:
+    """Evidence about one model version in bounded memory: the last ``size`` calls, the last
+    ``size`` shadow comparisons, the last ``size`` feedback rows (three deques with
+    ``maxlen=size``, so old entries fall out as new ones arrive).
+
+    Not thread-safe: one owner (an asyncio loop) calls it. ``clock`` returns seconds (monotonic);
+    each call is stamped with ``clock()`` when it is recorded.
+    """
+
+    def __init__(self, size: int = 1000, clock: Callable[[], float] = time.monotonic):
+        if size < 1:
+            raise ValueError(f"window size must be at least 1, got {size}")
+        self.size = size
+        self._clock = clock
+        self._calls: deque[tuple[float, float, str]] = deque(maxlen=size)  # (recorded at, latency ms, code)
+        self._shadow: deque[tuple[Optional[float], int, int]] = deque(maxlen=size)
+        self._feedback: deque[bool] = deque(maxlen=size)
+
+    def record_call(self, latency_s: float, code: str = OK) -> None:
+        """One finished call: its latency in seconds and its gRPC code name ("OK" or an error
+        name such as "INVALID_ARGUMENT"). Only OK calls count towards the latency percentiles."""
+        self._calls.append((self._clock(), latency_s * 1000.0, code))
+
+    def record_shadow(self, max_abs_diff: Optional[float], agreeing_rows: int, compared_rows: int) -> None:
+        """One shadow comparison, as returned by ``divergence()``. Raises ValueError on counts
+        that cannot come from a comparison (negative, or more agreeing rows than compared)."""
+        if agreeing_rows < 0 or compared_rows < 0 or agreeing_rows > compared_rows:
+            raise ValueError(f"invalid shadow rows: {agreeing_rows} agreeing of {compared_rows} compared")
+        self._shadow.append((max_abs_diff, agreeing_rows, compared_rows))
+
+    def record_feedback(self, correct: Sequence[bool]) -> None:
+        """Ground truth for some rows: one bool per row (True: the version's answer was right).
+        Each row is one entry of the feedback window."""
+        self._feedback.extend(bool(c) for c in correct)
+
+    def summary(self) -> Evidence:
+        """Freeze the window into an ``Evidence``; ``requests_per_second`` uses ``clock()`` now."""
+        requests = len(self._calls)
+        codes = Counter(code for _, _, code in self._calls if code != OK)
+        errors = {code: codes[code] for code in sorted(codes)}
+        n_errors = sum(errors.values())
+
+        ok_ms = [ms for _, ms, code in self._calls if code == OK]
+        p50 = p99 = None
+        if ok_ms:
+            p50, p99 = (float(p) for p in np.percentile(np.asarray(ok_ms, dtype=np.float64), [50, 99]))
+
+        rps = 0.0
+        if requests >= 2:
+            span = self._clock() - self._calls[0][0]
+            if span > 0:
+                rps = requests / span
+
+        # A comparison with no numeric output carries None; NaN is dropped too, because max()
+        # with a NaN depends on where it sits in the sequence.
+        diffs = [d for d, _, _ in self._shadow if d is not None and not math.isnan(d)]
+        agreeing = sum(a for _, a, _ in self._shadow)
+        compared = sum(c for _, _, c in self._shadow)
+
+        feedback = len(self._feedback)
+        return Evidence(
+            requests=requests,
+            errors=errors,
+            error_rate=n_errors / requests if requests else 0.0,
+            p50_ms=p50,
+            p99_ms=p99,
+            requests_per_second=rps,
+            shadow_compared=len(self._shadow),
+            max_abs_diff=max(diffs) if diffs else None,
+            top1_agreement=agreeing / compared if compared else None,
+            feedback=feedback,
+            accuracy=sum(self._feedback) / feedback if feedback else None,
+        )
+
+
+def _normalized(a: np.ndarray) -> np.ndarray:
+    return a.astype(np.float32) if a.dtype == _BFLOAT16 else a
+
+
+def _select(outputs: Mapping[str, np.ndarray], alias: Optional[str]) -> Optional[np.ndarray]:
+    if alias is None:
+        if not outputs:
+            return None
+        alias = min(outputs)
+    if alias not in outputs:
+        return None
+    return _normalized(np.asarray(outputs[alias]))
+
+
+def top1(outputs: Mapping[str, np.ndarray], alias: Optional[str]) -> Optional[np.ndarray]:
+    """Per-row top-1 answers of a response, or None when the output cannot give one.
+
+    ``alias``: the output to use; None -> the first alias in sorted order. On that output ``a``:
+
+    * float (kind 'f', bfloat16 included) with ndim >= 2 and a last dimension of at least 2 ->
+      argmax over the last axis: shape ``[rows]`` for ``[rows, classes]`` (for higher ranks,
+      ``a.shape[:-1]``: one answer per position of each row);
+    * integer, bool, bytes, str or object with ndim 1 -> the values themselves;
+    * those kinds with shape ``[rows, 1]`` -> ``a[:, 0]``;
+    * anything else -> None: a missing alias, ndim 0, float with ndim <= 1, and float with a last
+      dimension of 1 or 0 (the argmax of one score is always 0, so two versions would always
+      "agree" however different their scores).
+    """
+    a = _select(outputs, alias)
+    if a is None or a.ndim == 0:
+        return None
+    kind = a.dtype.kind
+    if kind == "f":
+        if a.ndim >= 2 and a.shape[-1] >= 2:
+            return np.argmax(a, axis=-1)
+        return None
+    if kind in _LABEL_KINDS:
+        if a.ndim == 1:
+            return a
+        if a.ndim == 2 and a.shape[1] == 1:
+            return a[:, 0]
+    return None
+
+
+def _equal(x: object, y: object) -> bool:
+    try:
+        return bool(x == y)
+    except (TypeError, ValueError):  # e.g. array-valued elements: equality is not a single bool
+        return False
+
+
+def _agreeing_rows(p: np.ndarray, s: np.ndarray) -> int:
+    try:
+        equal = np.asarray(p == s)
+    except (TypeError, ValueError):
+        equal = None
+    if equal is None or equal.shape != p.shape:
+        # Incomparable answers (e.g. str labels against int labels, or object elements that do
+        # not compare to a bool) agree where Python equality says so, row by row.
+        return sum(1 for x, y in zip(p.tolist(), s.tolist()) if _equal(x, y))
+    if equal.ndim > 1:
+        equal = equal.reshape(equal.shape[0], -1).all(axis=1)
+    return int(np.count_nonzero(equal))
+
+
+def divergence(primary: Mapping[str, np.ndarray], shadow: Mapping[str, np.ndarray], alias: Optional[str]
+               ) -> tuple[Optional[float], int, int]:
+    """How a shadow (candidate) answer differs from the primary one.
+
+    Returns ``(max_abs_diff, agreeing_rows, compared_rows)``:
+
+    * ``max_abs_diff``: the largest absolute difference over every numeric output (kind in
+      'biuf', bfloat16 included) present in both responses with the same shape; outputs whose
+      shapes differ are skipped. NaN positions are ignored (NaN-aware max); an output whose
+      differences are all NaN, or that is empty, contributes nothing. None when nothing
+      contributed.
+    * ``agreeing_rows``, ``compared_rows``: from ``top1()`` of both responses on ``alias``; a
+      row agrees when its answers are equal. ``(0, 0)`` when either ``top1()`` is None or
+      their shapes differ.
+    """
+    worst: Optional[float] = None
+    for name in sorted(primary.keys() & shadow.keys()):
+        p = _normalized(np.asarray(primary[name]))
+        s = _normalized(np.asarray(shadow[name]))
+        if p.shape != s.shape or p.dtype.kind not in _NUMERIC_KINDS or s.dtype.kind not in _NUMERIC_KINDS:
+            continue
+        # float64 first: bools cannot be subtracted and unsigned integers would wrap around.
+        diff = np.abs(p.astype(np.float64) - s.astype(np.float64))
+        diff = diff[~np.isnan(diff)]
+        if diff.size:
+            m = float(diff.max())
+            worst = m if worst is None else max(worst, m)
+
+    tp, ts = top1(primary, alias), top1(shadow, alias)
+    if tp is None or ts is None or tp.shape != ts.shape:
+        return worst, 0, 0
+    return worst, _agreeing_rows(tp, ts), int(tp.shape[0])

@@ -1,0 +1,304 @@
+"""The rollout state of every model under rollout: routing, evidence, shadow calls, feedback,
+staleness, verdicts and automatic steps.
+
+Owned by the event loop that owns the ``Manager``: every method runs on it (shadow calls run
+their TF work in the ``shadow_executor``, never on the loop or in the request pool). Nothing
+here blocks. ``tick()`` takes automatic-mode steps and is called by ``run_auto`` every second;
+tests call it by hand with a fake clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import random
+import time
+import uuid
+from concurrent.futures import Executor
+from typing import Callable, Optional
+
+import numpy as np
+
+from protos import rollout_pb2
+from server.core.errors import Code, ServingError, invalid_argument
+from server.core.manager import Manager
+from server.rollout import routing
+from server.rollout.config import gates_of, validated
+from server.rollout.evidence import Evidence, Window, divergence, top1
+from server.rollout.verdict import Verdict, decide, is_stale, next_percent
+
+log = logging.getLogger("verso.rollout")
+
+REQUEST_IDS_KEPT = 10_000  # answers remembered for feedback, oldest forgotten first
+DECISIONS_KEPT = 100
+
+
+def _text(x) -> str:
+    return x.decode("utf-8", "replace") if isinstance(x, bytes) else str(x)
+
+
+class RolloutManager:
+    """Rollouts by model name. ``version_age(name, version)`` gives a version's age in seconds
+    (None if unknown); ``clock`` is monotonic seconds, ``wall`` Unix time, ``rand`` uniform [0, 1)."""
+
+    def __init__(self, manager: Manager, *, shadow_executor: Optional[Executor] = None,
+                 version_age: Callable[[str, int], Optional[float]] = lambda name, version: None,
+                 clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time,
+                 rand: Callable[[], float] = random.random):
+        self.manager = manager
+        self.shadow_executor = shadow_executor
+        self.version_age = version_age
+        self.clock, self.wall, self.rand = clock, wall, rand
+        self.configs: dict[str, rollout_pb2.ModelRollout] = {}
+        self._windows: dict[tuple[str, int], Window] = {}
+        self._answers: collections.OrderedDict[str, tuple[str, int, Optional[np.ndarray]]] = \
+            collections.OrderedDict()
+        self._decisions: dict[str, collections.deque] = {}
+        self._shadow_in_flight: dict[str, int] = collections.Counter()
+        self._shadow_dropped: dict[tuple[str, int], int] = collections.Counter()
+        self._last_auto: dict[str, float] = {}
+        self._alarmed: set[tuple[str, int]] = set()
+        self._tasks: set[asyncio.Task] = set()
+
+    # ---- configuration ---------------------------------------------------------------------
+
+    def apply(self, configs: dict[str, rollout_pb2.ModelRollout], source: str = "config file") -> None:
+        """Replace every rollout (a re-read config file); models left out stop being routed."""
+        for name in set(self.configs) - set(configs):
+            self._decide(name, f"rollout removed ({source})")
+        for name, mr in configs.items():
+            if self.configs.get(name) != mr:
+                self._set(mr, source)
+        self.configs = {n: self.configs[n] for n in configs}
+
+    def set(self, mr: rollout_pb2.ModelRollout, source: str = "SetRollout") -> rollout_pb2.RolloutStatus:
+        self._set(validated(mr), source)
+        return self.status(mr.model)
+
+    def _set(self, mr: rollout_pb2.ModelRollout, source: str) -> None:
+        old = self.configs.get(mr.model)
+        if old is not None and old.window != mr.window:
+            for key in [k for k in self._windows if k[0] == mr.model]:
+                del self._windows[key]  # a new window size starts the evidence afresh
+        self.configs[mr.model] = mr
+        self._last_auto[mr.model] = self.clock()
+        self._decide(mr.model, f"stable v{mr.stable}, canary "
+                               f"{f'v{mr.canary} at {mr.canary_percent:g} %' if mr.canary else 'none'}"
+                               f"{f', shadow {mr.shadow_percent:g} %' if mr.shadow_percent else ''} ({source})")
+
+    def _decide(self, name: str, text: str) -> None:
+        log.info("Rollout of %s: %s", name, text)
+        self._decisions.setdefault(name, collections.deque(maxlen=DECISIONS_KEPT)).append((self.wall(), text))
+
+    def window(self, name: str, version: int) -> Window:
+        w = self._windows.get((name, version))
+        if w is None:
+            size = self.configs[name].window if name in self.configs else 1000
+            w = self._windows[(name, version)] = Window(size, clock=self.clock)
+        return w
+
+    # ---- the request path ------------------------------------------------------------------
+
+    def route(self, name: str, choice: Optional[str], label: str, key: Optional[str]) -> Optional[int]:
+        """The version a request for ``name`` goes to, or None to resolve it as usual.
+
+        ``choice`` is the ModelSpec's version_choice ("version", "version_label" or None):
+        an explicit version is never rerouted, a label only when the rollout lists it."""
+        mr = self.configs.get(name)
+        if mr is None or choice == "version" or (choice == "version_label" and label not in mr.labels):
+            return None
+        model = self.manager.snapshot.get(name)
+        if model is None:
+            return None
+        return routing.choose(mr.stable, mr.canary, mr.canary_percent, routing.position(key, self.rand),
+                              model.versions.keys())
+
+    def observe(self, name: str, version: int, latency_s: float, code: str,
+                outputs: Optional[dict] = None) -> Optional[str]:
+        """Record one call of a model under rollout; returns the request id that feedback may
+        name (for a successful call with outputs), else None."""
+        mr = self.configs.get(name)
+        if mr is None:
+            return None
+        self.window(name, version).record_call(latency_s, code)
+        if outputs is None or code != "OK":
+            return None
+        request_id = uuid.uuid4().hex
+        self._answers[request_id] = (name, version, top1(outputs, mr.evidence_output or None))
+        while len(self._answers) > REQUEST_IDS_KEPT:
+            self._answers.popitem(last=False)
+        return request_id
+
+    def maybe_shadow(self, name: str, version: int, sig_name: str, inputs: dict, aliases, outputs: dict) -> None:
+        """After a stable answer: with the configured probability, run the same inputs on the
+        canary off the request path and record how its answer differs. A full shadow budget
+        drops the call (counted): the shadow never delays or changes a caller's answer."""
+        mr = self.configs.get(name)
+        if mr is None or not mr.canary or version != mr.stable or self.rand() * 100.0 >= mr.shadow_percent:
+            return
+        if self._shadow_in_flight[name] >= mr.shadow_max_in_flight or self.shadow_executor is None:
+            self._shadow_dropped[(name, mr.canary)] += 1
+            return
+        try:
+            handle = self.manager.lease(name, mr.canary)
+        except ServingError:
+            self._shadow_dropped[(name, mr.canary)] += 1
+            return
+        self._shadow_in_flight[name] += 1
+        task = asyncio.get_running_loop().create_task(
+            self._shadow(handle, mr.evidence_output or None, sig_name, inputs, list(aliases), outputs))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _shadow(self, handle, alias, sig_name, inputs, aliases, primary) -> None:
+        try:
+            shadow = await asyncio.get_running_loop().run_in_executor(
+                self.shadow_executor, handle.servable.run, sig_name, inputs, aliases)
+            diff, agreeing, rows = divergence(primary, shadow, alias)
+            self.window(handle.name, handle.version).record_shadow(diff, agreeing, rows)
+        except Exception as e:  # the shadow's failure is evidence too, never the caller's problem
+            log.info("Shadow call to %s v%d failed: %s", handle.name, handle.version, e)
+            self._shadow_dropped[(handle.name, handle.version)] += 1
+        finally:
+            self._shadow_in_flight[handle.name] -= 1
+            self.manager.release(handle)
+
+    async def drain_shadows(self) -> None:
+        """Wait for shadow calls in flight (tests, shutdown)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    # ---- feedback --------------------------------------------------------------------------
+
+    def feedback(self, request_id: str, labels) -> rollout_pb2.FeedbackResponse:
+        """Ground truth for an earlier answer: one label per row, compared with the evidence
+        output's top-1 and counted in that version's accuracy. Each id takes feedback once."""
+        answer = self._answers.pop(request_id, None)
+        if answer is None:
+            raise ServingError(Code.NOT_FOUND, f"Unknown or expired request id: {request_id}")
+        name, version, predicted = answer
+        labels = list(labels)
+        if predicted is None:
+            raise invalid_argument(f"Answers of {name} have no top-1 output to compare feedback with")
+        if len(labels) != len(predicted):
+            self._answers[request_id] = answer  # a caller's mistake does not use the id up
+            raise invalid_argument(f"Feedback has {len(labels)} labels for an answer of {len(predicted)} rows")
+        correct = [_text(p) == str(label) for p, label in zip(predicted.tolist(), labels)]
+        self.window(name, version).record_feedback(correct)
+        return rollout_pb2.FeedbackResponse(model=name, version=version, rows=len(correct), correct=sum(correct))
+
+    # ---- evidence, verdicts, status ----------------------------------------------------------
+
+    def evidence(self, name: str, version: int) -> Evidence:
+        return self.window(name, version).summary()
+
+    def verdict(self, name: str) -> Verdict:
+        mr = self._config(name)
+        if not mr.canary:
+            return Verdict("HOLD", ("no canary configured",))
+        return decide(self.evidence(name, mr.stable), self.evidence(name, mr.canary), gates_of(mr))
+
+    def alarms(self, name: str) -> list[str]:
+        """Staleness flags: a served version older than max_age_seconds; a canary older than
+        the stable version it would replace. Logged once each."""
+        mr = self._config(name)
+        found: list[tuple[tuple, str]] = []
+        model = self.manager.snapshot.get(name)
+        ages = {v: self.version_age(name, v) for v in (model.versions if model else ())}
+        for v, age in sorted(ages.items()):
+            if is_stale(age, mr.max_age_seconds):
+                found.append(((name, "stale", v),
+                              f"v{v} is stale: {age:.0f} s old > max_age_seconds {mr.max_age_seconds:g}"))
+        a_canary, a_stable = ages.get(mr.canary), ages.get(mr.stable)
+        if mr.canary and a_canary is not None and a_stable is not None and a_canary > a_stable:
+            found.append(((name, "older canary", mr.canary), f"canary v{mr.canary} is older than stable v{mr.stable}"))
+        for key, text in found:
+            if key not in self._alarmed:
+                self._alarmed.add(key)
+                log.warning("Rollout of %s: %s", name, text)
+        return [text for _, text in found]
+
+    def stale_versions(self, name: str) -> set[int]:
+        mr = self._config(name)
+        model = self.manager.snapshot.get(name)
+        return {v for v in (model.versions if model else ()) if is_stale(self.version_age(name, v), mr.max_age_seconds)}
+
+    def status(self, name: str) -> rollout_pb2.RolloutStatus:
+        mr = self._config(name)
+        st = rollout_pb2.RolloutStatus(config=mr)
+        model = self.manager.snapshot.get(name)
+        versions = sorted(set(model.versions if model else ()) | {v for (n, v) in self._windows if n == name}
+                          | ({mr.stable} | ({mr.canary} if mr.canary else set())))
+        stale = self.stale_versions(name)
+        for v in versions:
+            e = self.evidence(name, v)
+            role = "stable" if v == mr.stable else ("canary" if v == mr.canary else "")
+            share = (100.0 - mr.canary_percent if role == "stable" and mr.canary else
+                     mr.canary_percent if role == "canary" else (100.0 if role == "stable" else 0.0))
+            age = self.version_age(name, v)
+            st.versions.add(
+                version=v, role=role, traffic_percent=share, requests=e.requests, errors=e.errors,
+                error_rate=e.error_rate, p50_ms=_or(e.p50_ms), p99_ms=_or(e.p99_ms),
+                requests_per_second=e.requests_per_second, shadow_compared=e.shadow_compared,
+                max_abs_diff=_or(e.max_abs_diff), top1_agreement=_or(e.top1_agreement), feedback=e.feedback,
+                accuracy=_or(e.accuracy), age_seconds=_or(age), stale=v in stale,
+                shadow_dropped=self._shadow_dropped[(name, v)])
+        verdict = self.verdict(name)
+        st.verdict.decision = verdict.decision
+        st.verdict.reasons.extend(verdict.reasons)
+        for t, text in self._decisions.get(name, ()):
+            st.decisions.add(unix_time=t, text=text)
+        st.alarms.extend(self.alarms(name))
+        return st
+
+    def _config(self, name: str) -> rollout_pb2.ModelRollout:
+        mr = self.configs.get(name)
+        if mr is None:
+            raise ServingError(Code.NOT_FOUND, f"No rollout configured for model {name}")
+        return mr
+
+    # ---- automatic mode ----------------------------------------------------------------------
+
+    def tick(self) -> list[tuple[str, str]]:
+        """Take the automatic steps that are due: for each model in auto mode whose interval has
+        passed, the verdict moves canary_percent one step up, to 0, or leaves it; PROMOTE at 100 %
+        makes the canary the stable version. Returns (model, decision text) for each change."""
+        changes = []
+        now = self.clock()
+        for name, mr in list(self.configs.items()):
+            if not mr.auto.enabled or not mr.canary or now - self._last_auto.get(name, now) < mr.auto.interval_seconds:
+                continue
+            self._last_auto[name] = now
+            verdict = self.verdict(name)
+            if verdict.decision == "PROMOTE" and mr.canary_percent >= 100:
+                new = rollout_pb2.ModelRollout()
+                new.CopyFrom(mr)
+                new.stable, new.canary, new.canary_percent, new.shadow_percent = mr.canary, 0, 0.0, 0.0
+                text = f"PROMOTE: v{mr.canary} is now stable (was v{mr.stable}); " + "; ".join(verdict.reasons)
+            else:
+                percent = next_percent(mr.canary_percent, verdict.decision, list(mr.auto.steps))
+                if percent == mr.canary_percent:
+                    continue
+                new = rollout_pb2.ModelRollout()
+                new.CopyFrom(mr)
+                new.canary_percent = percent
+                if verdict.decision == "ROLLBACK":
+                    new.shadow_percent = 0.0
+                text = (f"{verdict.decision}: canary v{mr.canary} {mr.canary_percent:g} % -> {percent:g} %; "
+                        + "; ".join(verdict.reasons))
+            self.configs[name] = new
+            self._decide(name, text)
+            changes.append((name, text))
+        return changes
+
+    async def run_auto(self, every_s: float = 1.0) -> None:
+        while True:
+            await asyncio.sleep(every_s)
+            self.tick()
+            for name in list(self.configs):
+                self.alarms(name)
+
+
+def _or(x: Optional[float]) -> float:
+    return -1.0 if x is None else float(x)

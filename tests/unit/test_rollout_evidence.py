@@ -1,0 +1,572 @@
+"""Rollout evidence and verdicts on constructed cases with exact figures: bounded windows,
+top-1 and divergence rules, every verdict rule, automatic-mode stepping and staleness."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import ml_dtypes
+import numpy as np
+import pytest
+
+from server.rollout.evidence import Evidence, Window, divergence, top1
+from server.rollout.verdict import HOLD, PROMOTE, ROLLBACK, Gates, Verdict, decide, is_stale, next_percent
+
+
+class Clock:
+    def __init__(self, t: float = 0.0):
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+# ---------------------------------------------------------------------------------------------
+# Window
+
+
+@pytest.mark.parametrize("size", [0, -1])
+def test_window_size_below_one_is_rejected(size):
+    with pytest.raises(ValueError):
+        Window(size)
+
+
+def test_empty_window_summary():
+    assert Window(5, clock=Clock()).summary() == Evidence(
+        requests=0, errors={}, error_rate=0.0, p50_ms=None, p99_ms=None, requests_per_second=0.0,
+        shadow_compared=0, max_abs_diff=None, top1_agreement=None, feedback=0, accuracy=None)
+
+
+def test_percentiles_exact_on_known_latencies():
+    w = Window(1000, clock=Clock())
+    for ms in range(1, 101):
+        w.record_call(ms / 1000)
+    e = w.summary()
+    assert e.requests == 100
+    assert e.p50_ms == pytest.approx(50.5)
+    assert e.p99_ms == pytest.approx(99.01)
+
+
+def test_failed_calls_count_as_requests_but_not_latency():
+    w = Window(1000, clock=Clock())
+    for ms in range(1, 101):
+        w.record_call(ms / 1000)
+    w.record_call(60.0, "DEADLINE_EXCEEDED")  # a huge latency that must not move the percentiles
+    e = w.summary()
+    assert e.requests == 101
+    assert e.p50_ms == pytest.approx(50.5)
+    assert e.p99_ms == pytest.approx(99.01)
+
+
+def test_error_rate_and_errors_by_code_sorted():
+    w = Window(100, clock=Clock())
+    for code in ["UNAVAILABLE", "OK", "INVALID_ARGUMENT", "UNAVAILABLE", "OK", "OK", "INTERNAL", "OK"]:
+        w.record_call(0.01, code)
+    e = w.summary()
+    assert e.requests == 8
+    assert e.errors == {"INTERNAL": 1, "INVALID_ARGUMENT": 1, "UNAVAILABLE": 2}
+    assert list(e.errors) == ["INTERNAL", "INVALID_ARGUMENT", "UNAVAILABLE"]
+    assert e.error_rate == pytest.approx(4 / 8)
+    assert e.p50_ms == pytest.approx(10.0)
+
+
+def test_only_errors_gives_no_percentiles():
+    w = Window(10, clock=Clock())
+    w.record_call(0.5, "INTERNAL")
+    w.record_call(0.5, "INTERNAL")
+    e = w.summary()
+    assert (e.error_rate, e.p50_ms, e.p99_ms) == (1.0, None, None)
+
+
+def test_calls_window_is_bounded():
+    w = Window(3, clock=Clock())
+    w.record_call(1.0, "INTERNAL")   # falls out
+    w.record_call(2.0)               # falls out
+    for ms in (10, 20, 30):
+        w.record_call(ms / 1000)
+    e = w.summary()
+    assert e.requests == 3
+    assert e.errors == {}
+    assert e.error_rate == 0.0
+    assert e.p50_ms == pytest.approx(20.0)
+    assert e.p99_ms == pytest.approx(29.8)
+
+
+def test_requests_per_second_with_fake_clock():
+    clock = Clock()
+    w = Window(10, clock=clock)
+    for t in (0.0, 1.0, 2.0, 3.0):
+        clock.t = t
+        w.record_call(0.001)
+    clock.t = 4.0
+    assert w.summary().requests_per_second == pytest.approx(4 / 4.0)
+    clock.t = 8.0  # computed at summary() time: the same calls over a longer span
+    assert w.summary().requests_per_second == pytest.approx(4 / 8.0)
+
+
+def test_requests_per_second_span_starts_at_oldest_call_in_window():
+    clock = Clock()
+    w = Window(2, clock=clock)
+    for t in (0.0, 10.0, 20.0):
+        clock.t = t
+        w.record_call(0.001)
+    clock.t = 30.0
+    assert w.summary().requests_per_second == pytest.approx(2 / 20.0)
+
+
+def test_requests_per_second_zero_with_one_call_or_no_span():
+    clock = Clock(5.0)
+    w = Window(10, clock=clock)
+    w.record_call(0.001)
+    clock.t = 6.0
+    assert w.summary().requests_per_second == 0.0
+    w2 = Window(10, clock=Clock(5.0))
+    w2.record_call(0.001)
+    w2.record_call(0.001)
+    assert w2.summary().requests_per_second == 0.0
+
+
+def test_shadow_aggregation():
+    w = Window(10, clock=Clock())
+    w.record_shadow(float("nan"), 3, 4)  # first: max() starting from NaN would stay NaN
+    w.record_shadow(0.5, 9, 10)
+    w.record_shadow(None, 0, 0)          # a comparison with nothing numeric and no rows
+    w.record_shadow(2.0, 5, 10)
+    e = w.summary()
+    assert e.shadow_compared == 4
+    assert e.max_abs_diff == 2.0
+    assert e.top1_agreement == pytest.approx(17 / 24)
+
+
+def test_shadow_without_numbers_or_rows():
+    w = Window(10, clock=Clock())
+    w.record_shadow(None, 0, 0)
+    e = w.summary()
+    assert (e.shadow_compared, e.max_abs_diff, e.top1_agreement) == (1, None, None)
+
+
+def test_shadow_window_is_bounded():
+    w = Window(2, clock=Clock())
+    w.record_shadow(100.0, 0, 10)    # falls out
+    w.record_shadow(1.0, 10, 10)
+    w.record_shadow(3.0, 5, 10)
+    e = w.summary()
+    assert (e.shadow_compared, e.max_abs_diff, e.top1_agreement) == (2, 3.0, pytest.approx(0.75))
+
+
+@pytest.mark.parametrize("agreeing, compared", [(-1, 3), (2, -1), (4, 3)])
+def test_shadow_rows_must_be_consistent(agreeing, compared):
+    with pytest.raises(ValueError):
+        Window(10).record_shadow(None, agreeing, compared)
+
+
+def test_feedback_accuracy_and_bound():
+    w = Window(4, clock=Clock())
+    w.record_feedback([True, True, False, True])
+    e = w.summary()
+    assert (e.feedback, e.accuracy) == (4, pytest.approx(0.75))
+    w.record_feedback([False, False])  # each row is one entry: the two oldest (True, True) fall out
+    e = w.summary()
+    assert (e.feedback, e.accuracy) == (4, pytest.approx(0.25))
+    w.record_feedback(np.array([True, True, True, True, True]))  # more rows than the window holds
+    assert (w.summary().feedback, w.summary().accuracy) == (4, 1.0)
+
+
+def test_evidence_is_frozen():
+    e = Window(3).summary()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        e.requests = 5
+
+
+# ---------------------------------------------------------------------------------------------
+# top1
+
+
+def test_top1_float_argmax_over_classes():
+    probs = np.array([[0.1, 0.7, 0.2], [0.5, 0.3, 0.2]], dtype=np.float32)
+    np.testing.assert_array_equal(top1({"p": probs}, "p"), [1, 0])
+
+
+def test_top1_float_rank3_argmax_per_position():
+    a = np.zeros((2, 3, 4))
+    a[0, :, 1] = 1.0
+    a[1, :, 3] = 1.0
+    np.testing.assert_array_equal(top1({"p": a}, "p"), [[1, 1, 1], [3, 3, 3]])
+
+
+def test_top1_bfloat16_is_a_float():
+    a = np.array([[0.1, 0.9], [0.8, 0.2]], dtype=ml_dtypes.bfloat16)
+    np.testing.assert_array_equal(top1({"p": a}, "p"), [1, 0])
+
+
+@pytest.mark.parametrize("a", [
+    np.array([0.1, 0.9]),                         # float, ndim 1
+    np.float32(0.5),                              # ndim 0
+    np.array(3),                                  # integer ndim 0
+    np.array([[0.2], [0.9]]),                     # float [rows, 1]: argmax would always be 0
+    np.zeros((2, 0)),                             # float [rows, 0]: no class at all
+    np.array([[1, 2], [3, 4]]),                   # integer [rows, 2]
+    np.zeros((2, 1, 1), dtype=np.int64),          # integer ndim 3
+    np.array([1 + 2j, 3 + 0j]),                   # complex
+])
+def test_top1_none_when_no_answer(a):
+    assert top1({"y": a}, "y") is None
+
+
+@pytest.mark.parametrize("values", [
+    np.array([3, 1, 2], dtype=np.int64),
+    np.array([3, 1, 2], dtype=np.uint8),
+    np.array([True, False, True]),
+    np.array([b"cat", b"dog", b"cat"], dtype=object),
+    np.array([b"cat", b"dog", b"cat"]),
+    np.array(["cat", "dog", "cat"]),
+])
+def test_top1_labels_are_the_values(values):
+    np.testing.assert_array_equal(top1({"y": values}, "y"), values)
+    np.testing.assert_array_equal(top1({"y": values[:, None]}, "y"), values)  # [rows, 1]
+
+
+def test_top1_missing_alias():
+    assert top1({"y": np.array([1, 2])}, "z") is None
+
+
+def test_top1_default_alias_is_first_in_sorted_order():
+    outputs = {"zeta": np.array([[0.9, 0.1]]), "alpha": np.array([7])}
+    np.testing.assert_array_equal(top1(outputs, None), [7])
+    assert top1({}, None) is None
+
+
+def test_top1_accepts_array_likes():
+    np.testing.assert_array_equal(top1({"p": [[0.1, 0.9], [0.6, 0.4]]}, "p"), [1, 0])
+
+
+# ---------------------------------------------------------------------------------------------
+# divergence
+
+PRIMARY_PROBS = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
+SHADOW_PROBS = np.array([[0.8, 0.2], [0.3, 0.7], [0.4, 0.6]])
+
+
+def test_divergence_max_abs_diff_and_agreement():
+    diff, agreeing, compared = divergence({"p": PRIMARY_PROBS}, {"p": SHADOW_PROBS}, "p")
+    assert diff == pytest.approx(0.2)
+    assert isinstance(diff, float)
+    assert (agreeing, compared) == (2, 3)
+
+
+def test_divergence_max_over_every_shared_numeric_output():
+    primary = {"p": PRIMARY_PROBS, "score": np.array([1.0, 2.0, 3.0]), "n": np.array([5, 5], dtype=np.int32),
+               "label": np.array(["a", "b", "c"]), "only_primary": np.array([100.0])}
+    shadow = {"p": SHADOW_PROBS, "score": np.array([1.0, 2.5, 3.0]), "n": np.array([5, 8], dtype=np.int64),
+              "label": np.array(["a", "b", "x"]), "only_shadow": np.array([-100.0])}
+    diff, agreeing, compared = divergence(primary, shadow, "p")
+    assert diff == pytest.approx(3.0)  # from "n", across different integer dtypes
+    assert (agreeing, compared) == (2, 3)
+
+
+def test_divergence_unsigned_and_bool_do_not_wrap():
+    diff, _, _ = divergence({"u": np.array([0], dtype=np.uint8)}, {"u": np.array([1], dtype=np.uint8)}, "u")
+    assert diff == 1.0
+    diff, _, _ = divergence({"b": np.array([True, False])}, {"b": np.array([True, True])}, "b")
+    assert diff == 1.0
+
+
+def test_divergence_skips_mismatched_shapes():
+    primary = {"p": np.array([[0.9, 0.1]]), "v": np.array([1.0, 2.0])}
+    shadow = {"p": np.array([[0.1, 0.8, 0.1]]), "v": np.array([1.0, 2.25])}
+    diff, agreeing, compared = divergence(primary, shadow, "p")
+    assert diff == 0.25  # only "v": "p" changed shape
+    assert (agreeing, compared) == (0, 1)  # top-1 still compares: one row each, both answers differ
+
+
+def test_divergence_rows_of_different_lengths_are_not_compared():
+    diff, agreeing, compared = divergence({"y": np.array([1, 2, 3])}, {"y": np.array([1, 2])}, "y")
+    assert (diff, agreeing, compared) == (None, 0, 0)
+
+
+def test_divergence_nan_aware():
+    diff, _, _ = divergence({"v": np.array([np.nan, 1.0, 5.0])}, {"v": np.array([np.nan, 3.0, np.nan])}, "v")
+    assert diff == 2.0
+    diff, _, _ = divergence({"v": np.array([np.nan, np.nan])}, {"v": np.array([1.0, np.nan])}, "v")
+    assert diff is None
+
+
+def test_divergence_infinite_difference_is_kept():
+    diff, _, _ = divergence({"v": np.array([np.inf, 0.0])}, {"v": np.array([1.0, 0.0])}, "v")
+    assert diff == np.inf
+
+
+def test_divergence_missing_alias():
+    diff, agreeing, compared = divergence({"p": PRIMARY_PROBS}, {"p": SHADOW_PROBS}, "nope")
+    assert diff == pytest.approx(0.2)
+    assert (agreeing, compared) == (0, 0)
+    assert divergence({"p": PRIMARY_PROBS}, {"q": SHADOW_PROBS}, "p") == (None, 0, 0)
+
+
+def test_divergence_no_top1_on_either_side():
+    primary = {"y": np.array([0.5, 0.7])}
+    shadow = {"y": np.array([0.5, 0.4])}
+    diff, agreeing, compared = divergence(primary, shadow, "y")
+    assert diff == pytest.approx(0.3)
+    assert (agreeing, compared) == (0, 0)
+
+
+def test_divergence_default_alias_and_string_labels():
+    primary = {"classes": np.array([b"cat", b"dog", b"eel", b"cat"], dtype=object)}
+    shadow = {"classes": np.array([b"cat", b"cow", b"eel", b"cat"], dtype=object)}
+    assert divergence(primary, shadow, None) == (None, 3, 4)
+
+
+def test_divergence_incomparable_labels_agree_nowhere():
+    assert divergence({"y": np.array(["1", "2"])}, {"y": np.array([b"1", b"2"])}, "y") == (None, 0, 2)
+    assert divergence({"y": np.array(["1", "2"])}, {"y": np.array([1, 2])}, "y") == (None, 0, 2)
+
+
+def test_divergence_rank3_row_agrees_only_when_every_position_agrees():
+    p = np.zeros((2, 2, 3))
+    s = np.zeros((2, 2, 3))
+    p[:, :, 0] = 1.0
+    s[:, :, 0] = 1.0
+    s[1, 1, :] = [0.0, 0.0, 1.0]  # one position of row 1 changes its answer
+    assert divergence({"t": p}, {"t": s}, "t")[1:] == (1, 2)
+
+
+def test_divergence_feeds_a_window():
+    w = Window(10, clock=Clock())
+    w.record_shadow(*divergence({"p": PRIMARY_PROBS}, {"p": SHADOW_PROBS}, "p"))
+    w.record_shadow(*divergence({"p": PRIMARY_PROBS}, {"p": PRIMARY_PROBS}, "p"))
+    e = w.summary()
+    assert e.shadow_compared == 2
+    assert e.max_abs_diff == pytest.approx(0.2)
+    assert e.top1_agreement == pytest.approx(5 / 6)
+
+
+# ---------------------------------------------------------------------------------------------
+# decide
+
+GATES = Gates()
+
+
+def ev(**kw) -> Evidence:
+    """A healthy version: 1000 calls, 0.10 % errors, p99 100 ms, no quality evidence."""
+    base = dict(requests=1000, errors={"INTERNAL": 1}, error_rate=0.001, p50_ms=10.0, p99_ms=100.0,
+                requests_per_second=50.0, shadow_compared=0, max_abs_diff=None, top1_agreement=None,
+                feedback=0, accuracy=None)
+    base.update(kw)
+    return Evidence(**base)
+
+
+GOOD_SHADOW = dict(shadow_compared=500, max_abs_diff=0.01, top1_agreement=0.99)
+
+
+def test_gates_defaults():
+    assert Gates() == Gates(max_error_rate_increase=0.005, max_p99_ratio=1.2, min_top1_agreement=0.97,
+                            max_accuracy_drop=0.01, min_samples=100)
+
+
+@pytest.mark.parametrize("kw", [dict(max_error_rate_increase=-0.1), dict(max_p99_ratio=0),
+                                dict(min_top1_agreement=1.5), dict(max_accuracy_drop=-0.01),
+                                dict(min_samples=-1)])
+def test_gates_reject_nonsense(kw):
+    with pytest.raises(ValueError):
+        Gates(**kw)
+
+
+def test_hold_when_canary_lacks_samples_even_if_it_looks_terrible():
+    v = decide(ev(), ev(requests=99, error_rate=1.0, p99_ms=9999.0), GATES)
+    assert v == Verdict(HOLD, ("canary has 99 of 100 calls needed",))
+
+
+def test_hold_when_stable_lacks_samples():
+    v = decide(ev(requests=42), ev(**GOOD_SHADOW), GATES)
+    assert v == Verdict(HOLD, ("stable has 42 of 100 calls needed",))
+
+
+def test_canary_samples_checked_before_stable():
+    assert decide(ev(requests=1), ev(requests=2), GATES).reasons == ("canary has 2 of 100 calls needed",)
+
+
+def test_promote_with_shadow_agreement():
+    v = decide(ev(), ev(requests=100, error_rate=0.003, p99_ms=110.0, **GOOD_SHADOW), GATES)
+    assert v.decision == PROMOTE
+    assert v.reasons == (
+        "errors: canary error rate 0.30 % <= stable 0.10 % + 0.50 points",
+        "latency: canary p99 110.00 ms <= 1.2 x stable p99 100.00 ms (120.00 ms)",
+        "quality: canary agrees with stable on 99.00 % of top-1 answers >= 97.00 % needed (500 shadow comparisons)",
+    )
+
+
+def test_rollback_on_errors_alone():
+    v = decide(ev(), ev(error_rate=0.02, **GOOD_SHADOW), GATES)
+    assert v.decision == ROLLBACK
+    assert v.reasons[0] == "errors: canary error rate 2.00 % > stable 0.10 % + 0.50 points"
+    assert v.reasons[1].startswith("latency: canary p99 100.00 ms <= ")
+    assert v.reasons[2].startswith("quality: canary agrees with stable on 99.00 % ")
+
+
+def test_error_rate_at_the_limit_passes():
+    assert decide(ev(error_rate=0.001), ev(error_rate=0.006, **GOOD_SHADOW), GATES).decision == PROMOTE
+    assert decide(ev(error_rate=0.001), ev(error_rate=0.0061, **GOOD_SHADOW), GATES).decision == ROLLBACK
+    # 0.009 + 0.005 rounds below 0.014 in binary floating point; the limit must still hold.
+    assert decide(ev(error_rate=9 / 1000), ev(error_rate=14 / 1000, **GOOD_SHADOW), GATES).decision == PROMOTE
+
+
+def test_rollback_on_latency_alone():
+    v = decide(ev(), ev(p99_ms=121.0, **GOOD_SHADOW), GATES)
+    assert v.decision == ROLLBACK
+    assert v.reasons[0].startswith("errors: canary error rate 0.10 % <= ")
+    assert v.reasons[1] == "latency: canary p99 121.00 ms > 1.2 x stable p99 100.00 ms (120.00 ms)"
+    assert v.reasons[2].startswith("quality: canary agrees with stable on 99.00 % of top-1 answers >= ")
+
+
+def test_latency_at_the_limit_passes():
+    assert decide(ev(), ev(p99_ms=120.0, **GOOD_SHADOW), GATES).decision == PROMOTE
+
+
+@pytest.mark.parametrize("stable_p99, canary_p99", [(None, 100.0), (100.0, None), (None, None)])
+def test_unknown_latency_passes(stable_p99, canary_p99):
+    v = decide(ev(p99_ms=stable_p99), ev(p99_ms=canary_p99, **GOOD_SHADOW), GATES)
+    assert v.decision == PROMOTE
+    assert v.reasons[1] == "latency: not enough successful calls"
+
+
+def test_rollback_on_agreement_alone():
+    v = decide(ev(), ev(shadow_compared=500, top1_agreement=0.95), GATES)
+    assert v.decision == ROLLBACK
+    assert v.reasons[2] == ("quality: canary agrees with stable on 95.00 % of top-1 answers < 97.00 % needed "
+                            "(500 shadow comparisons)")
+
+
+def test_rollback_on_accuracy_alone():
+    stable = ev(feedback=200, accuracy=0.95)
+    canary = ev(feedback=100, accuracy=0.90, **GOOD_SHADOW)  # agreement is fine, but accuracy is known
+    v = decide(stable, canary, GATES)
+    assert v.decision == ROLLBACK
+    assert v.reasons[:2] == ("errors: canary error rate 0.10 % <= stable 0.10 % + 0.50 points",
+                             "latency: canary p99 100.00 ms <= 1.2 x stable p99 100.00 ms (120.00 ms)")
+    assert v.reasons[2] == ("quality: canary accuracy 90.00 % < stable accuracy 95.00 % - 1.00 points "
+                            "(100 and 200 feedback rows)")
+
+
+def test_accuracy_at_the_limit_passes():
+    stable = ev(feedback=100, accuracy=0.95)
+    assert decide(stable, ev(feedback=100, accuracy=0.94), GATES).decision == PROMOTE
+    assert decide(stable, ev(feedback=100, accuracy=0.939), GATES).decision == ROLLBACK
+
+
+def test_accuracy_beats_agreement():
+    # The canary gives a different answer from stable on 10 % of rows, and is right more often.
+    stable = ev(feedback=1000, accuracy=0.90)
+    canary = ev(feedback=1000, accuracy=0.95, shadow_compared=1000, top1_agreement=0.90)
+    v = decide(stable, canary, GATES)
+    assert v.decision == PROMOTE
+    assert v.reasons[2] == ("quality: canary accuracy 95.00 % >= stable accuracy 90.00 % - 1.00 points "
+                            "(1000 and 1000 feedback rows)")
+
+
+@pytest.mark.parametrize("stable_kw, canary_kw", [
+    (dict(feedback=99, accuracy=0.5), dict(feedback=1000, accuracy=0.99)),   # stable: too few rows
+    (dict(feedback=1000, accuracy=0.5), dict(feedback=99, accuracy=0.99)),   # canary: too few rows
+    (dict(feedback=1000, accuracy=None), dict(feedback=1000, accuracy=0.99)),
+    (dict(feedback=1000, accuracy=0.5), dict(feedback=1000, accuracy=None)),
+])
+def test_agreement_used_when_accuracy_not_usable(stable_kw, canary_kw):
+    v = decide(ev(**stable_kw), ev(shadow_compared=100, top1_agreement=0.5, **canary_kw), GATES)
+    assert v.decision == ROLLBACK
+    assert v.reasons[2].startswith("quality: canary agrees with stable on 50.00 % ")
+
+
+def test_hold_when_quality_unknown():
+    v = decide(ev(), ev(), GATES)
+    assert v == Verdict(HOLD, (
+        "errors: canary error rate 0.10 % <= stable 0.10 % + 0.50 points",
+        "latency: canary p99 100.00 ms <= 1.2 x stable p99 100.00 ms (120.00 ms)",
+        "quality: no feedback or shadow comparisons yet (need 100)",
+    ))
+
+
+def test_hold_when_too_few_shadow_comparisons_and_feedback_rows():
+    canary = ev(shadow_compared=99, top1_agreement=1.0, feedback=99, accuracy=1.0)
+    v = decide(ev(feedback=99, accuracy=0.5), canary, GATES)
+    assert v.decision == HOLD
+    assert v.reasons[2] == "quality: no feedback or shadow comparisons yet (need 100)"
+
+
+def test_shadow_evidence_is_read_from_the_canary_only():
+    # Agreement recorded on the stable side is not the canary's evidence.
+    v = decide(ev(shadow_compared=1000, top1_agreement=1.0), ev(), GATES)
+    assert v.decision == HOLD
+
+
+def test_failure_beats_unknown_quality():
+    v = decide(ev(), ev(error_rate=0.5), GATES)
+    assert v.decision == ROLLBACK
+    assert v.reasons[2] == "quality: no feedback or shadow comparisons yet (need 100)"
+
+
+def test_every_failure_reported():
+    v = decide(ev(), ev(error_rate=0.5, p99_ms=500.0, shadow_compared=100, top1_agreement=0.1), GATES)
+    assert v.decision == ROLLBACK
+    assert [r.split(" ")[0] for r in v.reasons] == ["errors:", "latency:", "quality:"]
+    assert all((" > " in r) or (" < " in r) for r in v.reasons)
+
+
+def test_custom_gates():
+    gates = Gates(max_error_rate_increase=0.0, max_p99_ratio=2.0, min_top1_agreement=0.5, min_samples=10)
+    canary = ev(requests=10, error_rate=0.001, p99_ms=199.0, shadow_compared=10, top1_agreement=0.6)
+    assert decide(ev(requests=10), canary, gates).decision == PROMOTE
+    assert decide(ev(requests=10), dataclasses.replace(canary, error_rate=0.002), gates).decision == ROLLBACK
+
+
+def test_windows_to_verdict():
+    clock = Clock()
+    stable, canary = Window(1000, clock=clock), Window(1000, clock=clock)
+    for i in range(200):
+        clock.t = i * 0.01
+        stable.record_call(0.010 + (i % 10) / 1000)
+        canary.record_call(0.011 + (i % 10) / 1000, "UNAVAILABLE" if i == 0 else "OK")
+        canary.record_shadow(0.0, 1, 1)
+    v = decide(stable.summary(), canary.summary(), GATES)
+    assert v.decision == PROMOTE
+    assert v.reasons[0] == "errors: canary error rate 0.50 % <= stable 0.00 % + 0.50 points"
+    canary.record_call(0.01, "UNAVAILABLE")  # 2 errors in 201 calls: over the limit
+    assert decide(stable.summary(), canary.summary(), GATES).decision == ROLLBACK
+
+
+# ---------------------------------------------------------------------------------------------
+# next_percent, is_stale
+
+
+@pytest.mark.parametrize("current, expected", [(0, 10), (10, 25), (12, 25), (25, 50), (50, 100), (100, 100)])
+def test_next_percent_promote_steps_up(current, expected):
+    assert next_percent(current, PROMOTE) == expected
+
+
+def test_next_percent_rollback_and_hold():
+    assert next_percent(50, ROLLBACK) == 0
+    assert next_percent(100, ROLLBACK) == 0
+    assert next_percent(25, HOLD) == 25
+    assert next_percent(12.5, HOLD) == 12.5
+
+
+def test_next_percent_custom_steps():
+    assert next_percent(5, PROMOTE, steps=(100, 50, 1)) == 50  # order of steps does not matter
+    assert next_percent(0, PROMOTE, steps=(1, 50, 100)) == 1
+    assert next_percent(60, PROMOTE, steps=(10, 50)) == 60  # no step above: stays
+
+
+def test_next_percent_unknown_decision():
+    with pytest.raises(ValueError):
+        next_percent(10, "MAYBE")
+
+
+@pytest.mark.parametrize("age_s, max_age_s, expected", [
+    (None, 60.0, False),
+    (61.0, 60.0, True),
+    (60.0, 60.0, False),
+    (10.0, 60.0, False),
+    (1e9, 0.0, False),
+    (1e9, -1.0, False),
+])
+def test_is_stale(age_s, max_age_s, expected):
+    assert is_stale(age_s, max_age_s) is expected
