@@ -48,6 +48,23 @@ def generated_inputs(signature: Signature, rows: int, seed: int = 0) -> dict[str
     return out
 
 
+def dataset_batches(data: dict, aliases, rows: int) -> list[tuple[dict, Optional[np.ndarray]]]:
+    """A labelled dataset cut into requests: ``data`` maps each input alias (and optionally
+    ``labels``) to an array of the same length; each batch is ``({alias: rows rows}, labels of
+    those rows or None)``. Trailing rows that do not fill a batch are left out."""
+    missing = [a for a in aliases if a not in data]
+    if missing:
+        raise ValueError(f"the dataset has no array for input {missing[0]} (it has {', '.join(sorted(data))})")
+    n = len(data[aliases[0]])
+    if any(len(data[a]) != n for a in aliases) or ("labels" in data and len(data["labels"]) != n):
+        raise ValueError("the dataset's arrays differ in length")
+    if n < rows:
+        raise ValueError(f"the dataset has {n} rows, fewer than --rows {rows}")
+    labels = data.get("labels")
+    return [({a: data[a][i:i + rows] for a in aliases}, None if labels is None else labels[i:i + rows])
+            for i in range(0, n - rows + 1, rows)]
+
+
 @dataclass
 class Measured:
     """What a run recorded: successful latencies (seconds), error counts by code name, the

@@ -21,7 +21,7 @@ from typing import Optional
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
-COMMANDS = ("predict", "status", "metadata", "reload", "bench")
+COMMANDS = ("predict", "status", "metadata", "reload", "bench", "rollout", "compare", "feedback")
 
 
 class CliError(Exception):
@@ -78,6 +78,39 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--rows", type=int, default=1, help="rows per generated request (1)")
     b.add_argument("--json", action="store_true", help="print the summary as JSON")
     b.add_argument("--no-progress", action="store_true", help="no progress bar")
+    b.add_argument("--dataset", metavar="FILE.npz",
+                   help="inputs by alias (and optionally 'labels'): call i sends the next ROWS rows, cycling")
+    b.add_argument("--feedback", action="store_true",
+                   help="after each answer, send the dataset's labels of its rows as feedback (rollouts)")
+    b.add_argument("--routing-keys", type=int, default=0, metavar="N",
+                   help="send routing keys user-0 .. user-N-1 in turn (sticky rollout assignment)")
+
+    ro = sub.add_parser("rollout", help="a model's rollout: set it, its verdict, its status")
+    rsub = ro.add_subparsers(dest="rollout_command", required=True)
+    rs = rsub.add_parser("set", parents=[conn], help="configure a stable/canary split")
+    rs.add_argument("model")
+    rs.add_argument("--stable", type=int, required=True, help="the version most traffic goes to")
+    rs.add_argument("--canary", type=int, default=0, help="the candidate version (0: none)")
+    rs.add_argument("--percent", type=float, default=0.0, help="canary share of routed requests, percent")
+    rs.add_argument("--shadow", type=float, default=0.0, help="share of stable calls also sent to the canary")
+    rs.add_argument("--auto", action="store_true", help="let the verdict move the canary share stepwise")
+    rs.add_argument("--interval", type=float, default=0.0, help="seconds between automatic steps (30)")
+    rs.add_argument("--min-samples", type=int, default=0, help="calls needed before a verdict (100)")
+    rs.add_argument("--max-age", type=float, default=0.0, help="staleness alarm age in seconds (0: off)")
+    rs.add_argument("--json", action="store_true", help="print JSON")
+    for name, text in (("verdict", "PROMOTE / HOLD / ROLLBACK with the evidence"),
+                       ("status", "configuration, evidence per version, decisions, alarms")):
+        r = rsub.add_parser(name, parents=[conn], help=text)
+        r.add_argument("model")
+        r.add_argument("--json", action="store_true", help="print JSON")
+    cp = sub.add_parser("compare", parents=[conn], help="side-by-side evidence of a model's versions")
+    cp.add_argument("model")
+    cp.add_argument("--json", action="store_true", help="print JSON")
+    cp.add_argument("--plot", metavar="FILE.png",
+                    help="also draw latency percentiles and accuracy per version (needs matplotlib)")
+    fb = sub.add_parser("feedback", parents=[conn], help="ground truth for an earlier answer")
+    fb.add_argument("request_id", help="the answer's verso-request-id")
+    fb.add_argument("labels", nargs="+", help="one label per row of that answer")
     return p
 
 
@@ -305,8 +338,19 @@ def _reload(args) -> None:
     print(f"reloaded: {len(names)} model(s): {', '.join(names)}")
 
 
+def _load_dataset(path: str) -> dict:
+    import numpy as np
+
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except (OSError, ValueError) as e:
+        raise CliError(f"cannot read dataset {path}: {getattr(e, 'strerror', None) or e}") from None
+
+
 def _bench(args) -> None:
     import asyncio
+    import itertools
 
     from client import bench
     from client._api import bind_inputs, make_spec
@@ -318,24 +362,50 @@ def _bench(args) -> None:
     given = parse_inputs(args.inputs)
     target = args.rest or args.target
 
+    if args.feedback and not args.dataset:
+        raise CliError("--feedback needs --dataset with labels")
+    dataset = _load_dataset(args.dataset) if args.dataset else None
+
     async def main() -> dict:
         # No retries: a stress test reports the server's UNAVAILABLE answers, not hides them.
         client = _client(args, aio=True, max_attempts=1)
         try:
             spec = make_spec(args.model, args.version, args.label, args.signature)
             signature = (await client.metadata(args.model, **_servable(args))).signature(args.signature)
-            arrays = bench.generated_inputs(signature, args.rows) if given is None else bind_inputs(given, signature)
-            first = next(iter(arrays.values()), None)
+            if dataset is not None:
+                try:
+                    batches = bench.dataset_batches(dataset, list(signature.inputs), args.rows)
+                except ValueError as e:
+                    raise CliError(str(e)) from None
+                if args.feedback and batches[0][1] is None:
+                    raise CliError(f"--feedback: {args.dataset} has no 'labels' array")
+            else:
+                arrays = bench.generated_inputs(signature, args.rows) if given is None else \
+                    bind_inputs(given, signature)
+                batches = [(arrays, None)]
+            first = next(iter(batches[0][0].values()), None)
             rows = int(first.shape[0]) if first is not None and first.ndim else 1
-            # Encoded once: the loop below measures the server, not the client's encoding.
-            request = client._codec.predict_request(spec, arrays, None)
+            # Encoded once each: the loop below measures the server, not the client's encoding.
+            keys = [f"user-{i}" for i in range(args.routing_keys)] or [None]
+            calls = [(client._codec.predict_request(spec, arrays, None, key), labels)
+                     for arrays, labels in batches for key in keys]
+            turn = itertools.count()
+            fed = [0]
 
             async def send():
-                await client._io("predict", request, client.timeout)
+                request, labels = calls[next(turn) % len(calls)]
+                raw = await client._io("predict", request, client.timeout)
+                request_id = client._codec.request_id_of(raw)
+                if args.feedback and request_id:
+                    await client.feedback(request_id, labels)
+                    fed[0] += 1
 
             measured = await _with_progress(bench.run, send, args, requests)
-            return bench.summarize(measured, rows=rows, concurrency=args.concurrency, target=target,
-                                   model=args.model)
+            report = bench.summarize(measured, rows=rows, concurrency=args.concurrency, target=target,
+                                     model=args.model)
+            if args.feedback:
+                report["feedback_sent"] = fed[0]
+            return report
         finally:
             await client.close()
 
@@ -370,11 +440,140 @@ async def _with_progress(run, send, args, requests: Optional[int]):
                          on_done=on_done)
 
 
+def _rollout_doc(status) -> dict:
+    from google.protobuf import json_format
+
+    return json_format.MessageToDict(status, preserving_proto_field_name=True,
+                                     always_print_fields_with_no_presence=True)
+
+
+def _known(x: float, fmt: str = "{:.2f}", scale: float = 1.0) -> str:
+    return "-" if x < 0 else fmt.format(x * scale)
+
+
+def _age(seconds: float) -> str:
+    if seconds < 0:
+        return "-"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f} {unit}"
+    return f"{seconds:.0f} s"
+
+
+def _show_compare(status, as_json: bool) -> None:
+    from rich.table import Table
+
+    if as_json:
+        _print_json(_rollout_doc(status))
+        return
+    cfg = status.config
+    console = _console()
+    console.print(f"rollout of {cfg.model}: stable v{cfg.stable}"
+                  + (f", canary v{cfg.canary} at {cfg.canary_percent:g} %" if cfg.canary else ", no canary")
+                  + (f", shadow {cfg.shadow_percent:g} %" if cfg.shadow_percent else "")
+                  + (", automatic" if cfg.auto.enabled else ""))
+    table = Table()
+    for col in ("version", "role", "traffic %", "calls", "req/s", "errors", "p50 ms", "p99 ms",
+                "top-1 agree", "max diff", "accuracy", "age"):
+        table.add_column(col, justify="left" if col == "role" else "right")
+    for v in status.versions:
+        errors = ", ".join(f"{k} {n}" for k, n in sorted(v.errors.items())) or "0"
+        agree = f"{_known(v.top1_agreement, '{:.1f}', 100)} % ({v.shadow_compared})" if v.top1_agreement >= 0 else "-"
+        acc = f"{_known(v.accuracy, '{:.1f}', 100)} % ({v.feedback})" if v.accuracy >= 0 else "-"
+        table.add_row(str(v.version), v.role or "-", f"{v.traffic_percent:g}", str(v.requests),
+                      f"{v.requests_per_second:.1f}", errors, _known(v.p50_ms), _known(v.p99_ms), agree,
+                      _known(v.max_abs_diff, "{:.3g}"), acc, _age(v.age_seconds) + (" STALE" if v.stale else ""))
+    console.print(table)
+    console.print(f"verdict: {status.verdict.decision}")
+    for reason in status.verdict.reasons:
+        console.print(f"  {reason}")
+    for alarm in status.alarms:
+        console.print(f"alarm: {alarm}")
+
+
+def _show_status_log(status) -> None:
+    import datetime
+
+    console = _console()
+    for d in status.decisions:
+        when = datetime.datetime.fromtimestamp(d.unix_time, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+        console.print(f"{when} UTC  {d.text}")
+
+
+def _rollout(args) -> None:
+    with _client(args) as c:
+        if args.rollout_command == "set":
+            fields = {}
+            if args.auto or args.interval:
+                fields["auto"] = {"enabled": bool(args.auto), "interval_seconds": args.interval}
+            if args.min_samples:
+                fields["gates"] = {"min_samples": args.min_samples}
+            if args.max_age:
+                fields["max_age_seconds"] = args.max_age
+            status = c.set_rollout(args.model, stable=args.stable, canary=args.canary, canary_percent=args.percent,
+                                   shadow_percent=args.shadow, **fields)
+            _show_compare(status, args.json)
+            return
+        status = c.rollout(args.model)
+    if args.rollout_command == "verdict":
+        if args.json:
+            _print_json({"model": args.model, "decision": status.verdict.decision,
+                         "reasons": list(status.verdict.reasons)})
+            return
+        print(status.verdict.decision)
+        for reason in status.verdict.reasons:
+            print(f"  {reason}")
+        return
+    _show_compare(status, args.json)
+    if not args.json:
+        _show_status_log(status)
+
+
+def _compare(args) -> None:
+    with _client(args) as c:
+        status = c.rollout(args.model)
+    _show_compare(status, args.json)
+    if args.plot:
+        _plot(status, args.plot)
+
+
+def _plot(status, path: str) -> None:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise CliError("--plot needs matplotlib: pip install 'verso[plot]'") from None
+    versions = [v for v in status.versions if v.requests or v.feedback]
+    names = [f"v{v.version} {v.role}".strip() for v in versions]
+    fig, (lat, acc) = plt.subplots(1, 2, figsize=(10, 4))
+    xs = range(len(versions))
+    lat.bar([x - 0.2 for x in xs], [max(v.p50_ms, 0) for v in versions], width=0.4, label="p50")
+    lat.bar([x + 0.2 for x in xs], [max(v.p99_ms, 0) for v in versions], width=0.4, label="p99")
+    lat.set_xticks(list(xs), names)
+    lat.set_ylabel("latency, ms (evidence window)")
+    lat.legend()
+    acc.bar(list(xs), [max(v.accuracy, 0) * 100 for v in versions])
+    acc.set_xticks(list(xs), names)
+    acc.set_ylabel("accuracy from feedback, %")
+    fig.suptitle(f"{status.config.model}: {status.verdict.decision}")
+    fig.tight_layout()
+    fig.savefig(path)
+    print(f"wrote {path}")
+
+
+def _feedback(args) -> None:
+    with _client(args) as c:
+        r = c.feedback(args.request_id, args.labels)
+    print(f"{r.model} v{r.version}: {r.correct} of {r.rows} rows correct")
+
+
 def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
-_HANDLERS = {"predict": _predict, "status": _status, "metadata": _metadata, "reload": _reload, "bench": _bench}
+_HANDLERS = {"predict": _predict, "status": _status, "metadata": _metadata, "reload": _reload, "bench": _bench,
+             "rollout": _rollout, "compare": _compare, "feedback": _feedback}
 
 
 def main(argv: Optional[list[str]] = None) -> int:

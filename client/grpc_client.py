@@ -191,6 +191,10 @@ class GrpcCodec:
         return np.array([r.value for r in response.result.regressions], dtype=np.float32)
 
     @staticmethod
+    def request_id_of(raw) -> Optional[str]:
+        return raw[1]
+
+    @staticmethod
     def rollout_request(model: str):
         return rollout_pb2.RolloutRequest(model=model)
 

@@ -158,6 +158,10 @@ class RestCodec:
             raise VersoError(grpc.StatusCode.INTERNAL, "unexpected regress answer from the server") from None
 
     @staticmethod
+    def request_id_of(reply: Reply) -> Optional[str]:
+        return reply.request_id
+
+    @staticmethod
     def rollout_request(model: str):
         return "GET", "/v1/rollouts/" + urllib.parse.quote(model, safe=""), None
 

@@ -26,7 +26,8 @@ What it builds (all paths relative to this file's directory, ``model_repository/
       patches the method name in ``saved_model.pb`` after saving (and rewrites
       ``fingerprint.pb`` to match).
 
-It also writes ``ACCURACY.md`` (held-out test accuracy of each digits version).
+It also writes ``ACCURACY.md`` (held-out test accuracy of each digits version) and
+``digits_holdout.npz`` (those held-out images and labels, for the rollout demo).
 ``models.config`` and ``README.md`` next to this file are maintained by hand.
 
 Each version is written to a temporary sibling directory (``<model>/.<version>.tmp``),
@@ -262,6 +263,15 @@ def sklearn_layers(clf):
     raise TypeError(type(clf))
 
 
+def write_holdout(x_test: np.ndarray, y_test: np.ndarray) -> Path:
+    """``digits_holdout.npz``: the held-out images (``images``, float32 [n, 64], pixels 0..16)
+    and their true digits (``labels``, int64 [n]) that ACCURACY.md is measured on. The rollout
+    demo sends them as labelled traffic (README "Safe rollouts")."""
+    path = ROOT / "digits_holdout.npz"
+    np.savez_compressed(path, images=x_test.astype(np.float32), labels=y_test.astype(np.int64))
+    return path
+
+
 def build_digits() -> list[dict]:
     digits = load_digits()
     x = digits.data.astype(np.float32)  # raw pixel values 0..16
@@ -270,6 +280,7 @@ def build_digits() -> list[dict]:
         x, y, test_size=0.3, random_state=SEED, stratify=y
     )
     x_train_scaled = x_train / PIXEL_MAX
+    write_holdout(x_test, y_test)
 
     n_small = 60
     specs = {
