@@ -38,7 +38,8 @@ def wait_until(cond: Callable[[], bool], timeout: float = 30.0, interval: float 
 
 class ServerProcess:
     def __init__(self, args: list[str], *, entry: Optional[list[str]] = None, port: Optional[int] = None,
-                 with_port: bool = True, rest: bool = False):
+                 with_port: bool = True, rest: bool = False, cwd: Optional[str] = None):
+        self.cwd = cwd
         self.port = port or free_port()
         self.rest_port = free_port() if rest else None
         base = entry or [sys.executable, "-m", "server"]
@@ -52,7 +53,7 @@ class ServerProcess:
 
     def start(self, wait: bool = True) -> None:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
-        self.proc = subprocess.Popen(self.cmd, stdout=self.log, stderr=subprocess.STDOUT, env=env)
+        self.proc = subprocess.Popen(self.cmd, stdout=self.log, stderr=subprocess.STDOUT, env=env, cwd=self.cwd)
         if wait:
             wait_until(lambda: READY_LINE in self.output() or self.proc.poll() is not None,
                        timeout=START_TIMEOUT_S, interval=0.1, what="server start")
