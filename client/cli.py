@@ -97,6 +97,7 @@ def _parser() -> argparse.ArgumentParser:
     rs.add_argument("--interval", type=float, default=0.0, help="seconds between automatic steps (30)")
     rs.add_argument("--min-samples", type=int, default=0, help="calls needed before a verdict (100)")
     rs.add_argument("--max-age", type=float, default=0.0, help="staleness alarm age in seconds (0: off)")
+    rs.add_argument("--max-p99-ratio", type=float, default=0.0, help="canary p99 at most this x stable's (1.2)")
     rs.add_argument("--json", action="store_true", help="print JSON")
     for name, text in (("verdict", "PROMOTE / HOLD / ROLLBACK with the evidence"),
                        ("status", "configuration, evidence per version, decisions, alarms")):
@@ -506,8 +507,9 @@ def _rollout(args) -> None:
             fields = {}
             if args.auto or args.interval:
                 fields["auto"] = {"enabled": bool(args.auto), "interval_seconds": args.interval}
-            if args.min_samples:
-                fields["gates"] = {"min_samples": args.min_samples}
+            gates = {k: v for k, v in (("min_samples", args.min_samples), ("max_p99_ratio", args.max_p99_ratio)) if v}
+            if gates:
+                fields["gates"] = gates
             if args.max_age:
                 fields["max_age_seconds"] = args.max_age
             status = c.set_rollout(args.model, stable=args.stable, canary=args.canary, canary_percent=args.percent,
