@@ -7,6 +7,8 @@ model and the field, so a bad file or call changes nothing.
 
 from __future__ import annotations
 
+import math
+
 from google.protobuf import text_format
 
 from protos import rollout_pb2
@@ -40,6 +42,13 @@ def validated(mr: rollout_pb2.ModelRollout) -> rollout_pb2.ModelRollout:
 
     if not mr.model:
         raise bad("model is required")
+    numbers = {"canary_percent": mr.canary_percent, "shadow_percent": mr.shadow_percent,
+               "max_age_seconds": mr.max_age_seconds, "auto.interval_seconds": mr.auto.interval_seconds,
+               **{f"gates.{f.name}": getattr(mr.gates, f.name) for f in mr.gates.DESCRIPTOR.fields},
+               **{f"auto.steps[{i}]": v for i, v in enumerate(mr.auto.steps)}}
+    for field, value in numbers.items():
+        if not math.isfinite(value):  # NaN passes every < and > check below
+            raise bad(f"{field} must be a finite number, not {value}")
     if mr.stable <= 0:
         raise bad("stable must be a version number > 0")
     if mr.canary < 0 or mr.canary == mr.stable:

@@ -67,6 +67,7 @@ class RolloutManager:
         """Replace every rollout (a re-read config file); models left out stop being routed."""
         for name in set(self.configs) - set(configs):
             self._decide(name, f"rollout removed ({source})")
+            self._forget(name)
         for name, mr in configs.items():
             if self.configs.get(name) != mr:
                 self._set(mr, source)
@@ -86,6 +87,12 @@ class RolloutManager:
         self._decide(mr.model, f"stable v{mr.stable}, canary "
                                f"{f'v{mr.canary} at {mr.canary_percent:g} %' if mr.canary else 'none'}"
                                f"{f', shadow {mr.shadow_percent:g} %' if mr.shadow_percent else ''} ({source})")
+
+    def _forget(self, name: str) -> None:
+        """Drop a removed rollout's evidence: a later rollout of the model starts afresh."""
+        for key in [k for k in self._windows if k[0] == name]:
+            del self._windows[key]
+        self._last_auto.pop(name, None)
 
     def _decide(self, name: str, text: str) -> None:
         log.info("Rollout of %s: %s", name, text)
@@ -278,7 +285,9 @@ class RolloutManager:
                 text = f"PROMOTE: v{mr.canary} is now stable (was v{mr.stable}); " + "; ".join(verdict.reasons)
             else:
                 percent = next_percent(mr.canary_percent, verdict.decision, list(mr.auto.steps))
-                if percent == mr.canary_percent:
+                # A ROLLBACK of a shadow-only canary (0 %) still has its shadow to turn off.
+                shadow_off = verdict.decision == "ROLLBACK" and mr.shadow_percent > 0
+                if percent == mr.canary_percent and not shadow_off:
                     continue
                 new = rollout_pb2.ModelRollout()
                 new.CopyFrom(mr)
