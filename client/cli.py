@@ -485,6 +485,12 @@ def _show_compare(status, as_json: bool) -> None:
                       f"{v.requests_per_second:.1f}", errors, _known(v.p50_ms), _known(v.p99_ms), agree,
                       _known(v.max_abs_diff, "{:.3g}"), acc, _age(v.age_seconds) + (" STALE" if v.stale else ""))
     console.print(table)
+    for v in status.versions:
+        if v.outputs:
+            parts = [f"{alias}: max diff {_known(d.max_abs_diff, '{:.3g}')}"
+                     + (f", top-1 agree {d.top1_agreement * 100:.1f} %" if d.top1_agreement >= 0 else "")
+                     for alias, d in sorted(v.outputs.items())]
+            console.print(f"v{v.version} vs stable, per output: " + "; ".join(parts))
     console.print(f"verdict: {status.verdict.decision}")
     for reason in status.verdict.reasons:
         console.print(f"  {reason}")
@@ -546,18 +552,21 @@ def _plot(status, path: str) -> None:
         import matplotlib.pyplot as plt
     except ImportError:
         raise CliError("--plot needs matplotlib: pip install 'verso[plot]'") from None
-    versions = [v for v in status.versions if v.requests or v.feedback]
-    names = [f"v{v.version} {v.role}".strip() for v in versions]
-    fig, (lat, acc) = plt.subplots(1, 2, figsize=(10, 4))
-    xs = range(len(versions))
-    lat.bar([x - 0.2 for x in xs], [max(v.p50_ms, 0) for v in versions], width=0.4, label="p50")
-    lat.bar([x + 0.2 for x in xs], [max(v.p99_ms, 0) for v in versions], width=0.4, label="p99")
-    lat.set_xticks(list(xs), names)
-    lat.set_ylabel("latency, ms (evidence window)")
+    versions = [v for v in status.versions if v.latency_deciles_ms or v.accuracy_history]
+    fig, (lat, acc) = plt.subplots(1, 2, figsize=(11, 4))
+    for v in versions:
+        name = f"v{v.version} {v.role}".strip()
+        if v.latency_deciles_ms:  # the distribution as a CDF through its deciles
+            lat.plot(list(v.latency_deciles_ms), [q / 10 for q in range(11)], marker=".", label=name)
+        if v.accuracy_history:
+            acc.plot([-p.seconds_ago for p in v.accuracy_history], [p.accuracy * 100 for p in v.accuracy_history],
+                     marker="o", label=name)
+    lat.set_xlabel("latency, ms (successful calls in the window)")
+    lat.set_ylabel("fraction of calls at or below")
     lat.legend()
-    acc.bar(list(xs), [max(v.accuracy, 0) * 100 for v in versions])
-    acc.set_xticks(list(xs), names)
+    acc.set_xlabel("seconds before now")
     acc.set_ylabel("accuracy from feedback, %")
+    acc.legend()
     fig.suptitle(f"{status.config.model}: {status.verdict.decision}")
     fig.tight_layout()
     fig.savefig(path)

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14protos/rollout.proto\x12\rverso.rollout\"<\n\rRolloutConfig\x12+\n\x06models\x18\x01 \x03(\x0b\x32\x1b.verso.rollout.ModelRollout\"\xa5\x02\n\x0cModelRollout\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06stable\x18\x02 \x01(\x03\x12\x0e\n\x06\x63\x61nary\x18\x03 \x01(\x03\x12\x16\n\x0e\x63\x61nary_percent\x18\x04 \x01(\x01\x12\x0e\n\x06labels\x18\x05 \x03(\t\x12\x16\n\x0eshadow_percent\x18\x06 \x01(\x01\x12\x1c\n\x14shadow_max_in_flight\x18\x07 \x01(\x05\x12\x17\n\x0f\x65vidence_output\x18\x08 \x01(\t\x12\x17\n\x0fmax_age_seconds\x18\t \x01(\x01\x12#\n\x05gates\x18\n \x01(\x0b\x32\x14.verso.rollout.Gates\x12!\n\x04\x61uto\x18\x0b \x01(\x0b\x32\x13.verso.rollout.Auto\x12\x0e\n\x06window\x18\x0c \x01(\x05\"\x8b\x01\n\x05Gates\x12\x1f\n\x17max_error_rate_increase\x18\x01 \x01(\x01\x12\x15\n\rmax_p99_ratio\x18\x02 \x01(\x01\x12\x1a\n\x12min_top1_agreement\x18\x03 \x01(\x01\x12\x19\n\x11max_accuracy_drop\x18\x04 \x01(\x01\x12\x13\n\x0bmin_samples\x18\x05 \x01(\x03\"@\n\x04\x41uto\x12\x0f\n\x07\x65nabled\x18\x01 \x01(\x08\x12\r\n\x05steps\x18\x02 \x03(\x01\x12\x18\n\x10interval_seconds\x18\x03 \x01(\x01\"\x1f\n\x0eRolloutRequest\x12\r\n\x05model\x18\x01 \x01(\t\"\xbe\x03\n\x0fVersionEvidence\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\x17\n\x0ftraffic_percent\x18\x03 \x01(\x01\x12\x10\n\x08requests\x18\x04 \x01(\x03\x12:\n\x06\x65rrors\x18\x05 \x03(\x0b\x32*.verso.rollout.VersionEvidence.ErrorsEntry\x12\x12\n\nerror_rate\x18\x06 \x01(\x01\x12\x0e\n\x06p50_ms\x18\x07 \x01(\x01\x12\x0e\n\x06p99_ms\x18\x08 \x01(\x01\x12\x1b\n\x13requests_per_second\x18\t \x01(\x01\x12\x17\n\x0fshadow_compared\x18\n \x01(\x03\x12\x14\n\x0cmax_abs_diff\x18\x0b \x01(\x01\x12\x16\n\x0etop1_agreement\x18\x0c \x01(\x01\x12\x10\n\x08\x66\x65\x65\x64\x62\x61\x63k\x18\r \x01(\x03\x12\x10\n\x08\x61\x63\x63uracy\x18\x0e \x01(\x01\x12\x13\n\x0b\x61ge_seconds\x18\x0f \x01(\x01\x12\r\n\x05stale\x18\x10 \x01(\x08\x12\x16\n\x0eshadow_dropped\x18\x11 \x01(\x03\x1a-\n\x0b\x45rrorsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\",\n\x07Verdict\x12\x10\n\x08\x64\x65\x63ision\x18\x01 \x01(\t\x12\x0f\n\x07reasons\x18\x02 \x03(\t\"+\n\x08\x44\x65\x63ision\x12\x11\n\tunix_time\x18\x01 \x01(\x01\x12\x0c\n\x04text\x18\x02 \x01(\t\"\xd3\x01\n\rRolloutStatus\x12+\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1b.verso.rollout.ModelRollout\x12\x30\n\x08versions\x18\x02 \x03(\x0b\x32\x1e.verso.rollout.VersionEvidence\x12\'\n\x07verdict\x18\x03 \x01(\x0b\x32\x16.verso.rollout.Verdict\x12*\n\tdecisions\x18\x04 \x03(\x0b\x32\x17.verso.rollout.Decision\x12\x0e\n\x06\x61larms\x18\x05 \x03(\t\"5\n\x0f\x46\x65\x65\x64\x62\x61\x63kRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0e\n\x06labels\x18\x02 \x03(\t\"Q\n\x10\x46\x65\x65\x64\x62\x61\x63kResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x0c\n\x04rows\x18\x03 \x01(\x05\x12\x0f\n\x07\x63orrect\x18\x04 \x01(\x05\x32\xf1\x01\n\x0eRolloutService\x12I\n\nGetRollout\x12\x1d.verso.rollout.RolloutRequest\x1a\x1c.verso.rollout.RolloutStatus\x12G\n\nSetRollout\x12\x1b.verso.rollout.ModelRollout\x1a\x1c.verso.rollout.RolloutStatus\x12K\n\x08\x46\x65\x65\x64\x62\x61\x63k\x12\x1e.verso.rollout.FeedbackRequest\x1a\x1f.verso.rollout.FeedbackResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14protos/rollout.proto\x12\rverso.rollout\"<\n\rRolloutConfig\x12+\n\x06models\x18\x01 \x03(\x0b\x32\x1b.verso.rollout.ModelRollout\"\xa5\x02\n\x0cModelRollout\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06stable\x18\x02 \x01(\x03\x12\x0e\n\x06\x63\x61nary\x18\x03 \x01(\x03\x12\x16\n\x0e\x63\x61nary_percent\x18\x04 \x01(\x01\x12\x0e\n\x06labels\x18\x05 \x03(\t\x12\x16\n\x0eshadow_percent\x18\x06 \x01(\x01\x12\x1c\n\x14shadow_max_in_flight\x18\x07 \x01(\x05\x12\x17\n\x0f\x65vidence_output\x18\x08 \x01(\t\x12\x17\n\x0fmax_age_seconds\x18\t \x01(\x01\x12#\n\x05gates\x18\n \x01(\x0b\x32\x14.verso.rollout.Gates\x12!\n\x04\x61uto\x18\x0b \x01(\x0b\x32\x13.verso.rollout.Auto\x12\x0e\n\x06window\x18\x0c \x01(\x05\"\x8b\x01\n\x05Gates\x12\x1f\n\x17max_error_rate_increase\x18\x01 \x01(\x01\x12\x15\n\rmax_p99_ratio\x18\x02 \x01(\x01\x12\x1a\n\x12min_top1_agreement\x18\x03 \x01(\x01\x12\x19\n\x11max_accuracy_drop\x18\x04 \x01(\x01\x12\x13\n\x0bmin_samples\x18\x05 \x01(\x03\"@\n\x04\x41uto\x12\x0f\n\x07\x65nabled\x18\x01 \x01(\x08\x12\r\n\x05steps\x18\x02 \x03(\x01\x12\x18\n\x10interval_seconds\x18\x03 \x01(\x01\"\x1f\n\x0eRolloutRequest\x12\r\n\x05model\x18\x01 \x01(\t\"\xa1\x05\n\x0fVersionEvidence\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\x17\n\x0ftraffic_percent\x18\x03 \x01(\x01\x12\x10\n\x08requests\x18\x04 \x01(\x03\x12:\n\x06\x65rrors\x18\x05 \x03(\x0b\x32*.verso.rollout.VersionEvidence.ErrorsEntry\x12\x12\n\nerror_rate\x18\x06 \x01(\x01\x12\x0e\n\x06p50_ms\x18\x07 \x01(\x01\x12\x0e\n\x06p99_ms\x18\x08 \x01(\x01\x12\x1b\n\x13requests_per_second\x18\t \x01(\x01\x12\x17\n\x0fshadow_compared\x18\n \x01(\x03\x12\x14\n\x0cmax_abs_diff\x18\x0b \x01(\x01\x12\x16\n\x0etop1_agreement\x18\x0c \x01(\x01\x12\x10\n\x08\x66\x65\x65\x64\x62\x61\x63k\x18\r \x01(\x03\x12\x10\n\x08\x61\x63\x63uracy\x18\x0e \x01(\x01\x12\x13\n\x0b\x61ge_seconds\x18\x0f \x01(\x01\x12\r\n\x05stale\x18\x10 \x01(\x08\x12\x16\n\x0eshadow_dropped\x18\x11 \x01(\x03\x12\x1a\n\x12latency_deciles_ms\x18\x12 \x03(\x01\x12<\n\x07outputs\x18\x13 \x03(\x0b\x32+.verso.rollout.VersionEvidence.OutputsEntry\x12\x36\n\x10\x61\x63\x63uracy_history\x18\x14 \x03(\x0b\x32\x1c.verso.rollout.AccuracyPoint\x1a-\n\x0b\x45rrorsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x1aO\n\x0cOutputsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12.\n\x05value\x18\x02 \x01(\x0b\x32\x1f.verso.rollout.OutputDivergence:\x02\x38\x01\"@\n\x10OutputDivergence\x12\x14\n\x0cmax_abs_diff\x18\x01 \x01(\x01\x12\x16\n\x0etop1_agreement\x18\x02 \x01(\x01\"D\n\rAccuracyPoint\x12\x13\n\x0bseconds_ago\x18\x01 \x01(\x01\x12\x10\n\x08\x61\x63\x63uracy\x18\x02 \x01(\x01\x12\x0c\n\x04rows\x18\x03 \x01(\x03\",\n\x07Verdict\x12\x10\n\x08\x64\x65\x63ision\x18\x01 \x01(\t\x12\x0f\n\x07reasons\x18\x02 \x03(\t\"+\n\x08\x44\x65\x63ision\x12\x11\n\tunix_time\x18\x01 \x01(\x01\x12\x0c\n\x04text\x18\x02 \x01(\t\"\xd3\x01\n\rRolloutStatus\x12+\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1b.verso.rollout.ModelRollout\x12\x30\n\x08versions\x18\x02 \x03(\x0b\x32\x1e.verso.rollout.VersionEvidence\x12\'\n\x07verdict\x18\x03 \x01(\x0b\x32\x16.verso.rollout.Verdict\x12*\n\tdecisions\x18\x04 \x03(\x0b\x32\x17.verso.rollout.Decision\x12\x0e\n\x06\x61larms\x18\x05 \x03(\t\"5\n\x0f\x46\x65\x65\x64\x62\x61\x63kRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0e\n\x06labels\x18\x02 \x03(\t\"Q\n\x10\x46\x65\x65\x64\x62\x61\x63kResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x0c\n\x04rows\x18\x03 \x01(\x05\x12\x0f\n\x07\x63orrect\x18\x04 \x01(\x05\x32\xf1\x01\n\x0eRolloutService\x12I\n\nGetRollout\x12\x1d.verso.rollout.RolloutRequest\x1a\x1c.verso.rollout.RolloutStatus\x12G\n\nSetRollout\x12\x1b.verso.rollout.ModelRollout\x1a\x1c.verso.rollout.RolloutStatus\x12K\n\x08\x46\x65\x65\x64\x62\x61\x63k\x12\x1e.verso.rollout.FeedbackRequest\x1a\x1f.verso.rollout.FeedbackResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,6 +33,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_VERSIONEVIDENCE_ERRORSENTRY']._loaded_options = None
   _globals['_VERSIONEVIDENCE_ERRORSENTRY']._serialized_options = b'8\001'
+  _globals['_VERSIONEVIDENCE_OUTPUTSENTRY']._loaded_options = None
+  _globals['_VERSIONEVIDENCE_OUTPUTSENTRY']._serialized_options = b'8\001'
   _globals['_ROLLOUTCONFIG']._serialized_start=39
   _globals['_ROLLOUTCONFIG']._serialized_end=99
   _globals['_MODELROLLOUT']._serialized_start=102
@@ -44,19 +46,25 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ROLLOUTREQUEST']._serialized_start=605
   _globals['_ROLLOUTREQUEST']._serialized_end=636
   _globals['_VERSIONEVIDENCE']._serialized_start=639
-  _globals['_VERSIONEVIDENCE']._serialized_end=1085
-  _globals['_VERSIONEVIDENCE_ERRORSENTRY']._serialized_start=1040
-  _globals['_VERSIONEVIDENCE_ERRORSENTRY']._serialized_end=1085
-  _globals['_VERDICT']._serialized_start=1087
-  _globals['_VERDICT']._serialized_end=1131
-  _globals['_DECISION']._serialized_start=1133
-  _globals['_DECISION']._serialized_end=1176
-  _globals['_ROLLOUTSTATUS']._serialized_start=1179
-  _globals['_ROLLOUTSTATUS']._serialized_end=1390
-  _globals['_FEEDBACKREQUEST']._serialized_start=1392
-  _globals['_FEEDBACKREQUEST']._serialized_end=1445
-  _globals['_FEEDBACKRESPONSE']._serialized_start=1447
-  _globals['_FEEDBACKRESPONSE']._serialized_end=1528
-  _globals['_ROLLOUTSERVICE']._serialized_start=1531
-  _globals['_ROLLOUTSERVICE']._serialized_end=1772
+  _globals['_VERSIONEVIDENCE']._serialized_end=1312
+  _globals['_VERSIONEVIDENCE_ERRORSENTRY']._serialized_start=1186
+  _globals['_VERSIONEVIDENCE_ERRORSENTRY']._serialized_end=1231
+  _globals['_VERSIONEVIDENCE_OUTPUTSENTRY']._serialized_start=1233
+  _globals['_VERSIONEVIDENCE_OUTPUTSENTRY']._serialized_end=1312
+  _globals['_OUTPUTDIVERGENCE']._serialized_start=1314
+  _globals['_OUTPUTDIVERGENCE']._serialized_end=1378
+  _globals['_ACCURACYPOINT']._serialized_start=1380
+  _globals['_ACCURACYPOINT']._serialized_end=1448
+  _globals['_VERDICT']._serialized_start=1450
+  _globals['_VERDICT']._serialized_end=1494
+  _globals['_DECISION']._serialized_start=1496
+  _globals['_DECISION']._serialized_end=1539
+  _globals['_ROLLOUTSTATUS']._serialized_start=1542
+  _globals['_ROLLOUTSTATUS']._serialized_end=1753
+  _globals['_FEEDBACKREQUEST']._serialized_start=1755
+  _globals['_FEEDBACKREQUEST']._serialized_end=1808
+  _globals['_FEEDBACKRESPONSE']._serialized_start=1810
+  _globals['_FEEDBACKRESPONSE']._serialized_end=1891
+  _globals['_ROLLOUTSERVICE']._serialized_start=1894
+  _globals['_ROLLOUTSERVICE']._serialized_end=2135
 # @@protoc_insertion_point(module_scope)

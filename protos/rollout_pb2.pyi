@@ -71,7 +71,7 @@ class RolloutRequest(_message.Message):
     def __init__(self, model: _Optional[str] = ...) -> None: ...
 
 class VersionEvidence(_message.Message):
-    __slots__ = ("version", "role", "traffic_percent", "requests", "errors", "error_rate", "p50_ms", "p99_ms", "requests_per_second", "shadow_compared", "max_abs_diff", "top1_agreement", "feedback", "accuracy", "age_seconds", "stale", "shadow_dropped")
+    __slots__ = ("version", "role", "traffic_percent", "requests", "errors", "error_rate", "p50_ms", "p99_ms", "requests_per_second", "shadow_compared", "max_abs_diff", "top1_agreement", "feedback", "accuracy", "age_seconds", "stale", "shadow_dropped", "latency_deciles_ms", "outputs", "accuracy_history")
     class ErrorsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -79,6 +79,13 @@ class VersionEvidence(_message.Message):
         key: str
         value: int
         def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    class OutputsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: OutputDivergence
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[OutputDivergence, _Mapping]] = ...) -> None: ...
     VERSION_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
     TRAFFIC_PERCENT_FIELD_NUMBER: _ClassVar[int]
@@ -96,6 +103,9 @@ class VersionEvidence(_message.Message):
     AGE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     STALE_FIELD_NUMBER: _ClassVar[int]
     SHADOW_DROPPED_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_DECILES_MS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUTS_FIELD_NUMBER: _ClassVar[int]
+    ACCURACY_HISTORY_FIELD_NUMBER: _ClassVar[int]
     version: int
     role: str
     traffic_percent: float
@@ -113,7 +123,28 @@ class VersionEvidence(_message.Message):
     age_seconds: float
     stale: bool
     shadow_dropped: int
-    def __init__(self, version: _Optional[int] = ..., role: _Optional[str] = ..., traffic_percent: _Optional[float] = ..., requests: _Optional[int] = ..., errors: _Optional[_Mapping[str, int]] = ..., error_rate: _Optional[float] = ..., p50_ms: _Optional[float] = ..., p99_ms: _Optional[float] = ..., requests_per_second: _Optional[float] = ..., shadow_compared: _Optional[int] = ..., max_abs_diff: _Optional[float] = ..., top1_agreement: _Optional[float] = ..., feedback: _Optional[int] = ..., accuracy: _Optional[float] = ..., age_seconds: _Optional[float] = ..., stale: _Optional[bool] = ..., shadow_dropped: _Optional[int] = ...) -> None: ...
+    latency_deciles_ms: _containers.RepeatedScalarFieldContainer[float]
+    outputs: _containers.MessageMap[str, OutputDivergence]
+    accuracy_history: _containers.RepeatedCompositeFieldContainer[AccuracyPoint]
+    def __init__(self, version: _Optional[int] = ..., role: _Optional[str] = ..., traffic_percent: _Optional[float] = ..., requests: _Optional[int] = ..., errors: _Optional[_Mapping[str, int]] = ..., error_rate: _Optional[float] = ..., p50_ms: _Optional[float] = ..., p99_ms: _Optional[float] = ..., requests_per_second: _Optional[float] = ..., shadow_compared: _Optional[int] = ..., max_abs_diff: _Optional[float] = ..., top1_agreement: _Optional[float] = ..., feedback: _Optional[int] = ..., accuracy: _Optional[float] = ..., age_seconds: _Optional[float] = ..., stale: _Optional[bool] = ..., shadow_dropped: _Optional[int] = ..., latency_deciles_ms: _Optional[_Iterable[float]] = ..., outputs: _Optional[_Mapping[str, OutputDivergence]] = ..., accuracy_history: _Optional[_Iterable[_Union[AccuracyPoint, _Mapping]]] = ...) -> None: ...
+
+class OutputDivergence(_message.Message):
+    __slots__ = ("max_abs_diff", "top1_agreement")
+    MAX_ABS_DIFF_FIELD_NUMBER: _ClassVar[int]
+    TOP1_AGREEMENT_FIELD_NUMBER: _ClassVar[int]
+    max_abs_diff: float
+    top1_agreement: float
+    def __init__(self, max_abs_diff: _Optional[float] = ..., top1_agreement: _Optional[float] = ...) -> None: ...
+
+class AccuracyPoint(_message.Message):
+    __slots__ = ("seconds_ago", "accuracy", "rows")
+    SECONDS_AGO_FIELD_NUMBER: _ClassVar[int]
+    ACCURACY_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    seconds_ago: float
+    accuracy: float
+    rows: int
+    def __init__(self, seconds_ago: _Optional[float] = ..., accuracy: _Optional[float] = ..., rows: _Optional[int] = ...) -> None: ...
 
 class Verdict(_message.Message):
     __slots__ = ("decision", "reasons")

@@ -11,13 +11,14 @@ from __future__ import annotations
 import math
 import time
 from collections import Counter, deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Mapping, Optional, Sequence
 
 import ml_dtypes
 import numpy as np
 
 OK = "OK"
+ACCURACY_POINTS = 10
 
 # bfloat16 arrives from the tensor codec with numpy kind 'V'; without this it would count as
 # neither a float (for top-1) nor numeric (for the difference).
@@ -43,6 +44,13 @@ class Evidence:
     top1_agreement: Optional[float]  # agreeing rows / compared rows over the shadow window; None if no rows
     feedback: int                    # rows with ground truth in the feedback window
     accuracy: Optional[float]        # correct rows / feedback rows; None if none
+    # p0, p10 .. p100 of the OK calls' latency in the window (empty if none): the distribution.
+    latency_deciles_ms: tuple[float, ...] = ()
+    # Per output alias over the shadow window: (max abs difference or None, top-1 agreement or None).
+    by_output: dict[str, tuple[Optional[float], Optional[float]]] = field(default_factory=dict)
+    # Accuracy over time: the feedback window cut into up to ACCURACY_POINTS consecutive slices,
+    # oldest first, each (seconds before summary() of its last row, accuracy, rows).
+    accuracy_history: tuple[tuple[float, float, int], ...] = ()
 
 
 class Window:
@@ -60,25 +68,28 @@ class Window:
         self.size = size
         self._clock = clock
         self._calls: deque[tuple[float, float, str]] = deque(maxlen=size)  # (recorded at, latency ms, code)
-        self._shadow: deque[tuple[Optional[float], int, int]] = deque(maxlen=size)
-        self._feedback: deque[bool] = deque(maxlen=size)
+        self._shadow: deque[tuple[Optional[float], int, int, Mapping]] = deque(maxlen=size)
+        self._feedback: deque[tuple[float, bool]] = deque(maxlen=size)  # (recorded at, correct)
 
     def record_call(self, latency_s: float, code: str = OK) -> None:
         """One finished call: its latency in seconds and its gRPC code name ("OK" or an error
         name such as "INVALID_ARGUMENT"). Only OK calls count towards the latency percentiles."""
         self._calls.append((self._clock(), latency_s * 1000.0, code))
 
-    def record_shadow(self, max_abs_diff: Optional[float], agreeing_rows: int, compared_rows: int) -> None:
-        """One shadow comparison, as returned by ``divergence()``. Raises ValueError on counts
-        that cannot come from a comparison (negative, or more agreeing rows than compared)."""
+    def record_shadow(self, max_abs_diff: Optional[float], agreeing_rows: int, compared_rows: int,
+                      by_output: Optional[Mapping[str, tuple[Optional[float], int, int]]] = None) -> None:
+        """One shadow comparison, as returned by ``divergence()`` (and, optionally, the same per
+        output alias from ``per_output()``). Raises ValueError on counts that cannot come from a
+        comparison (negative, or more agreeing rows than compared)."""
         if agreeing_rows < 0 or compared_rows < 0 or agreeing_rows > compared_rows:
             raise ValueError(f"invalid shadow rows: {agreeing_rows} agreeing of {compared_rows} compared")
-        self._shadow.append((max_abs_diff, agreeing_rows, compared_rows))
+        self._shadow.append((max_abs_diff, agreeing_rows, compared_rows, dict(by_output or {})))
 
     def record_feedback(self, correct: Sequence[bool]) -> None:
         """Ground truth for some rows: one bool per row (True: the version's answer was right).
         Each row is one entry of the feedback window."""
-        self._feedback.extend(bool(c) for c in correct)
+        now = self._clock()
+        self._feedback.extend((now, bool(c)) for c in correct)
 
     def summary(self) -> Evidence:
         """Freeze the window into an ``Evidence``; ``requests_per_second`` uses ``clock()`` now."""
@@ -89,8 +100,11 @@ class Window:
 
         ok_ms = [ms for _, ms, code in self._calls if code == OK]
         p50 = p99 = None
+        deciles: tuple[float, ...] = ()
         if ok_ms:
-            p50, p99 = (float(p) for p in np.percentile(np.asarray(ok_ms, dtype=np.float64), [50, 99]))
+            lat = np.asarray(ok_ms, dtype=np.float64)
+            p50, p99 = (float(p) for p in np.percentile(lat, [50, 99]))
+            deciles = tuple(float(p) for p in np.percentile(lat, range(0, 101, 10)))
 
         rps = 0.0
         if requests >= 2:
@@ -100,11 +114,13 @@ class Window:
 
         # A comparison with no numeric output carries None; NaN is dropped too, because max()
         # with a NaN depends on where it sits in the sequence.
-        diffs = [d for d, _, _ in self._shadow if d is not None and not math.isnan(d)]
-        agreeing = sum(a for _, a, _ in self._shadow)
-        compared = sum(c for _, _, c in self._shadow)
+        diffs = [d for d, _, _, _ in self._shadow if d is not None and not math.isnan(d)]
+        agreeing = sum(a for _, a, _, _ in self._shadow)
+        compared = sum(c for _, _, c, _ in self._shadow)
+        by_output = _by_output(entry[3] for entry in self._shadow)
 
         feedback = len(self._feedback)
+        correct = sum(c for _, c in self._feedback)
         return Evidence(
             requests=requests,
             errors=errors,
@@ -116,8 +132,40 @@ class Window:
             max_abs_diff=max(diffs) if diffs else None,
             top1_agreement=agreeing / compared if compared else None,
             feedback=feedback,
-            accuracy=sum(self._feedback) / feedback if feedback else None,
+            accuracy=correct / feedback if feedback else None,
+            latency_deciles_ms=deciles,
+            by_output=by_output,
+            accuracy_history=self._accuracy_history(),
         )
+
+    def _accuracy_history(self) -> tuple[tuple[float, float, int], ...]:
+        rows = list(self._feedback)
+        if not rows:
+            return ()
+        now = self._clock()
+        slices = min(ACCURACY_POINTS, len(rows))
+        bounds = np.linspace(0, len(rows), slices + 1).astype(int)
+        out = []
+        for lo, hi in zip(bounds[:-1], bounds[1:]):
+            chunk = rows[lo:hi]
+            out.append((max(0.0, now - chunk[-1][0]), sum(c for _, c in chunk) / len(chunk), len(chunk)))
+        return tuple(out)
+
+
+def _by_output(entries) -> dict[str, tuple[Optional[float], Optional[float]]]:
+    worst: dict[str, Optional[float]] = {}
+    agree: dict[str, list[int]] = {}
+    for by in entries:
+        for alias, (diff, agreeing, compared) in by.items():
+            if diff is not None and not math.isnan(diff):
+                worst[alias] = diff if worst.get(alias) is None else max(worst[alias], diff)
+            else:
+                worst.setdefault(alias, None)
+            a = agree.setdefault(alias, [0, 0])
+            a[0] += agreeing
+            a[1] += compared
+    return {alias: (worst[alias], agree[alias][0] / agree[alias][1] if agree[alias][1] else None)
+            for alias in sorted(worst)}
 
 
 def _normalized(a: np.ndarray) -> np.ndarray:
@@ -202,18 +250,32 @@ def divergence(primary: Mapping[str, np.ndarray], shadow: Mapping[str, np.ndarra
     """
     worst: Optional[float] = None
     for name in sorted(primary.keys() & shadow.keys()):
-        p = _normalized(np.asarray(primary[name]))
-        s = _normalized(np.asarray(shadow[name]))
-        if p.shape != s.shape or p.dtype.kind not in _NUMERIC_KINDS or s.dtype.kind not in _NUMERIC_KINDS:
-            continue
-        # float64 first: bools cannot be subtracted and unsigned integers would wrap around.
-        diff = np.abs(p.astype(np.float64) - s.astype(np.float64))
-        diff = diff[~np.isnan(diff)]
-        if diff.size:
-            m = float(diff.max())
+        m = _max_abs_diff(primary[name], shadow[name])
+        if m is not None:
             worst = m if worst is None else max(worst, m)
+    return (worst, *_agreement(primary, shadow, alias))
 
+
+def per_output(primary: Mapping[str, np.ndarray], shadow: Mapping[str, np.ndarray]
+               ) -> dict[str, tuple[Optional[float], int, int]]:
+    """``divergence`` output by output: for each alias in both answers, (its max abs difference
+    or None, agreeing rows, compared rows) with top-1 taken on that output alone."""
+    return {name: (_max_abs_diff(primary[name], shadow[name]), *_agreement(primary, shadow, name))
+            for name in sorted(primary.keys() & shadow.keys())}
+
+
+def _max_abs_diff(p, s) -> Optional[float]:
+    p, s = _normalized(np.asarray(p)), _normalized(np.asarray(s))
+    if p.shape != s.shape or p.dtype.kind not in _NUMERIC_KINDS or s.dtype.kind not in _NUMERIC_KINDS:
+        return None
+    # float64 first: bools cannot be subtracted and unsigned integers would wrap around.
+    diff = np.abs(p.astype(np.float64) - s.astype(np.float64))
+    diff = diff[~np.isnan(diff)]
+    return float(diff.max()) if diff.size else None
+
+
+def _agreement(primary, shadow, alias) -> tuple[int, int]:
     tp, ts = top1(primary, alias), top1(shadow, alias)
     if tp is None or ts is None or tp.shape != ts.shape:
-        return worst, 0, 0
-    return worst, _agreeing_rows(tp, ts), int(tp.shape[0])
+        return 0, 0
+    return _agreeing_rows(tp, ts), int(tp.shape[0])

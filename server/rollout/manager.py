@@ -25,7 +25,7 @@ from server.core.errors import Code, ServingError, invalid_argument
 from server.core.manager import Manager
 from server.rollout import routing
 from server.rollout.config import gates_of, validated
-from server.rollout.evidence import Evidence, Window, divergence, top1
+from server.rollout.evidence import Evidence, Window, divergence, per_output, top1
 from server.rollout.verdict import Verdict, decide, is_stale, next_percent
 
 log = logging.getLogger("verso.rollout")
@@ -163,7 +163,8 @@ class RolloutManager:
             shadow = await asyncio.get_running_loop().run_in_executor(
                 self.shadow_executor, handle.servable.run, sig_name, inputs, aliases)
             diff, agreeing, rows = divergence(primary, shadow, alias)
-            self.window(handle.name, handle.version).record_shadow(diff, agreeing, rows)
+            self.window(handle.name, handle.version).record_shadow(diff, agreeing, rows,
+                                                                   per_output(primary, shadow))
         except Exception as e:  # the shadow's failure is evidence too, never the caller's problem
             log.info("Shadow call to %s v%d failed: %s", handle.name, handle.version, e)
             self._shadow_dropped[(handle.name, handle.version)] += 1
@@ -250,7 +251,13 @@ class RolloutManager:
                 requests_per_second=e.requests_per_second, shadow_compared=e.shadow_compared,
                 max_abs_diff=_or(e.max_abs_diff), top1_agreement=_or(e.top1_agreement), feedback=e.feedback,
                 accuracy=_or(e.accuracy), age_seconds=_or(age), stale=v in stale,
-                shadow_dropped=self._shadow_dropped[(name, v)])
+                shadow_dropped=self._shadow_dropped[(name, v)], latency_deciles_ms=e.latency_deciles_ms)
+            entry = st.versions[-1]
+            for alias, (diff, agreement) in e.by_output.items():
+                entry.outputs[alias].max_abs_diff = _or(diff)
+                entry.outputs[alias].top1_agreement = _or(agreement)
+            for seconds_ago, accuracy, rows in e.accuracy_history:
+                entry.accuracy_history.add(seconds_ago=seconds_ago, accuracy=accuracy, rows=rows)
         verdict = self.verdict(name)
         st.verdict.decision = verdict.decision
         st.verdict.reasons.extend(verdict.reasons)

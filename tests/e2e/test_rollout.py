@@ -126,6 +126,7 @@ def test_shadow_never_changes_the_answer_and_measures_the_difference(server, cli
         wait_until(lambda: _evidence(client, "half", 2).shadow_compared == 50, timeout=30, what="shadow calls")
         canary = _evidence(client, "half", 2)
         assert canary.max_abs_diff == 1.0  # v2 - v1 = (0.5x + 2) - (0.5x + 1), exactly
+        assert (canary.outputs["y"].max_abs_diff, canary.outputs["y"].top1_agreement) == (1.0, -1)
         assert canary.top1_agreement == -1  # a 1-D float output has no top-1
         assert canary.requests == 0  # shadow calls are not caller traffic
     finally:
@@ -169,6 +170,8 @@ def test_feedback_gives_exact_accuracy_per_version(server, client):
         assert (r.model, r.version, r.rows, r.correct) == ("digits", 1, 1, int(i < 7))
     stable = _evidence(client, "digits", 1)
     assert (stable.feedback, stable.accuracy) == (10, 0.7)
+    assert [(p.accuracy, p.rows) for p in stable.accuracy_history] == [(1.0, 1)] * 7 + [(0.0, 1)] * 3
+    assert len(stable.latency_deciles_ms) == 11 and list(stable.latency_deciles_ms) == sorted(stable.latency_deciles_ms)
     e = pytest.raises(VersoError, client.feedback, predicted[0][0], [1]).value
     assert e.code == grpc.StatusCode.NOT_FOUND and e.message == f"Unknown or expired request id: {predicted[0][0]}"
     # REST: the request id comes back as a header; feedback over /v1/feedback
@@ -225,3 +228,42 @@ def test_rollout_evidence_is_exported_to_prometheus(server, client):
     assert 'verso_rollout_traffic_percent{model_name="half",version="1",role="stable"} 75\n' in text
     assert 'verso_rollout_verdict{model_name="half",decision="HOLD"} 1\n' in text
     assert 'verso_rollout_window_requests{model_name="half",version="1",role="stable"}' in text
+
+
+# ---- the command line ------------------------------------------------------------------------------------
+
+def _verso(server, *args):
+    import os
+    import subprocess
+
+    from tests.e2e.conftest import script
+    env = dict(os.environ, VERSO_TARGET=f"127.0.0.1:{server.port}", COLUMNS="200")
+    return subprocess.run([script("verso"), *args], capture_output=True, text=True, timeout=120, env=env)
+
+
+def test_the_rollout_commands(server, tmp_path):
+    import json
+
+    r = _verso(server, "rollout", "set", "digits", "--stable", "1", "--canary", "2", "--percent", "50",
+               "--min-samples", "5", "--max-p99-ratio", "100", "--json")
+    assert r.returncode == 0, r.stderr
+    cfg = json.loads(r.stdout)["config"]
+    assert (cfg["stable"], cfg["canary"], cfg["canary_percent"], cfg["gates"]["min_samples"]) == ("1", "2", 50.0, "5")
+    r = _verso(server, "bench", "digits", "--dataset", str(HOLDOUT), "--feedback", "-n", "60", "-c", "2", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["feedback_sent"] == 60  # every answer carried a request id
+    r = _verso(server, "compare", "digits", "--plot", str(tmp_path / "rollout.png"))
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0] == "rollout of digits: stable v1, canary v2 at 50 %"
+    rows = {cells[0]: cells for cells in
+            ([c.strip() for c in ln.strip("│").split("│")] for ln in lines if ln.startswith("│"))}
+    assert rows["1"][1:3] == ["stable", "50"] and rows["2"][1:3] == ["canary", "50"]
+    assert int(rows["1"][3]) + int(rows["2"][3]) >= 60
+    assert (tmp_path / "rollout.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    r = _verso(server, "rollout", "verdict", "digits")
+    assert r.returncode == 0 and r.stdout.splitlines()[0] == "PROMOTE", r.stdout  # v2 is the more accurate
+    r = _verso(server, "feedback", "no-such-id", "3")
+    assert r.returncode == 1 and r.stderr == "verso: error: NOT_FOUND: Unknown or expired request id: no-such-id\n"
+    r = _verso(server, "rollout", "status", "nope")
+    assert r.returncode == 1 and r.stderr == "verso: error: NOT_FOUND: No rollout configured for model nope\n"

@@ -9,7 +9,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from server.rollout.evidence import Evidence, Window, divergence, top1
+from server.rollout.evidence import Evidence, Window, divergence, per_output, top1
 from server.rollout.verdict import HOLD, PROMOTE, ROLLBACK, Gates, Verdict, decide, is_stale, next_percent
 
 
@@ -570,3 +570,49 @@ def test_next_percent_unknown_decision():
 ])
 def test_is_stale(age_s, max_age_s, expected):
     assert is_stale(age_s, max_age_s) is expected
+
+
+# ---- distributions, per-output divergence, accuracy over time ---------------------------------------
+
+def test_latency_deciles_describe_the_distribution_of_ok_calls():
+    w = Window(size=200)
+    for ms in range(101):
+        w.record_call(ms / 1000.0)
+    w.record_call(5.0, "INTERNAL")  # errors are not in the distribution
+    assert w.summary().latency_deciles_ms == pytest.approx(tuple(float(x) for x in range(0, 101, 10)))
+    assert Window().summary().latency_deciles_ms == ()
+
+
+def test_per_output_divergence_is_kept_output_by_output():
+    primary = {"classes": np.array([1, 2, 3, 4]), "scores": np.array([[0.9, 0.1], [0.2, 0.8]] * 2, np.float32),
+               "names": np.array([b"a", b"b", b"c", b"d"], dtype=object)}
+    shadow = {"classes": np.array([1, 2, 0, 4]), "scores": np.array([[0.6, 0.4], [0.7, 0.3]] * 2, np.float32),
+              "names": np.array([b"a", b"x", b"c", b"d"], dtype=object)}
+    by = per_output(primary, shadow)
+    assert by["classes"] == (3.0, 3, 4)
+    assert by["scores"][0] == pytest.approx(0.5) and by["scores"][1:] == (2, 4)  # argmax agrees on rows 0 and 2
+    assert by["names"] == (None, 3, 4)  # not numeric: no difference, but a top-1
+    w = Window()
+    w.record_shadow(*divergence(primary, shadow, "classes"), by_output=by)
+    w.record_shadow(*divergence(primary, primary, "classes"), by_output=per_output(primary, primary))
+    e = w.summary()
+    assert e.by_output["classes"] == (3.0, 7 / 8)
+    assert e.by_output["names"] == (None, 7 / 8)
+    assert e.by_output["scores"][0] == pytest.approx(0.5) and e.by_output["scores"][1] == 6 / 8
+    assert (e.max_abs_diff, e.top1_agreement) == (pytest.approx(3.0), 7 / 8)
+
+
+def test_accuracy_history_cuts_the_feedback_window_into_time_ordered_slices():
+    clock = Clock()
+    w = Window(size=100, clock=clock)
+    for i in range(20):  # right for the first 10 rows, wrong after: a version going bad
+        clock.t = float(i)
+        w.record_feedback([i < 10])
+    clock.t = 30.0
+    history = w.summary().accuracy_history
+    assert [acc for _, acc, _ in history] == [1.0] * 5 + [0.0] * 5
+    assert [rows for _, _, rows in history] == [2] * 10
+    assert [ago for ago, _, _ in history] == [29.0, 27.0, 25.0, 23.0, 21.0, 19.0, 17.0, 15.0, 13.0, 11.0]
+    few = Window(clock=clock)
+    few.record_feedback([True, False, True])
+    assert few.summary().accuracy_history == ((0.0, 1.0, 1), (0.0, 0.0, 1), (0.0, 1.0, 1))
