@@ -102,20 +102,10 @@ class ServingCore:
                       call: Optional[CallInfo] = None) -> predict_pb2.PredictResponse:
         if not request.HasField("model_spec"):
             raise invalid_argument("Missing ModelSpec")
-        name, version = self.routed(request.model_spec, call)
-        handle = self.manager.lease(name, version)
-        t0 = time.perf_counter()
-        try:
-            sig_name, inputs, aliases = prepare_predict(handle.servable.signature_defs, request)
-            outputs = await self.run(handle, sig_name, inputs, aliases, "Predict")
-        except ServingError as e:
-            self._observe(handle, t0, e.code.name, call)
-            raise
-        finally:
-            self.manager.release(handle)
-        self._observe(handle, t0, "OK", call, outputs, (sig_name, inputs, aliases))
+        handle, sig_name, aliases, outputs = await self._predict_on(
+            request.model_spec, call, lambda h: prepare_predict(h.servable.signature_defs, request))
         response = predict_pb2.PredictResponse()
-        response.model_spec.name = name
+        response.model_spec.name = handle.name
         response.model_spec.version.value = handle.version
         response.model_spec.signature_name = sig_name
         for alias in aliases:
@@ -132,17 +122,27 @@ class ServingCore:
         version, signature name, outputs by alias). An unknown signature is INVALID_ARGUMENT
         with TF Serving's REST text.
         """
-        name, version = self.routed(spec, call)
-        handle = self.manager.lease(name, version)
-        t0 = time.perf_counter()
-        try:
+        def prepare(handle):
             sig_name = signature_name or DEFAULT_SIGNATURE
             signature = handle.servable.signature_defs.get(sig_name)
             if signature is None:
                 raise invalid_argument(f'Serving signature name: "{sig_name}" not found in signature def')
             inputs, dtypes = decode(signature)
             check_inputs(signature, inputs, dtypes)
-            aliases = list(signature.outputs)
+            return sig_name, inputs, list(signature.outputs)
+
+        handle, sig_name, _, outputs = await self._predict_on(spec, call, prepare)
+        return handle.name, handle.version, sig_name, outputs
+
+    async def _predict_on(self, spec: model_pb2.ModelSpec, call: Optional[CallInfo], prepare):
+        """The Predict path of both transports: route, lease, ``prepare(handle) -> (signature
+        name, inputs, output aliases)``, run, release, record rollout evidence. Returns
+        (handle, signature name, aliases, outputs); the lease is already released."""
+        name, version = self.routed(spec, call)
+        handle = self.manager.lease(name, version)
+        t0 = time.perf_counter()
+        try:
+            sig_name, inputs, aliases = prepare(handle)
             outputs = await self.run(handle, sig_name, inputs, aliases, "Predict")
         except ServingError as e:
             self._observe(handle, t0, e.code.name, call)
@@ -150,7 +150,7 @@ class ServingCore:
         finally:
             self.manager.release(handle)
         self._observe(handle, t0, "OK", call, outputs, (sig_name, inputs, aliases))
-        return name, handle.version, sig_name, outputs
+        return handle, sig_name, aliases, outputs
 
     async def run(self, handle, sig_name: str, inputs: dict, aliases: Sequence[str], api: str) -> dict:
         """Run a leased version's signature: through its batch queue when batching is on,

@@ -192,10 +192,13 @@ def test_wrong_numpy_dtype_over_grpc_gets_tf_servings_error(server):
 
 
 def test_every_call_has_a_deadline(server):
+    # 16 MB of input cannot travel and run in 2 ms; a deadline of microseconds instead could be
+    # rounded up by gRPC's timers and miss a fast call.
+    big = {"x": np.zeros(4_000_000, np.float32)}
     for kind in KINDS:
-        c = Blocking(kind, server, timeout=1e-6)
+        c = Blocking(kind, server, timeout=0.002)
         try:
-            _raises(grpc.StatusCode.DEADLINE_EXCEEDED, c.status, "half_plus_two")
+            _raises(grpc.StatusCode.DEADLINE_EXCEEDED, c.predict, "half_plus_two", big)
         finally:
             c.close()
     with Client(f"127.0.0.1:{server.port}", timeout=1e-6) as c:  # a call's own timeout wins
