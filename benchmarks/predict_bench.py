@@ -5,7 +5,7 @@ baseline, Verso without batching and Verso with batching, on the MLP of
 ../shared/docs/performance.md (784 -> 128 relu -> 10 softmax, float32 ``images``
 [None, 784] -> ``scores``), built here with tf.Module.
 
-Load: h2load (Debian ``nghttp2-client``) when present: one connection, C streams in flight,
+Load: h2load (Debian ``nghttp2-client``) when present: one connection (``--connections``), C streams in flight,
 N requests of R rows, per-request latencies from its --log-file (p50/p99); otherwise a
 grpc.aio Python client (which competes with the server for the 2 cores: figures are lower).
 127.0.0.1 only. Each model server's answer is checked with the official client first.
@@ -86,9 +86,10 @@ def wait_ready(port: int, timeout: float = 120) -> None:
             time.sleep(0.2)
 
 
-def h2load(port: int, body_file: str, requests: int, concurrency: int) -> dict:
+def h2load(port: int, body_file: str, requests: int, concurrency: int, connections: int = 1) -> dict:
     log_file = body_file + ".log"
-    cmd = ["h2load", "-n", str(requests), "-c", "1", "-m", str(concurrency), "-d", body_file,
+    per_connection = max(1, concurrency // connections)
+    cmd = ["h2load", "-n", str(requests), "-c", str(connections), "-m", str(per_connection), "-d", body_file,
            "--log-file", log_file, "-H", "content-type: application/grpc", "-H", "te: trailers",
            f"http://127.0.0.1:{port}/tensorflow.serving.PredictionService/Predict"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=600).stdout
@@ -101,7 +102,7 @@ def h2load(port: int, body_file: str, requests: int, concurrency: int) -> dict:
             "p99": float(np.percentile(lat, 99))}
 
 
-def python_load(port: int, body_file: str, requests: int, concurrency: int) -> dict:
+def python_load(port: int, body_file: str, requests: int, concurrency: int, connections: int = 1) -> dict:
     """Fallback load generator (grpc.aio); costs CPU on the same cores as the server."""
     import asyncio
 
@@ -161,6 +162,8 @@ def main() -> None:
     ap.add_argument("--servers", default="echo,naive,verso,verso-batching")
     ap.add_argument("--batching", default=BATCHING, help="BatchingParameters text for verso-batching")
     ap.add_argument("--verso_flags", default="", help="extra flags for both Verso servers, space-separated")
+    ap.add_argument("--connections", type=int, default=1,
+                    help="HTTP/2 connections the load spreads over (h2load -c; --num_workers balances connections)")
     args = ap.parse_args()
     load = h2load if shutil.which("h2load") else python_load
     tmp = tempfile.mkdtemp(prefix="verso-bench-")
@@ -183,6 +186,9 @@ def main() -> None:
         "verso": ("verso, no batching", lambda port: verso + [f"--port={port}"]),
         "verso-batching": ("verso, batching", lambda port: verso + [
             f"--port={port}", "--enable_batching", f"--batching_parameters_file={batching_file}"]),
+        "verso-batching-2w": ("verso, batching, --num_workers=2", lambda port: verso + [
+            f"--port={port}", "--enable_batching", f"--batching_parameters_file={batching_file}",
+            "--num_workers=2"]),
     }
     chosen = [k for k in args.servers.split(",") if k]
     results: dict[str, list[dict]] = {k: [] for k in chosen}
@@ -191,13 +197,21 @@ def main() -> None:
             port = free_port()
             proc = run_server(servers[key][1](port), port, os.path.join(tmp, f"{key}.log"), check=key != "echo")
             try:
-                load(port, body, min(1000, args.requests), args.concurrency)  # warm up
-                results[key].append(load(port, body, args.requests, args.concurrency))
+                if key.endswith("-2w"):  # wait_ready saw one worker; wait for both to be serving
+                    log_path = os.path.join(tmp, f"{key}.log")
+                    deadline = time.monotonic() + 120
+                    while open(log_path).read().count("Running gRPC ModelServer at") < 2:
+                        if time.monotonic() > deadline:
+                            raise RuntimeError("the second worker did not start")
+                        time.sleep(0.2)
+                load(port, body, min(1000, args.requests), args.concurrency, args.connections)  # warm up
+                results[key].append(load(port, body, args.requests, args.concurrency, args.connections))
             finally:
                 proc.terminate()
                 proc.wait(timeout=60)
     best = {k: max(results[k], key=lambda r: r["rps"]) for k in chosen}
-    print(f"\n{args.requests} requests of {args.rows} row(s) of 784 floats, {args.concurrency} in flight, "
+    print(f"\n{args.requests} requests of {args.rows} row(s) of 784 floats, {args.concurrency} in flight "
+          f"over {args.connections} connection(s), "
           f"load by {'h2load' if load is h2load else 'Python grpc.aio client'}, best of {args.repeat}")
     print(f"{'server':52} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'failed':>6} {'x naive':>8} {'% echo':>7}")
     for k in chosen:

@@ -151,7 +151,9 @@ class App:
         gc.freeze()
 
         address = f"{s.bind_address}:{s.port}"
-        server = create_server(core, address, metrics)
+        from server.workers import worker_number
+        worker = worker_number()
+        server = create_server(core, address, metrics, reuse_port=worker is not None)
         health_servicer = None
         if s.enable_grpc_healthcheck_service:
             health_servicer = health.aio.HealthServicer()
@@ -197,7 +199,7 @@ class App:
 
             api = RestApi(core, timeout_ms=s.rest_api_timeout_in_ms, cors=s.rest_api_enable_cors_support,
                           metrics=metrics, metrics_path=self.prometheus_path, ready=ready, executor=predict_pool)
-            rest_runner = await start_rest(api, s.bind_address, s.rest_api_port)
+            rest_runner = await start_rest(api, s.bind_address, s.rest_api_port, reuse_port=worker is not None)
         elif self.prometheus_path:
             log.error("Prometheus metrics need a REST port (--rest_api_port); they are not served")
 

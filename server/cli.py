@@ -74,6 +74,10 @@ def run_server(argv: list[str], *, bundled_default: bool) -> int:
 
     _setup_logging()
     log = logging.getLogger("verso")
+    from server.workers import supervise, worker_number
+    if settings.num_workers > 1 and worker_number() is None:
+        return supervise(argv, settings.num_workers, grace_s=settings.shutdown_grace_seconds,
+                         bundled_default=bundled_default)
     if settings.unimplemented:
         log.warning("Accepted but not implemented yet by Verso, ignored: %s",
                     ", ".join("--" + n for n in settings.unimplemented))
@@ -111,8 +115,10 @@ def verso_serve_defaults(settings, metrics_path: Optional[str]) -> Optional[str]
 
 
 def tensorflow_model_server_main(argv: Optional[list[str]] = None) -> int:
-    """``tensorflow_model_server``: TF Serving's flags, TF Serving's behaviour."""
-    return run_server(sys.argv[1:] if argv is None else argv, bundled_default=False)
+    """``tensorflow_model_server``: TF Serving's flags, TF Serving's behaviour. (A worker of
+    ``verso serve --num_workers`` comes through here too, with ``verso serve``'s defaults.)"""
+    from server.workers import BUNDLED_ENV
+    return run_server(sys.argv[1:] if argv is None else argv, bundled_default=bool(os.environ.get(BUNDLED_ENV)))
 
 
 VERSO_USAGE = """usage: verso <command> [flags]

@@ -106,6 +106,8 @@ def _flags() -> dict[str, Flag]:
         Flag("num_request_iterations_for_warmup", i, 0, "Warmup iterations"),
         Flag("version", b, False, "Print the version and exit"),
         Flag("monitoring_config_file", s, "", "MonitoringConfig text proto (Prometheus on the REST port)"),
+        Flag("num_workers", i, 1,
+             "Verso: server processes sharing the gRPC and REST ports (SO_REUSEPORT), supervised by this one"),
         Flag("rollout_config_file", s, "",
              "Verso: RolloutConfig text proto (canary split, shadow, staleness, verdict rules; protos/rollout.proto)"),
         Flag("rollout_config_file_poll_wait_seconds", i, 2,

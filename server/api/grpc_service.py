@@ -157,16 +157,17 @@ def service_handlers(core: ServingCore, metrics=None) -> list[grpc.GenericRpcHan
     return handlers
 
 
-def create_server(core: ServingCore, address: str, metrics=None) -> grpc.aio.Server:
+def create_server(core: ServingCore, address: str, metrics=None, reuse_port: bool = False) -> grpc.aio.Server:
     """A grpc.aio server bound to ``address`` with both services (not started).
 
-    Message size limits are INT32_MAX both ways, as TF Serving sets them. Raises
-    RuntimeError when the address cannot be bound.
+    Message size limits are INT32_MAX both ways, as TF Serving sets them. ``reuse_port``
+    (``--num_workers``): several worker processes share the port (SO_REUSEPORT); otherwise a
+    port in use is an error. Raises RuntimeError when the address cannot be bound.
     """
     options = [
         ("grpc.max_receive_message_length", INT32_MAX),
         ("grpc.max_send_message_length", INT32_MAX),
-        ("grpc.so_reuseport", 0),
+        ("grpc.so_reuseport", 1 if reuse_port else 0),
     ]
     server = grpc.aio.server(handlers=service_handlers(core, metrics), options=options)
     if server.add_insecure_port(address) == 0:

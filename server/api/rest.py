@@ -271,10 +271,11 @@ def _drop_result(task: asyncio.Future) -> None:
         task.exception()  # retrieved, so asyncio does not log "never retrieved"
 
 
-async def start(api: RestApi, host: str, port: int) -> web.AppRunner:
-    """Serve ``api`` on host:port; raises OSError when the port cannot be bound."""
+async def start(api: RestApi, host: str, port: int, reuse_port: bool = False) -> web.AppRunner:
+    """Serve ``api`` on host:port (shared with other worker processes with ``reuse_port``);
+    raises OSError when the port cannot be bound."""
     runner = web.AppRunner(api.app(), access_log=None, handle_signals=False)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, reuse_address=True)
+    site = web.TCPSite(runner, host, port, reuse_address=True, reuse_port=reuse_port or None)
     await site.start()
     return runner

@@ -1,0 +1,136 @@
+"""``--num_workers N``: N server processes on one machine, sharing the gRPC and REST ports.
+
+The supervisor (the process the operator started) loads no model. It starts N workers, each
+``python -m server`` with the same flags and ``VERSO_WORKER=i``; a worker binds its ports with
+SO_REUSEPORT, so the kernel spreads connections over the workers, and each worker has its own
+models, batching, metrics and rollout state. The supervisor restarts a worker that exits on its
+own (after a short pause; one that keeps dying within seconds of its start is restarted at most
+``MAX_QUICK_RESTARTS`` times in a row, then the supervisor stops everything and exits 255). On
+SIGTERM or SIGINT it forwards the signal, so every worker drains as a single server does, waits
+for them up to their grace period plus a margin, kills stragglers and exits 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import Callable, Optional
+
+log = logging.getLogger("verso.workers")
+
+WORKER_ENV = "VERSO_WORKER"
+BUNDLED_ENV = "VERSO_BUNDLED_DEFAULTS"
+QUICK_EXIT_S = 10.0
+MAX_QUICK_RESTARTS = 5
+RESTART_PAUSE_S = 1.0
+
+
+def worker_args(argv: list[str]) -> list[str]:
+    """The command line of a worker: the operator's flags without ``--num_workers``."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+            continue
+        name = arg.lstrip("-").split("=", 1)[0]
+        if name == "num_workers":
+            skip = "=" not in arg
+            continue
+        out.append(arg)
+    return out
+
+
+class Supervisor:
+    """Starts, watches and stops the workers. ``spawn(i)`` starts worker i (a Popen);
+    ``clock`` is monotonic seconds. ``step()`` checks the workers once (restarts the dead);
+    ``run()`` steps until a stop signal, then ``stop()``."""
+
+    def __init__(self, n: int, spawn: Callable[[int], subprocess.Popen], *, grace_s: float,
+                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep):
+        self.n = n
+        self.spawn = spawn
+        self.grace_s = grace_s
+        self.clock, self.sleep = clock, sleep
+        self.procs: dict[int, subprocess.Popen] = {}
+        self.started: dict[int, float] = {}
+        self.quick: dict[int, int] = {}
+        self.stopping = False
+        self.failed = False
+
+    def start(self) -> None:
+        for i in range(self.n):
+            self._start(i)
+
+    def _start(self, i: int) -> None:
+        self.procs[i] = self.spawn(i)
+        self.started[i] = self.clock()
+
+    def step(self) -> None:
+        for i, proc in list(self.procs.items()):
+            code = proc.poll()
+            if code is None or self.stopping:
+                continue
+            quick = self.clock() - self.started[i] < QUICK_EXIT_S
+            self.quick[i] = self.quick.get(i, 0) + 1 if quick else 0
+            if self.quick[i] > MAX_QUICK_RESTARTS:
+                log.error("Worker %d exited with %d %d times within %.0f s of starting; stopping", i, code,
+                          self.quick[i], QUICK_EXIT_S)
+                self.failed = True
+                self.stopping = True
+                return
+            log.error("Worker %d (pid %d) exited with %d; restarting it", i, proc.pid, code)
+            self.sleep(RESTART_PAUSE_S if quick else 0.0)
+            self._start(i)
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        self.stopping = True
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(sig)
+        deadline = self.clock() + self.grace_s + 15.0
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=max(0.1, deadline - self.clock()))
+            except subprocess.TimeoutExpired:
+                log.error("Worker pid %d did not stop in time; killing it", proc.pid)
+                proc.kill()
+                proc.wait()
+
+    def run(self, poll_s: float = 0.5) -> int:
+        received: list[int] = []
+
+        def on_signal(signum, frame):
+            received.append(signum)
+            self.stopping = True
+
+        for s in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(s, on_signal)
+        self.start()
+        while not self.stopping:
+            self.sleep(poll_s)
+            self.step()
+        self.stop(received[0] if received else signal.SIGTERM)
+        return 255 if self.failed else 0
+
+
+def supervise(argv: list[str], n: int, *, grace_s: float, bundled_default: bool) -> int:
+    """Run ``n`` workers with ``argv`` (the operator's flags) until a stop signal."""
+    args = worker_args(argv)
+
+    def spawn(i: int) -> subprocess.Popen:
+        env = dict(os.environ, **{WORKER_ENV: str(i)})
+        if bundled_default:
+            env[BUNDLED_ENV] = "1"
+        return subprocess.Popen([sys.executable, "-m", "server", *args], env=env)
+
+    log.info("Starting %d workers sharing the ports (SO_REUSEPORT)", n)
+    return Supervisor(n, spawn, grace_s=grace_s).run()
+
+
+def worker_number() -> Optional[int]:
+    value = os.environ.get(WORKER_ENV)
+    return int(value) if value is not None and value.isdigit() else None
