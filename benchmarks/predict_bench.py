@@ -200,7 +200,7 @@ def main() -> None:
                 if key.endswith("-2w"):  # wait_ready saw one worker; wait for both to be serving
                     log_path = os.path.join(tmp, f"{key}.log")
                     deadline = time.monotonic() + 120
-                    while open(log_path).read().count("Running gRPC ModelServer at") < 2:
+                    while sum(1 for line in open(log_path) if line.startswith("Running gRPC ModelServer at")) < 2:
                         if time.monotonic() > deadline:
                             raise RuntimeError("the second worker did not start")
                         time.sleep(0.2)

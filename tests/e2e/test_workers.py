@@ -13,6 +13,11 @@ from tests.server_proc import wait_until
 READY = "Running gRPC ModelServer at"
 
 
+def _ready(srv) -> int:
+    """Workers that printed the ready line (each also logs it, with a prefix: not counted)."""
+    return sum(1 for line in srv.output().splitlines() if line.startswith(READY))
+
+
 def _children(pid: int) -> list[int]:
     try:
         with open(f"/proc/{pid}/task/{pid}/children") as f:
@@ -40,14 +45,14 @@ def _answers(srv, n: int = 10) -> None:
 def test_two_workers_share_the_ports_replace_a_crashed_one_and_drain(server_factory, repo):
     repo.put("hp", 1, "hp1")
     srv = server_factory("--model_name=hp", f"--model_base_path={repo.path('hp')}", "--num_workers=2", rest=True)
-    wait_until(lambda: srv.output().count(READY) >= 2, timeout=120, what="both workers")
+    wait_until(lambda: _ready(srv) >= 2, timeout=120, what="both workers")
     workers = _children(srv.proc.pid)
     assert len(workers) == 2, srv.output()
     _answers(srv)
 
     os.kill(workers[0], signal.SIGKILL)
     _answers(srv)  # the other worker keeps serving while the first is replaced
-    wait_until(lambda: srv.output().count(READY) >= 3, timeout=120, what="the replacement worker")
+    wait_until(lambda: _ready(srv) >= 3, timeout=120, what="the replacement worker")
     replaced = _children(srv.proc.pid)
     assert len(replaced) == 2 and workers[1] in replaced and workers[0] not in replaced
     assert "Worker 0" in srv.output() and "restarting it" in srv.output()
