@@ -27,16 +27,11 @@ from typing import Callable, Optional
 import orjson
 from aiohttp import web
 from google.protobuf import json_format
-from tensorflow_serving.apis import (
-    classification_pb2,
-    get_model_metadata_pb2,
-    get_model_status_pb2,
-    model_pb2,
-    regression_pb2,
-)
+from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2, get_model_status_pb2, model_pb2,
+                                     regression_pb2)
 
-from server.api import rest_json
 from protos import rollout_pb2
+from server.api import rest_json
 from server.api.handlers import SIGNATURE_DEF_FIELD, CallInfo, ServingCore
 from server.core.errors import Code, ServingError
 

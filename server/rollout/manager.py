@@ -309,11 +309,16 @@ class RolloutManager:
         return changes
 
     async def run_auto(self, every_s: float = 1.0) -> None:
+        """``tick()`` and the staleness alarms every ``every_s`` seconds, until cancelled. A
+        failing round is logged and the next one runs: automatic mode must not stop silently."""
         while True:
             await asyncio.sleep(every_s)
-            self.tick()
-            for name in list(self.configs):
-                self.alarms(name)
+            try:
+                self.tick()
+                for name in list(self.configs):
+                    self.alarms(name)
+            except Exception:
+                log.exception("Rollout automatic round failed")
 
 
 def _or(x: Optional[float]) -> float:
