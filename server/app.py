@@ -199,7 +199,8 @@ class App:
 
             api = RestApi(core, timeout_ms=s.rest_api_timeout_in_ms, cors=s.rest_api_enable_cors_support,
                           metrics=metrics, metrics_path=self.prometheus_path, ready=ready, executor=predict_pool)
-            rest_runner = await start_rest(api, s.bind_address, s.rest_api_port, reuse_port=worker is not None)
+            rest_runner = await start_rest(api, s.bind_address, s.rest_api_port, reuse_port=worker is not None,
+                                           grace_s=s.shutdown_grace_seconds)
         elif self.prometheus_path:
             log.error("Prometheus metrics need a REST port (--rest_api_port); they are not served")
 
@@ -216,10 +217,13 @@ class App:
         log.info("Shutting down: draining in-flight requests (grace %.1fs)", s.shutdown_grace_seconds)
         if health_servicer is not None:
             await health_servicer.enter_graceful_shutdown()
+        # Both transports stop accepting at once (new gRPC calls get UNAVAILABLE, new REST
+        # connections are refused); then the calls in flight, queued batches included, finish
+        # within the grace period, while the batch threads and the manager still run.
+        stops = [server.stop(s.shutdown_grace_seconds)]
         if rest_runner is not None:
-            # aiohttp waits for in-flight handlers up to its shutdown timeout.
-            await rest_runner.shutdown()
-        await server.stop(s.shutdown_grace_seconds)
+            stops.append(rest_runner.shutdown())
+        await asyncio.gather(*stops)
         if rest_runner is not None:
             await rest_runner.cleanup()
         for t in tasks:

@@ -266,10 +266,12 @@ def _drop_result(task: asyncio.Future) -> None:
         task.exception()  # retrieved, so asyncio does not log "never retrieved"
 
 
-async def start(api: RestApi, host: str, port: int, reuse_port: bool = False) -> web.AppRunner:
+async def start(api: RestApi, host: str, port: int, reuse_port: bool = False,
+                grace_s: float = 60.0) -> web.AppRunner:
     """Serve ``api`` on host:port (shared with other worker processes with ``reuse_port``);
-    raises OSError when the port cannot be bound."""
-    runner = web.AppRunner(api.app(), access_log=None, handle_signals=False)
+    ``runner.shutdown()`` then waits up to ``grace_s`` for requests in flight. Raises OSError
+    when the port cannot be bound."""
+    runner = web.AppRunner(api.app(), access_log=None, handle_signals=False, shutdown_timeout=grace_s)
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_address=True, reuse_port=reuse_port or None)
     await site.start()
