@@ -153,7 +153,9 @@ class App:
         address = f"{s.bind_address}:{s.port}"
         from server.workers import worker_number
         worker = worker_number()
-        server = create_server(core, address, metrics, reuse_port=worker is not None)
+        from server.settings import grpc_channel_arguments
+        server = create_server(core, address, metrics, reuse_port=worker is not None,
+                               channel_arguments=grpc_channel_arguments(s))
         health_servicer = None
         if s.enable_grpc_healthcheck_service:
             health_servicer = health.aio.HealthServicer()

@@ -45,6 +45,7 @@ def run_server(argv: list[str], *, bundled_default: bool) -> int:
         prometheus_path,
         resolve_models,
         rollout_configs,
+        grpc_channel_arguments,
         usage,
     )
 
@@ -65,6 +66,7 @@ def run_server(argv: list[str], *, bundled_default: bool) -> int:
         models = resolve_models(settings, bundled_config=bundled)
         batching = batching_options(settings)
         rollouts = rollout_configs(settings)
+        grpc_channel_arguments(settings)  # checked now: a bad entry is a start-up error
         metrics_path = prometheus_path(settings)
         if bundled_default:
             metrics_path = verso_serve_defaults(settings, metrics_path)

@@ -100,7 +100,8 @@ def _flags() -> dict[str, Flag]:
         Flag("platform_config_file", s, "", "PlatformConfigMap text proto", implemented=False),
         Flag("per_process_gpu_memory_fraction", f, 0.0, "GPU memory fraction", implemented=False),
         Flag("saved_model_tags", s, "serve", "Comma-separated tags of the MetaGraphDef to load"),
-        Flag("grpc_channel_arguments", s, "", "k=v,k=v gRPC channel arguments", implemented=False),
+        Flag("grpc_channel_arguments", s, "",
+             "k=v,k=v arguments for the gRPC server (e.g. grpc.max_receive_message_length=1048576)"),
         Flag("grpc_max_threads", i, 0, "gRPC threads", implemented=False),
         Flag("enable_model_warmup", b, True, "Replay assets.extra warmup requests"),
         Flag("num_request_iterations_for_warmup", i, 0, "Warmup iterations"),
@@ -342,3 +343,22 @@ def rollout_configs(settings: Settings) -> dict:
         return parse_rollout_config(text, path)
     except ServingError as e:
         raise SettingsError(e.message) from None
+
+
+def grpc_channel_arguments(settings: Settings) -> list[tuple[str, object]]:
+    """``--grpc_channel_arguments`` as gRPC server options, as TF Serving reads them: a
+    comma-separated ``key=value`` list; integer values become ints, others stay strings. They
+    override Verso's own (e.g. the INT32_MAX message-size limits)."""
+    out: list[tuple[str, object]] = []
+    for item in (p.strip() for p in settings.grpc_channel_arguments.split(",")):
+        if not item:
+            continue
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise SettingsError(f"Invalid --grpc_channel_arguments entry {item!r}: expected key=value")
+        value = value.strip()
+        try:
+            out.append((key.strip(), int(value)))
+        except ValueError:
+            out.append((key.strip(), value))
+    return out

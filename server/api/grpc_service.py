@@ -157,7 +157,8 @@ def service_handlers(core: ServingCore, metrics=None) -> list[grpc.GenericRpcHan
     return handlers
 
 
-def create_server(core: ServingCore, address: str, metrics=None, reuse_port: bool = False) -> grpc.aio.Server:
+def create_server(core: ServingCore, address: str, metrics=None, reuse_port: bool = False,
+                  channel_arguments=()) -> grpc.aio.Server:
     """A grpc.aio server bound to ``address`` with both services (not started).
 
     Message size limits are INT32_MAX both ways, as TF Serving sets them. ``reuse_port``
@@ -169,6 +170,9 @@ def create_server(core: ServingCore, address: str, metrics=None, reuse_port: boo
         ("grpc.max_send_message_length", INT32_MAX),
         ("grpc.so_reuseport", 1 if reuse_port else 0),
     ]
+    # --grpc_channel_arguments: the operator's settings win over the defaults above.
+    overridden = {k for k, _ in channel_arguments}
+    options = [o for o in options if o[0] not in overridden] + list(channel_arguments)
     server = grpc.aio.server(handlers=service_handlers(core, metrics), options=options)
     if server.add_insecure_port(address) == 0:
         raise RuntimeError(f"Could not bind the gRPC server to {address}")

@@ -117,3 +117,22 @@ def test_sigterm_stops_the_server(repo, server_factory):
     srv = server_factory(f"--model_base_path={repo.path('hp')}", "--model_name=hp")
     srv.proc.terminate()
     assert srv.wait_exit(timeout=60) == 0
+
+
+def test_grpc_channel_arguments_set_the_message_size_limit(repo, server_factory):
+    import grpc
+
+    repo.put("hp", 1, "hp1")
+    srv = server_factory(f"--model_base_path={repo.path('hp')}", "--model_name=hp",
+                         "--grpc_channel_arguments=grpc.max_receive_message_length=2000")
+    small = predict_request("hp", {"x": np.zeros(10, np.float32)})
+    assert y_of(srv.predict_stub.Predict(small, timeout=10)).tolist() == [1.0] * 10
+    big = predict_request("hp", {"x": np.zeros(4000, np.float32)})  # ~16 KB > 2000 bytes
+    with pytest.raises(grpc.RpcError) as e:
+        srv.predict_stub.Predict(big, timeout=10)
+    assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert y_of(srv.predict_stub.Predict(small, timeout=10)).tolist() == [1.0] * 10  # still serving
+    r = run(script("tensorflow_model_server"), "--model_base_path=/m", "--grpc_channel_arguments=nonsense")
+    assert r.returncode == 255
+    assert r.stderr.strip().splitlines()[-1] == ("Failed to start server. Error: Invalid --grpc_channel_arguments "
+                                                 "entry 'nonsense': expected key=value")

@@ -128,3 +128,13 @@ def test_single_model_flags_and_bundled_root(tmp_path):
     # Explicit model flags win over the bundled default.
     (m,) = resolve_models(parse_flags(["--model_base_path=/srv/x"]), bundled_config=str(p))
     assert m.base_path == "/srv/x"
+
+
+def test_grpc_channel_arguments_parse_as_tf_serving():
+    from server.settings import SettingsError, grpc_channel_arguments, parse_flags
+
+    s = parse_flags(["--grpc_channel_arguments=grpc.max_receive_message_length=2000, grpc.x=abc,"])
+    assert grpc_channel_arguments(s) == [("grpc.max_receive_message_length", 2000), ("grpc.x", "abc")]
+    assert grpc_channel_arguments(parse_flags([])) == []
+    with pytest.raises(SettingsError, match="expected key=value"):
+        grpc_channel_arguments(parse_flags(["--grpc_channel_arguments=grpc.a"]))
