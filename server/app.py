@@ -65,6 +65,8 @@ class App:
         from server.servables import saved_model
 
         s = self.settings
+        from server.core import predict
+        predict.MAX_TENSOR_BYTES = s.max_tensor_bytes
         loop = asyncio.get_running_loop()
         self._stopping = asyncio.Event()
         saved_model.configure_runtime(s.tensorflow_intra_op_parallelism, s.tensorflow_inter_op_parallelism)

@@ -107,6 +107,8 @@ def _flags() -> dict[str, Flag]:
         Flag("num_request_iterations_for_warmup", i, 0, "Warmup iterations"),
         Flag("version", b, False, "Print the version and exit"),
         Flag("monitoring_config_file", s, "", "MonitoringConfig text proto (Prometheus on the REST port)"),
+        Flag("max_tensor_bytes", i, 512 * 2**20,
+             "Verso: refuse (RESOURCE_EXHAUSTED) a request input that would decode to more bytes, before allocating"),
         Flag("num_workers", i, 1,
              "Verso: server processes sharing the gRPC and REST ports (SO_REUSEPORT), supervised by this one"),
         Flag("rollout_config_file", s, "",
@@ -200,7 +202,7 @@ def parse_flags(argv: list[str]) -> Settings:
 
 _NON_NEGATIVE = ("max_num_load_retries", "load_retry_interval_micros", "num_request_iterations_for_warmup",
                  "shutdown_grace_seconds", "batching_latency_objective_ms", "version_settle_seconds",
-                 "rest_api_timeout_in_ms")
+                 "rest_api_timeout_in_ms", "max_tensor_bytes", "num_workers")
 
 
 def _check_values(s: Settings) -> None:

@@ -14,6 +14,8 @@ from server.core import tensor_codec
 from server.core.errors import Code, ServingError, invalid_argument
 
 DEFAULT_SIGNATURE = "serving_default"
+# The most bytes one decoded request input may take; set once at start-up from --max_tensor_bytes.
+MAX_TENSOR_BYTES = 512 * 2**20
 
 
 def _join(names) -> str:
@@ -62,7 +64,10 @@ def decode_inputs(signature, request_inputs) -> dict[str, np.ndarray]:
                     f"{{{_join(request_inputs)}}}, or default input alias set: {_join(defaults)}")
             proto = defaults[alias]
         try:
-            decoded[alias] = tensor_codec.to_ndarray(proto)
+            decoded[alias] = tensor_codec.to_ndarray(proto, max_bytes=MAX_TENSOR_BYTES)
+        except tensor_codec.TensorTooLarge as e:
+            raise ServingError(Code.RESOURCE_EXHAUSTED,
+                               f"Input {alias} is too large: {e} (--max_tensor_bytes)") from None
         except tensor_codec.TensorCodecError:
             raise invalid_argument(f"tensor parsing error: {alias}") from None
         dtypes[alias] = proto.dtype

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Optional
 
 import ml_dtypes
 import numpy as np
@@ -28,6 +29,10 @@ TensorProto = tensor_pb2.TensorProto
 
 class TensorCodecError(ValueError):
     """The TensorProto cannot be turned into an array (or the array into a proto)."""
+
+
+class TensorTooLarge(TensorCodecError):
+    """Decoding would need more memory than the caller allows (``to_ndarray(max_bytes=)``)."""
 
 
 @dataclass(frozen=True)
@@ -103,13 +108,22 @@ def shape_of(proto: TensorProto) -> tuple[int, ...]:
     return shape
 
 
-def to_ndarray(proto: TensorProto) -> np.ndarray:
-    """Decode a TensorProto into a numpy array (see the module contract)."""
+def to_ndarray(proto: TensorProto, max_bytes: Optional[int] = None) -> np.ndarray:
+    """Decode a TensorProto into a numpy array (see the module contract).
+
+    ``max_bytes``: refuse (TensorTooLarge) a tensor whose array would take more, checked before
+    anything is allocated. Typed fields let a few request bytes name any shape (missing values
+    are filled in), so without a limit one small request can ask for terabytes. String elements
+    count as one pointer each.
+    """
     d = BY_ENUM.get(proto.dtype)
     if d is None:
         raise TensorCodecError(f"unsupported dtype {dtype_name(proto.dtype)}")
     shape = shape_of(proto)
     n = math.prod(shape)
+    if max_bytes is not None and n * d.np_dtype.itemsize > max_bytes:
+        raise TensorTooLarge(f"shape {list(shape)} of {d.name} needs {n * d.np_dtype.itemsize} bytes, "
+                             f"more than the limit of {max_bytes}")
     content = proto.tensor_content
     if content:
         if d.is_string:

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from google.protobuf import text_format
+from tensorflow.core.framework import types_pb2
 from tensorflow.core.protobuf import saved_model_pb2
 from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2, get_model_status_pb2,
-                                     inference_pb2, regression_pb2,
+                                     inference_pb2, predict_pb2, regression_pb2,
                                      session_service_pb2)
 
 from tests.e2e.helpers import metadata_request, predict_request, rpc_error, status_request, y_of
@@ -314,3 +315,28 @@ def test_tensor_content_outputs_flag(built_models, repo, server_factory):
     out = resp.outputs["y"]
     assert out.tensor_content and not out.float_val
     np.testing.assert_allclose(np.frombuffer(out.tensor_content, np.float32), 0.5 * X + 2)
+
+
+# ---- memory stays bounded ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype, dims, fill", [
+    (types_pb2.DT_INT64, [1_000_000_000, 3], None),          # 24 GB from a few bytes: typed fields fill in
+    (types_pb2.DT_UINT8, [1_000_000_000], [1]),
+    (types_pb2.DT_COMPLEX64, [1_000_000_000, 2, 7], None),
+    (types_pb2.DT_STRING, [2**40], None),
+])
+def test_an_input_that_would_decode_past_the_limit_is_refused_before_allocation(server, dtype, dims, fill):
+    req = predict_pb2.PredictRequest()
+    req.model_spec.name = "ids"
+    req.model_spec.signature_name = "id_float"
+    t = req.inputs["x"]
+    t.dtype = dtype
+    for d in dims:
+        t.tensor_shape.dim.add(size=d)
+    if fill:
+        t.int_val.extend(fill)
+    with pytest.raises(grpc.RpcError) as e:
+        server.predict_stub.Predict(req, timeout=10)
+    assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert e.value.details().startswith("Input x is too large: shape ")
+    assert e.value.details().endswith(f"more than the limit of {512 * 2**20} (--max_tensor_bytes)")
