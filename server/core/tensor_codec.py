@@ -121,6 +121,10 @@ def to_ndarray(proto: TensorProto, max_bytes: Optional[int] = None) -> np.ndarra
         raise TensorCodecError(f"unsupported dtype {dtype_name(proto.dtype)}")
     shape = shape_of(proto)
     n = math.prod(shape)
+    # numpy sizes an array by its dimensions times the item size, zero dimensions or not: an
+    # empty [0, 2**62] int64 array is "too big" for it. Such shapes are malformed here.
+    if math.prod(max(s, 1) for s in shape) * d.np_dtype.itemsize > _MAX_ELEMENTS:
+        raise TensorCodecError(f"tensor shape {list(shape)} of {d.name} is too large to represent")
     if max_bytes is not None and n * d.np_dtype.itemsize > max_bytes:
         raise TensorTooLarge(f"shape {list(shape)} of {d.name} needs {n * d.np_dtype.itemsize} bytes, "
                              f"more than the limit of {max_bytes}")
