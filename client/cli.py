@@ -340,13 +340,9 @@ def _reload(args) -> None:
 
 
 def _load_dataset(path: str) -> dict:
-    import numpy as np
-
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
-    except (OSError, ValueError) as e:
-        raise CliError(f"cannot read dataset {path}: {getattr(e, 'strerror', None) or e}") from None
+    if not path.endswith(".npz"):
+        raise CliError(f"--dataset {path}: expected an .npz file (arrays by alias, optionally 'labels')")
+    return _load(path)
 
 
 def _bench(args) -> None:

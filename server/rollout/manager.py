@@ -201,19 +201,27 @@ class RolloutManager:
     def evidence(self, name: str, version: int) -> Evidence:
         return self.window(name, version).summary()
 
-    def verdict(self, name: str) -> Verdict:
+    def verdict(self, name: str, evidence: Optional[dict[int, Evidence]] = None) -> Verdict:
+        """The rollout's verdict; ``evidence`` (by version) reuses summaries already taken."""
         mr = self._config(name)
         if not mr.canary:
             return Verdict("HOLD", ("no canary configured",))
-        return decide(self.evidence(name, mr.stable), self.evidence(name, mr.canary), gates_of(mr))
+        evidence = evidence or {}
+        stable = evidence.get(mr.stable) or self.evidence(name, mr.stable)
+        canary = evidence.get(mr.canary) or self.evidence(name, mr.canary)
+        return decide(stable, canary, gates_of(mr))
 
-    def alarms(self, name: str) -> list[str]:
+    def _ages(self, name: str) -> dict[int, Optional[float]]:
+        model = self.manager.snapshot.get(name)
+        return {v: self.version_age(name, v) for v in (model.versions if model else ())}
+
+    def alarms(self, name: str, ages: Optional[dict[int, Optional[float]]] = None) -> list[str]:
         """Staleness flags: a served version older than max_age_seconds; a canary older than
-        the stable version it would replace. Logged once each."""
+        the stable version it would replace. Logged once each. ``ages``: from ``_ages`` when
+        the caller has them already."""
         mr = self._config(name)
         found: list[tuple[tuple, str]] = []
-        model = self.manager.snapshot.get(name)
-        ages = {v: self.version_age(name, v) for v in (model.versions if model else ())}
+        ages = self._ages(name) if ages is None else ages
         for v, age in sorted(ages.items()):
             if is_stale(age, mr.max_age_seconds):
                 found.append(((name, "stale", v),
@@ -229,8 +237,7 @@ class RolloutManager:
 
     def stale_versions(self, name: str) -> set[int]:
         mr = self._config(name)
-        model = self.manager.snapshot.get(name)
-        return {v for v in (model.versions if model else ()) if is_stale(self.version_age(name, v), mr.max_age_seconds)}
+        return {v for v, age in self._ages(name).items() if is_stale(age, mr.max_age_seconds)}
 
     def status(self, name: str) -> rollout_pb2.RolloutStatus:
         mr = self._config(name)
@@ -238,19 +245,22 @@ class RolloutManager:
         model = self.manager.snapshot.get(name)
         versions = sorted(set(model.versions if model else ()) | {v for (n, v) in self._windows if n == name}
                           | ({mr.stable} | ({mr.canary} if mr.canary else set())))
-        stale = self.stale_versions(name)
+        # One stat per version and one summary per window, shared by the rows, verdict and alarms.
+        ages = {v: self.version_age(name, v) for v in versions}
+        served = {v: ages[v] for v in (model.versions if model else ())}  # staleness concerns these
+        evidence = {v: self.evidence(name, v) for v in versions}
         for v in versions:
-            e = self.evidence(name, v)
+            e = evidence[v]
             role = "stable" if v == mr.stable else ("canary" if v == mr.canary else "")
             share = (100.0 - mr.canary_percent if role == "stable" and mr.canary else
                      mr.canary_percent if role == "canary" else (100.0 if role == "stable" else 0.0))
-            age = self.version_age(name, v)
+            age = ages[v]
             st.versions.add(
                 version=v, role=role, traffic_percent=share, requests=e.requests, errors=e.errors,
                 error_rate=e.error_rate, p50_ms=_or(e.p50_ms), p99_ms=_or(e.p99_ms),
                 requests_per_second=e.requests_per_second, shadow_compared=e.shadow_compared,
                 max_abs_diff=_or(e.max_abs_diff), top1_agreement=_or(e.top1_agreement), feedback=e.feedback,
-                accuracy=_or(e.accuracy), age_seconds=_or(age), stale=v in stale,
+                accuracy=_or(e.accuracy), age_seconds=_or(age), stale=v in served and is_stale(age, mr.max_age_seconds),
                 shadow_dropped=self._shadow_dropped[(name, v)], latency_deciles_ms=e.latency_deciles_ms)
             entry = st.versions[-1]
             for alias, (diff, agreement) in e.by_output.items():
@@ -258,12 +268,12 @@ class RolloutManager:
                 entry.outputs[alias].top1_agreement = _or(agreement)
             for seconds_ago, accuracy, rows in e.accuracy_history:
                 entry.accuracy_history.add(seconds_ago=seconds_ago, accuracy=accuracy, rows=rows)
-        verdict = self.verdict(name)
+        verdict = self.verdict(name, evidence)
         st.verdict.decision = verdict.decision
         st.verdict.reasons.extend(verdict.reasons)
         for t, text in self._decisions.get(name, ()):
             st.decisions.add(unix_time=t, text=text)
-        st.alarms.extend(self.alarms(name))
+        st.alarms.extend(self.alarms(name, served))
         return st
 
     def _config(self, name: str) -> rollout_pb2.ModelRollout:

@@ -31,6 +31,23 @@ def run(*cmd, timeout=120):
     (["--model_base_path=relative/dir"], "Expected model default to have an absolute path or URI"),
 ])
 def test_startup_errors_print_one_line(args, message):
+    _assert_one_line_startup_error(args, message)
+
+
+@pytest.mark.parametrize("text, message", [
+    (None, "Cannot read --rollout_config_file"),
+    ("models { nonsense: 1 }", "Invalid rollout config"),
+    ('models { model: "m" stable: 1 canary: 1 }',
+     "Rollout of model m: canary must be 0 (none) or a version other than stable"),
+])
+def test_a_bad_rollout_config_file_stops_the_start_in_one_line(tmp_path, text, message):
+    path = tmp_path / "rollouts.config"
+    if text is not None:
+        path.write_text(text)
+    _assert_one_line_startup_error(["--model_base_path=/tmp/x", f"--rollout_config_file={path}"], message)
+
+
+def _assert_one_line_startup_error(args, message):
     r = run(script("tensorflow_model_server"), *args)
     assert r.returncode == 255
     lines = [line for line in r.stderr.splitlines() if line.strip()]

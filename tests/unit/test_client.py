@@ -521,3 +521,20 @@ def test_the_call_layer_retries_for_transports_without_their_own_policy(monkeypa
     with pytest.raises(VersoError, match="busy"):
         _fake_client(t, max_attempts=2).predict("m", {"x": np.zeros(1)})
     assert len(t.calls) == 2
+
+
+def test_bench_datasets_are_npz_files_read_like_inputs(tmp_path):
+    from client.cli import _load_dataset
+
+    np.savez(tmp_path / "d.npz", images=np.zeros((4, 2), np.float32), labels=np.arange(4))
+    assert sorted(_load_dataset(str(tmp_path / "d.npz"))) == ["images", "labels"]
+    with pytest.raises(CliError, match="expected an .npz file"):
+        _load_dataset(str(tmp_path / "d.json"))
+    with pytest.raises(CliError, match="cannot read .*missing.npz: No such file or directory"):
+        _load_dataset(str(tmp_path / "missing.npz"))
+    with pytest.raises(ValueError, match="fewer than --rows 5"):
+        bench.dataset_batches(_load_dataset(str(tmp_path / "d.npz")), ["images"], 5)
+    with pytest.raises(ValueError, match="no array for input x"):
+        bench.dataset_batches({"images": np.zeros(3)}, ["x"], 1)
+    batches = bench.dataset_batches(_load_dataset(str(tmp_path / "d.npz")), ["images"], 3)
+    assert len(batches) == 1 and batches[0][1].tolist() == [0, 1, 2]  # the trailing row is left out
