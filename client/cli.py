@@ -37,6 +37,10 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--rest", metavar="URL", help="use the REST API at URL (e.g. http://localhost:8501) "
                                                   "instead of gRPC")
     g.add_argument("--timeout", type=float, default=10.0, help="deadline of each call in seconds (10)")
+    g.add_argument("--tls-ca", metavar="PEM", help="TLS: trust the server certificate signed by this CA "
+                                                   "(gRPC, or an https:// --rest URL)")
+    g.add_argument("--tls-cert", metavar="PEM", help="mutual TLS: this client certificate (with --tls-key)")
+    g.add_argument("--tls-key", metavar="PEM", help="mutual TLS: the client certificate's private key")
 
     servable = argparse.ArgumentParser(add_help=False)
     s = servable.add_argument_group("servable")
@@ -296,9 +300,39 @@ def _show_bench(report: dict, as_json: bool) -> None:
 def _client(args, aio: bool = False, **kw):
     from client import AsyncClient, AsyncRestClient, Client, RestClient
 
+    tls = args.tls_ca or args.tls_cert or args.tls_key
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise CliError("--tls-cert and --tls-key go together")
     if args.rest:
+        if tls:
+            kw["verify"] = _tls_context(args)
         return (AsyncRestClient if aio else RestClient)(args.rest, timeout=args.timeout, **kw)
+    if tls:
+        import grpc
+        kw["credentials"] = grpc.ssl_channel_credentials(_read(args.tls_ca), _read(args.tls_key),
+                                                         _read(args.tls_cert))
     return (AsyncClient if aio else Client)(args.target, timeout=args.timeout, **kw)
+
+
+def _read(path: Optional[str]) -> Optional[bytes]:
+    if path is None:
+        return None
+    try:
+        with open(path, "rb") as fh:
+            return fh.read()
+    except OSError as e:
+        raise CliError(f"cannot read {path}: {e.strerror}") from None
+
+
+def _tls_context(args):
+    import ssl
+    try:
+        ctx = ssl.create_default_context(cafile=args.tls_ca)
+        if args.tls_cert:
+            ctx.load_cert_chain(args.tls_cert, args.tls_key)
+    except (OSError, ssl.SSLError) as e:
+        raise CliError(f"cannot use the TLS files: {e}") from None
+    return ctx
 
 
 def _servable(args) -> dict:

@@ -206,8 +206,9 @@ def _check_deadline(deadline: float) -> None:
 
 class _RestBase(Api):
     def __init__(self, url: str = "http://localhost:8501", *, timeout: Optional[float] = None,
-                 max_attempts: int = DEFAULT_ATTEMPTS):
+                 max_attempts: int = DEFAULT_ATTEMPTS, verify=True):
         self._init_api(timeout, max_attempts)
+        self._verify = verify  # httpx's: True, a CA bundle path, or an ssl.SSLContext (client certificates)
         if "://" not in url:
             url = "http://" + url
         self.url = url.rstrip("/")
@@ -215,11 +216,14 @@ class _RestBase(Api):
 
 
 class RestClient(_RestBase, SyncRunner):
-    """Blocking REST client with ``Client``'s methods: ``RestClient("http://localhost:8501")``."""
+    """Blocking REST client with ``Client``'s methods: ``RestClient("http://localhost:8501")``.
+
+    HTTPS: ``RestClient("https://host:8501", verify=ssl_context)``; ``verify`` is httpx's (True,
+    a CA bundle path, or an ``ssl.SSLContext`` that may carry a client certificate)."""
 
     def __init__(self, url: str = "http://localhost:8501", **kw):
         super().__init__(url, **kw)
-        self._http = httpx.Client(base_url=self.url)
+        self._http = httpx.Client(base_url=self.url, verify=self._verify)
 
     def _io(self, method: str, request, timeout: float) -> Reply:
         verb, path, body, *extra = request
@@ -241,7 +245,7 @@ class AsyncRestClient(_RestBase, AsyncRunner):
 
     def __init__(self, url: str = "http://localhost:8501", **kw):
         super().__init__(url, **kw)
-        self._http = httpx.AsyncClient(base_url=self.url)
+        self._http = httpx.AsyncClient(base_url=self.url, verify=self._verify)
 
     async def _io(self, method: str, request, timeout: float) -> Reply:
         verb, path, body, *extra = request

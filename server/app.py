@@ -44,8 +44,10 @@ async def _apply_rollouts(rollouts, text: str, path: str) -> None:
 
 class App:
     def __init__(self, settings: Settings, models: list[ModelEntry], *, config_root: Optional[str] = None,
-                 batching=None, prometheus_path: Optional[str] = None, rollout_configs: Optional[dict] = None):
+                 batching=None, prometheus_path: Optional[str] = None, rollout_configs: Optional[dict] = None,
+                 tls=None):
         self.settings = settings
+        self.tls = tls  # server.tls.TlsConfig (--ssl_config_file) or None
         self.rollout_configs = rollout_configs or {}  # model -> verso.rollout.ModelRollout, checked
         self.prometheus_path = prometheus_path
         self.batching_options = batching
@@ -157,7 +159,8 @@ class App:
         worker = worker_number()
         from server.settings import grpc_channel_arguments
         server = create_server(core, address, metrics, reuse_port=worker is not None,
-                               channel_arguments=grpc_channel_arguments(s))
+                               channel_arguments=grpc_channel_arguments(s),
+                               credentials=self.tls.grpc_credentials() if self.tls else None)
         health_servicer = None
         if s.enable_grpc_healthcheck_service:
             health_servicer = health.aio.HealthServicer()
@@ -204,7 +207,8 @@ class App:
             api = RestApi(core, timeout_ms=s.rest_api_timeout_in_ms, cors=s.rest_api_enable_cors_support,
                           metrics=metrics, metrics_path=self.prometheus_path, ready=ready, executor=predict_pool)
             rest_runner = await start_rest(api, s.bind_address, s.rest_api_port, reuse_port=worker is not None,
-                                           grace_s=s.shutdown_grace_seconds)
+                                           grace_s=s.shutdown_grace_seconds,
+                                           ssl_context=self.tls.ssl_context() if self.tls else None)
         elif self.prometheus_path:
             log.error("Prometheus metrics need a REST port (--rest_api_port); they are not served")
 

@@ -46,6 +46,7 @@ def run_server(argv: list[str], *, bundled_default: bool) -> int:
         resolve_models,
         rollout_configs,
         grpc_channel_arguments,
+        tls_config,
         usage,
     )
 
@@ -66,6 +67,7 @@ def run_server(argv: list[str], *, bundled_default: bool) -> int:
         models = resolve_models(settings, bundled_config=bundled)
         batching = batching_options(settings)
         rollouts = rollout_configs(settings)
+        tls = tls_config(settings)
         grpc_channel_arguments(settings)  # checked now: a bad entry is a start-up error
         metrics_path = prometheus_path(settings)
         if bundled_default:
@@ -90,7 +92,7 @@ def run_server(argv: list[str], *, bundled_default: bool) -> int:
     config_root = os.path.dirname(bundled) if bundled else None
     try:
         asyncio.run(App(settings, models, config_root=config_root, batching=batching,
-                        prometheus_path=metrics_path, rollout_configs=rollouts).serve())
+                        prometheus_path=metrics_path, rollout_configs=rollouts, tls=tls).serve())
     except StartupError as e:
         print(f"Failed to start server. Error: {e}", file=sys.stderr)
         return EXIT_STARTUP_FAILURE

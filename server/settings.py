@@ -96,7 +96,7 @@ def _flags() -> dict[str, Flag]:
         Flag("tensorflow_intra_op_parallelism", i, 0, "TF intra-op threads (0 = auto)"),
         Flag("tensorflow_inter_op_parallelism", i, 0, "TF inter-op threads (0 = auto)"),
         Flag("tensorflow_session_config_file", s, "", "TF SessionConfig text proto", implemented=False),
-        Flag("ssl_config_file", s, "", "SSLConfig text proto", implemented=False),
+        Flag("ssl_config_file", s, "", "SSLConfig text proto: TLS for gRPC (and REST)"),
         Flag("platform_config_file", s, "", "PlatformConfigMap text proto", implemented=False),
         Flag("per_process_gpu_memory_fraction", f, 0.0, "GPU memory fraction", implemented=False),
         Flag("saved_model_tags", s, "serve", "Comma-separated tags of the MetaGraphDef to load"),
@@ -257,21 +257,12 @@ def batching_options(settings: Settings):
 
 
 def _monitoring_config_class():
-    # monitoring_config.proto is not in the tensorflow-serving-api wheel: declared from its
-    # field numbers in a private pool (as BatchingParameters), so it can never clash.
-    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
-    pool = descriptor_pool.DescriptorPool()
-    f = descriptor_pb2.FileDescriptorProto(name="verso/monitoring_config.proto", package="tensorflow.serving",
-                                           syntax="proto3")
-    fd = descriptor_pb2.FieldDescriptorProto
-    prom = f.message_type.add(name="PrometheusConfig")
-    prom.field.add(name="enable", number=1, label=fd.LABEL_OPTIONAL, type=fd.TYPE_BOOL)
-    prom.field.add(name="path", number=2, label=fd.LABEL_OPTIONAL, type=fd.TYPE_STRING)
-    mon = f.message_type.add(name="MonitoringConfig")
-    mon.field.add(name="prometheus_config", number=1, label=fd.LABEL_OPTIONAL, type=fd.TYPE_MESSAGE,
-                  type_name=".tensorflow.serving.PrometheusConfig")
-    pool.Add(f)
-    return message_factory.GetMessageClass(pool.FindMessageTypeByName("tensorflow.serving.MonitoringConfig"))
+    # monitoring_config.proto is not in the tensorflow-serving-api wheel (server/private_protos.py).
+    from server.private_protos import declare_message
+    return declare_message("verso/monitoring_config.proto", "tensorflow.serving", {
+        "PrometheusConfig": [("enable", 1, "bool"), ("path", 2, "string")],
+        "MonitoringConfig": [("prometheus_config", 1, ".tensorflow.serving.PrometheusConfig")],
+    })["MonitoringConfig"]
 
 
 def prometheus_path(settings: Settings) -> Optional[str]:
@@ -345,6 +336,17 @@ def rollout_configs(settings: Settings) -> dict:
         return parse_rollout_config(text, path)
     except ServingError as e:
         raise SettingsError(e.message) from None
+
+
+def tls_config(settings: Settings):
+    """``--ssl_config_file`` read and checked at start-up (a ``server.tls.TlsConfig``), or None."""
+    if not settings.ssl_config_file:
+        return None
+    from server.tls import TlsConfigError, read_ssl_config
+    try:
+        return read_ssl_config(settings.ssl_config_file)
+    except TlsConfigError as e:
+        raise SettingsError(str(e)) from None
 
 
 def grpc_channel_arguments(settings: Settings) -> list[tuple[str, object]]:

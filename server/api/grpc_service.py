@@ -158,12 +158,13 @@ def service_handlers(core: ServingCore, metrics=None) -> list[grpc.GenericRpcHan
 
 
 def create_server(core: ServingCore, address: str, metrics=None, reuse_port: bool = False,
-                  channel_arguments=()) -> grpc.aio.Server:
+                  channel_arguments=(), credentials=None) -> grpc.aio.Server:
     """A grpc.aio server bound to ``address`` with both services (not started).
 
     Message size limits are INT32_MAX both ways, as TF Serving sets them. ``reuse_port``
     (``--num_workers``): several worker processes share the port (SO_REUSEPORT); otherwise a
-    port in use is an error. Raises RuntimeError when the address cannot be bound.
+    port in use is an error. ``credentials`` (``--ssl_config_file``): TLS on the port instead of
+    plain text. Raises RuntimeError when the address cannot be bound.
     """
     options = [
         ("grpc.max_receive_message_length", INT32_MAX),
@@ -174,6 +175,8 @@ def create_server(core: ServingCore, address: str, metrics=None, reuse_port: boo
     overridden = {k for k, _ in channel_arguments}
     options = [o for o in options if o[0] not in overridden] + list(channel_arguments)
     server = grpc.aio.server(handlers=service_handlers(core, metrics), options=options)
-    if server.add_insecure_port(address) == 0:
+    bound = (server.add_secure_port(address, credentials) if credentials is not None
+             else server.add_insecure_port(address))
+    if bound == 0:
         raise RuntimeError(f"Could not bind the gRPC server to {address}")
     return server

@@ -267,12 +267,13 @@ def _drop_result(task: asyncio.Future) -> None:
 
 
 async def start(api: RestApi, host: str, port: int, reuse_port: bool = False,
-                grace_s: float = 60.0) -> web.AppRunner:
+                grace_s: float = 60.0, ssl_context=None) -> web.AppRunner:
     """Serve ``api`` on host:port (shared with other worker processes with ``reuse_port``);
-    ``runner.shutdown()`` then waits up to ``grace_s`` for requests in flight. Raises OSError
-    when the port cannot be bound."""
+    ``runner.shutdown()`` then waits up to ``grace_s`` for requests in flight; ``ssl_context``
+    serves HTTPS (``--ssl_config_file``). Raises OSError when the port cannot be bound."""
     runner = web.AppRunner(api.app(), access_log=None, handle_signals=False, shutdown_timeout=grace_s)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, reuse_address=True, reuse_port=reuse_port or None)
+    site = web.TCPSite(runner, host, port, reuse_address=True, reuse_port=reuse_port or None,
+                       ssl_context=ssl_context)
     await site.start()
     return runner

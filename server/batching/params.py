@@ -1,8 +1,7 @@
 """TF Serving's ``BatchingParameters`` text proto -> ``BatchingOptions``.
 
 The message (tensorflow_serving/servables/tensorflow/session_bundle_config.proto) is not in
-the ``tensorflow-serving-api`` wheel. It is declared here from its field numbers in a private
-descriptor pool, so a real copy registered later in the default pool cannot clash with it.
+the ``tensorflow-serving-api`` wheel: it is declared in a private pool (server/private_protos.py).
 Defaults and validation messages are TF Serving's.
 """
 
@@ -12,38 +11,25 @@ import os
 from dataclasses import dataclass
 from typing import Optional
 
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, text_format, wrappers_pb2
+from google.protobuf import text_format, wrappers_pb2
 
 from server.core.errors import ServingError, invalid_argument
+from server.private_protos import declare_message
 
 
-def _batching_parameters_class():
-    pool = descriptor_pool.DescriptorPool()
-    pool.AddSerializedFile(wrappers_pb2.DESCRIPTOR.serialized_pb)
-    f = descriptor_pb2.FileDescriptorProto(name="verso/batching_parameters.proto", package="tensorflow.serving",
-                                           syntax="proto3", dependency=["google/protobuf/wrappers.proto"])
-    m = f.message_type.add(name="BatchingParameters")
-    lbl_opt = descriptor_pb2.FieldDescriptorProto.LABEL_OPTIONAL
-    lbl_rep = descriptor_pb2.FieldDescriptorProto.LABEL_REPEATED
-    msg = descriptor_pb2.FieldDescriptorProto.TYPE_MESSAGE
-    for name, number, type_name in [
+BatchingParameters = declare_message("verso/batching_parameters.proto", "tensorflow.serving", {
+    "BatchingParameters": [
         ("max_batch_size", 1, ".google.protobuf.Int64Value"),
         ("batch_timeout_micros", 2, ".google.protobuf.Int64Value"),
         ("max_enqueued_batches", 3, ".google.protobuf.Int64Value"),
         ("num_batch_threads", 4, ".google.protobuf.Int64Value"),
         ("thread_pool_name", 5, ".google.protobuf.StringValue"),
+        ("allowed_batch_sizes", 6, "int64", "repeated"),
         ("pad_variable_length_inputs", 7, ".google.protobuf.BoolValue"),
         ("enable_large_batch_splitting", 8, ".google.protobuf.BoolValue"),
         ("max_execution_batch_size", 9, ".google.protobuf.Int64Value"),
-    ]:
-        m.field.add(name=name, number=number, label=lbl_opt, type=msg, type_name=type_name)
-    m.field.add(name="allowed_batch_sizes", number=6, label=lbl_rep,
-                type=descriptor_pb2.FieldDescriptorProto.TYPE_INT64)
-    pool.Add(f)
-    return message_factory.GetMessageClass(pool.FindMessageTypeByName("tensorflow.serving.BatchingParameters"))
-
-
-BatchingParameters = _batching_parameters_class()
+    ],
+}, dependencies=(wrappers_pb2,))["BatchingParameters"]
 
 
 @dataclass(frozen=True)
