@@ -8,6 +8,9 @@
   batch runs when it is full, when its ``batch_timeout_micros`` has passed, or at once when
   the timeout is 0 and a slot is free. The merge (concatenate, pad), the model call and the
   timing run in the executor; the split back to callers runs on the loop.
+* Cancellation: a caller that goes away while queued (a gRPC deadline or a cancelled call
+  cancels its awaiting task, and so its future) has its rows taken out of the batch when the
+  batch is dispatched; a batch left empty never runs.
 * Adaptive mode (Verso): with a latency objective, each queue's batch cap grows by one while
   full batches run within half the objective and shrinks by 10 % when one does not
   (Clipper's AIMD with Nexus' half-objective rule).
@@ -77,6 +80,7 @@ class BatchQueue:
             self.cap = min(self.cap, options.allowed_batch_sizes[0] if options.allowed_batch_sizes else 1)
         self.batches_run = 0
         self.rows_run = 0
+        self.rows_cancelled = 0  # rows dropped before running because their callers had gone
 
     # ---- submit (loop) -------------------------------------------------------------------------
 
@@ -135,16 +139,28 @@ class BatchQueue:
     # ---- scheduling (loop) ---------------------------------------------------------------------
 
     def take_ready(self, now: float) -> Optional[_Batch]:
-        """The next batch to run now, if any (full ones first, then a timed-out open one)."""
-        if self._closed:
-            return self._closed.popleft()
-        b = self._open
-        if b is not None and b.pieces:
-            timeout = self.options.batch_timeout_micros / 1e6
-            if timeout == 0 or now - b.created >= timeout:
-                self._open = None
+        """The next batch to run now, if any (full ones first, then a timed-out open one),
+        without the tasks whose callers have gone: a batch left empty is dropped unrun."""
+        while True:
+            b = None
+            if self._closed:
+                b = self._closed.popleft()
+            elif self._open is not None and self._open.pieces:
+                timeout = self.options.batch_timeout_micros / 1e6
+                if timeout == 0 or now - self._open.created >= timeout:
+                    b, self._open = self._open, None
+            if b is None or self._drop_cancelled(b):
                 return b
-        return None
+
+    def _drop_cancelled(self, batch: _Batch) -> bool:
+        # A caller whose deadline passed (or who cancelled) has its future cancelled by its
+        # awaiting task: its rows are not run. Returns whether anything is left to run.
+        if any(t.future.cancelled() for t, _, _, _ in batch.pieces):
+            kept = [p for p in batch.pieces if not p[0].future.cancelled()]
+            self.rows_cancelled += batch.size - sum(b - a for _, _, a, b in kept)
+            batch.pieces = kept
+            batch.size = sum(b - a for _, _, a, b in kept)
+        return bool(batch.pieces)
 
     def next_deadline(self) -> Optional[float]:
         if self._closed:

@@ -12,12 +12,12 @@ import pytest
 from tests.e2e.helpers import predict_request, rpc_error, y_of
 
 
-def _serve(repo, server_factory, tmp_path, params: str, *extra):
+def _serve(repo, server_factory, tmp_path, params: str, *extra, **kw):
     repo.put("hp", 1, "hp1")
     p = tmp_path / "batching.config"
     p.write_text(params)
     return server_factory(f"--model_base_path={repo.path('hp')}", "--model_name=hp", "--enable_batching",
-                          f"--batching_parameters_file={p}", *extra)
+                          f"--batching_parameters_file={p}", *extra, **kw)
 
 
 def _fire(srv, sizes):
@@ -81,3 +81,26 @@ def test_adaptive_batching_logs_its_batch_size(repo, server_factory, tmp_path):
     for x, resp in _fire(srv, [1] * 300):
         np.testing.assert_array_equal(y_of(resp), 0.5 * x + 1)
     assert "Adaptive batching hp/1/serving_default: batch size" in srv.output()
+
+
+def test_a_grpc_deadline_takes_a_queued_request_out_of_its_batch(repo, server_factory, tmp_path):
+    """Three callers give up (deadline 0.3 s) while their rows wait for a 2 s batch timeout; the
+    fourth caller's batch then runs with its one row only (Prometheus counts the rows run)."""
+    monitoring = tmp_path / "monitoring.config"
+    monitoring.write_text('prometheus_config { enable: true path: "/metrics" }')
+    srv = _serve(repo, server_factory, tmp_path,
+                 "max_batch_size { value: 8 } batch_timeout_micros { value: 2000000 } "
+                 "max_enqueued_batches { value: 100 } num_batch_threads { value: 1 }",
+                 f"--monitoring_config_file={monitoring}", rest=True)
+    stub = srv.predict_stub
+    impatient = [stub.Predict.future(predict_request("hp", {"x": np.array([float(i)], np.float32)}), timeout=0.3)
+                 for i in range(3)]
+    patient = stub.Predict.future(predict_request("hp", {"x": np.array([10.0], np.float32)}), timeout=30)
+    for f in impatient:
+        assert f.exception().code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    np.testing.assert_array_equal(y_of(patient.result()), [6.0])
+    status, _, body = srv.http("GET", "/metrics")
+    assert status == 200
+    lines = body.decode().splitlines()
+    assert 'verso_batches_total{queue="hp/1/serving_default"} 1' in lines, [x for x in lines if "verso_batch" in x]
+    assert 'verso_batch_rows_total{queue="hp/1/serving_default"} 1' in lines

@@ -257,3 +257,42 @@ def test_batching_parameters_defaults_and_validation():
         with pytest.raises(ServingError) as e:
             parse_batching_parameters(text)
         assert message in e.value.message
+
+
+def test_callers_that_went_away_are_not_run_and_an_emptied_batch_never_runs():
+    model = Model()
+
+    async def body(sched, clock):
+        q = BatchQueue(sched, model, BatchingOptions(max_batch_size=8, batch_timeout_micros=1_000_000))
+        gone, kept, gone2 = q.submit(rows(0, 2)), q.submit(rows(2, 3)), q.submit(rows(5, 1))
+        # What a gRPC deadline does: the handler's task is cancelled, and with it the future it awaits.
+        gone.cancel()
+        gone2.cancel()
+        clock.t = 1.0
+        assert sched.step() == 1
+        (out,) = await results(sched, [kept])
+        np.testing.assert_array_equal(out["y"], rows(2, 3)["x"] * 2)
+        assert model.calls == [3] and q.rows_cancelled == 3 and q.rows_run == 3
+        # A batch whose every caller has gone is dropped: the model is not called at all.
+        lone = q.submit(rows(0, 4))
+        lone.cancel()
+        clock.t = 2.0
+        assert sched.step() == 0 and not q.has_work()
+        assert model.calls == [3] and q.rows_cancelled == 7
+
+    run(body)
+
+
+def test_a_split_task_cancelled_between_its_batches_runs_no_further_part():
+    model = Model()
+
+    async def body(sched, clock):
+        q = BatchQueue(sched, model, BatchingOptions(max_batch_size=8, max_execution_batch_size=2,
+                                                     enable_large_batch_splitting=True, max_enqueued_batches=10))
+        fut = q.submit(rows(0, 6))  # three batches of 2 rows
+        assert sched.step() == 2  # two threads: two parts run
+        await sched.drain()
+        fut.cancel()
+        assert sched.step() == 0 and model.calls == [2, 2] and q.rows_cancelled == 2
+
+    run(body)
