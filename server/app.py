@@ -82,7 +82,8 @@ class App:
                 for st in manager.status(name):
                     yield name, st.version, st.state, version_mtime(st.path)
 
-        metrics = Metrics(versions=versions)
+        from server.workers import metrics_dir
+        metrics = Metrics(versions=versions, multiprocess_dir=metrics_dir())
 
         def load(name: str, version: int, path: str):
             t0 = time.perf_counter()
@@ -129,7 +130,9 @@ class App:
             mtime = version_mtime(paths.get((name, version), ""))
             return None if mtime is None else max(0.0, time.time() - mtime)
 
-        rollouts = RolloutManager(manager, shadow_executor=shadow_pool, version_age=version_age)
+        from server.workers import worker_number
+        rollouts = RolloutManager(manager, shadow_executor=shadow_pool, version_age=version_age,
+                                  workers=worker_number() is not None)
         if self.rollout_configs:
             rollouts.apply(self.rollout_configs, source=s.rollout_config_file)
         metrics.add_rollouts(lambda: [rollouts.status(name) for name in list(rollouts.configs)])
@@ -155,7 +158,6 @@ class App:
         gc.freeze()
 
         address = f"{s.bind_address}:{s.port}"
-        from server.workers import worker_number
         worker = worker_number()
         from server.settings import grpc_channel_arguments
         server = create_server(core, address, metrics, reuse_port=worker is not None,

@@ -3,20 +3,26 @@
 The supervisor (the process the operator started) loads no model. It starts N workers, each
 ``python -m server`` with the same flags and ``VERSO_WORKER=i``; a worker binds its ports with
 SO_REUSEPORT, so the kernel spreads connections over the workers, and each worker has its own
-models, batching, metrics and rollout state. The supervisor restarts a worker that exits on its
-own (after a short pause; one that keeps dying within seconds of its start is restarted at most
-``MAX_QUICK_RESTARTS`` times in a row, then the supervisor stops everything and exits 255). On
-SIGTERM or SIGINT it forwards the signal, so every worker drains as a single server does, waits
-for them up to their grace period plus a margin, kills stragglers and exits 0.
+models, batching and rollout state. Request and batch metrics are shared: workers write them
+to prometheus_client's multiprocess files in a directory the supervisor owns
+(``PROMETHEUS_MULTIPROC_DIR``), so a scrape reaching any worker answers the totals.
+
+The supervisor restarts a worker that exits on its own (after a short pause; one that keeps
+dying within seconds of its start is restarted at most ``MAX_QUICK_RESTARTS`` times in a row,
+then the supervisor stops everything and exits 255). On SIGTERM or SIGINT it forwards the
+signal, so every worker drains as a single server does, waits for them up to their grace
+period plus a margin, kills stragglers and exits 0.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from typing import Callable, Optional
 
@@ -24,6 +30,7 @@ log = logging.getLogger("verso.workers")
 
 WORKER_ENV = "VERSO_WORKER"
 BUNDLED_ENV = "VERSO_BUNDLED_DEFAULTS"
+METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's own name for it
 QUICK_EXIT_S = 10.0
 MAX_QUICK_RESTARTS = 5
 RESTART_PAUSE_S = 1.0
@@ -50,8 +57,11 @@ class Supervisor:
     ``run()`` steps until a stop signal, then ``stop()``."""
 
     def __init__(self, n: int, spawn: Callable[[int], subprocess.Popen], *, grace_s: float,
-                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep):
+                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
+                 on_exit: Callable[[int], None] = lambda pid: None):
+        """``on_exit(pid)`` is told of each worker that exited on its own."""
         self.n = n
+        self.on_exit = on_exit
         self.spawn = spawn
         self.grace_s = grace_s
         self.clock, self.sleep = clock, sleep
@@ -82,6 +92,7 @@ class Supervisor:
                 self.failed = True
                 self.stopping = True
                 return
+            self.on_exit(proc.pid)
             log.error("Worker %d (pid %d) exited with %d; restarting it", i, proc.pid, code)
             self.sleep(RESTART_PAUSE_S if quick else 0.0)
             self._start(i)
@@ -120,15 +131,29 @@ class Supervisor:
 def supervise(argv: list[str], n: int, *, grace_s: float, bundled_default: bool) -> int:
     """Run ``n`` workers with ``argv`` (the operator's flags) until a stop signal."""
     args = worker_args(argv)
+    metrics_dir = tempfile.mkdtemp(prefix="verso-metrics-")
 
     def spawn(i: int) -> subprocess.Popen:
-        env = dict(os.environ, **{WORKER_ENV: str(i)})
+        env = dict(os.environ, **{WORKER_ENV: str(i), METRICS_DIR_ENV: metrics_dir})
         if bundled_default:
             env[BUNDLED_ENV] = "1"
         return subprocess.Popen([sys.executable, "-m", "server", *args], env=env)
 
+    def on_exit(pid: int) -> None:
+        # The dead worker's counters stay (totals never go back); its live gauges go.
+        from prometheus_client import multiprocess
+        multiprocess.mark_process_dead(pid, metrics_dir)
+
     log.info("Starting %d workers sharing the ports (SO_REUSEPORT)", n)
-    return Supervisor(n, spawn, grace_s=grace_s).run()
+    try:
+        return Supervisor(n, spawn, grace_s=grace_s, on_exit=on_exit).run()
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def metrics_dir() -> Optional[str]:
+    """The shared metrics directory of a worker (None in a single process)."""
+    return os.environ.get(METRICS_DIR_ENV) if worker_number() is not None else None
 
 
 def worker_number() -> Optional[int]:

@@ -10,6 +10,12 @@ Two ``prometheus_client`` registries:
   seconds): per-version request counts and latencies, each version's state and age, the
   adaptive batch size, and the process collector (``process_start_time_seconds`` ...).
 
+With ``--num_workers`` (``multiprocess_dir`` set by the supervisor) the counters, histograms
+and the batch-cap gauge live in prometheus_client's multiprocess files, and a scrape that
+reaches any worker answers the sums over every worker, dead ones included (counters never go
+back). What is read at scrape time (version states and ages, rollout evidence, ``process_*``)
+stays the answering worker's own.
+
 Threads: recording methods may be called from any thread (prometheus_client locks);
 ``render()`` runs on the event loop because the state and age collector reads the manager.
 """
@@ -17,12 +23,15 @@ Threads: recording methods may be called from any thread (prometheus_client lock
 from __future__ import annotations
 
 import math
+import operator
 import os
 import time
-from typing import Callable, Iterable, Optional
+from typing import Callable, Iterable, Optional, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.metrics import MetricWrapperBase
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from server.core.policy import State
 
@@ -48,11 +57,18 @@ def _tf_counter(name: str, doc: str, labels: Iterable[str], registry) -> Counter
 
 class Metrics:
     def __init__(self, *, versions: Optional[Callable[[], Iterable[tuple[str, int, State, Optional[float]]]]] = None,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time, multiprocess_dir: Optional[str] = None):
         """``versions()`` lists (model, version, state, directory mtime or None) for the
-        state and age gauges; it is called on the loop at each scrape."""
+        state and age gauges; it is called on the loop at each scrape. ``multiprocess_dir``:
+        the workers' shared prometheus_client directory (it must also be the process's
+        ``PROMETHEUS_MULTIPROC_DIR`` before prometheus_client is imported)."""
         self.tf = CollectorRegistry(auto_describe=True)
         self.verso = CollectorRegistry(auto_describe=True)
+        self.local = CollectorRegistry(auto_describe=True)  # read at scrape time, per process
+        self._shared: Optional[CollectorRegistry] = None
+        if multiprocess_dir:
+            self._shared = CollectorRegistry()
+            MultiProcessCollector(self._shared, path=multiprocess_dir)
         t = self.tf
         self.request_count = _tf_counter(":tensorflow:serving:request_count",
                                          "The total number of requests.", ["model_name", "status"], t)
@@ -98,18 +114,20 @@ class Metrics:
                                          "version, API and transport.", ["model_name", "version", "api",
                                                                           "entrypoint"], registry=v)
         self.batch_cap = Gauge("verso_batch_size_cap", "The batch size the scheduler aims for (adaptive batching "
-                               "moves it).", ["queue"], registry=v)
+                               "moves it).", ["queue"], registry=v, multiprocess_mode="livemax")
         self.batches = Counter("verso_batches", "Batches run by queue.", ["queue"], registry=v)
         self.batch_rows = Counter("verso_batch_rows", "Rows run in batches by queue (padding excluded).",
                                   ["queue"], registry=v)
+        # The label order each metric was declared with: multiprocess files give labels sorted.
+        self._label_order = {m._name: m._labelnames for m in vars(self).values() if isinstance(m, MetricWrapperBase)}
         if versions is not None:
-            v.register(_VersionCollector(versions, clock))
-        ProcessCollector(registry=v)
+            self.local.register(_VersionCollector(versions, clock))
+        ProcessCollector(registry=self.local)
 
     def add_rollouts(self, statuses: Callable[[], Iterable]) -> None:
         """Export rollout evidence: ``statuses()`` yields a ``verso.rollout.RolloutStatus`` per
         model under rollout (called on the loop at each scrape)."""
-        self.verso.register(_RolloutCollector(statuses))
+        self.local.register(_RolloutCollector(statuses))
 
     # ---- recording ------------------------------------------------------------------------------
 
@@ -176,7 +194,15 @@ class Metrics:
     # ---- exposition ---------------------------------------------------------------------------
 
     def render(self) -> bytes:
-        return render(self.tf) + render(self.verso)
+        if self._shared is None:
+            return render(self.tf.collect()) + render(self.verso.collect()) + render(self.local.collect())
+        families = list(self._shared.collect())
+        tf = [f for f in families if f.name.startswith(":")]
+        verso = [f for f in families if not f.name.startswith(":")]
+        by_name = operator.attrgetter("name")
+        order = self._label_order
+        return (render(sorted(tf, key=by_name), order) + render(sorted(verso, key=by_name), order)
+                + render(self.local.collect()))
 
 
 class _VersionCollector:
@@ -260,12 +286,14 @@ def _number(value: float) -> str:
     return repr(value)
 
 
-def render(registry: CollectorRegistry) -> bytes:
-    """Prometheus text as TF Serving prints it: a ``# TYPE`` line per metric, no ``_created``
-    samples, integral values without ``.0``. TF Serving's counters keep their own name (no
-    ``_total``); Verso's counters end in ``_total`` as prometheus_client names them."""
+def render(families: Iterable, label_order: Optional[dict[str, Sequence[str]]] = None) -> bytes:
+    """Metric families (``registry.collect()``) as Prometheus text as TF Serving prints it: a
+    ``# TYPE`` line per metric, no ``_created`` samples, integral values without ``.0``. TF
+    Serving's counters keep their own name (no ``_total``); Verso's counters end in ``_total``
+    as prometheus_client names them. ``label_order`` (metric name -> label names) puts each
+    sample's labels in that order, ``le`` last."""
     lines: list[str] = []
-    for family in registry.collect():
+    for family in families:
         if not family.samples:
             continue
         tf_counter = family.type == "counter" and family.name in _TF_COUNTERS
@@ -276,9 +304,13 @@ def render(registry: CollectorRegistry) -> bytes:
         else:
             name = family.name
         lines.append(f"# TYPE {name} {family.type}")
+        order = (label_order or {}).get(family.name)
         for s in family.samples:
             if s.name.endswith("_created"):
                 continue
+            if order is not None:
+                rank = {k: i for i, k in enumerate(order)}
+                s = s._replace(labels=dict(sorted(s.labels.items(), key=lambda kv: rank.get(kv[0], len(rank)))))
             sample = name if tf_counter else s.name
             labels = ",".join(f'{k}="{_escape(v if k != "le" else _number(float(v)))}"'
                               for k, v in s.labels.items())

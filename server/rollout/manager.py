@@ -32,6 +32,9 @@ log = logging.getLogger("verso.rollout")
 
 REQUEST_IDS_KEPT = 10_000  # answers remembered for feedback, oldest forgotten first
 DECISIONS_KEPT = 100
+WORKERS_SET_REFUSED = ("SetRollout is refused with --num_workers: each worker process keeps its own rollout "
+                       "state, so a call would change one worker only; change --rollout_config_file, which every "
+                       "worker reads")
 
 
 def _text(x) -> str:
@@ -40,13 +43,19 @@ def _text(x) -> str:
 
 class RolloutManager:
     """Rollouts by model name. ``version_age(name, version)`` gives a version's age in seconds
-    (None if unknown); ``clock`` is monotonic seconds, ``wall`` Unix time, ``rand`` uniform [0, 1)."""
+    (None if unknown); ``clock`` is monotonic seconds, ``wall`` Unix time, ``rand`` uniform [0, 1).
+
+    ``workers`` (``--num_workers``): every worker reads the same ``--rollout_config_file`` and
+    routes alike (routing keys hash the same everywhere), but calls, evidence and feedback are
+    each worker's own. So that workers never diverge, SetRollout is refused (FAILED_PRECONDITION)
+    and automatic steps are not taken: the file is the one source of rollouts."""
 
     def __init__(self, manager: Manager, *, shadow_executor: Optional[Executor] = None,
                  version_age: Callable[[str, int], Optional[float]] = lambda name, version: None,
                  clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time,
-                 rand: Callable[[], float] = random.random):
+                 rand: Callable[[], float] = random.random, workers: bool = False):
         self.manager = manager
+        self.workers = workers
         self.shadow_executor = shadow_executor
         self.version_age = version_age
         self.clock, self.wall, self.rand = clock, wall, rand
@@ -74,10 +83,15 @@ class RolloutManager:
         self.configs = {n: self.configs[n] for n in configs}
 
     def set(self, mr: rollout_pb2.ModelRollout, source: str = "SetRollout") -> rollout_pb2.RolloutStatus:
+        if self.workers:
+            raise ServingError(Code.FAILED_PRECONDITION, WORKERS_SET_REFUSED)
         self._set(validated(mr), source)
         return self.status(mr.model)
 
     def _set(self, mr: rollout_pb2.ModelRollout, source: str) -> None:
+        if self.workers and mr.auto.enabled:
+            log.warning("Rollout of %s: automatic steps are off with --num_workers (each worker would step on "
+                        "its own evidence); step canary_percent in the rollout config file", mr.model)
         old = self.configs.get(mr.model)
         if old is not None and old.window != mr.window:
             for key in [k for k in self._windows if k[0] == mr.model]:
@@ -288,7 +302,9 @@ class RolloutManager:
         """Take the automatic steps that are due: for each model in auto mode whose interval has
         passed, the verdict moves canary_percent one step up, to 0, or leaves it; PROMOTE at 100 %
         makes the canary the stable version. Returns (model, decision text) for each change."""
-        changes = []
+        changes: list[tuple[str, str]] = []
+        if self.workers:
+            return changes
         now = self.clock()
         for name, mr in list(self.configs.items()):
             if not mr.auto.enabled or not mr.canary or now - self._last_auto.get(name, now) < mr.auto.interval_seconds:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import glob
 import os
 import signal
 
+import grpc
 import numpy as np
+import pytest
 
-from client import Client, RestClient
+from client import Client, RestClient, VersoError
 from tests.server_proc import wait_until
 
 READY = "Running gRPC ModelServer at"
@@ -42,13 +45,45 @@ def _answers(srv, n: int = 10) -> None:
             np.testing.assert_array_equal(r.predict("hp", [4.0]), [3.0])
 
 
-def test_two_workers_share_the_ports_replace_a_crashed_one_and_drain(server_factory, repo):
+def _counts(srv) -> set[tuple[int, int]]:
+    """(gRPC, REST) Predict counts as seen by five scrapes, each on a new connection, so each
+    reaches whichever worker the kernel picks."""
+    seen = set()
+    for _ in range(5):
+        status, _, body = srv.http("GET", "/metrics")
+        assert status == 200
+        lines = body.decode().splitlines()
+
+        def count(api, entrypoint):  # TF Serving's API label: "Predict" over gRPC, "predict" over REST
+            prefix = (f':tensorflow:serving:request_latency_count{{model_name="hp",API="{api}",'
+                      f'entrypoint="{entrypoint}"}}')
+            return next((int(float(x.split()[-1])) for x in lines if x.startswith(prefix + " ")), 0)
+        seen.add((count("Predict", "GRPC"), count("predict", "REST")))
+    return seen
+
+
+def test_two_workers_share_the_ports_replace_a_crashed_one_and_drain(server_factory, repo, tmp_path):
     repo.put("hp", 1, "hp1")
-    srv = server_factory("--model_name=hp", f"--model_base_path={repo.path('hp')}", "--num_workers=2", rest=True)
+    monitoring = tmp_path / "monitoring.config"
+    monitoring.write_text('prometheus_config { enable: true path: "/metrics" }')
+    rollouts = tmp_path / "rollouts.config"
+    rollouts.write_text('models { model: "hp" stable: 1 }')
+    srv = server_factory("--model_name=hp", f"--model_base_path={repo.path('hp')}", "--num_workers=2",
+                         f"--monitoring_config_file={monitoring}", f"--rollout_config_file={rollouts}", rest=True)
     wait_until(lambda: _ready(srv) >= 2, timeout=120, what="both workers")
     workers = _children(srv.proc.pid)
     assert len(workers) == 2, srv.output()
+    metrics_dir = next(iter(glob.glob(f"/tmp/verso-metrics-*/counter_{workers[0]}.db")), None)
     _answers(srv)
+    # Whichever worker answers a scrape, it reports the totals of both.
+    assert _counts(srv) == {(10, 10)}
+    # Rollouts come from the file that every worker reads; SetRollout would change one worker.
+    with Client(f"127.0.0.1:{srv.port}") as c:
+        assert c.rollout("hp").config.stable == 1
+        with pytest.raises(VersoError) as e:
+            c.set_rollout("hp", stable=1, canary=1, canary_percent=10)
+        assert e.value.code == grpc.StatusCode.FAILED_PRECONDITION
+        assert "refused with --num_workers" in e.value.message
 
     os.kill(workers[0], signal.SIGKILL)
     _answers(srv)  # the other worker keeps serving while the first is replaced
@@ -57,7 +92,10 @@ def test_two_workers_share_the_ports_replace_a_crashed_one_and_drain(server_fact
     assert len(replaced) == 2 and workers[1] in replaced and workers[0] not in replaced
     assert "Worker 0" in srv.output() and "restarting it" in srv.output()
     _answers(srv)
+    # Three rounds of 10 + 10: the killed worker's counts stay in the totals.
+    assert _counts(srv) == {(30, 30)}
 
     srv.proc.send_signal(signal.SIGTERM)
     assert srv.wait_exit(timeout=90) == 0
     assert not any(_alive(p) for p in replaced)
+    assert metrics_dir is not None and not os.path.exists(os.path.dirname(metrics_dir))  # removed at exit

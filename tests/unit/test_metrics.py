@@ -65,4 +65,41 @@ def test_label_values_are_escaped():
     m = Metrics()
     m.request('we"ird\\name\n', None, "Predict", "REST", "NOT_FOUND", 0.0, tf_api="predict")
     assert ':tensorflow:serving:request_count{model_name="we\\"ird\\\\name\\n",status="NOT_FOUND"} 1' in lines(m)
-    assert render(Metrics().tf) != b""  # unlabelled counters still print their 0
+    assert render(Metrics().tf.collect()) != b""  # unlabelled counters still print their 0
+
+
+_RECORD = """
+import sys
+from server.api.metrics import Metrics
+m = Metrics(multiprocess_dir=sys.argv[1] or None)
+for _ in range(int(sys.argv[2])):
+    m.request("hp", 1, "Predict", "GRPC", "OK", 0.01)
+    m.request("hp", None, "Predict", "REST", "NOT_FOUND", 0.002, tf_api="predict")
+    m.batch("hp/1/serving_default", "batch_threads", [1, 2], [0.001, 0.002], 3, 4, 8)
+    m.examples("hp", 3)
+    m.load("/m/hp/1", True, 1.5)
+sys.stdout.write(m.render().decode())
+"""
+
+
+def _metric_lines(multiprocess_dir: str, times: int, env: dict) -> list[str]:
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, "-c", _RECORD, multiprocess_dir, str(times)], env=env,
+                         capture_output=True, text=True, timeout=120, check=True).stdout
+    return sorted(x for x in out.splitlines() if "process_" not in x)
+
+
+def test_workers_metrics_are_summed_and_print_as_one_process_would(tmp_path):
+    """--num_workers: two worker processes record into the shared directory; a scrape from a
+    third prints exactly what one process that recorded everything prints (labels in TF
+    Serving's order, TF names, no _created)."""
+    import os
+    shared = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=str(tmp_path))
+    single = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+    _metric_lines(str(tmp_path), 1, shared)
+    _metric_lines(str(tmp_path), 1, shared)
+    scraped = _metric_lines(str(tmp_path), 0, shared)
+    expected = _metric_lines("", 2, single)
+    assert ':tensorflow:serving:request_count{model_name="hp",status="OK"} 2' in expected
+    assert scraped == expected

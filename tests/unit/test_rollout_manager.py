@@ -1124,3 +1124,19 @@ def test_removed_then_readded_with_other_window_uses_new_size():
     for _ in range(3):
         rm.observe("m", 1, 0.01, "OK")
     assert rm.evidence("m", 1).requests == 2
+
+
+def test_with_workers_set_rollout_is_refused_and_auto_steps_are_not_taken():
+    """--num_workers: the rollout file is the one source of rollouts, so workers never diverge."""
+    rm, clock = auto_rm(canary_percent=25, shadow_percent=40)
+    rm.workers = True
+    with pytest.raises(ServingError) as e:
+        rm.set(mr_of(canary_percent=50))
+    assert e.value.code == Code.FAILED_PRECONDITION and "refused with --num_workers" in e.value.message
+    assert rm.configs["m"].canary_percent == 25
+    bad_canary_evidence(rm)
+    assert rm.verdict("m").decision == "ROLLBACK"  # the verdict is still reported ...
+    clock.t = 30.0
+    assert rm.tick() == [] and rm.configs["m"].canary_percent == 25  # ... but not acted on
+    rm.apply({"m": mr_of(canary_percent=5)})  # the file still changes it
+    assert rm.configs["m"].canary_percent == 5
