@@ -28,9 +28,6 @@ from server.settings import Settings
 
 log = logging.getLogger("verso")
 
-HEALTH_SERVICES = ("", "ModelService", "PredictionService",
-                   "tensorflow.serving.ModelService", "tensorflow.serving.PredictionService")
-
 
 class StartupError(Exception):
     """Start-up cannot complete; ``str()`` is the one line for the operator."""
@@ -57,7 +54,7 @@ class App:
 
     async def serve(self) -> None:
         # TensorFlow is imported here, after flags were checked, because it takes seconds.
-        from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+        from grpc_health.v1 import health, health_pb2_grpc
 
         from server.api.grpc_service import create_server
         from server.api.handlers import ServingCore, poll_text_file
@@ -163,13 +160,19 @@ class App:
         server = create_server(core, address, metrics, reuse_port=worker is not None,
                                channel_arguments=grpc_channel_arguments(s),
                                credentials=self.tls.grpc_credentials() if self.tls else None)
+        def ready() -> bool:
+            return not self._stopping.is_set() and not served.unavailable([e.name for e in served.entries])
+
         health_servicer = None
         if s.enable_grpc_healthcheck_service:
+            from server.api.health import HealthReporter
             health_servicer = health.aio.HealthServicer()
-            for name in HEALTH_SERVICES:
-                await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+            reporter = HealthReporter(health_servicer, ready)
+            await reporter.start()
             health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         tasks = [loop.create_task(manager.run(), name="verso-manager")]
+        if health_servicer is not None:
+            tasks.append(loop.create_task(reporter.run(), name="verso-health"))
         watcher = None
         if s.file_system_poll_wait_seconds > 0:
             if s.enable_file_system_watch:
@@ -202,9 +205,6 @@ class App:
             log.error("--rest_api_port must differ from --port; the REST API is not started")
         elif s.rest_api_port:
             from server.api.rest import RestApi, start as start_rest
-
-            def ready() -> bool:
-                return not self._stopping.is_set() and not served.unavailable([e.name for e in served.entries])
 
             api = RestApi(core, timeout_ms=s.rest_api_timeout_in_ms, cors=s.rest_api_enable_cors_support,
                           metrics=metrics, metrics_path=self.prometheus_path, ready=ready, executor=predict_pool)

@@ -116,6 +116,7 @@ class Observation:
     settled: frozenset[int]      # candidates for the version policy
     replaced: frozenset[int]     # settled once, replaced by a new directory, settling again
     wait: Optional[float]        # seconds until a pending directory could settle; None if none
+    settling: frozenset[int] = frozenset()  # present, not settled yet (new or replaced)
 
 
 class SettleTracker:
@@ -177,7 +178,7 @@ class SettleTracker:
                 wait = remaining if wait is None else min(wait, remaining)
         settled = frozenset(v for v in present if (name, v) in self._settled)
         replaced = frozenset(v for v in present if (name, v) in self._replaced)
-        return Observation(settled, replaced, wait)
+        return Observation(settled, replaced, wait, frozenset(present) - settled)
 
     def forget(self, name: str) -> None:
         """Drop everything known about ``name`` (it is no longer configured)."""
@@ -296,7 +297,15 @@ class FileSystemSource:
                                     "'specific' version in the servable's version policy, was not found in "
                                     "the file system", v, m.name)
             aspired = {v: scan.versions[v] for v in sorted(wanted)}
-            if self._emitted.get(m.name) != aspired:
+            previous = self._emitted.get(m.name, {})
+            if seen.settling - set(previous) and set(previous) - seen.settled:
+                # An aspired version is going away (deleted, or changing while rm -r runs) while
+                # a new one is still settling (an operator publishing v2 and deleting v1): the
+                # policy's answer waits on the new one, so what serves keeps serving until then.
+                # TF Serving, which does not settle, loads v2 before unloading v1; so does Verso,
+                # a moment later.
+                continue
+            if previous != aspired:
                 self._emitted[m.name] = aspired
                 self._sink(m.name, aspired)
         self.next_poll_in = min(waits) if waits else None

@@ -356,6 +356,28 @@ def test_health_serving_then_not_serving_on_shutdown(repo, server_factory):
     assert srv.wait_exit(timeout=60) == 0
 
 
+def test_health_follows_readiness_and_liveness_stays_serving(built_models, server_factory, tmp_path):
+    """A configured model without a version: the port is open (Verso) but health says
+    NOT_SERVING, as TF Serving's unopened port would; ``verso.liveness`` says SERVING. When a
+    version loads, health turns SERVING by itself."""
+    (tmp_path / "hp").mkdir()
+    srv = server_factory(f"--model_base_path={tmp_path / 'hp'}", "--model_name=hp", *FAST)
+    stub = health_pb2_grpc.HealthStub(srv.channel)
+
+    def status(service):
+        return stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=10).status
+    for service in ("", "tensorflow.serving.PredictionService", "ModelService"):
+        assert status(service) == health_pb2.HealthCheckResponse.NOT_SERVING
+    assert status("verso.liveness") == health_pb2.HealthCheckResponse.SERVING
+    watch = stub.Watch(health_pb2.HealthCheckRequest(service=""), timeout=60)
+    assert next(watch).status == health_pb2.HealthCheckResponse.NOT_SERVING
+    shutil.copytree(built_models["hp1"], tmp_path / "hp" / ".1")
+    os.rename(tmp_path / "hp" / ".1", tmp_path / "hp" / "1")
+    assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
+    assert status("tensorflow.serving.PredictionService") == health_pb2.HealthCheckResponse.SERVING
+    watch.cancel()
+
+
 def test_health_service_can_be_turned_off(repo, server_factory):
     repo.put("hp", 1, "hp1")
     srv = server_factory(f"--model_base_path={repo.path('hp')}", "--model_name=hp",

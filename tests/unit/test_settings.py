@@ -26,10 +26,10 @@ def test_both_flag_forms_and_bare_booleans():
 
 
 def test_unknown_and_unimplemented_flags_are_reported_not_fatal():
-    s = parse_flags(["--bogus=1", "stray", "--ssl_config_file=/x", "--rest_api_num_threads=4",
+    s = parse_flags(["--bogus=1", "stray", "--platform_config_file=/x", "--rest_api_num_threads=4",
                      "--rest_api_port=8501"])
     assert s.unknown == ["--bogus=1", "stray"]
-    assert s.unimplemented == ["rest_api_num_threads", "ssl_config_file"]
+    assert s.unimplemented == ["platform_config_file", "rest_api_num_threads"]
 
 
 @pytest.mark.parametrize("argv, text", [

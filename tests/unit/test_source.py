@@ -106,3 +106,61 @@ def test_source_emits_full_aspired_sets(tmp_path):
             assert emitted == [("m", {}), ("all", {})]
 
     asyncio.run(main())
+
+
+def test_a_vanished_version_keeps_serving_while_its_successor_settles(tmp_path):
+    """Publish v2 and delete v1 at once: v1 stays aspired until v2 has settled, then the set
+    moves to v2 in one step (the manager loads v2 before unloading v1), never to nothing."""
+    emitted = []
+    clock = [0.0]
+    base = tmp_path / "m"
+    (base / "1").mkdir(parents=True)
+
+    async def main():
+        with ThreadPoolExecutor(1) as pool:
+            src = FileSystemSource([ServableConfig("m", str(base), Latest(1))],
+                                   lambda n, vs: emitted.append(dict(vs)), settle_seconds=1.0,
+                                   executor=pool, clock=lambda: clock[0])
+            await src.poll()
+            assert emitted == [{1: str(base / "1")}]
+            (base / "2").mkdir()
+            shutil.rmtree(base / "1")
+            await src.poll()
+            assert emitted == [{1: str(base / "1")}] and src.next_poll_in == 1.0
+            clock[0] = 1.0
+            await src.poll()
+            assert emitted == [{1: str(base / "1")}, {2: str(base / "2")}]
+            # Without a successor, deleting the serving version un-aspires it at once (as TF Serving).
+            shutil.rmtree(base / "2")
+            await src.poll()
+            assert emitted[-1] == {}
+
+    asyncio.run(main())
+
+
+def test_a_version_being_deleted_while_its_successor_settles_keeps_serving(tmp_path):
+    """A scan that catches ``rm -r 1`` half-way sees v1 changed (a "replaced" directory): it
+    still stays aspired while the new v2 settles."""
+    emitted = []
+    clock = [0.0]
+    base = tmp_path / "m"
+    (base / "1" / "variables").mkdir(parents=True)
+    (base / "1" / "saved_model.pb").write_text("x")
+
+    async def main():
+        with ThreadPoolExecutor(1) as pool:
+            src = FileSystemSource([ServableConfig("m", str(base), Latest(1))],
+                                   lambda n, vs: emitted.append(dict(vs)), settle_seconds=1.0,
+                                   executor=pool, clock=lambda: clock[0])
+            await src.poll()
+            (base / "2").mkdir()
+            os.remove(base / "1" / "saved_model.pb")  # rm -r in progress: v1's directory changes
+            os.rmdir(base / "1" / "variables")
+            await src.poll()
+            assert emitted == [{1: str(base / "1")}]
+            shutil.rmtree(base / "1")
+            clock[0] = 1.0
+            await src.poll()
+            assert emitted == [{1: str(base / "1")}, {2: str(base / "2")}]
+
+    asyncio.run(main())
