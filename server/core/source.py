@@ -22,6 +22,7 @@ import asyncio
 import logging
 import os
 import re
+import warnings
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Callable, Mapping, Optional
@@ -334,6 +335,11 @@ class DirectoryWatcher:
     def __init__(self, on_change: Callable[[], None]):
         from watchdog.events import FileSystemEventHandler
         from watchdog.observers import Observer
+
+        # watchdog warns when a directory renamed into a watched tree (an operator's atomic
+        # `mv .2.tmp 2`) gets its watch again; harmless, and not the operator's concern.
+        warnings.filterwarnings("ignore", message="Callback with id .* already exists", category=RuntimeWarning,
+                                module="watchdog")
 
         class _Handler(FileSystemEventHandler):
             def on_any_event(self, event):  # noqa: D401 - watchdog's callback name
