@@ -82,11 +82,14 @@ class App:
         from server.workers import metrics_dir
         metrics = Metrics(versions=versions, multiprocess_dir=metrics_dir())
 
+        from server.servables.loader import load_servable
+
         def load(name: str, version: int, path: str):
             t0 = time.perf_counter()
+            platform = next((e.platform for e in served.entries if e.name == name), "tensorflow")
             try:
-                servable = saved_model.load_saved_model(path, tags, warmup=s.enable_model_warmup,
-                                                        warmup_iterations=warmup_iterations)
+                servable = load_servable(path, platform, tags=tags, warmup=s.enable_model_warmup,
+                                         warmup_iterations=warmup_iterations)
             except BaseException:
                 metrics.load(path, False, time.perf_counter() - t0)
                 raise

@@ -32,6 +32,19 @@ def built_models(tmp_path_factory):
     return out
 
 
+@pytest.fixture(scope="session")
+def format_models(tmp_path_factory):
+    """Keras and ONNX versions (built on first use): {key: version directory}."""
+    root = tmp_path_factory.mktemp("formats")
+    out = {}
+    for n in (1, 2):
+        out[f"keras{n}"] = str(root / f"keras{n}")
+        models.save_keras_affine(out[f"keras{n}"], scale=float(n), offset=10.0 * n)
+        out[f"onnx{n}"] = str(root / f"onnx{n}")
+        models.save_onnx_half_plus(out[f"onnx{n}"], float(n))
+    return out
+
+
 @pytest.fixture
 def repo(tmp_path, built_models):
     """A fresh model repository: ``put(model, version, key)`` copies a built version into it."""

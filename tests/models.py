@@ -130,3 +130,47 @@ def write_warmup(version_dir: str, records) -> str:
         for r in records:
             w.write(r if isinstance(r, bytes) else r.SerializeToString())
     return path
+
+
+def save_keras_affine(path: str, scale: float, offset: float) -> None:
+    """A Keras 3 functional model in ``path/model.keras``: x [None, 2] float -> y = scale * x +
+    offset (a Dense layer with fixed weights, so answers are known)."""
+    import keras
+    import numpy as np
+
+    os.makedirs(path, exist_ok=True)
+    x = keras.Input(shape=(2,), name="x", dtype="float32")
+    dense = keras.layers.Dense(2, name="y")
+    model = keras.Model(x, dense(x))
+    dense.set_weights([np.eye(2, dtype=np.float32) * scale, np.full(2, offset, np.float32)])
+    model.save(os.path.join(path, "model.keras"))
+
+
+def save_onnx_half_plus(path: str, offset: float) -> None:
+    """An ONNX graph in ``path/model.onnx``: x [N] float -> y = 0.5 * x + offset."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    os.makedirs(path, exist_ok=True)
+    graph = helper.make_graph(
+        [helper.make_node("Mul", ["x", "half"], ["scaled"]), helper.make_node("Add", ["scaled", "offset"], ["y"])],
+        "half_plus",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N"])],
+        initializer=[numpy_helper.from_array(np.array(0.5, np.float32), "half"),
+                     numpy_helper.from_array(np.array(offset, np.float32), "offset")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8  # readable by every onnxruntime since 1.10
+    onnx.checker.check_model(model)
+    onnx.save(model, os.path.join(path, "model.onnx"))
+
+
+def write_hooks(version_dir: str, source: str) -> str:
+    """Write ``source`` as the version's ``assets.extra/verso_hooks.py``."""
+    extra = os.path.join(version_dir, "assets.extra")
+    os.makedirs(extra, exist_ok=True)
+    path = os.path.join(extra, "verso_hooks.py")
+    with open(path, "w") as f:
+        f.write(source)
+    return path

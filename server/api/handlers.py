@@ -153,14 +153,23 @@ class ServingCore:
         return handle, sig_name, aliases, outputs
 
     async def run(self, handle, sig_name: str, inputs: dict, aliases: Sequence[str], api: str) -> dict:
-        """Run a leased version's signature: through its batch queue when batching is on,
-        else straight in the request executor. The caller holds the lease until this returns.
+        """Run a leased version's signature: through its batch queue when batching is on (a
+        signature with hooks: preprocess, the batched model call, postprocess), else straight
+        in the request executor. The caller holds the lease until this returns.
         ``api`` ("Predict", "Classify", ...) labels the runtime-latency metric, which counts
         the wait in the batch queue too (as TF Serving's batching session does)."""
         t0 = time.perf_counter()
+        servable = handle.servable
+        loop = asyncio.get_running_loop()
         if self.batching is None:
-            outputs = await asyncio.get_running_loop().run_in_executor(
-                self.executor, handle.servable.run, sig_name, inputs, aliases)
+            outputs = await loop.run_in_executor(self.executor, servable.run, sig_name, inputs, aliases)
+        elif getattr(servable, "hooked", None) is not None and servable.hooked(sig_name):
+            # Hooks run per request on each side of the batch, so the model call stays batched.
+            model_inputs = await loop.run_in_executor(self.executor, servable.preprocess, sig_name, inputs)
+            queue = self._batch_queue(handle, sig_name, tuple(servable.model_aliases(sig_name)))
+            model_outputs = await queue.submit(model_inputs)
+            outputs = await loop.run_in_executor(self.executor, servable.postprocess, sig_name, model_outputs,
+                                                 aliases)
         else:
             outputs = await self._batch_queue(handle, sig_name, tuple(aliases)).submit(inputs)
         if self.metrics is not None:
@@ -243,8 +252,9 @@ class ServingCore:
         queue = handle.extras.get(key)
         if queue is None:
             scheduler, options = self.batching
-            servable = handle.servable
-            queue = BatchQueue(scheduler, lambda merged: servable.run(sig_name, merged, aliases), options,
+            # A servable with hooks batches its model call alone (``run_model``).
+            run = getattr(handle.servable, "run_model", handle.servable.run)
+            queue = BatchQueue(scheduler, lambda merged: run(sig_name, merged, aliases), options,
                                name=f"{handle.name}/{handle.version}/{sig_name}")
             handle.extras[key] = queue
         return queue

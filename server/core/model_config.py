@@ -27,6 +27,8 @@ from server.core.source import ServableConfig
 log = logging.getLogger("verso.config")
 
 TENSORFLOW_PLATFORM = "tensorflow"
+# TF Serving's field chooses the loader (server/servables/loader.py): SavedModel, Keras 3, ONNX.
+PLATFORMS = (TENSORFLOW_PLATFORM, "keras", "onnx")
 
 
 @dataclass(frozen=True)
@@ -100,7 +102,7 @@ def validate_model_config(config: model_server_config_pb2.ModelServerConfig,
             raise invalid_argument(f"Expected model {c.name} to have an absolute path or URI; "
                                    f"got base_path()={c.base_path}")
         platform = _platform(c)
-        if platform != TENSORFLOW_PLATFORM:
+        if platform not in PLATFORMS:
             raise invalid_argument(f"Model {c.name} requested unsupported platform {platform}")
         if "://" in base:
             raise invalid_argument(f"Model {c.name}: base_path {base} is a URI; Verso reads local directories only")
