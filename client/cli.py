@@ -53,9 +53,9 @@ def _parser() -> argparse.ArgumentParser:
     i = inputs.add_argument_group("inputs")
     i.add_argument("inputs", nargs="*", metavar="INPUT",
                    help="[ALIAS=]VALUE; VALUE is a JSON or Python literal ('[1.0, 2.0]'), @FILE.npy, "
-                        "@FILE.npz (one array per alias) or @FILE.json (a value, {alias: value}, or a "
-                        "TF Serving REST body with \"instances\"/\"inputs\"). No alias: the signature's "
-                        "only input")
+                        "@FILE.npz (one array per alias), @FILE.json (a value, {alias: value}, or a "
+                        "TF Serving REST body with \"instances\"/\"inputs\"), @FILE.txt (a literal), or any "
+                        "other @FILE as raw bytes (one string, e.g. a PNG). No alias: the signature's only input")
     i.add_argument("--signature", default="", help="signature name (default serving_default)")
 
     p = argparse.ArgumentParser(prog="verso", description="Verso's client commands.")
@@ -151,6 +151,10 @@ def _load(path: str):
         if path.endswith(".npz"):
             with np.load(path, allow_pickle=False) as z:
                 return {k: z[k] for k in z.files}
+        if not path.endswith((".json", ".txt")):
+            # Any other file is sent as it is: one string element (an image for a model with hooks).
+            with open(path, "rb") as f:
+                return np.array([f.read()], dtype=object)
         with open(path, encoding="utf-8") as f:
             text = f.read()
     except OSError as e:

@@ -26,14 +26,23 @@ What it builds (all paths relative to this file's directory, ``model_repository/
       patches the method name in ``saved_model.pb`` after saving (and rewrites
       ``fingerprint.pb`` to match).
 
-It also writes ``ACCURACY.md`` (held-out test accuracy of each digits version) and
-``digits_holdout.npz`` (those held-out images and labels, for the rollout demo).
+* ``digits_png/1``: digits version 2's SavedModel with Python hooks
+  (``assets.extra/verso_hooks.py``): clients send an 8x8 grayscale PNG per row (input
+  ``image``, DT_STRING) and the hook decodes it into the model's 64 pixel values.
+
+* ``half_plus_two_onnx/1/model.onnx``: ``y = 0.5 * x + 2`` as an ONNX graph
+  (``model_platform: "onnx"``; needs onnxruntime, the ``onnx`` extra, to serve and the
+  ``onnx`` package to build).
+
+It also writes ``ACCURACY.md`` (held-out test accuracy of each digits version),
+``digits_holdout.npz`` (those held-out images and labels, for the rollout demo) and
+``samples/digit_N.png`` (the first held-out image of each digit, as the PNG hook expects).
 ``models.config`` and ``README.md`` next to this file are maintained by hand.
 
 Each version is written to a temporary sibling directory (``<model>/.<version>.tmp``),
 verified by loading it back, and only then renamed into place, replacing the old one.
 
-Usage (needs the ``dev`` extra, i.e. scikit-learn)::
+Usage (needs the ``dev`` extra: scikit-learn, onnx)::
 
     python model_repository/build.py
 """
@@ -373,10 +382,97 @@ def write_accuracy(results: list[dict]) -> None:
     (ROOT / "ACCURACY.md").write_text("\n".join(lines) + "\n")
 
 
+# ----------------------------------------------------------------------------- hooks, ONNX
+
+DIGITS_PNG_HOOKS = '''"""Verso hooks: the digits model takes 8x8 grayscale PNG images (one per row) instead of
+64 raw pixel values. Built by model_repository/build.py."""
+
+import numpy as np
+import tensorflow as tf
+
+# The client-facing serving_default: PNG bytes in; the model's own outputs (scores, classes).
+SIGNATURES = {"serving_default": {"inputs": {"image": ("string", [-1])}}}
+
+
+def preprocess(inputs, signature_name):
+    rows = []
+    for png in inputs["image"]:
+        try:
+            pixels = tf.io.decode_png(png, channels=1).numpy()
+        except (tf.errors.InvalidArgumentError, TypeError):
+            raise ValueError("image is not a PNG") from None
+        if pixels.shape[:2] != (8, 8):
+            raise ValueError(f"expected an 8x8 image, got {pixels.shape[1]}x{pixels.shape[0]}")
+        rows.append(pixels.reshape(64).astype(np.float32) * (16.0 / 255.0))  # 0..255 -> 0..16
+    return {"images": np.stack(rows) if rows else np.zeros((0, 64), np.float32)}
+'''
+
+
+def digits_png(pixels: np.ndarray) -> bytes:
+    """An 8x8 grayscale PNG of one digits image (pixel values 0..16)."""
+    gray = np.round(pixels.reshape(8, 8, 1) * (255.0 / PIXEL_MAX)).astype(np.uint8)
+    return tf.io.encode_png(gray).numpy()
+
+
+def build_digits_png() -> None:
+    from server.servables.loader import load_servable
+
+    holdout = np.load(ROOT / "digits_holdout.npz")
+    samples = ROOT / "samples"
+    samples.mkdir(exist_ok=True)
+    for digit in range(NUM_CLASSES):
+        first = int(np.flatnonzero(holdout["labels"] == digit)[0])
+        (samples / f"digit_{digit}.png").write_bytes(digits_png(holdout["images"][first]))
+
+    def save(path: Path) -> None:
+        shutil.copytree(ROOT / "digits" / "2", path)
+        (path / "assets.extra").mkdir()
+        (path / "assets.extra" / "verso_hooks.py").write_text(DIGITS_PNG_HOOKS)
+
+    def verify(path: Path) -> None:
+        servable = load_servable(str(path), warmup=False)
+        assert list(servable.signature_defs["serving_default"].inputs) == ["image"]
+        pngs = np.array([(samples / f"digit_{d}.png").read_bytes() for d in range(NUM_CLASSES)], dtype=object)
+        out = servable.run("serving_default", {"image": pngs}, ["classes"])
+        assert out["classes"].tolist() == list(range(NUM_CLASSES)), out
+
+    final = write_version(ROOT / "digits_png", 1, save, verify)
+    print(f"digits_png/1: digits v2 + PNG hooks -> {final.relative_to(ROOT.parent)}")
+
+
+def build_half_plus_two_onnx() -> None:
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    def save(path: Path) -> None:
+        path.mkdir()
+        graph = helper.make_graph(
+            [helper.make_node("Mul", ["x", "half"], ["scaled"]), helper.make_node("Add", ["scaled", "two"], ["y"])],
+            "half_plus_two",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch"])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch"])],
+            initializer=[numpy_helper.from_array(np.array(0.5, np.float32), "half"),
+                         numpy_helper.from_array(np.array(2.0, np.float32), "two")])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], producer_name="verso-build")
+        model.ir_version = 8
+        onnx.checker.check_model(model)
+        onnx.save(model, str(path / "model.onnx"))
+
+    def verify(path: Path) -> None:
+        from server.servables.onnx_model import load_onnx
+        out = load_onnx(str(path)).run("serving_default", {"x": np.array([1.0, 2.0, 5.0], np.float32)}, ["y"])
+        np.testing.assert_allclose(out["y"], [2.5, 3.0, 4.5])
+
+    final = write_version(ROOT / "half_plus_two_onnx", 1, save, verify)
+    print(f"half_plus_two_onnx/1: y = 0.5 * x + 2 (ONNX) -> {final.relative_to(ROOT.parent)}")
+
+
 def main() -> None:
     set_seeds()
     build_half_plus_two()
     results = build_digits()
+    build_digits_png()
+    build_half_plus_two_onnx()
     write_accuracy(results)
     print("wrote", (ROOT / "ACCURACY.md").relative_to(ROOT.parent))
 

@@ -125,7 +125,7 @@ def test_verso_serve_defaults_to_port_8500_and_rest_8501():
     assert verso_serve_defaults(explicit, None) is None and explicit.rest_api_port == 0
     assert parse_flags([]).rest_api_port == 0  # tensorflow_model_server: off, as TF Serving
     models = resolve_models(settings, bundled_config=str(bundled_repository() / "models.config"))
-    assert sorted(m.name for m in models) == ["digits", "half_plus_two"]
+    assert sorted(m.name for m in models) == ["digits", "digits_png", "half_plus_two", "half_plus_two_onnx"]
     assert all(os.path.isdir(os.path.join(m.base_path, "1")) for m in models)
 
 

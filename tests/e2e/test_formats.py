@@ -228,3 +228,25 @@ def test_hooks_run_per_request_around_a_batched_model_call(tmp_path, server_fact
     batches = float(lines['verso_batches_total{queue="hp/1/serving_default"}'])
     rows = float(lines['verso_batch_rows_total{queue="hp/1/serving_default"}'])
     assert rows == 24 and batches < 12, (batches, rows)  # the model calls were batched
+
+
+def test_the_demo_models_with_hooks_and_onnx_answer_the_official_client(bundled):
+    """model_repository/: digits_png takes PNG images through its hooks, half_plus_two_onnx
+    runs in onnxruntime; both over gRPC (official stubs) and REST."""
+    from pathlib import Path
+    samples = Path(__file__).resolve().parents[2] / "model_repository" / "samples"
+    pngs = np.array([(samples / f"digit_{d}.png").read_bytes() for d in range(10)], dtype=object)
+    r = bundled.predict_stub.Predict(predict_request("digits_png", {"image": pngs}), timeout=30)
+    assert _y(r, "classes").tolist() == list(range(10))
+    assert _y(r, "scores").shape == (10, 10)
+    assert sorted(_signature(bundled, "digits_png").inputs) == ["image"]
+    e = rpc_error(bundled.predict_stub.Predict,
+                  predict_request("digits_png", {"image": np.array([b"not a png"], object)}))
+    assert (e.code(), e.details()) == (grpc.StatusCode.INVALID_ARGUMENT, "image is not a PNG")
+    r = bundled.predict_stub.Predict(predict_request("half_plus_two_onnx", {"x": np.array([1, 2, 5], np.float32)}),
+                                     timeout=30)
+    np.testing.assert_array_equal(_y(r), [2.5, 3, 4.5])
+    import base64
+    status, body = bundled.rest_json("POST", "/v1/models/digits_png:predict",
+                                     {"instances": [{"b64": base64.b64encode(pngs[7]).decode()}]})
+    assert status == 200 and body["predictions"][0]["classes"] == 7
