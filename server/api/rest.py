@@ -79,7 +79,8 @@ class RestApi:
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=INT32_MAX, handler_args={"max_field_size": 65536})
-        app.router.add_route("*", "/{tail:.*}", self.handle)
+        # [\s\S]: a path with an encoded newline (%0A) must reach ``handle`` too, not aiohttp's 404.
+        app.router.add_route("*", r"/{tail:[\s\S]*}", self.handle)
         return app
 
     # ---- dispatch ----------------------------------------------------------------------------

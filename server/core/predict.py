@@ -16,6 +16,7 @@ from server.core.errors import Code, ServingError, invalid_argument
 DEFAULT_SIGNATURE = "serving_default"
 # The most bytes one decoded request input may take; set once at start-up from --max_tensor_bytes.
 MAX_TENSOR_BYTES = 512 * 2**20
+MAX_STRING_RANK = 32
 
 
 def _join(names) -> str:
@@ -68,6 +69,8 @@ def decode_inputs(signature, request_inputs) -> dict[str, np.ndarray]:
         except tensor_codec.TensorTooLarge as e:
             raise ServingError(Code.RESOURCE_EXHAUSTED,
                                f"Input {alias} is too large: {e} (--max_tensor_bytes)") from None
+        except tensor_codec.TensorRankTooLarge as e:
+            raise invalid_argument(f"Input {alias} {e}") from None
         except tensor_codec.TensorCodecError:
             raise invalid_argument(f"tensor parsing error: {alias}") from None
         dtypes[alias] = proto.dtype
@@ -85,6 +88,10 @@ def check_inputs(signature, decoded: Mapping[str, np.ndarray], dtypes: Mapping[s
     sig_inputs = signature.inputs
     for index, alias in enumerate(decoded):
         info = sig_inputs[alias]
+        if decoded[alias].dtype == object and decoded[alias].ndim > MAX_STRING_RANK:
+            # TensorFlow's conversion of a string array of higher rank crashes the process.
+            raise invalid_argument(f"Input {alias} has {decoded[alias].ndim} dimensions; string tensors may have "
+                                   f"at most {MAX_STRING_RANK}")
         if info.dtype and dtypes[alias] != info.dtype:
             raise invalid_argument(f"Expects arg[{index}] to be {tensor_codec.dtype_name(info.dtype)} "
                                    f"but {tensor_codec.dtype_name(dtypes[alias])} is provided")

@@ -35,6 +35,13 @@ class TensorTooLarge(TensorCodecError):
     """Decoding would need more memory than the caller allows (``to_ndarray(max_bytes=)``)."""
 
 
+class TensorRankTooLarge(TensorCodecError):
+    """The shape has more dimensions than numpy can hold (TensorFlow allows more)."""
+
+
+MAX_RANK = 64  # numpy's limit
+
+
 @dataclass(frozen=True)
 class DType:
     enum: int          # tensorflow.DataType value
@@ -120,6 +127,8 @@ def to_ndarray(proto: TensorProto, max_bytes: Optional[int] = None) -> np.ndarra
     if d is None:
         raise TensorCodecError(f"unsupported dtype {dtype_name(proto.dtype)}")
     shape = shape_of(proto)
+    if len(shape) > MAX_RANK:
+        raise TensorRankTooLarge(f"has {len(shape)} dimensions; at most {MAX_RANK} are supported")
     n = math.prod(shape)
     # numpy sizes an array by its dimensions times the item size, zero dimensions or not: an
     # empty [0, 2**62] int64 array is "too big" for it. Such shapes are malformed here.
@@ -129,6 +138,9 @@ def to_ndarray(proto: TensorProto, max_bytes: Optional[int] = None) -> np.ndarra
         raise TensorTooLarge(f"shape {list(shape)} of {d.name} needs {n * d.np_dtype.itemsize} bytes, "
                              f"more than the limit of {max_bytes}")
     content = proto.tensor_content
+    if n == 0:
+        # As TensorFlow's decoder: an empty tensor's payload is not looked at.
+        return np.empty(shape, dtype=d.np_dtype)
     if content:
         if d.is_string:
             raise TensorCodecError("string tensors cannot be sent in tensor_content")
@@ -136,9 +148,10 @@ def to_ndarray(proto: TensorProto, max_bytes: Optional[int] = None) -> np.ndarra
             raise TensorCodecError(
                 f"tensor_content holds {len(content)} bytes, shape {list(shape)} of {d.name} "
                 f"needs {n * d.np_dtype.itemsize}")
+        if d.enum == types_pb2.DT_BOOL and content.translate(None, b"\x00\x01"):
+            # TensorFlow refuses bool bytes other than 0 and 1 (numpy would take them as True).
+            raise TensorCodecError("bool tensor_content holds a byte other than 0 and 1")
         return np.frombuffer(content, dtype=d.np_dtype).reshape(shape)
-    if n == 0:
-        return np.empty(shape, dtype=d.np_dtype)
     field = getattr(proto, d.field)
     if d.is_string:
         values = np.empty(len(field), dtype=object)

@@ -96,3 +96,26 @@ def test_string_tensor_content_is_rejected_and_str_is_utf8():
     proto.tensor_content = b"xx"
     with pytest.raises(codec.TensorCodecError):
         codec.to_ndarray(proto)
+
+
+def test_what_the_fuzzer_found_decodes_as_tensorflow_does():
+    """Found by tests/e2e/test_hypothesis_fuzz.py: each answer is now TensorFlow's."""
+    from server.core import tensor_codec as tc
+    from tensorflow.core.framework import tensor_pb2, types_pb2
+
+    def proto(dtype, dims, content=b""):
+        p = tensor_pb2.TensorProto(dtype=dtype, tensor_content=content)
+        for d in dims:
+            p.tensor_shape.dim.add(size=d)
+        return p
+
+    # An empty tensor's payload is ignored (numpy would have refused the length).
+    assert tc.to_ndarray(proto(types_pb2.DT_FLOAT, [0], b"A")).shape == (0,)
+    # Bool bytes other than 0 and 1 are malformed (numpy would have read True).
+    with pytest.raises(tc.TensorCodecError):
+        tc.to_ndarray(proto(types_pb2.DT_BOOL, [2], b"\x01\xff"))
+    assert tc.to_ndarray(proto(types_pb2.DT_BOOL, [2], b"\x01\x00")).tolist() == [True, False]
+    # More dimensions than numpy holds: its own error, not numpy's ValueError.
+    with pytest.raises(tc.TensorRankTooLarge):
+        tc.to_ndarray(proto(types_pb2.DT_FLOAT, [1] * 65))
+    assert tc.to_ndarray(proto(types_pb2.DT_FLOAT, [1] * 64, b"\x00\x00\x80\x3f")).ndim == 64
