@@ -250,3 +250,25 @@ def test_the_demo_models_with_hooks_and_onnx_answer_the_official_client(bundled)
     status, body = bundled.rest_json("POST", "/v1/models/digits_png:predict",
                                      {"instances": [{"b64": base64.b64encode(pngs[7]).decode()}]})
     assert status == 200 and body["predictions"][0]["classes"] == 7
+
+
+def test_an_onnx_model_under_a_rollout_splits_and_shadows_like_a_savedmodel(tmp_path, server_factory, format_models):
+    """Rollouts use only the servable interface: an ONNX canary gets its share of calls, and
+    shadow calls measure its difference from the stable version (v2 - v1 = 1.0 exactly)."""
+    from client import Client
+    base = tmp_path / "o"
+    base.mkdir()
+    _put(base, 1, format_models["onnx1"])
+    _put(base, 2, format_models["onnx2"])
+    config = tmp_path / "models.config"
+    config.write_text(f'model_config_list {{ config {{ name: "o" base_path: "{base}" model_platform: "onnx" '
+                      f'model_version_policy {{ all {{}} }} }} }}')
+    srv = server_factory(f"--model_config_file={config}", *FAST)
+    with Client(f"127.0.0.1:{srv.port}") as c:
+        c.set_rollout("o", stable=1, canary=2, canary_percent=50, shadow_percent=100)
+        versions = [c.predict("o", np.array([2.0], np.float32), details=True).version for _ in range(200)]
+        assert 60 <= versions.count(2) <= 140 and set(versions) == {1, 2}
+        wait_until(lambda: next(v for v in c.rollout("o").versions if v.version == 2).shadow_compared > 0,
+                   timeout=30, what="shadow evidence")
+        canary = next(v for v in c.rollout("o").versions if v.version == 2)
+        assert canary.requests == versions.count(2) and canary.max_abs_diff == 1.0
