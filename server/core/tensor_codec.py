@@ -180,6 +180,43 @@ def to_ndarray(proto: TensorProto, max_bytes: Optional[int] = None) -> np.ndarra
     return out.reshape(shape)
 
 
+# Typed fields whose packed encoding is the little-endian values themselves.
+_FIXED_WIDTH = {"float_val": np.dtype("<f4"), "double_val": np.dtype("<f8"), "scomplex_val": np.dtype("<c8"),
+                "dcomplex_val": np.dtype("<c16"), "bool_val": np.dtype(np.uint8)}
+
+
+def _varint_bytes(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _varints(values: np.ndarray) -> bytes:
+    """Protobuf varints of an integer array, vectorised (signed values as 64-bit two's complement,
+    as protobuf encodes int32 and int64)."""
+    v = values.astype(np.int64, copy=False).view(np.uint64) if values.dtype.kind == "i" else \
+        values.astype(np.uint64, copy=False)
+    size = np.ones(v.shape, np.int64)
+    for k in range(1, 10):
+        size += v >= np.uint64(1 << (7 * k))
+    starts = np.cumsum(size) - size
+    out = np.empty(int(size.sum()), np.uint8)
+    for k in range(10):
+        has = size > k
+        if not has.any():
+            break
+        group = ((v[has] >> np.uint64(7 * k)) & np.uint64(0x7F)).astype(np.uint8)
+        more = (size[has] > k + 1).astype(np.uint8) << 7
+        out[starts[has] + k] = group | more
+    return out.tobytes()
+
+
 def _as_bytes(v) -> bytes:
     if isinstance(v, bytes):
         return v
@@ -222,12 +259,16 @@ def fill_proto(proto: TensorProto, arr, *, tensor_content: bool = False, dtype: 
     if tensor_content:
         proto.tensor_content = np.ascontiguousarray(arr).tobytes()
         return
-    flat = arr.ravel()
-    if d.bits16:
-        values = flat.view(np.uint16).tolist()
-    elif d.complex_:
-        part = np.float32 if d.np_dtype == np.complex64 else np.float64
-        values = np.ascontiguousarray(flat).view(part).tolist()
-    else:
-        values = flat.tolist()
-    getattr(proto, d.field).extend(values)
+    flat = np.ascontiguousarray(arr).ravel()
+    if not flat.size:
+        return
+    # The packed field's wire bytes, merged into the message: no Python object per element
+    # (a list of floats took ~12x the tensor's size at its peak).
+    number = TensorProto.DESCRIPTOR.fields_by_name[d.field].number
+    if d.field in _FIXED_WIDTH:
+        payload = flat.astype(_FIXED_WIDTH[d.field], copy=False).tobytes()
+    elif d.bits16:
+        payload = _varints(flat.view(np.uint16))
+    else:  # int_val, int64_val, uint32_val, uint64_val: varints (negatives as 64-bit two's complement)
+        payload = _varints(flat)
+    proto.MergeFromString(_varint_bytes(number << 3 | 2) + _varint_bytes(len(payload)) + payload)
