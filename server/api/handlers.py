@@ -164,12 +164,16 @@ class ServingCore:
         if self.batching is None:
             outputs = await loop.run_in_executor(self.executor, servable.run, sig_name, inputs, aliases)
         elif getattr(servable, "hooked", None) is not None and servable.hooked(sig_name):
-            # Hooks run per request on each side of the batch, so the model call stays batched.
-            model_inputs = await loop.run_in_executor(self.executor, servable.preprocess, sig_name, inputs)
+            # Hooks run per request on each side of the batch, so the model call stays batched;
+            # a side without a hook costs no thread hop.
+            hooks = servable.hooks
+            model_inputs = (await loop.run_in_executor(self.executor, servable.preprocess, sig_name, inputs)
+                            if hooks.pre is not None else inputs)
             queue = self._batch_queue(handle, sig_name, tuple(servable.model_aliases(sig_name)))
             model_outputs = await queue.submit(model_inputs)
-            outputs = await loop.run_in_executor(self.executor, servable.postprocess, sig_name, model_outputs,
-                                                 aliases)
+            outputs = (await loop.run_in_executor(self.executor, servable.postprocess, sig_name, model_outputs,
+                                                  aliases)
+                       if hooks.post is not None else servable.postprocess(sig_name, model_outputs, aliases))
         else:
             outputs = await self._batch_queue(handle, sig_name, tuple(aliases)).submit(inputs)
         if self.metrics is not None:
