@@ -25,7 +25,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 from benchmarks.predict_bench import build_mlp  # noqa: E402
 from server.core.manager import Manager  # noqa: E402
 from server.core.policy import State  # noqa: E402
-from server.servables.saved_model import load_saved_model  # noqa: E402
+from server.servables.loader import load_servable  # noqa: E402
 
 
 def rss_mib() -> float:
@@ -38,7 +38,7 @@ def rss_mib() -> float:
 
 async def run(swaps: int, dirs: list[str]) -> None:
     with ThreadPoolExecutor(1) as load, ThreadPoolExecutor(1) as unload:
-        m = Manager(lambda n, v, p: load_saved_model(p, ["serve"]), load_executor=load, unload_executor=unload)
+        m = Manager(lambda n, v, p: load_servable(p), load_executor=load, unload_executor=unload)
         m.set_aspired_versions("m", {1: dirs[1]})
         await m.run_until_idle()
         base = rss_mib()

@@ -23,7 +23,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Optional
 
-from server.core.model_config import ModelEntry
+from server.core.model_config import TENSORFLOW_PLATFORM, ModelEntry
 from server.settings import Settings
 
 log = logging.getLogger("verso")
@@ -86,7 +86,7 @@ class App:
 
         def load(name: str, version: int, path: str):
             t0 = time.perf_counter()
-            platform = next((e.platform for e in served.entries if e.name == name), "tensorflow")
+            platform = next((e.platform for e in served.entries if e.name == name), TENSORFLOW_PLATFORM)
             try:
                 servable = load_servable(path, platform, tags=tags, warmup=s.enable_model_warmup,
                                          warmup_iterations=warmup_iterations)
@@ -131,8 +131,9 @@ class App:
             return None if mtime is None else max(0.0, time.time() - mtime)
 
         from server.workers import worker_number
+        worker = worker_number()  # None in a single process
         rollouts = RolloutManager(manager, shadow_executor=shadow_pool, version_age=version_age,
-                                  workers=worker_number() is not None)
+                                  workers=worker is not None)
         if self.rollout_configs:
             rollouts.apply(self.rollout_configs, source=s.rollout_config_file)
         metrics.add_rollouts(lambda: [rollouts.status(name) for name in list(rollouts.configs)])
@@ -158,11 +159,11 @@ class App:
         gc.freeze()
 
         address = f"{s.bind_address}:{s.port}"
-        worker = worker_number()
         from server.settings import grpc_channel_arguments
         server = create_server(core, address, metrics, reuse_port=worker is not None,
                                channel_arguments=grpc_channel_arguments(s),
                                credentials=self.tls.grpc_credentials() if self.tls else None)
+
         def ready() -> bool:
             return not self._stopping.is_set() and not served.unavailable([e.name for e in served.entries])
 

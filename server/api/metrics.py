@@ -305,11 +305,11 @@ def render(families: Iterable, label_order: Optional[dict[str, Sequence[str]]] =
             name = family.name
         lines.append(f"# TYPE {name} {family.type}")
         order = (label_order or {}).get(family.name)
+        rank = {k: i for i, k in enumerate(order)} if order is not None else None
         for s in family.samples:
             if s.name.endswith("_created"):
                 continue
-            if order is not None:
-                rank = {k: i for i, k in enumerate(order)}
+            if rank is not None:
                 s = s._replace(labels=dict(sorted(s.labels.items(), key=lambda kv: rank.get(kv[0], len(rank)))))
             sample = name if tf_counter else s.name
             labels = ",".join(f'{k}="{_escape(v if k != "le" else _number(float(v)))}"'

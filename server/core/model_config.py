@@ -26,9 +26,9 @@ from server.core.source import ServableConfig
 
 log = logging.getLogger("verso.config")
 
-TENSORFLOW_PLATFORM = "tensorflow"
+TENSORFLOW_PLATFORM, KERAS_PLATFORM, ONNX_PLATFORM = "tensorflow", "keras", "onnx"
 # TF Serving's field chooses the loader (server/servables/loader.py): SavedModel, Keras 3, ONNX.
-PLATFORMS = (TENSORFLOW_PLATFORM, "keras", "onnx")
+PLATFORMS = (TENSORFLOW_PLATFORM, KERAS_PLATFORM, ONNX_PLATFORM)
 
 
 @dataclass(frozen=True)

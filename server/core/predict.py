@@ -27,6 +27,11 @@ def _shape_text(dims) -> str:
     return "[" + ",".join("?" if d < 0 else str(d) for d in dims) + "]"
 
 
+def signature_not_found(name: str) -> ServingError:
+    """TF Serving's error for a signature the servable does not have (FAILED_PRECONDITION)."""
+    return ServingError(Code.FAILED_PRECONDITION, f'Serving signature key "{name}" not found.')
+
+
 def prepare_predict(signature_defs: Mapping, request) -> tuple[str, dict[str, np.ndarray], list[str]]:
     """(signature name, decoded inputs, output aliases) for a PredictRequest.
 
@@ -35,7 +40,7 @@ def prepare_predict(signature_defs: Mapping, request) -> tuple[str, dict[str, np
     sig_name = request.model_spec.signature_name or DEFAULT_SIGNATURE
     signature = signature_defs.get(sig_name)
     if signature is None:
-        raise ServingError(Code.FAILED_PRECONDITION, f'Serving signature key "{sig_name}" not found.')
+        raise signature_not_found(sig_name)
     return sig_name, decode_inputs(signature, request.inputs), output_aliases(signature, request.output_filter)
 
 

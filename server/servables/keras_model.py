@@ -16,9 +16,8 @@ import numpy as np
 
 from server.core import tensor_codec
 from server.core.errors import Code, ServingError
+from server.core.predict import DEFAULT_SIGNATURE, signature_not_found
 from server.servables.signatures import signature_def
-
-DEFAULT_SIGNATURE = "serving_default"
 
 
 def _dtype(name: str, where: str) -> int:
@@ -46,7 +45,7 @@ class KerasServable:
 
     def run(self, signature_name: str, inputs: Mapping[str, np.ndarray], output_aliases: Sequence[str]) -> dict:
         if signature_name not in self.signature_defs:
-            raise ServingError(Code.FAILED_PRECONDITION, f'Serving signature key "{signature_name}" not found.')
+            raise signature_not_found(signature_name)
         args = [inputs[name] for name in self._inputs]
         try:
             result = self._model(args[0] if len(args) == 1 else args, training=False)

@@ -14,9 +14,9 @@ from __future__ import annotations
 from typing import Sequence
 
 from server.core.errors import invalid_argument
-
-TENSORFLOW, KERAS, ONNX = "tensorflow", "keras", "onnx"
-PLATFORMS = (TENSORFLOW, KERAS, ONNX)
+from server.core.model_config import KERAS_PLATFORM as KERAS
+from server.core.model_config import ONNX_PLATFORM as ONNX
+from server.core.model_config import TENSORFLOW_PLATFORM as TENSORFLOW
 
 
 def load_servable(path: str, platform: str = TENSORFLOW, *, tags: Sequence[str] = ("serve",), warmup: bool = True,
@@ -24,7 +24,7 @@ def load_servable(path: str, platform: str = TENSORFLOW, *, tags: Sequence[str] 
     """Load one version directory; raises ``ServingError`` on any failure (the load fails)."""
     if platform == TENSORFLOW:
         from server.servables.saved_model import load_saved_model
-        servable = load_saved_model(path, tags, warmup=False)
+        servable = load_saved_model(path, tags)
     elif platform == KERAS:
         from server.servables.keras_model import load_keras
         servable = load_keras(path)

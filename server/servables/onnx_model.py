@@ -16,9 +16,8 @@ import numpy as np
 from tensorflow.core.framework import types_pb2
 
 from server.core.errors import Code, ServingError
+from server.core.predict import DEFAULT_SIGNATURE, signature_not_found
 from server.servables.signatures import signature_def
-
-DEFAULT_SIGNATURE = "serving_default"
 
 # onnxruntime's type strings -> TF dtypes.
 _TYPES = {
@@ -51,7 +50,7 @@ class OnnxServable:
 
     def run(self, signature_name: str, inputs: Mapping[str, np.ndarray], output_aliases: Sequence[str]) -> dict:
         if signature_name not in self.signature_defs:
-            raise ServingError(Code.FAILED_PRECONDITION, f'Serving signature key "{signature_name}" not found.')
+            raise signature_not_found(signature_name)
         feeds = {}
         for name, arr in inputs.items():
             if name in self._string_inputs:  # onnxruntime wants str objects, TF Serving sends bytes

@@ -19,6 +19,7 @@ from google.protobuf import text_format
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 
 from server.core.errors import Code, ServingError
+from server.core.predict import signature_not_found
 
 log = logging.getLogger("verso.servables")
 
@@ -87,8 +88,7 @@ class SavedModelServable:
         """
         fn = self._functions.get(signature_name)
         if fn is None:
-            raise ServingError(Code.FAILED_PRECONDITION,
-                               f'Serving signature key "{signature_name}" not found.')
+            raise signature_not_found(signature_name)
         try:
             result = fn(**inputs)
         except tf.errors.OpError as e:
@@ -131,11 +131,10 @@ def op_error_text(message: str) -> str:
     return _OP_SUFFIX.sub("", message)
 
 
-def load_saved_model(path: str, tags: Sequence[str], *, warmup: bool = True,
-                     warmup_iterations: int = 1) -> SavedModelServable:
-    """Load a SavedModel version directory and replay its warmup requests (if ``warmup``).
+def load_saved_model(path: str, tags: Sequence[str]) -> SavedModelServable:
+    """Load a SavedModel version directory (warmup is the loader's: server/servables/loader.py).
 
-    Raises ``ServingError`` on any failure, including a failing warmup.
+    Raises ``ServingError`` on any failure.
     """
     meta_graph = read_meta_graph(path, tags)
     try:
@@ -145,8 +144,4 @@ def load_saved_model(path: str, tags: Sequence[str], *, warmup: bool = True,
     except Exception as e:  # TF raises assorted types for corrupt bundles
         raise ServingError(Code.INVALID_ARGUMENT,
                            f"Failed to load SavedModel at {path}: {type(e).__name__}: {e}") from None
-    servable = SavedModelServable(path, meta_graph, loaded)
-    if warmup:
-        from server.servables.warmup import run_warmup
-        run_warmup(servable, path, warmup_iterations)
-    return servable
+    return SavedModelServable(path, meta_graph, loaded)

@@ -121,11 +121,13 @@ def test_what_the_fuzzer_found_decodes_as_tensorflow_does():
     assert tc.to_ndarray(proto(types_pb2.DT_FLOAT, [1] * 64, b"\x00\x00\x80\x3f")).ndim == 64
 
 
+@pytest.mark.parametrize("repeat", [1, 200], ids=["small", "large"])
 @pytest.mark.parametrize("dtype", ["float32", "float64", "int32", "uint8", "int16", "int8", "int64", "bool",
                                    "uint16", "uint32", "uint64", "float16", "bfloat16", "complex64", "complex128"])
-def test_typed_fields_are_written_packed_exactly_as_extend_would(dtype):
-    """fill_proto writes the packed wire bytes itself (no Python object per element): the message
-    equals the one protobuf builds from a list, extremes and negatives included."""
+def test_typed_fields_are_written_packed_exactly_as_extend_would(dtype, repeat):
+    """fill_proto writes large tensors' packed wire bytes itself (no Python object per element)
+    and small ones with protobuf's extend: either way the message equals the one protobuf builds
+    from a list, extremes and negatives included."""
     from server.core import tensor_codec as tc
     rng = np.random.default_rng(0)
     dt = np.dtype(ml_dtypes.bfloat16) if dtype == "bfloat16" else np.dtype(dtype)
@@ -140,6 +142,8 @@ def test_typed_fields_are_written_packed_exactly_as_extend_would(dtype):
     else:
         with np.errstate(over="ignore"):  # 1e30 is inf in float16: an extreme on purpose
             arr = np.concatenate([rng.normal(size=60), [0.0, -0.0, np.inf, -np.inf, 1e30]]).astype(dt)
+    arr = np.tile(arr, repeat)  # "large" is past both thresholds of the packed path
+    assert repeat == 1 or arr.size >= tc._PACKED_FROM_VARINT
     arr = arr.reshape(-1, 1) if arr.size % 2 else arr.reshape(2, -1)
     d = tc.dtype_for_array(arr)
     got = tc.from_ndarray(arr)
