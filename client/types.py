@@ -78,7 +78,8 @@ class VersionStatus:
 
 def _tensor_spec(alias: str, info) -> TensorSpec:
     shp = info.tensor_shape
-    shape = None if shp.unknown_rank else tuple(d.size for d in shp.dim)
+    # A TensorInfo without tensor_shape (TF 1.0 exports) means unknown rank, as TensorFlow reads it.
+    shape = None if shp.unknown_rank or not info.HasField("tensor_shape") else tuple(d.size for d in shp.dim)
     return TensorSpec(alias, tensor_codec.dtype_name(info.dtype), shape, info.name, info.dtype)
 
 

@@ -39,6 +39,17 @@ async def _apply_rollouts(rollouts, text: str, path: str) -> None:
     rollouts.apply(parse_rollout_config(text, path), source=path)
 
 
+def _remove_stale_socket(path: str) -> None:
+    """Remove a UNIX socket file left at ``path`` (by this server at exit, or by a crashed one
+    at start); any other kind of file is left alone and the bind then fails with one line."""
+    import stat
+    try:
+        if stat.S_ISSOCK(os.lstat(path).st_mode):
+            os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
 class App:
     def __init__(self, settings: Settings, models: list[ModelEntry], *, config_root: Optional[str] = None,
                  batching=None, prometheus_path: Optional[str] = None, rollout_configs: Optional[dict] = None,
@@ -89,7 +100,9 @@ class App:
             platform = next((e.platform for e in served.entries if e.name == name), TENSORFLOW_PLATFORM)
             try:
                 servable = load_servable(path, platform, tags=tags, warmup=s.enable_model_warmup,
-                                         warmup_iterations=warmup_iterations)
+                                         warmup_iterations=warmup_iterations, prefer_tflite=s.prefer_tflite_model,
+                                         tflite_pools=s.num_tflite_pools,
+                                         tflite_interpreters_per_pool=s.num_tflite_interpreters_per_pool)
             except BaseException:
                 metrics.load(path, False, time.perf_counter() - t0)
                 raise
@@ -158,11 +171,17 @@ class App:
         gc.collect()
         gc.freeze()
 
-        address = f"{s.bind_address}:{s.port}"
+        address = f"{s.bind_address}:{s.port}" if s.port else None
+        socket_path = s.grpc_socket_path or None
+        if socket_path is not None and worker is not None:
+            socket_path = f"{socket_path}.{worker}"  # a UNIX socket cannot be shared by workers
         from server.settings import grpc_channel_arguments
+        if socket_path is not None:
+            _remove_stale_socket(socket_path)
         server = create_server(core, address, metrics, reuse_port=worker is not None,
                                channel_arguments=grpc_channel_arguments(s),
-                               credentials=self.tls.grpc_credentials() if self.tls else None)
+                               credentials=self.tls.grpc_credentials() if self.tls else None,
+                               socket_path=socket_path)
 
         def ready() -> bool:
             return not self._stopping.is_set() and not served.unavailable([e.name for e in served.entries])
@@ -219,8 +238,12 @@ class App:
             log.error("Prometheus metrics need a REST port (--rest_api_port); they are not served")
 
         await server.start()
-        log.info("Running gRPC ModelServer at %s ...", address)
-        print(f"Running gRPC ModelServer at {address} ...", flush=True)
+        if address is not None:
+            log.info("Running gRPC ModelServer at %s ...", address)
+            print(f"Running gRPC ModelServer at {address} ...", flush=True)
+        if socket_path is not None:
+            log.info("Running gRPC ModelServer at UNIX socket %s ...", socket_path)
+            print(f"Running gRPC ModelServer at UNIX socket {socket_path} ...", flush=True)
         if rest_runner is not None:
             print(f"Exporting HTTP/REST API at:{s.bind_address}:{s.rest_api_port} ...", flush=True)
 
@@ -249,3 +272,5 @@ class App:
         for pool in (predict_pool, load_pool, unload_pool, fs_pool, batch_pool, shadow_pool):
             if pool is not None:
                 pool.shutdown(wait=False, cancel_futures=True)
+        if socket_path is not None:
+            _remove_stale_socket(socket_path)

@@ -62,7 +62,7 @@ def _flags() -> dict[str, Flag]:
     table = [
         Flag("port", i, 8500, "Port to listen on for gRPC API"),
         Flag("bind_address", s, "0.0.0.0", "Verso: address the gRPC server binds (TF Serving: always 0.0.0.0)"),
-        Flag("grpc_socket_path", s, "", "UNIX socket for gRPC", implemented=False),
+        Flag("grpc_socket_path", s, "", "Also serve gRPC on this UNIX domain socket (removed on exit)"),
         Flag("rest_api_port", i, 0, "Port for the HTTP/REST API (0 = off; `verso serve` defaults to 8501)"),
         Flag("rest_api_num_threads", i, 0, "Threads for HTTP/REST (Verso serves REST on its event loop)",
              implemented=False),
@@ -116,9 +116,9 @@ def _flags() -> dict[str, Flag]:
         Flag("rollout_config_file_poll_wait_seconds", i, 2,
              "Verso: re-read --rollout_config_file every N s and apply it when it changed (0 = never)"),
         Flag("remove_unused_fields_from_bundle_metagraph", b, True, "", implemented=False),
-        Flag("prefer_tflite_model", b, False, "", implemented=False),
-        Flag("num_tflite_pools", i, 1, "", implemented=False),
-        Flag("num_tflite_interpreters_per_pool", i, 1, "", implemented=False),
+        Flag("prefer_tflite_model", b, False, "Serve a version's model.tflite (tf.lite.Interpreter) when it has one"),
+        Flag("num_tflite_pools", i, 1, "TFLite interpreter pools per version"),
+        Flag("num_tflite_interpreters_per_pool", i, 1, "TFLite interpreters per pool"),
         Flag("enable_signature_method_name_check", b, False, "", implemented=False),
         Flag("xla_cpu_compilation_enabled", b, False, "", implemented=False),
         Flag("xla_gpu_compilation_enabled", b, False, "", implemented=False),
@@ -208,8 +208,10 @@ _NON_NEGATIVE = ("max_num_load_retries", "load_retry_interval_micros", "num_requ
 def _check_values(s: Settings) -> None:
     if not 0 <= s.port <= 65535:
         raise SettingsError(f"Invalid value for flag --port: {s.port} (expected 0..65535)")
-    if s.port == 0:
-        raise SettingsError("--port=0 needs --grpc_socket_path, which Verso does not support yet")
+    if s.port == 0 and not s.grpc_socket_path:
+        raise SettingsError("server_options.grpc_port is not set.")  # TF Serving's text
+    if s.num_tflite_pools < 1 or s.num_tflite_interpreters_per_pool < 1:
+        raise SettingsError("--num_tflite_pools and --num_tflite_interpreters_per_pool must be >= 1")
     for name in _NON_NEGATIVE:
         if s.values[name] < 0:
             raise SettingsError(f"Invalid value for flag --{name}: must be >= 0")

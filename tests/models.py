@@ -174,3 +174,68 @@ def write_hooks(version_dir: str, source: str) -> str:
     with open(path, "w") as f:
         f.write(source)
     return path
+
+
+def save_tf1_half_plus_two(path: str) -> None:
+    """A TF 1.x-style export (``tf.compat.v1`` graph + ``SavedModelBuilder``), as an Estimator
+    would write it: y = a * x + b with variables a = 0.5, b = 2.
+
+    * ``serving_default`` (predict): ``x`` placeholder float ``[-1, 1]`` -> ``y``;
+    * ``regress_x_to_y`` (regress): ``inputs`` serialized tf.Examples (feature ``x``, one float)
+      -> ``outputs`` y ``[-1, 1]``;
+    * ``classify_x_to_y`` (classify): ``inputs`` -> ``scores`` y ``[-1, 1]``.
+    The examples are parsed by the TF 1 ``ParseExample`` op (what TF 1.x exports hold).
+    """
+    g = tf.Graph()
+    with g.as_default():
+        a = tf.compat.v1.get_variable("a", initializer=0.5)
+        b = tf.compat.v1.get_variable("b", initializer=2.0)
+        x = tf.compat.v1.placeholder(tf.float32, [None, 1], name="x")
+        y = tf.add(a * x, b, name="y")
+        serialized = tf.compat.v1.placeholder(tf.string, [None], name="tf_example")
+        parsed = tf.raw_ops.ParseExample(
+            serialized=serialized, names=tf.constant([], tf.string), sparse_keys=[],
+            dense_keys=[tf.constant("x")], dense_defaults=[tf.constant([], tf.float32)], sparse_types=[],
+            dense_shapes=[[1]], name="ParseExample")
+        y_ex = tf.add(a * parsed.dense_values[0], b, name="y_from_examples")
+        info = tf.compat.v1.saved_model.utils.build_tensor_info
+        sig = tf.compat.v1.saved_model.signature_def_utils.build_signature_def
+        with tf.compat.v1.Session(graph=g) as sess:
+            sess.run(tf.compat.v1.global_variables_initializer())
+            builder = tf.compat.v1.saved_model.Builder(path)
+            builder.add_meta_graph_and_variables(sess, ["serve"], signature_def_map={
+                "serving_default": sig({"x": info(x)}, {"y": info(y)}, "tensorflow/serving/predict"),
+                "regress_x_to_y": sig({"inputs": info(serialized)}, {"outputs": info(y_ex)},
+                                      "tensorflow/serving/regress"),
+                "classify_x_to_y": sig({"inputs": info(serialized)}, {"scores": info(y_ex)},
+                                       "tensorflow/serving/classify"),
+            })
+            builder.save()
+
+
+def make_legacy_export(path: str) -> None:
+    """Rewrite the SavedModel at ``path`` the way TF 1.0 wrote it: GraphDef producer 21,
+    Placeholders with the legacy ``shape {}`` attribute (which TensorFlow reads as *unknown*
+    shape for producers <= 21, but as a scalar under today's producer), no ``_output_shapes``,
+    and SignatureDef TensorInfos without ``tensor_shape``."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    pb = os.path.join(path, "saved_model.pb")
+    sm = saved_model_pb2.SavedModel()
+    with open(pb, "rb") as f:
+        sm.ParseFromString(f.read())
+    for mg in sm.meta_graphs:
+        mg.graph_def.versions.producer = 21
+        mg.graph_def.versions.min_consumer = 0
+        for node in mg.graph_def.node:
+            node.attr.pop("_output_shapes", None)
+            if node.op == "Placeholder":
+                node.attr["shape"].shape.Clear()
+        for sig in mg.signature_def.values():
+            for info in list(sig.inputs.values()) + list(sig.outputs.values()):
+                info.ClearField("tensor_shape")
+    with open(pb, "wb") as f:
+        f.write(sm.SerializeToString())
+    fingerprint = os.path.join(path, "fingerprint.pb")
+    if os.path.exists(fingerprint):
+        os.remove(fingerprint)  # its checksum is of the old saved_model.pb; it is optional

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Optional
 
 import grpc
 from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2, get_model_status_pb2,
@@ -157,9 +157,11 @@ def service_handlers(core: ServingCore, metrics=None) -> list[grpc.GenericRpcHan
     return handlers
 
 
-def create_server(core: ServingCore, address: str, metrics=None, reuse_port: bool = False,
-                  channel_arguments=(), credentials=None) -> grpc.aio.Server:
-    """A grpc.aio server bound to ``address`` with both services (not started).
+def create_server(core: ServingCore, address: Optional[str], metrics=None, reuse_port: bool = False,
+                  channel_arguments=(), credentials=None, socket_path: Optional[str] = None) -> grpc.aio.Server:
+    """A grpc.aio server bound to ``address`` (None: no TCP port, ``--port=0``) and, with
+    ``socket_path`` (``--grpc_socket_path``), also to that UNIX domain socket with the same
+    credentials, as TF Serving; both services, not started.
 
     Message size limits are INT32_MAX both ways, as TF Serving sets them. ``reuse_port``
     (``--num_workers``): several worker processes share the port (SO_REUSEPORT); otherwise a
@@ -175,8 +177,12 @@ def create_server(core: ServingCore, address: str, metrics=None, reuse_port: boo
     overridden = {k for k, _ in channel_arguments}
     options = [o for o in options if o[0] not in overridden] + list(channel_arguments)
     server = grpc.aio.server(handlers=service_handlers(core, metrics), options=options)
-    bound = (server.add_secure_port(address, credentials) if credentials is not None
-             else server.add_insecure_port(address))
-    if bound == 0:
-        raise RuntimeError(f"Could not bind the gRPC server to {address}")
+    for target in ([address] if address else []) + ([f"unix:{socket_path}"] if socket_path else []):
+        try:
+            bound = (server.add_secure_port(target, credentials) if credentials is not None
+                     else server.add_insecure_port(target))
+        except RuntimeError:
+            bound = 0
+        if bound == 0:
+            raise RuntimeError(f"Could not bind the gRPC server to {target}")
     return server

@@ -23,10 +23,6 @@ def _join(names) -> str:
     return ",".join(sorted(names))
 
 
-def _shape_text(dims) -> str:
-    return "[" + ",".join("?" if d < 0 else str(d) for d in dims) + "]"
-
-
 def signature_not_found(name: str) -> ServingError:
     """TF Serving's error for a signature the servable does not have (FAILED_PRECONDITION)."""
     return ServingError(Code.FAILED_PRECONDITION, f'Serving signature key "{name}" not found.')
@@ -48,7 +44,7 @@ def decode_inputs(signature, request_inputs) -> dict[str, np.ndarray]:
     """Validate request inputs against a SignatureDef and decode them, with TF Serving's
     checks in its order: input count (fewer only when the signature has ``defaults``), then
     each signature alias (from the request, else its default), then unknown request names,
-    then dtypes and shapes against the TensorInfo."""
+    then dtypes against the TensorInfo (not shapes: see ``check_inputs``)."""
     sig_inputs = signature.inputs
     defaults = signature.defaults
     n_req, n_sig = len(request_inputs), len(sig_inputs)
@@ -88,25 +84,25 @@ def decode_inputs(signature, request_inputs) -> dict[str, np.ndarray]:
 
 
 def check_inputs(signature, decoded: Mapping[str, np.ndarray], dtypes: Mapping[str, int]) -> None:
-    """The dtype and shape checks of a signature's inputs (``dtypes``: each input's DataType
-    as sent), the part shared by gRPC's TensorProtos and REST's JSON."""
+    """The dtype checks of a signature's inputs (``dtypes``: each input's DataType as sent),
+    the part shared by gRPC's TensorProtos and REST's JSON, with the text of TensorFlow's
+    session (``Expects arg[0] to be float but string is provided``).
+
+    Shapes are not checked: TF Serving feeds tensors straight into the session, whose C++
+    DirectSession does not compare a fed tensor with the placeholder's declared shape, so the
+    graph's own ops decide (an input ``[3]`` for a ``[-1, 1]`` placeholder may well answer).
+    Only string inputs of rank > 32 are refused, which TensorFlow's Python conversion cannot
+    take without crashing the process.
+    """
     sig_inputs = signature.inputs
     for index, alias in enumerate(decoded):
         info = sig_inputs[alias]
         if decoded[alias].dtype == object and decoded[alias].ndim > MAX_STRING_RANK:
-            # TensorFlow's conversion of a string array of higher rank crashes the process.
             raise invalid_argument(f"Input {alias} has {decoded[alias].ndim} dimensions; string tensors may have "
                                    f"at most {MAX_STRING_RANK}")
         if info.dtype and dtypes[alias] != info.dtype:
             raise invalid_argument(f"Expects arg[{index}] to be {tensor_codec.dtype_name(info.dtype)} "
                                    f"but {tensor_codec.dtype_name(dtypes[alias])} is provided")
-        shape = info.tensor_shape
-        if not shape.unknown_rank:
-            want = [d.size for d in shape.dim]
-            got = decoded[alias].shape
-            if len(want) != len(got) or any(w >= 0 and w != g for w, g in zip(want, got)):
-                raise invalid_argument(f"Expects arg[{index}] to have shape {_shape_text(want)} "
-                                       f"but shape {_shape_text(got)} is provided")
 
 
 def output_aliases(signature, output_filter) -> list[str]:

@@ -1,43 +1,67 @@
-"""SavedModel loading and running: the only module that calls the TensorFlow runtime.
+"""SavedModel loading and running, the way TF Serving runs them: a graph in a session.
+
+Every SavedModel, TF 1 or TF 2, is imported into its own ``tf.Graph`` and run by a
+``tf.compat.v1.Session`` (TF Serving's ``SavedModelBundle``). A signature call is a
+``Session::MakeCallable`` handle per (signature, inputs, outputs), run with the request's
+arrays: as in TF Serving's C++ ``DirectSession``, no Python feed-shape check runs, so an input
+whose shape differs from the declared TensorInfo shape reaches the graph and the graph's own
+ops decide (with TensorFlow's op error text when one fails). TF's v2 loader
+(``tf.saved_model.load``) would instead give the signature functions the declared static
+shapes and refuse such calls; it also imports legacy graphs under the current producer
+version, which turns a TF 1.0 placeholder's ``shape {}`` into a scalar (TF Serving: unknown).
 
 Thread contract: ``load_saved_model`` and ``SavedModelServable.run`` block and are called
 from the manager's load executor and the request executor, never on the event loop. A
-``SavedModelServable`` is immutable after load, so concurrent ``run`` calls are safe (TF
-releases the GIL while it computes).
+``SavedModelServable`` is immutable after load except for its callable cache (guarded by a
+lock), so concurrent ``run`` calls are safe (the session releases the GIL while it runs).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import re
+import threading
 from typing import Mapping, Sequence
 
 import numpy as np
 import tensorflow as tf
 from google.protobuf import text_format
-from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
+from tensorflow.core.protobuf import config_pb2, meta_graph_pb2, saved_model_pb2
 
-from server.core.errors import Code, ServingError
+from server.core.errors import Code, ServingError, invalid_argument
 from server.core.predict import signature_not_found
 
 log = logging.getLogger("verso.servables")
 
 PREDICT_METHOD = "tensorflow/serving/predict"
+# A request may choose any subset of outputs (output_filter); each distinct set is a callable
+# (a pruned executor in the session, as DirectSession caches them too). Bounded so a client
+# cycling through subsets cannot grow memory without limit: past it, calls still run,
+# through a callable made for that call alone.
+MAX_CALLABLES_PER_VERSION = 64
 
-_configured = False
+_threads = {"intra": 0, "inter": 0}
 
 
 def configure_runtime(intra_op_threads: int = 0, inter_op_threads: int = 0) -> None:
-    """Apply TF thread settings once, before the first op runs (0 = TF's choice)."""
-    global _configured
-    if _configured:
-        return
-    _configured = True
-    if intra_op_threads:
-        tf.config.threading.set_intra_op_parallelism_threads(intra_op_threads)
-    if inter_op_threads:
-        tf.config.threading.set_inter_op_parallelism_threads(inter_op_threads)
+    """Thread settings for every session created afterwards and for eager ops (0 = TF's choice)."""
+    _threads["intra"], _threads["inter"] = intra_op_threads, inter_op_threads
+    try:
+        if intra_op_threads:
+            tf.config.threading.set_intra_op_parallelism_threads(intra_op_threads)
+        if inter_op_threads:
+            tf.config.threading.set_inter_op_parallelism_threads(inter_op_threads)
+    except RuntimeError:  # eager context already initialised: sessions still get the values
+        pass
+
+
+def session_config() -> config_pb2.ConfigProto:
+    """The ConfigProto of every version's session (TF Serving's SessionBundleConfig.session_config)."""
+    config = config_pb2.ConfigProto(intra_op_parallelism_threads=_threads["intra"],
+                                    inter_op_parallelism_threads=_threads["inter"],
+                                    allow_soft_placement=True)
+    config.gpu_options.allow_growth = True
+    return config
 
 
 def read_meta_graph(path: str, tags: Sequence[str]) -> meta_graph_pb2.MetaGraphDef:
@@ -68,80 +92,143 @@ def read_meta_graph(path: str, tags: Sequence[str]) -> meta_graph_pb2.MetaGraphD
 
 
 class SavedModelServable:
-    """One loaded version of a SavedModel: its SignatureDefs and their callables."""
+    """One loaded version of a SavedModel: its SignatureDefs (as stored in the bundle, what
+    GetModelMetadata reports) and the session that runs them. Owns the session; ``unload``
+    closes it."""
 
-    def __init__(self, path: str, meta_graph: meta_graph_pb2.MetaGraphDef, loaded):
+    def __init__(self, path: str, meta_graph: meta_graph_pb2.MetaGraphDef, session):
         self.path = path
         self.meta_graph = meta_graph
-        # name -> SignatureDef, exactly as stored in the bundle (what GetModelMetadata returns).
         self.signature_defs: Mapping[str, meta_graph_pb2.SignatureDef] = dict(meta_graph.signature_def)
-        self._loaded = loaded
-        self._functions = {name: loaded.signatures[name]
-                           for name in self.signature_defs if name in loaded.signatures}
+        self._session = session
+        self._callables: dict[tuple, object] = {}
+        self._lock = threading.Lock()
+        # TF's conversion of a string tensor of rank > 32 to numpy crashes the process (found by
+        # tests/e2e/test_hypothesis_fuzz.py): such outputs, and string outputs whose rank the
+        # graph cannot promise, are fetched flat with their shape and reshaped in numpy.
+        self._flat: dict[str, tuple[str, str]] = {}
+        graph = session.graph
+        with graph.as_default():
+            for sig in self.signature_defs.values():
+                for info in sig.outputs.values():
+                    if (info.dtype != tf.string.as_datatype_enum or info.WhichOneof("encoding") != "name"
+                            or info.name in self._flat):
+                        continue
+                    try:
+                        t = graph.get_tensor_by_name(info.name)
+                    except (KeyError, ValueError):
+                        continue  # the callable reports it
+                    if t.shape.rank is None or t.shape.rank > 32:
+                        with tf.name_scope("verso_flat"):
+                            self._flat[info.name] = (tf.reshape(t, [-1]).name, tf.shape(t, out_type=tf.int64).name)
+
+    def _callable(self, signature_name: str, feeds: tuple[str, ...], fetches: tuple[str, ...]):
+        key = (signature_name, feeds, fetches)
+        fn = self._callables.get(key)
+        if fn is not None:
+            return fn
+        signature = self.signature_defs[signature_name]
+        options = config_pb2.CallableOptions()
+        for alias in feeds:
+            options.feed.append(_tensor_name(signature.inputs[alias], "input", alias))
+        flat = []  # (position in the fetch list, output position) of outputs fetched flat
+        for alias in fetches:
+            name = _tensor_name(signature.outputs[alias], "output", alias)
+            if name in self._flat:
+                flat.append(len(options.fetch))
+                options.fetch.extend(self._flat[name])
+            else:
+                options.fetch.append(name)
+        with self._lock:
+            fn = self._callables.get(key)
+            if fn is None:
+                session = self._session
+                if session is None:
+                    raise ServingError(Code.UNAVAILABLE, "The servable was unloaded")
+                try:
+                    fn = session._make_callable_from_options(options)  # noqa: SLF001 (C++ MakeCallable)
+                except tf.errors.OpError as e:
+                    raise ServingError(Code(e.error_code), e.message) from None
+                if flat:
+                    fn = _reshaping(fn, flat)
+                if len(self._callables) < MAX_CALLABLES_PER_VERSION:
+                    self._callables[key] = fn
+        return fn
 
     def run(self, signature_name: str, inputs: Mapping[str, np.ndarray],
             output_aliases: Sequence[str]) -> dict[str, np.ndarray]:
-        """Run one signature. Inputs are already validated against its SignatureDef.
-
-        Raises ``ServingError`` with TF's status code for errors raised by TF ops, and
-        INVALID_ARGUMENT for inputs the function rejects before running.
-        """
-        fn = self._functions.get(signature_name)
-        if fn is None:
+        """Run one signature: ``inputs`` by alias (dtypes already checked against the
+        SignatureDef; shapes are the graph's business), the outputs named by
+        ``output_aliases``. Raises ``ServingError`` with TF's status code and the op's own
+        message (``In[0] is not a matrix ...``) for errors raised while the graph runs."""
+        if signature_name not in self.signature_defs:
             raise signature_not_found(signature_name)
+        feeds = tuple(inputs)
+        fetches = tuple(output_aliases)
+        fn = self._callable(signature_name, feeds, fetches)
         try:
-            result = fn(**inputs)
+            results = fn(*(inputs[a] for a in feeds))
         except tf.errors.OpError as e:
-            raise ServingError(Code(e.error_code), op_error_text(e.message)) from None
-        except (TypeError, ValueError) as e:
-            raise ServingError(Code.INVALID_ARGUMENT, str(e).strip().splitlines()[0]) from None
-        return {alias: _numpy(result[alias]) for alias in output_aliases}
+            raise ServingError(Code(e.error_code), e.message) from None
+        except (TypeError, ValueError) as e:  # the feed could not become a tensor
+            raise invalid_argument(str(e).strip().splitlines()[0]) from None
+        return dict(zip(fetches, results))
 
     def unload(self) -> None:
-        """Drop every reference to the TF objects. No forced ``gc.collect()``: it measured
-        ~170 ms of GIL pause per swap (every request stalls) and memory stays flat without
-        it (benchmarks/README.md, memory)."""
-        self._functions = {}
-        self._loaded = None
+        """Close the session, which frees the graph's variables and resources. No forced
+        ``gc.collect()``: it measured ~170 ms of GIL pause per swap (every request stalls)
+        and memory stays flat without it (benchmarks/README.md, memory)."""
+        with self._lock:
+            session, self._session = self._session, None
+            self._callables = {}
+        if session is not None:
+            session.close()
 
 
-def _numpy(t) -> np.ndarray:
-    # TF's conversion of a string tensor of rank > 32 to numpy crashes the process: convert it
-    # flat and reshape in numpy (found by tests/e2e/test_hypothesis_fuzz.py).
-    if t.dtype == tf.string and t.shape.rank is not None and t.shape.rank > 32:
-        return tf.reshape(t, [-1]).numpy().reshape(t.shape)
-    return t.numpy()
+def _reshaping(fn, flat: list[int]):
+    """``fn`` whose fetches at the positions in ``flat`` are (flat values, shape) pairs,
+    returning each pair as one array of that shape."""
+    starts = set(flat)
+
+    def call(*args):
+        raw = fn(*args)
+        out, i = [], 0
+        while i < len(raw):
+            if i in starts:
+                out.append(raw[i].reshape(raw[i + 1]))
+                i += 2
+            else:
+                out.append(raw[i])
+                i += 1
+        return out
+
+    return call
 
 
-_OP_SUFFIX = re.compile(r"\s*\[Op:[^\]]*\]\s*$")
-
-
-def op_error_text(message: str) -> str:
-    """The failing op's own message, as TF Serving's C++ session returns it: without the
-    Python runtime's ``Graph execution error: / Detected at node ... defined at`` header (and
-    its stack frames) and the trailing ``[Op:__inference_...]`` tag."""
-    if message.startswith("Graph execution error:"):
-        lines = message.split("\n")
-        i = 1
-        while i < len(lines) and (not lines[i].strip() or lines[i].startswith("Detected at node")
-                                  or lines[i].startswith(" ") or lines[i] == "<stack traces unavailable>"):
-            i += 1
-        if i < len(lines):
-            message = "\n".join(lines[i:])
-    return _OP_SUFFIX.sub("", message)
+def _tensor_name(info: meta_graph_pb2.TensorInfo, kind: str, alias: str) -> str:
+    if info.WhichOneof("encoding") != "name":
+        raise invalid_argument(f"Signature {kind} {alias} is a {info.WhichOneof('encoding')} tensor; "
+                               f"Verso feeds and fetches dense tensors only")
+    return info.name
 
 
 def load_saved_model(path: str, tags: Sequence[str]) -> SavedModelServable:
-    """Load a SavedModel version directory (warmup is the loader's: server/servables/loader.py).
-
-    Raises ``ServingError`` on any failure.
-    """
+    """Load a SavedModel version directory into a new graph and session (warmup is the
+    loader's: server/servables/loader.py). Raises ``ServingError`` on any failure; nothing
+    of a failed load stays alive."""
     meta_graph = read_meta_graph(path, tags)
+    from tensorflow.python.saved_model.loader_impl import SavedModelLoader
+
+    graph = tf.Graph()
+    session = tf.compat.v1.Session(graph=graph, config=session_config())
     try:
-        loaded = tf.saved_model.load(path, tags=list(tags))
+        with graph.as_default():
+            SavedModelLoader(path).load(session, list(tags))
     except tf.errors.OpError as e:
+        session.close()
         raise ServingError(Code(e.error_code), e.message) from None
     except Exception as e:  # TF raises assorted types for corrupt bundles
+        session.close()
         raise ServingError(Code.INVALID_ARGUMENT,
                            f"Failed to load SavedModel at {path}: {type(e).__name__}: {e}") from None
-    return SavedModelServable(path, meta_graph, loaded)
+    return SavedModelServable(path, meta_graph, session)

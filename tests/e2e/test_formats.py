@@ -74,10 +74,12 @@ def test_keras_and_onnx_models_serve_swap_versions_and_report_metadata(tmp_path,
     assert [d.size for d in k.inputs["x"].tensor_shape.dim] == [-1, 2] and k.inputs["x"].dtype == 1
     o = _signature(srv, "o")
     assert [d.size for d in o.inputs["x"].tensor_shape.dim] == [-1] and o.outputs["y"].dtype == 1
-    # Requests are checked against them like a SavedModel's.
+    # Dtypes are checked against them like a SavedModel's; shapes are the model's business (as a
+    # TF graph's ops decide for a SavedModel), here Keras' own check.
     e = rpc_error(stub.Predict, predict_request("k", {"x": np.array([[1, 2, 3]], np.float32)}))
     assert (e.code(), e.details()) == (grpc.StatusCode.INVALID_ARGUMENT,
-                                       "Expects arg[0] to have shape [?,2] but shape [1,3] is provided")
+                                       "Input 0 with name 'x' of layer 'functional' is incompatible with the layer: "
+                                       "expected shape=(None, 2), found shape=(1, 3)")
     e = rpc_error(stub.Predict, predict_request("o", {"x": np.array([1], np.int32)}))
     assert (e.code(), e.details()) == (grpc.StatusCode.INVALID_ARGUMENT,
                                        "Expects arg[0] to be float but int32 is provided")

@@ -197,10 +197,15 @@ def test_wrong_dtype(server):
     assert (e.code(), e.details()) == (INVALID, "Expects arg[0] to be float but int32 is provided")
 
 
-def test_wrong_shape(server):
-    e = rpc_error(server.predict_stub.Predict, predict_request("hp", {"x": np.ones((2, 2), np.float32)}))
-    assert e.code() == INVALID
-    assert "shape" in e.details()
+def test_a_shape_other_than_the_signatures_reaches_the_graph_and_its_ops_decide(server):
+    """TF Serving's DirectSession does not check a fed tensor against the declared shape: x is
+    [-1] in the signature, and 0.5 * x + 2 (v2) of a [2, 2] x is an answer, not an error."""
+    r = server.predict_stub.Predict(predict_request("hp", {"x": np.ones((2, 2), np.float32)}), timeout=30)
+    np.testing.assert_array_equal(tf.make_ndarray(r.outputs["y"]), np.full((2, 2), 2.5, np.float32))
+    # Where an op cannot take the shapes, its own error comes back (a + b of [2] and [3]).
+    e = rpc_error(server.predict_stub.Predict, predict_request("multi", {"a": np.ones(2, np.float32),
+                                                                         "b": np.ones(3, np.float32)}))
+    assert e.code() == INVALID and e.details().startswith("Incompatible shapes: [2] vs. [3]"), e.details()
 
 
 def test_unparsable_tensors(server):

@@ -81,8 +81,6 @@ def test_without_signatures_hooks_apply_everywhere_and_one_argument_hooks_work(t
      "preprocess hook returned no input 'x' for the model (it needs x)"),
     ("import numpy as np\ndef preprocess(inputs, sig):\n    return {'x': inputs['x'].astype(np.float64)}\n",
      Code.INVALID_ARGUMENT, "after preprocess: Expects arg[0] to be float but double is provided"),
-    ("def preprocess(inputs, sig):\n    return {'x': inputs['x'].reshape(1, 1)}\n",
-     Code.INVALID_ARGUMENT, "after preprocess: Expects arg[0] to have shape [?] but shape [1,1] is provided"),
     ("def postprocess(outputs, sig):\n    return {'w': outputs['y']}\n", Code.INTERNAL,
      "postprocess hook returned no output 'y'"),
     ("def postprocess(outputs, sig):\n    raise ValueError('')\n", Code.INVALID_ARGUMENT,
@@ -93,6 +91,13 @@ def test_each_way_a_hook_fails_has_its_code_and_text(tmp_path, source, code, tex
     with pytest.raises(ServingError) as e:
         s.run("serving_default", {"x": np.array([1.0], np.float32)}, ["y"])
     assert (e.value.code, e.value.message) == (code, text)
+
+
+def test_a_preprocessed_shape_other_than_the_declared_one_reaches_the_model(tmp_path):
+    """As a request's input does: the model decides, not a check against the TensorInfo shape."""
+    s = hooked(tmp_path, "def preprocess(inputs, sig):\n    return {'x': inputs['x'].reshape(1, 1)}\n")
+    out = s.run("serving_default", {"x": np.array([1.0], np.float32)}, ["y"])
+    assert out["y"].tolist() == [[2.0]] and s.inner.calls == [("serving_default", {"x": [[1.0]]}, ["y"])]
 
 
 @pytest.mark.parametrize("source, text", [
