@@ -11,7 +11,7 @@ grpc.aio Python client (which competes with the server for the 2 cores: figures 
 127.0.0.1 only. Each model server's answer is checked with the official client first.
 
 Usage: python benchmarks/predict_bench.py [--requests 10000] [--concurrency 64] [--rows 1]
-       [--servers echo,naive,verso,verso-batching] [--repeat 1]
+       [--servers echo,naive,verso,verso-batching] [--repeat 1] [--ref OTHER_CHECKOUT]
 """
 
 from __future__ import annotations
@@ -135,9 +135,10 @@ def python_load(port: int, body_file: str, requests: int, concurrency: int, conn
     return {"rps": rps, "failed": failed, "p50": float(np.percentile(lat, 50)), "p99": float(np.percentile(lat, 99))}
 
 
-def run_server(cmd: list[str], port: int, log_path: str, check: bool = True) -> subprocess.Popen:
+def run_server(cmd: list[str], port: int, log_path: str, check: bool = True, cwd=None) -> subprocess.Popen:
     log = open(log_path, "w")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1"),
+                            cwd=cwd)
     if check:
         wait_ready(port)
     else:
@@ -162,6 +163,9 @@ def main() -> None:
     ap.add_argument("--servers", default="echo,naive,verso,verso-batching")
     ap.add_argument("--batching", default=BATCHING, help="BatchingParameters text for verso-batching")
     ap.add_argument("--verso_flags", default="", help="extra flags for both Verso servers, space-separated")
+    ap.add_argument("--ref", default="",
+                    help="another checkout of Verso (e.g. `git worktree add /tmp/ref COMMIT`): adds servers "
+                         "verso-ref and verso-batching-ref, run from it, to compare before and after a change")
     ap.add_argument("--connections", type=int, default=1,
                     help="HTTP/2 connections the load spreads over (h2load -c; --num_workers balances connections)")
     args = ap.parse_args()
@@ -190,12 +194,19 @@ def main() -> None:
             f"--port={port}", "--enable_batching", f"--batching_parameters_file={batching_file}",
             "--num_workers=2"]),
     }
+    if args.ref:
+        servers["verso-ref"] = (f"verso at {os.path.basename(args.ref.rstrip('/'))}, no batching",
+                                servers["verso"][1])
+        servers["verso-batching-ref"] = (f"verso at {os.path.basename(args.ref.rstrip('/'))}, batching",
+                                         servers["verso-batching"][1])
     chosen = [k for k in args.servers.split(",") if k]
     results: dict[str, list[dict]] = {k: [] for k in chosen}
     for _ in range(args.repeat):
         for key in chosen:
             port = free_port()
-            proc = run_server(servers[key][1](port), port, os.path.join(tmp, f"{key}.log"), check=key != "echo")
+            # `python -m server` imports the package from its working directory: the ref tree's.
+            proc = run_server(servers[key][1](port), port, os.path.join(tmp, f"{key}.log"), check=key != "echo",
+                              cwd=args.ref if key.endswith("-ref") else ROOT)
             try:
                 if key.endswith("-2w"):  # wait_ready saw one worker; wait for both to be serving
                     log_path = os.path.join(tmp, f"{key}.log")

@@ -45,6 +45,9 @@ class Harness:
     state: State = State.START
     aspired: bool = True
     error: Optional[ServingError] = None
+    # The failure of the last attempt while retries remain (not reported as the version's
+    # status, which TF Serving sets only when the load has failed for good).
+    retry_error: Optional[ServingError] = None
     servable: Any = None
     leases: int = 0
     # Per-version state other components attach (e.g. batch queues); dropped with the servable.
@@ -69,6 +72,7 @@ class VersionStatus:
     state: State
     error: Optional[ServingError]
     path: str = ""
+    retry_error: Optional[ServingError] = None  # LOADING: the last attempt's failure, retries remain
 
 
 class Manager:
@@ -86,6 +90,8 @@ class Manager:
         self._models: dict[str, dict[int, Harness]] = {}
         self._snapshot: Mapping[str, ModelSnapshot] = MappingProxyType({})
         self._tasks: set[asyncio.Task] = set()
+        self._retrying: set[asyncio.Task] = set()  # load tasks sleeping before their next attempt
+        self._retry_change = asyncio.Event()
         self._wake = asyncio.Event()
 
     def set_load_executor(self, executor: Executor) -> None:
@@ -147,7 +153,7 @@ class Manager:
     def status(self, name: str) -> list[VersionStatus]:
         """Every version the manager knows of ``name``, highest first (as TF Serving)."""
         harnesses = self._models.get(name, {})
-        return [VersionStatus(h.version, h.state, h.error, h.path)
+        return [VersionStatus(h.version, h.state, h.error, h.path, h.retry_error)
                 for h in sorted(harnesses.values(), key=lambda h: -h.version)]
 
     # ---- the manager's own loop -----------------------------------------------------------
@@ -183,6 +189,22 @@ class Manager:
                 return
             await asyncio.gather(*pending, return_exceptions=True)
 
+    async def run_until_attempted(self) -> None:
+        """As ``run_until_idle``, but a load that failed and waits for a retry counts as done:
+        returns once every version the policy wants now has been tried at least once (start-up
+        opens the port then; the retries go on in the background)."""
+        while True:
+            self._retry_change.clear()
+            self.tick()
+            pending = [t for t in self._tasks if not t.done() and t not in self._retrying]
+            if not pending:
+                return
+            changed = asyncio.ensure_future(self._retry_change.wait())
+            try:
+                await asyncio.wait([*pending, changed], return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                changed.cancel()
+
     async def run(self) -> None:
         """Background loop: tick whenever aspired versions change or an action finishes."""
         while True:
@@ -214,13 +236,20 @@ class Manager:
                 if attempt <= self._max_load_retries and h.aspired:
                     log.warning("Loading {name: %s version: %d} failed (%s); retry %d of %d in %.1fs",
                                 h.name, h.version, err, attempt, self._max_load_retries, self._retry_interval_s)
-                    await self._sleep(self._retry_interval_s)
+                    h.retry_error = err
+                    task = asyncio.current_task()
+                    self._retrying.add(task)
+                    self._retry_change.set()
+                    try:
+                        await self._sleep(self._retry_interval_s)
+                    finally:
+                        self._retrying.discard(task)
                     if h.aspired:
                         continue
                 log.error("Failed to load {name: %s version: %d}: %s", h.name, h.version, err)
-                h.state, h.error = State.END, err
+                h.state, h.error, h.retry_error = State.END, err, None
                 break
-            h.servable, h.state, h.error = servable, State.AVAILABLE, None
+            h.servable, h.state, h.error, h.retry_error = servable, State.AVAILABLE, None, None
             log.info("Successfully loaded servable version {name: %s version: %d}", h.name, h.version)
             self._publish(h.name)
             break

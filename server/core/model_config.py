@@ -195,9 +195,19 @@ class ServedModels:
             for name in removed:
                 log.info("Model %s left the config: its versions drain and unload", name)
             await self._source.poll()
-            await self._manager.run_until_idle()
             if initial:
-                self.labels = validate_labels(entries, self._available, self.labels, self._allow_unavailable)
+                # The port opens once every version has been tried: a model whose load fails
+                # and waits to retry does not keep the others unreachable (TF Serving keeps its
+                # port closed through all retries, then exits).
+                await self._manager.run_until_attempted()
+                try:
+                    self.labels = validate_labels(entries, self._available, self.labels, self._allow_unavailable)
+                except ServingError:
+                    # A labelled version may still load on a retry: wait for it, as TF Serving.
+                    await self._manager.run_until_idle()
+                    self.labels = validate_labels(entries, self._available, self.labels, self._allow_unavailable)
+            else:
+                await self._manager.run_until_idle()
             problems = self.unavailable(added)
             if problems and not initial:
                 raise ServingError(Code.UNKNOWN, f"{len(problems)} model(s) did not become available: "
@@ -210,10 +220,15 @@ class ServedModels:
         for name in names:
             if self._available(name):
                 continue
-            failed = [s for s in self._manager.status(name) if s.state == State.END and s.error is not None]
+            statuses = self._manager.status(name)
+            failed = [s for s in statuses if s.state == State.END and s.error is not None]
+            retrying = [s for s in statuses if s.state == State.LOADING and s.retry_error is not None]
             if failed:
                 s = failed[0]
                 out[name] = f"name: {name} version: {s.version} due to error: {s.error}"
+            elif retrying:
+                s = retrying[0]
+                out[name] = f"name: {name} version: {s.version} due to error: {s.retry_error} (load retries continue)"
             elif not os.path.isdir(by_name[name].base_path):
                 out[name] = f"name: {name} due to error: base path {by_name[name].base_path} does not exist"
             else:

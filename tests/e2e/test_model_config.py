@@ -340,6 +340,23 @@ def test_startup_reports_models_that_cannot_load_and_serves_the_rest(repo, serve
         assert len(lines) == 1 and why in lines[0], out
 
 
+def test_a_model_waiting_for_load_retries_does_not_keep_the_port_closed(repo, server_factory, tmp_path):
+    """TF Serving's defaults (5 retries, 60 s apart): the port opens after the first attempt of
+    every load, the good model serves, and the failing one retries in the background."""
+    repo.put("hp", 1, "hp1")
+    repo.put("bad", 1, "corrupt")
+    cfg = tmp_path / "models.config"
+    cfg.write_text(config_text(model_block("hp", repo.path("hp")), model_block("bad", repo.path("bad"))))
+    t0 = time.monotonic()
+    srv = server_factory(f"--model_config_file={cfg}", "--file_system_poll_wait_seconds=1")
+    assert time.monotonic() - t0 < 55  # well before the first retry, 60 s after the first attempt
+    assert hp_answer(srv) == (1, 2.0)
+    assert states(srv, "bad") == {1: State.LOADING}
+    lines = [line for line in srv.output().splitlines() if "Model bad has no available version at start-up" in line]
+    assert len(lines) == 1 and "name: bad version: 1 due to error: " in lines[0], srv.output()
+    assert "(load retries continue)" in lines[0] and "retry 1 of 5 in 60.0s" in srv.output()
+
+
 def test_health_serving_then_not_serving_on_shutdown(repo, server_factory):
     repo.put("hp", 1, "hp1")
     srv = server_factory(f"--model_base_path={repo.path('hp')}", "--model_name=hp", "--shutdown_grace_seconds=2")

@@ -192,3 +192,31 @@ def test_load_concurrency_is_the_load_executors(threads):
 
     asyncio.run(main())
     assert peak[0] == threads
+
+
+def test_run_until_attempted_returns_when_a_failed_load_waits_for_its_retry():
+    """Start-up opens the port then: the good model serves while the bad one keeps retrying."""
+    loader = FakeLoader()
+    loader.fail[1] = 2  # model "bad" fails twice, then loads
+    release = None
+
+    async def held_sleep(s):
+        await release.wait()
+
+    async def body(load, unload):
+        nonlocal release
+        release = asyncio.Event()
+        m = Manager(loader, load_executor=load, unload_executor=unload, max_load_retries=5,
+                    load_retry_interval_s=60, sleep=held_sleep)
+        m.set_aspired_versions("bad", {1: "/bad/1"})
+        m.set_aspired_versions("good", {2: "/good/2"})
+        await asyncio.wait_for(m.run_until_attempted(), timeout=10)
+        assert states(m, "good") == {2: State.AVAILABLE} and states(m, "bad") == {1: State.LOADING}
+        (s,) = m.status("bad")
+        assert s.error is None and s.retry_error.message == "corrupt /bad/1"  # not a final status yet
+        release.set()  # the retries run on: the second one succeeds
+        await m.run_until_idle()
+        assert states(m, "bad") == {1: State.AVAILABLE} and m.status("bad")[0].retry_error is None
+        assert loader.calls.count(1) == 3
+
+    run(body)
