@@ -182,6 +182,9 @@ class App:
                                channel_arguments=grpc_channel_arguments(s),
                                credentials=self.tls.grpc_credentials() if self.tls else None,
                                socket_path=socket_path)
+        if s.enable_profiler:  # TF Serving's default: TensorFlow's profiler service on the gRPC port
+            from server.api.profiler import add_profiler_service
+            add_profiler_service(server)
 
         def ready() -> bool:
             return not self._stopping.is_set() and not served.unavailable([e.name for e in served.entries])
