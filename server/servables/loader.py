@@ -89,9 +89,9 @@ _NOT_REGISTERED = re.compile(r"Op type not registered '([^']+)' in binary runnin
 def explain_missing_op(message: str, text_state: str = "") -> str:
     """TensorFlow's multi-line ``Op type not registered 'X' in binary running on HOST. Make sure
     the Op and Kernel are registered ...`` (with its tf.contrib advice, which does not apply)
-    as one line that says where the op comes from: TF Text's ops name ``tensorflow-text`` and
-    how to install it, any other op that this TensorFlow build lacks it. ``text_state`` is
-    ``import_tf_text()``'s answer. Any other message is returned unchanged."""
+    as one line that says where the op comes from: for TF Text's ops, ``tensorflow-text`` and
+    how to install it; for any other op, that this TensorFlow build lacks it. ``text_state``
+    is ``import_tf_text()``'s answer. Any other message is returned unchanged."""
     m = _NOT_REGISTERED.search(message)
     if m is None:
         return message
