@@ -1,7 +1,9 @@
 """Console entry points: ``tensorflow_model_server`` (TF Serving's command line) and ``verso``.
 
 Start-up errors print one line and exit with status 255 (TF Serving returns -1); nothing
-prints a traceback to the operator.
+prints a traceback to the operator. A config file that does not parse prints what TF Serving
+prints: protobuf's ``Error parsing text-format ...`` lines on stderr, then ``Failed to start
+server. Error: INVALID_ARGUMENT: Invalid protobuf file: '<path>'`` on stdout.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ def run_server(argv: list[str], *, bundled_default: bool) -> int:
         batching_options,
         bundled_repository,
         parse_flags,
+        platform_config,
         prometheus_path,
         resolve_models,
         rollout_configs,
@@ -65,7 +68,8 @@ def run_server(argv: list[str], *, bundled_default: bool) -> int:
             bundled = str(bundled_repository() / "models.config")
             settings.values["model_config_file"] = bundled
         models = resolve_models(settings, bundled_config=bundled)
-        batching = batching_options(settings)
+        platform = platform_config(settings, models)  # applied onto settings.values
+        batching = batching_options(settings, platform)
         rollouts = rollout_configs(settings)
         tls = tls_config(settings)
         grpc_channel_arguments(settings)  # checked now: a bad entry is a start-up error
@@ -73,7 +77,11 @@ def run_server(argv: list[str], *, bundled_default: bool) -> int:
         if bundled_default:
             metrics_path = verso_serve_defaults(settings, metrics_path)
     except SettingsError as e:
-        print(f"Failed to start server. Error: {e}", file=sys.stderr)
+        for line in e.log_lines:
+            print(line, file=sys.stderr)
+        # TF Serving's main.cc prints this line to stdout; Verso keeps its other one-line
+        # start-up errors on stderr, beside the log.
+        print(f"Failed to start server. Error: {e}", file=sys.stdout if e.log_lines else sys.stderr)
         return EXIT_STARTUP_FAILURE
 
     _setup_logging()
@@ -85,6 +93,12 @@ def run_server(argv: list[str], *, bundled_default: bool) -> int:
     if settings.unimplemented:
         log.warning("Accepted but not implemented yet by Verso, ignored: %s",
                     ", ".join("--" + n for n in settings.unimplemented))
+    if platform is not None and platform.ignored:
+        log.warning("--platform_config_file %s: fields Verso does not apply, ignored: %s",
+                    settings.platform_config_file, ", ".join(platform.ignored))
+    if platform is not None and platform.replaced_flags:
+        log.warning("--platform_config_file replaces these flags, ignored: %s",
+                    ", ".join("--" + n for n in platform.replaced_flags))
     for m in models:
         log.info("Model %s: base path %s, policy %s", m.name, m.base_path, m.policy)
 

@@ -5,9 +5,11 @@ The only module that reads flags (and, later, the environment). Accepts every fl
 command lines work unchanged. Flags Verso does not implement yet are accepted and named in
 one warning line; unknown flags are reported as TF Serving does (``unknown argument``) and
 start-up continues. A malformed value or a bad config file raises ``SettingsError`` whose
-text is the one line the CLI prints before exiting.
+text is the one line the CLI prints before exiting (for a file that does not parse, after
+protobuf's error lines: server/textproto.py).
 
-Nothing here imports TensorFlow's runtime: flag errors are reported in milliseconds.
+Nothing here imports TensorFlow's runtime, so flag errors are reported in milliseconds; the
+one exception is ``--platform_config_file``, whose messages refer to TensorFlow's ConfigProto.
 """
 
 from __future__ import annotations
@@ -22,10 +24,25 @@ from tensorflow_serving.config import model_server_config_pb2
 from server.core import model_config
 from server.core.errors import ServingError
 from server.core.model_config import TENSORFLOW_PLATFORM, ModelEntry
+from server.textproto import TextProtoError, parse_text_proto
 
 
 class SettingsError(Exception):
-    """A start-up problem; ``str()`` is one line for the operator."""
+    """A start-up problem; ``str()`` is one line for the operator. ``log_lines`` come before
+    it on stderr: protobuf's ``Error parsing text-format ...`` lines of an unparsable config
+    file, whose ``str()`` is then TF Serving's ``INVALID_ARGUMENT: Invalid protobuf file: '<path>'``."""
+
+    def __init__(self, message: str, log_lines: tuple[str, ...] = ()):
+        super().__init__(message)
+        self.log_lines = tuple(log_lines)
+
+
+def _settings_error(e: ServingError) -> SettingsError:
+    """The start-up error for a ServingError: its status line (and, for a file that does not
+    parse, protobuf's error lines)."""
+    if isinstance(e, TextProtoError):
+        return SettingsError(e.status, e.errors)
+    return SettingsError(str(e))
 
 
 def _parse_bool(text: str) -> bool:
@@ -97,7 +114,9 @@ def _flags() -> dict[str, Flag]:
         Flag("tensorflow_inter_op_parallelism", i, 0, "TF inter-op threads (0 = auto)"),
         Flag("tensorflow_session_config_file", s, "", "TF SessionConfig text proto", implemented=False),
         Flag("ssl_config_file", s, "", "SSLConfig text proto: TLS for gRPC (and REST)"),
-        Flag("platform_config_file", s, "", "PlatformConfigMap text proto", implemented=False),
+        Flag("platform_config_file", s, "",
+             "PlatformConfigMap text proto: the \"tensorflow\" SessionBundleConfig replaces the batching, "
+             "tags, warmup, parallelism and TFLite flags"),
         Flag("per_process_gpu_memory_fraction", f, 0.0, "GPU memory fraction", implemented=False),
         Flag("saved_model_tags", s, "serve", "Comma-separated tags of the MetaGraphDef to load"),
         Flag("grpc_channel_arguments", s, "",
@@ -122,7 +141,7 @@ def _flags() -> dict[str, Flag]:
         Flag("enable_signature_method_name_check", b, False, "", implemented=False),
         Flag("xla_cpu_compilation_enabled", b, False, "", implemented=False),
         Flag("xla_gpu_compilation_enabled", b, False, "", implemented=False),
-        Flag("enable_profiler", b, True, "", implemented=False),
+        Flag("enable_profiler", b, True, "tensorflow.ProfilerService on the gRPC port (TensorBoard's Capture profile)"),
         Flag("thread_pool_factory_config_file", s, "", "", implemented=False),
         Flag("mixed_precision", s, "", "", implemented=False),
         Flag("skip_initialize_tpu", b, False, "", implemented=False),
@@ -217,7 +236,8 @@ def _check_values(s: Settings) -> None:
             raise SettingsError(f"Invalid value for flag --{name}: must be >= 0")
     if s.num_load_threads < 0 or s.num_unload_threads < 0:
         raise SettingsError("--num_load_threads and --num_unload_threads must be >= 0")
-    if s.batching_parameters_file and not s.enable_batching:
+    if s.batching_parameters_file and not s.enable_batching and not s.platform_config_file:
+        # TF Serving checks this only without a platform config file, which replaces both flags.
         raise SettingsError("--batching_parameters_file requires --enable_batching")
     if s.tensorflow_intra_op_parallelism < 0 or s.tensorflow_inter_op_parallelism < 0:
         raise SettingsError("TensorFlow parallelism flags must be >= 0")
@@ -234,7 +254,7 @@ def read_model_config_file(path: str) -> model_server_config_pb2.ModelServerConf
     try:
         return model_config.read_model_config_file(path)
     except ServingError as e:
-        raise SettingsError(str(e)) from None
+        raise _settings_error(e) from None
 
 
 def validate_model_config(config, root_dir: Optional[str] = None) -> list[ModelEntry]:
@@ -244,27 +264,139 @@ def validate_model_config(config, root_dir: Optional[str] = None) -> list[ModelE
         raise SettingsError(str(e)) from None
 
 
-def batching_options(settings: Settings):
-    """The batching options when --enable_batching is set, else None."""
-    if not settings.enable_batching:
-        return None
-    from server.batching.params import BatchingOptions, read_batching_parameters, validate
+def batching_options(settings: Settings, platform: Optional[PlatformConfig] = None):
+    """The batching options, or None when batching is off: with a platform config (see
+    ``platform_config``), its ``batching_parameters``; else --enable_batching with
+    --batching_parameters_file or TF Serving's defaults."""
+    from server.batching.params import BatchingOptions, options_from_message, read_batching_parameters, validate
     objective = settings.batching_latency_objective_ms or None
     try:
+        if platform is not None:
+            if platform.batching is None:
+                return None
+            return options_from_message(platform.batching, latency_objective_ms=objective)
+        if not settings.enable_batching:
+            return None
         if settings.batching_parameters_file:
             return read_batching_parameters(settings.batching_parameters_file, latency_objective_ms=objective)
         return validate(BatchingOptions(latency_objective_ms=objective))
     except ServingError as e:
-        raise SettingsError(str(e)) from None
+        raise _settings_error(e) from None
 
 
-def _monitoring_config_class():
-    # monitoring_config.proto is not in the tensorflow-serving-api wheel (server/private_protos.py).
-    from server.private_protos import declare_message
-    return declare_message("verso/monitoring_config.proto", "tensorflow.serving", {
-        "PrometheusConfig": [("enable", 1, "bool"), ("path", 2, "string")],
-        "MonitoringConfig": [("prometheus_config", 1, ".tensorflow.serving.PrometheusConfig")],
-    })["MonitoringConfig"]
+# ---- platform config ------------------------------------------------------------------------
+
+# SessionBundleConfig fields Verso applies, and the flag each one replaces. TF Serving builds
+# the SessionBundleConfig from these flags only without --platform_config_file; with one, the
+# file's is used and the flags are ignored (tensorflow_serving/model_servers/server.cc).
+_APPLIED_FIELDS = {
+    "batching_parameters": "enable_batching",
+    "saved_model_tags": "saved_model_tags",
+    "enable_model_warmup": "enable_model_warmup",
+    "model_warmup_options.num_request_iterations": "num_request_iterations_for_warmup",
+    "session_config.intra_op_parallelism_threads": "tensorflow_intra_op_parallelism",
+    "session_config.inter_op_parallelism_threads": "tensorflow_inter_op_parallelism",
+    "prefer_tflite_model": "prefer_tflite_model",
+    "num_tflite_pools": "num_tflite_pools",
+    "num_tflite_interpreters_per_pool": "num_tflite_interpreters_per_pool",
+}
+_REPLACED_FLAGS = ("enable_batching", "batching_parameters_file", "enable_per_model_batching_parameters",
+                   "per_process_gpu_memory_fraction", "tensorflow_session_parallelism",
+                   "tensorflow_intra_op_parallelism", "tensorflow_inter_op_parallelism",
+                   "tensorflow_session_config_file", "saved_model_tags", "enable_model_warmup",
+                   "num_request_iterations_for_warmup", "remove_unused_fields_from_bundle_metagraph",
+                   "prefer_tflite_model", "num_tflite_pools", "num_tflite_interpreters_per_pool", "mixed_precision")
+
+
+@dataclass(frozen=True)
+class PlatformConfig:
+    """What ``--platform_config_file`` says for the ``tensorflow`` platform.
+
+    ``batching``: its ``BatchingParameters`` message, None when batching is off; ``ignored``:
+    the fields it sets that Verso does not apply (``session_target``,
+    ``model_warmup_options.num_model_warmup_threads``, other platforms' entries ...);
+    ``replaced_flags``: flags given on the command line that the file replaces."""
+
+    batching: Any
+    ignored: tuple[str, ...]
+    replaced_flags: tuple[str, ...]
+
+
+def _set_fields(message, prefix: str = "") -> list[str]:
+    return [prefix + field.name for field, _ in message.ListFields()]
+
+
+def platform_config(settings: Settings, models: list[ModelEntry]) -> Optional[PlatformConfig]:
+    """Read ``--platform_config_file`` (None without it) and apply it onto ``settings.values``.
+
+    The file is TF Serving's ``PlatformConfigMap``; the ``tensorflow`` entry's
+    ``source_adapter_config`` is a ``google.protobuf.Any`` holding a
+    ``SavedModelBundleSourceAdapterConfig`` whose ``legacy_config`` (a ``SessionBundleConfig``)
+    gives batching, SavedModel tags (none: ``serve``), warmup (on only when set, since the field
+    is a proto3 bool), warmup iterations, TF intra/inter-op threads and the TFLite settings, in
+    place of their flags. Without a ``tensorflow`` entry, a ``tensorflow`` model is refused as
+    TF Serving refuses it. Raises ``SettingsError``; reading it imports TensorFlow's protos."""
+    path = settings.platform_config_file
+    if not path:
+        return None
+    from tensorflow_serving.config import platform_config_pb2
+
+    from server.private_protos import SOURCE_ADAPTER_TYPE, platform_config_pool, source_adapter_config_class
+    text = _read_config_text(path, "platform_config_file")
+    try:
+        config_map = parse_text_proto(text, platform_config_pb2.PlatformConfigMap(), path,
+                                      descriptor_pool=platform_config_pool())
+    except TextProtoError as e:
+        raise _settings_error(e) from None
+    ignored = [f"platform_configs[{name!r}]" for name in sorted(config_map.platform_configs)
+               if name != TENSORFLOW_PLATFORM]
+    adapter = source_adapter_config_class()()
+    if TENSORFLOW_PLATFORM in config_map.platform_configs:
+        packed = config_map.platform_configs[TENSORFLOW_PLATFORM].source_adapter_config
+        if not packed.Unpack(adapter):
+            raise SettingsError(f"--platform_config_file {path}: the {TENSORFLOW_PLATFORM} platform's "
+                                f"source_adapter_config must hold a {SOURCE_ADAPTER_TYPE}, not "
+                                f"{packed.type_url or 'nothing'}")
+    else:
+        # ServerCore::CreateStoragePathRoutes' check; the empty SessionBundleConfig below
+        # leaves the other platforms (Verso's keras and onnx) with batching and warmup off.
+        for m in models:
+            if m.platform == TENSORFLOW_PLATFORM:
+                raise SettingsError(f"INVALID_ARGUMENT: Model {m.name} requests unsupported platform "
+                                    f"{TENSORFLOW_PLATFORM}")
+    c = adapter.legacy_config
+    threads = {}
+    for name in ("intra_op_parallelism_threads", "inter_op_parallelism_threads"):
+        threads[name] = getattr(c.session_config, name)
+        if threads[name] < 0:
+            raise SettingsError(f"--platform_config_file {path}: session_config.{name} must be >= 0")
+    v = settings.values
+    v["enable_batching"] = c.HasField("batching_parameters")
+    v["saved_model_tags"] = ",".join(c.saved_model_tags) or "serve"
+    v["enable_model_warmup"] = c.enable_model_warmup
+    iterations = c.model_warmup_options.num_request_iterations
+    v["num_request_iterations_for_warmup"] = max(iterations.value, 0) \
+        if c.model_warmup_options.HasField("num_request_iterations") else 0  # 0: once, TF Serving's default
+    v["tensorflow_intra_op_parallelism"] = threads["intra_op_parallelism_threads"]
+    v["tensorflow_inter_op_parallelism"] = threads["inter_op_parallelism_threads"]
+    v["prefer_tflite_model"] = c.prefer_tflite_model
+    v["num_tflite_pools"] = max(c.num_tflite_pools, 1)  # TF Serving: max(1, n)
+    v["num_tflite_interpreters_per_pool"] = max(c.num_tflite_interpreters_per_pool, 1)
+    for name in _set_fields(c) + _set_fields(c.session_config, "session_config.") \
+            + _set_fields(c.model_warmup_options, "model_warmup_options."):
+        if name not in _APPLIED_FIELDS and name not in ("session_config", "model_warmup_options"):
+            ignored.append(name)
+    return PlatformConfig(batching=c.batching_parameters if c.HasField("batching_parameters") else None,
+                          ignored=tuple(ignored),
+                          replaced_flags=tuple(f for f in _REPLACED_FLAGS if f in settings.explicit))
+
+
+def _read_config_text(path: str, flag: str) -> str:
+    try:
+        with open(path, "r", encoding="utf-8") as fh:
+            return fh.read()
+    except OSError as e:
+        raise SettingsError(f"Cannot read --{flag} {path}: {e.strerror}") from None
 
 
 def prometheus_path(settings: Settings) -> Optional[str]:
@@ -275,16 +407,12 @@ def prometheus_path(settings: Settings) -> Optional[str]:
     """
     if not settings.monitoring_config_file:
         return None
-    from google.protobuf import text_format
+    from server.private_protos import MonitoringConfig
+    text = _read_config_text(settings.monitoring_config_file, "monitoring_config_file")
     try:
-        with open(settings.monitoring_config_file, "r", encoding="utf-8") as fh:
-            text = fh.read()
-        config = text_format.Parse(text, _monitoring_config_class()())
-    except OSError as e:
-        raise SettingsError(f"Cannot read --monitoring_config_file {settings.monitoring_config_file}: "
-                            f"{e.strerror}") from None
-    except text_format.ParseError as e:
-        raise SettingsError(f"Invalid MonitoringConfig in {settings.monitoring_config_file}: {e}") from None
+        config = parse_text_proto(text, MonitoringConfig(), settings.monitoring_config_file)
+    except TextProtoError as e:
+        raise _settings_error(e) from None
     if not config.prometheus_config.enable:
         return None
     path = config.prometheus_config.path or "/monitoring/prometheus/metrics"
@@ -327,15 +455,12 @@ def rollout_configs(settings: Settings) -> dict:
     path = settings.rollout_config_file
     if not path:
         return {}
-    from server.core.errors import ServingError
     from server.rollout.config import parse_rollout_config
-    try:
-        with open(path, "r", encoding="utf-8") as fh:
-            text = fh.read()
-    except OSError as e:
-        raise SettingsError(f"Cannot read --rollout_config_file {path}: {e.strerror}") from None
+    text = _read_config_text(path, "rollout_config_file")
     try:
         return parse_rollout_config(text, path)
+    except TextProtoError as e:
+        raise _settings_error(e) from None
     except ServingError as e:
         raise SettingsError(e.message) from None
 
@@ -349,6 +474,8 @@ def tls_config(settings: Settings):
         return read_ssl_config(settings.ssl_config_file)
     except TlsConfigError as e:
         raise SettingsError(str(e)) from None
+    except TextProtoError as e:
+        raise _settings_error(e) from None
 
 
 def grpc_channel_arguments(settings: Settings) -> list[tuple[str, object]]:

@@ -1,7 +1,7 @@
 """``--ssl_config_file``: TF Serving's SSLConfig for gRPC, and the same certificates for REST.
 
 The file is TF Serving's text proto ``SSLConfig`` (tensorflow_serving/config/ssl_config.proto,
-not in the tensorflow-serving-api wheel, so declared here in a private pool)::
+not in the tensorflow-serving-api wheel, so declared in a private pool: server/private_protos.py)::
 
     server_key: "-----BEGIN PRIVATE KEY-----\\n..."   # PEM text, not a path
     server_cert: "-----BEGIN CERTIFICATE-----\\n..."
@@ -10,10 +10,11 @@ not in the tensorflow-serving-api wheel, so declared here in a private pool)::
 
 As TF Serving: the CA is used only when ``client_verify`` is on (then a client must present a
 certificate signed by it); without ``client_verify`` clients are not asked for certificates.
-Verso differs in checking everything at start-up: TF Serving aborts on an unparsable file and
-fails later on a bad key; Verso refuses to start with one line naming the problem. The REST
-port (a Verso extension: TF Serving's REST API has no TLS) serves HTTPS with the same key,
-certificate and client verification.
+An unparsable file stops the start as every TF Serving config file does
+(``Invalid protobuf file``, with protobuf's error lines; server/textproto.py). Verso differs
+in checking the contents at start-up: TF Serving fails later on a bad key; Verso refuses to
+start with one line naming the problem. The REST port (a Verso extension: TF Serving's REST
+API has no TLS) serves HTTPS with the same key, certificate and client verification.
 
 Everything here runs once, at start-up, on the main thread.
 """
@@ -25,14 +26,8 @@ import ssl
 import tempfile
 from dataclasses import dataclass
 
-from google.protobuf import text_format
-
-from server.private_protos import declare_message
-
-SSLConfig = declare_message("verso/ssl_config.proto", "tensorflow.serving", {
-    "SSLConfig": [("server_key", 1, "string"), ("server_cert", 2, "string"), ("custom_ca", 3, "string"),
-                  ("client_verify", 4, "bool")],
-})["SSLConfig"]
+from server.private_protos import SSLConfig
+from server.textproto import parse_text_proto
 
 
 class TlsConfigError(ValueError):
@@ -82,11 +77,10 @@ class TlsConfig:
 
 
 def parse_ssl_config(text: str, path: str) -> TlsConfig:
-    """Parse and check an SSLConfig text; raises ``TlsConfigError`` with one line."""
-    try:
-        msg = text_format.Parse(text, SSLConfig())
-    except text_format.ParseError as e:
-        raise TlsConfigError(f"Invalid SSLConfig in {path}: {e}") from None
+    """Parse and check an SSLConfig text. A text that does not parse raises
+    ``server.textproto.TextProtoError`` (TF Serving's ``Invalid protobuf file: '<path>'``);
+    unusable settings raise ``TlsConfigError`` with one line."""
+    msg = parse_text_proto(text, SSLConfig(), path)
     if not msg.server_key or not msg.server_cert:
         raise TlsConfigError(f"Invalid SSLConfig in {path}: server_key and server_cert (PEM text) are required")
     if msg.client_verify and not msg.custom_ca:

@@ -11,25 +11,9 @@ import os
 from dataclasses import dataclass
 from typing import Optional
 
-from google.protobuf import text_format, wrappers_pb2
-
 from server.core.errors import ServingError, invalid_argument
-from server.private_protos import declare_message
-
-
-BatchingParameters = declare_message("verso/batching_parameters.proto", "tensorflow.serving", {
-    "BatchingParameters": [
-        ("max_batch_size", 1, ".google.protobuf.Int64Value"),
-        ("batch_timeout_micros", 2, ".google.protobuf.Int64Value"),
-        ("max_enqueued_batches", 3, ".google.protobuf.Int64Value"),
-        ("num_batch_threads", 4, ".google.protobuf.Int64Value"),
-        ("thread_pool_name", 5, ".google.protobuf.StringValue"),
-        ("allowed_batch_sizes", 6, "int64", "repeated"),
-        ("pad_variable_length_inputs", 7, ".google.protobuf.BoolValue"),
-        ("enable_large_batch_splitting", 8, ".google.protobuf.BoolValue"),
-        ("max_execution_batch_size", 9, ".google.protobuf.Int64Value"),
-    ],
-}, dependencies=(wrappers_pb2,))["BatchingParameters"]
+from server.private_protos import BatchingParameters
+from server.textproto import parse_text_proto
 
 
 @dataclass(frozen=True)
@@ -83,33 +67,40 @@ def validate(o: BatchingOptions) -> BatchingOptions:
 
 def parse_batching_parameters(text: str, path: str = "<text>", *,
                               latency_objective_ms: Optional[float] = None) -> BatchingOptions:
-    """Text BatchingParameters -> validated options. Unset fields take TF Serving's defaults
-    (``thread_pool_name`` defaults to ``batch_threads`` when a file is given)."""
-    p = BatchingParameters()
-    try:
-        text_format.Parse(text, p)
-    except text_format.ParseError as e:
-        raise invalid_argument(f"Invalid protobuf file: '{path}': {e}") from None
+    """Text BatchingParameters -> validated options (see ``options_from_message``); a text that
+    does not parse raises ``server.textproto.TextProtoError`` for ``path``."""
+    return options_from_message(parse_text_proto(text, BatchingParameters(), path),
+                                latency_objective_ms=latency_objective_ms)
+
+
+def options_from_message(p, *, latency_objective_ms: Optional[float] = None) -> BatchingOptions:
+    """A ``tensorflow.serving.BatchingParameters`` message (from any pool) -> validated options.
+
+    Unset fields take TF Serving's defaults; ``thread_pool_name`` defaults to ``batch_threads``
+    (the name TF Serving gives a pool whose parameters came from a file or platform config)."""
     d = BatchingOptions()
+
+    def value(field: str, default):
+        return getattr(p, field).value if p.HasField(field) else default
+
     opts = BatchingOptions(
-        max_batch_size=p.max_batch_size.value if p.HasField("max_batch_size") else d.max_batch_size,
-        batch_timeout_micros=(p.batch_timeout_micros.value if p.HasField("batch_timeout_micros")
-                              else d.batch_timeout_micros),
-        max_enqueued_batches=(p.max_enqueued_batches.value if p.HasField("max_enqueued_batches")
-                              else d.max_enqueued_batches),
-        num_batch_threads=p.num_batch_threads.value if p.HasField("num_batch_threads") else d.num_batch_threads,
-        thread_pool_name=p.thread_pool_name.value if p.HasField("thread_pool_name") else "batch_threads",
+        max_batch_size=value("max_batch_size", d.max_batch_size),
+        batch_timeout_micros=value("batch_timeout_micros", d.batch_timeout_micros),
+        max_enqueued_batches=value("max_enqueued_batches", d.max_enqueued_batches),
+        num_batch_threads=value("num_batch_threads", d.num_batch_threads),
+        thread_pool_name=value("thread_pool_name", "batch_threads"),
         allowed_batch_sizes=tuple(p.allowed_batch_sizes),
-        pad_variable_length_inputs=p.pad_variable_length_inputs.value,
-        enable_large_batch_splitting=p.enable_large_batch_splitting.value,
-        max_execution_batch_size=(p.max_execution_batch_size.value if p.HasField("max_execution_batch_size")
-                                  else None),
+        pad_variable_length_inputs=p.pad_variable_length_inputs,  # a plain bool upstream, not a wrapper
+        enable_large_batch_splitting=value("enable_large_batch_splitting", False),
+        max_execution_batch_size=value("max_execution_batch_size", None),
         latency_objective_ms=latency_objective_ms,
     )
     return validate(opts)
 
 
 def read_batching_parameters(path: str, **kw) -> BatchingOptions:
+    """``--batching_parameters_file`` -> validated options; NOT_FOUND when it cannot be read,
+    ``TextProtoError`` (INVALID_ARGUMENT) when it does not parse."""
     try:
         with open(path, "r", encoding="utf-8") as f:
             text = f.read()

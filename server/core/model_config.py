@@ -17,12 +17,12 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Callable, Mapping, Optional
 
-from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
 from server.core.errors import Code, ServingError, invalid_argument
 from server.core.policy import All, Latest, Specific, State, VersionPolicy
 from server.core.source import ServableConfig
+from server.textproto import parse_text_proto
 
 log = logging.getLogger("verso.config")
 
@@ -121,12 +121,9 @@ def read_model_config_file(path: str) -> model_server_config_pb2.ModelServerConf
 
 
 def parse_model_config(text: str, path: str) -> model_server_config_pb2.ModelServerConfig:
-    config = model_server_config_pb2.ModelServerConfig()
-    try:
-        text_format.Parse(text, config)
-    except text_format.ParseError as e:
-        raise invalid_argument(f"Invalid protobuf file: '{path}': {e}") from None
-    return config
+    """A ModelServerConfig text; raises ``server.textproto.TextProtoError`` (INVALID_ARGUMENT,
+    TF Serving's ``Invalid protobuf file: '<path>'`` with protobuf's C++ error lines)."""
+    return parse_text_proto(text, model_server_config_pb2.ModelServerConfig(), path)
 
 
 Labels = Mapping[str, Mapping[str, int]]

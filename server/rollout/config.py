@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import math
 
-from google.protobuf import text_format
-
 from protos import rollout_pb2
 from server.core.errors import invalid_argument
 from server.rollout.verdict import Gates
+from server.textproto import parse_text_proto
 
 DEFAULT_WINDOW = 1000
 DEFAULT_SHADOW_IN_FLIGHT = 4
@@ -22,11 +21,12 @@ DEFAULT_AUTO_INTERVAL_S = 30.0
 
 
 def parse_rollout_config(text: str, path: str = "") -> dict[str, rollout_pb2.ModelRollout]:
-    """A RolloutConfig text proto -> validated ModelRollouts by model name (defaults applied)."""
-    try:
-        config = text_format.Parse(text, rollout_pb2.RolloutConfig())
-    except text_format.ParseError as e:
-        raise invalid_argument(f"Invalid rollout config {path}: {e}") from None
+    """A RolloutConfig text proto -> validated ModelRollouts by model name (defaults applied).
+
+    A text that does not parse raises ``server.textproto.TextProtoError`` (INVALID_ARGUMENT
+    ``Invalid protobuf file: '<path>'`` with protobuf's C++ error lines, as TF Serving's own
+    config files); an invalid setting raises INVALID_ARGUMENT naming the model and field."""
+    config = parse_text_proto(text, rollout_pb2.RolloutConfig(), path)
     out: dict[str, rollout_pb2.ModelRollout] = {}
     for mr in config.models:
         if mr.model in out:

@@ -239,7 +239,7 @@ def test_batching_parameters_defaults_and_validation():
     o = parse_batching_parameters("max_batch_size { value: 128 } batch_timeout_micros { value: 500 } "
                                   "max_enqueued_batches { value: 3 } num_batch_threads { value: 2 } "
                                   "allowed_batch_sizes: 32 allowed_batch_sizes: 64 allowed_batch_sizes: 128 "
-                                  "pad_variable_length_inputs { value: true }")
+                                  "pad_variable_length_inputs: true")
     assert (o.max_batch_size, o.batch_timeout_micros, o.max_enqueued_batches, o.num_batch_threads) == (128, 500, 3, 2)
     assert o.allowed_batch_sizes == (32, 64, 128) and o.pad_variable_length_inputs
     o = parse_batching_parameters("max_batch_size { value: 100 } enable_large_batch_splitting { value: true } "

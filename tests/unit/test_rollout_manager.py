@@ -241,16 +241,19 @@ def test_duplicate_model_is_rejected():
     assert e.value.message == "Rollout config names model m twice"
 
 
-@pytest.mark.parametrize("text", [
-    'models { model: "m" stable: x }',
-    'models { model: "m" stable: 1 bogus: 3 }',
-    'models { model: "m" stable: 1',
+@pytest.mark.parametrize("text, error", [
+    ('models { model: "m" stable: x }', "1:29: Expected integer, got: x"),
+    ('models { model: "m" stable: 1 bogus: 3 }',
+     '1:36: Message type "verso.rollout.ModelRollout" has no field named "bogus".'),
+    ('models { model: "m" stable: 1', "1:30: Expected identifier, got: "),
 ])
-def test_text_format_errors_are_invalid_argument(text):
+def test_text_format_errors_are_invalid_argument(text, error):
+    # As TF Serving's config files (server/textproto.py; tests/unit/test_config_parse_errors.py).
     with pytest.raises(ServingError) as e:
         parse_rollout_config(text, "/etc/rollout.cfg")
     assert e.value.code == Code.INVALID_ARGUMENT
-    assert e.value.message.startswith("Invalid rollout config /etc/rollout.cfg: ")
+    assert e.value.message == "Invalid protobuf file: '/etc/rollout.cfg'"
+    assert e.value.errors == ("Error parsing text-format verso.rollout.RolloutConfig: " + error,)
 
 
 def test_gates_of_zero_fields_take_defaults():

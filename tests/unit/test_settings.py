@@ -26,10 +26,10 @@ def test_both_flag_forms_and_bare_booleans():
 
 
 def test_unknown_and_unimplemented_flags_are_reported_not_fatal():
-    s = parse_flags(["--bogus=1", "stray", "--platform_config_file=/x", "--rest_api_num_threads=4",
-                     "--rest_api_port=8501"])
+    s = parse_flags(["--bogus=1", "stray", "--grpc_max_threads=8", "--rest_api_num_threads=4",
+                     "--platform_config_file=/x", "--rest_api_port=8501"])
     assert s.unknown == ["--bogus=1", "stray"]
-    assert s.unimplemented == ["platform_config_file", "rest_api_num_threads"]
+    assert s.unimplemented == ["grpc_max_threads", "rest_api_num_threads"]
 
 
 @pytest.mark.parametrize("argv, text", [
@@ -138,3 +138,123 @@ def test_grpc_channel_arguments_parse_as_tf_serving():
     assert grpc_channel_arguments(parse_flags([])) == []
     with pytest.raises(SettingsError, match="expected key=value"):
         grpc_channel_arguments(parse_flags(["--grpc_channel_arguments=grpc.a"]))
+
+
+# ---- --platform_config_file -----------------------------------------------------------------
+
+PLATFORM_CONFIG = """
+platform_configs {
+  key: "tensorflow"
+  value {
+    source_adapter_config {
+      [type.googleapis.com/tensorflow.serving.SavedModelBundleSourceAdapterConfig] {
+        legacy_config {
+          session_target: "local"
+          session_config {
+            intra_op_parallelism_threads: 2
+            inter_op_parallelism_threads: 3
+            gpu_options { allow_growth: true }
+          }
+          batching_parameters {
+            max_batch_size { value: 32 }
+            batch_timeout_micros { value: 100 }
+            allowed_batch_sizes: 8
+            allowed_batch_sizes: 32
+            pad_variable_length_inputs: true
+          }
+          saved_model_tags: "serve"
+          saved_model_tags: "gpu"
+          enable_model_warmup: true
+          model_warmup_options {
+            num_request_iterations { value: 3 }
+            num_model_warmup_threads { value: 2 }
+          }
+          num_tflite_pools: 2
+        }
+      }
+    }
+  }
+}
+"""
+
+
+def _platform(tmp_path, text, *flags):
+    from server.settings import platform_config
+    p = tmp_path / "platform.config"
+    p.write_text(text)
+    settings = parse_flags([f"--platform_config_file={p}", "--model_base_path=/models/m", *flags])
+    return settings, platform_config(settings, resolve_models(settings))
+
+
+def test_platform_config_replaces_the_tensorflow_flags(tmp_path):
+    from server.batching.params import BatchingOptions
+    from server.settings import batching_options
+    settings, platform = _platform(tmp_path, PLATFORM_CONFIG, "--saved_model_tags=other",
+                                   "--enable_model_warmup=false", "--tensorflow_intra_op_parallelism=7",
+                                   "--batching_latency_objective_ms=20")
+    assert settings.saved_model_tag_list == ["serve", "gpu"]
+    assert settings.enable_model_warmup is True and settings.num_request_iterations_for_warmup == 3
+    assert (settings.tensorflow_intra_op_parallelism, settings.tensorflow_inter_op_parallelism) == (2, 3)
+    assert (settings.num_tflite_pools, settings.num_tflite_interpreters_per_pool) == (2, 1)
+    # Batching as if --enable_batching with a file holding these parameters (unset: TF Serving's
+    # defaults, thread pool "batch_threads"); Verso's latency objective still applies.
+    assert settings.enable_batching is True
+    assert batching_options(settings, platform) == BatchingOptions(
+        max_batch_size=32, batch_timeout_micros=100, allowed_batch_sizes=(8, 32), pad_variable_length_inputs=True,
+        thread_pool_name="batch_threads", latency_objective_ms=20.0)
+    assert platform.ignored == ("session_target", "session_config.gpu_options",
+                                "model_warmup_options.num_model_warmup_threads")
+    assert platform.replaced_flags == ("tensorflow_intra_op_parallelism", "saved_model_tags", "enable_model_warmup")
+
+
+def test_platform_config_without_batching_turns_the_flags_off(tmp_path):
+    from server.settings import batching_options
+    text = """
+        platform_configs { key: "tensorflow" value { source_adapter_config {
+          [type.googleapis.com/tensorflow.serving.SavedModelBundleSourceAdapterConfig] { legacy_config { } }
+        } } }
+        platform_configs { key: "x" value { } }
+    """
+    settings, platform = _platform(tmp_path, text, "--enable_batching", f"--batching_parameters_file={tmp_path}/b")
+    # An empty SessionBundleConfig: no batching, tag "serve", warmup off (a proto3 bool), 1 iteration.
+    assert batching_options(settings, platform) is None and settings.enable_batching is False
+    assert settings.saved_model_tag_list == ["serve"] and settings.enable_model_warmup is False
+    assert settings.num_request_iterations_for_warmup == 0  # the app's "once"
+    assert platform.ignored == ("platform_configs['x']",)
+    assert platform.replaced_flags == ("enable_batching", "batching_parameters_file")
+
+
+@pytest.mark.parametrize("text, message", [
+    ('platform_configs { key: "onnx" value { } }',
+     "INVALID_ARGUMENT: Model default requests unsupported platform tensorflow"),
+    ('platform_configs { key: "tensorflow" value { source_adapter_config { type_url: "x/y.Z" } } }',
+     "the tensorflow platform's source_adapter_config must hold a "
+     "tensorflow.serving.SavedModelBundleSourceAdapterConfig, not x/y.Z"),
+    ('platform_configs { key: "tensorflow" value { source_adapter_config { '
+     '[type.googleapis.com/tensorflow.serving.SavedModelBundleSourceAdapterConfig] { legacy_config { '
+     'session_config { inter_op_parallelism_threads: -1 } } } } } }',
+     "session_config.inter_op_parallelism_threads must be >= 0"),
+])
+def test_unusable_platform_configs_stop_the_start(tmp_path, text, message):
+    with pytest.raises(SettingsError) as e:
+        _platform(tmp_path, text)
+    assert message in str(e.value)
+
+
+def test_platform_config_that_does_not_parse(tmp_path):
+    # The Any names a type the pool does not hold: C++'s parser says so at the token after "] "
+    # (ConsumeAnyTypeUrlOrFullTypeName, then the type lookup), the "{" in column 96.
+    text = 'platform_configs { key: "tensorflow" value { source_adapter_config { [type.googleapis.com/x.Y] { } } } }'
+    with pytest.raises(SettingsError) as e:
+        _platform(tmp_path, text)
+    assert str(e.value) == f"INVALID_ARGUMENT: Invalid protobuf file: '{tmp_path}/platform.config'"
+    assert e.value.log_lines == (
+        'Error parsing text-format tensorflow.serving.PlatformConfigMap: 1:96: Could not find type '
+        '"type.googleapis.com/x.Y" stored in google.protobuf.Any.',)
+
+
+def test_no_platform_config_leaves_the_flags_alone():
+    from server.settings import batching_options, platform_config
+    settings = parse_flags(["--model_base_path=/m", "--enable_batching"])
+    assert platform_config(settings, resolve_models(settings)) is None
+    assert batching_options(settings, None).thread_pool_name == "model_server_batch_threads"
