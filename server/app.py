@@ -53,8 +53,9 @@ def _remove_stale_socket(path: str) -> None:
 class App:
     def __init__(self, settings: Settings, models: list[ModelEntry], *, config_root: Optional[str] = None,
                  batching=None, prometheus_path: Optional[str] = None, rollout_configs: Optional[dict] = None,
-                 tls=None):
+                 tls=None, session_options=None):
         self.settings = settings
+        self.session_options = session_options  # server.settings.SessionOptions, or None: from the flags
         self.tls = tls  # server.tls.TlsConfig (--ssl_config_file) or None
         self.rollout_configs = rollout_configs or {}  # model -> verso.rollout.ModelRollout, checked
         self.prometheus_path = prometheus_path
@@ -79,7 +80,11 @@ class App:
         predict.MAX_TENSOR_BYTES = s.max_tensor_bytes
         loop = asyncio.get_running_loop()
         self._stopping = asyncio.Event()
-        saved_model.configure_runtime(s.tensorflow_intra_op_parallelism, s.tensorflow_inter_op_parallelism)
+        from server.settings import SessionOptions
+        session = self.session_options or SessionOptions(intra_op_threads=s.tensorflow_intra_op_parallelism,
+                                                         inter_op_threads=s.tensorflow_inter_op_parallelism)
+        saved_model.configure_runtime(session.intra_op_threads, session.inter_op_threads, config=session.config,
+                                      gpu_memory_fraction=session.gpu_memory_fraction)
         tags = s.saved_model_tag_list
         warmup_iterations = s.num_request_iterations_for_warmup or 1
 
@@ -102,7 +107,8 @@ class App:
                 servable = load_servable(path, platform, tags=tags, warmup=s.enable_model_warmup,
                                          warmup_iterations=warmup_iterations, prefer_tflite=s.prefer_tflite_model,
                                          tflite_pools=s.num_tflite_pools,
-                                         tflite_interpreters_per_pool=s.num_tflite_interpreters_per_pool)
+                                         tflite_interpreters_per_pool=s.num_tflite_interpreters_per_pool,
+                                         keep_meta_graph=not s.remove_unused_fields_from_bundle_metagraph)
             except BaseException:
                 metrics.load(path, False, time.perf_counter() - t0)
                 raise

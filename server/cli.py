@@ -48,6 +48,7 @@ def run_server(argv: list[str], *, bundled_default: bool) -> int:
         prometheus_path,
         resolve_models,
         rollout_configs,
+        session_options,
         grpc_channel_arguments,
         tls_config,
         usage,
@@ -72,6 +73,7 @@ def run_server(argv: list[str], *, bundled_default: bool) -> int:
         batching = batching_options(settings, platform)
         rollouts = rollout_configs(settings)
         tls = tls_config(settings)
+        session = session_options(settings, platform)
         grpc_channel_arguments(settings)  # checked now: a bad entry is a start-up error
         metrics_path = prometheus_path(settings)
         if bundled_default:
@@ -106,7 +108,8 @@ def run_server(argv: list[str], *, bundled_default: bool) -> int:
     config_root = os.path.dirname(bundled) if bundled else None
     try:
         asyncio.run(App(settings, models, config_root=config_root, batching=batching,
-                        prometheus_path=metrics_path, rollout_configs=rollouts, tls=tls).serve())
+                        prometheus_path=metrics_path, rollout_configs=rollouts, tls=tls,
+                        session_options=session).serve())
     except StartupError as e:
         print(f"Failed to start server. Error: {e}", file=sys.stderr)
         return EXIT_STARTUP_FAILURE

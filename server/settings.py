@@ -109,15 +109,18 @@ def _flags() -> dict[str, Flag]:
         Flag("version_settle_seconds", f, 1.0,
              "Verso: a new version directory must stay unchanged this long before it is loaded"),
         Flag("flush_filesystem_caches", b, True, "Flush file-system caches after loads", implemented=False),
-        Flag("tensorflow_session_parallelism", i, 0, "TF session threads", implemented=False),
+        Flag("tensorflow_session_parallelism", i, 0,
+             "Intra- and inter-op threads of every SavedModel session, unless the two flags below are set"),
         Flag("tensorflow_intra_op_parallelism", i, 0, "TF intra-op threads (0 = auto)"),
         Flag("tensorflow_inter_op_parallelism", i, 0, "TF inter-op threads (0 = auto)"),
-        Flag("tensorflow_session_config_file", s, "", "TF SessionConfig text proto", implemented=False),
+        Flag("tensorflow_session_config_file", s, "",
+             "tensorflow.ConfigProto text proto for every SavedModel session (thread and GPU flags override it)"),
         Flag("ssl_config_file", s, "", "SSLConfig text proto: TLS for gRPC (and REST)"),
         Flag("platform_config_file", s, "",
              "PlatformConfigMap text proto: the \"tensorflow\" SessionBundleConfig replaces the batching, "
              "tags, warmup, parallelism and TFLite flags"),
-        Flag("per_process_gpu_memory_fraction", f, 0.0, "GPU memory fraction", implemented=False),
+        Flag("per_process_gpu_memory_fraction", f, 0.0,
+             "Fraction of each GPU's memory TensorFlow may take (0 = TensorFlow's choice)"),
         Flag("saved_model_tags", s, "serve", "Comma-separated tags of the MetaGraphDef to load"),
         Flag("grpc_channel_arguments", s, "",
              "k=v,k=v arguments for the gRPC server (e.g. grpc.max_receive_message_length=1048576)"),
@@ -134,7 +137,8 @@ def _flags() -> dict[str, Flag]:
              "Verso: RolloutConfig text proto (canary split, shadow, staleness, verdict rules; protos/rollout.proto)"),
         Flag("rollout_config_file_poll_wait_seconds", i, 2,
              "Verso: re-read --rollout_config_file every N s and apply it when it changed (0 = never)"),
-        Flag("remove_unused_fields_from_bundle_metagraph", b, True, "", implemented=False),
+        Flag("remove_unused_fields_from_bundle_metagraph", b, True,
+             "Keep only a SavedModel's SignatureDefs after it loads, not its whole MetaGraphDef"),
         Flag("prefer_tflite_model", b, False, "Serve a version's model.tflite (tf.lite.Interpreter) when it has one"),
         Flag("num_tflite_pools", i, 1, "TFLite interpreter pools per version"),
         Flag("num_tflite_interpreters_per_pool", i, 1, "TFLite interpreters per pool"),
@@ -239,8 +243,17 @@ def _check_values(s: Settings) -> None:
     if s.batching_parameters_file and not s.enable_batching and not s.platform_config_file:
         # TF Serving checks this only without a platform config file, which replaces both flags.
         raise SettingsError("--batching_parameters_file requires --enable_batching")
-    if s.tensorflow_intra_op_parallelism < 0 or s.tensorflow_inter_op_parallelism < 0:
+    if s.tensorflow_intra_op_parallelism < 0 or s.tensorflow_inter_op_parallelism < 0 \
+            or s.tensorflow_session_parallelism < 0:
         raise SettingsError("TensorFlow parallelism flags must be >= 0")
+    if s.tensorflow_intra_op_parallelism > 0 and s.tensorflow_inter_op_parallelism > 0 \
+            and s.tensorflow_session_parallelism > 0:
+        raise SettingsError(  # TF Serving's text (model_servers/server.cc)
+            "Either configure server_options.tensorflow_session_parallelism or "
+            "(server_options.tensorflow_intra_op_parallelism, server_options.tensorflow_inter_op_parallelism) "
+            "separately. You cannot configure all.")
+    if not 0 <= s.per_process_gpu_memory_fraction <= 1:
+        raise SettingsError("Invalid value for flag --per_process_gpu_memory_fraction: expected 0..1")
     if not 0 <= s.rest_api_port <= 65535:
         raise SettingsError(f"Invalid value for flag --rest_api_port: {s.rest_api_port} (expected 0..65535)")
     if not s.saved_model_tag_list:
@@ -320,6 +333,7 @@ class PlatformConfig:
     batching: Any
     ignored: tuple[str, ...]
     replaced_flags: tuple[str, ...]
+    session_config: bytes = b""  # its serialized tensorflow.ConfigProto, applied whole
 
 
 def _set_fields(message, prefix: str = "") -> list[str]:
@@ -384,11 +398,50 @@ def platform_config(settings: Settings, models: list[ModelEntry]) -> Optional[Pl
     v["num_tflite_interpreters_per_pool"] = max(c.num_tflite_interpreters_per_pool, 1)
     for name in _set_fields(c) + _set_fields(c.session_config, "session_config.") \
             + _set_fields(c.model_warmup_options, "model_warmup_options."):
-        if name not in _APPLIED_FIELDS and name not in ("session_config", "model_warmup_options"):
+        if name not in _APPLIED_FIELDS and name not in ("session_config", "model_warmup_options") \
+                and not name.startswith("session_config."):
             ignored.append(name)
     return PlatformConfig(batching=c.batching_parameters if c.HasField("batching_parameters") else None,
                           ignored=tuple(ignored),
-                          replaced_flags=tuple(f for f in _REPLACED_FLAGS if f in settings.explicit))
+                          replaced_flags=tuple(f for f in _REPLACED_FLAGS if f in settings.explicit),
+                          session_config=c.session_config.SerializeToString())
+
+
+@dataclass(frozen=True)
+class SessionOptions:
+    """How every SavedModel's TensorFlow session is configured (TF Serving's
+    ``SessionBundleConfig.session_config``): ``config``, a serialized ``tensorflow.ConfigProto``
+    (from ``--tensorflow_session_config_file`` or the platform config file; empty: defaults),
+    then the thread counts and GPU memory fraction of the flags where they are non-zero."""
+
+    config: bytes = b""
+    intra_op_threads: int = 0
+    inter_op_threads: int = 0
+    gpu_memory_fraction: float = 0.0
+
+
+def session_options(settings: Settings, platform: Optional[PlatformConfig] = None) -> SessionOptions:
+    """The sessions' configuration. With a platform config file, its ``session_config`` as it
+    is (it replaces the flags, as in TF Serving). Otherwise ``--tensorflow_session_config_file``
+    (parsed now: a bad file stops the start with protobuf's error; reading it imports
+    TensorFlow's protos), then ``--tensorflow_intra_op_parallelism`` /
+    ``--tensorflow_inter_op_parallelism`` when either is set, else
+    ``--tensorflow_session_parallelism`` for both, and ``--per_process_gpu_memory_fraction``."""
+    if platform is not None:
+        return SessionOptions(config=platform.session_config)
+    config = b""
+    path = settings.tensorflow_session_config_file
+    if path:
+        from tensorflow.core.protobuf import config_pb2
+        text = _read_config_text(path, "tensorflow_session_config_file")
+        try:
+            config = parse_text_proto(text, config_pb2.ConfigProto(), path).SerializeToString()
+        except TextProtoError as e:
+            raise _settings_error(e) from None
+    intra, inter = settings.tensorflow_intra_op_parallelism, settings.tensorflow_inter_op_parallelism
+    if not intra and not inter:
+        intra = inter = settings.tensorflow_session_parallelism
+    return SessionOptions(config, intra, inter, settings.per_process_gpu_memory_fraction)
 
 
 def _read_config_text(path: str, flag: str) -> str:

@@ -113,8 +113,11 @@ def explain_missing_op(message: str, text_state: str = "") -> str:
 
 def load_servable(path: str, platform: str = TENSORFLOW, *, tags: Sequence[str] = ("serve",), warmup: bool = True,
                   warmup_iterations: int = 1, prefer_tflite: bool = False, tflite_pools: int = 1,
-                  tflite_interpreters_per_pool: int = 1):
+                  tflite_interpreters_per_pool: int = 1, keep_meta_graph: bool = False):
     """Load one version directory; raises ``ServingError`` on any failure (the load fails).
+
+    ``keep_meta_graph`` (``--remove_unused_fields_from_bundle_metagraph=false``): a SavedModel
+    servable keeps its whole MetaGraphDef as ``meta_graph``, not only its SignatureDefs.
 
     ``prefer_tflite`` (``--prefer_tflite_model``): a ``tensorflow`` version directory holding
     ``model.tflite`` is served by TFLite interpreters (``tflite_pools`` pools of
@@ -130,7 +133,7 @@ def load_servable(path: str, platform: str = TENSORFLOW, *, tags: Sequence[str] 
             from server.servables.saved_model import load_saved_model
             text_state = import_tf_text()
             try:
-                servable = load_saved_model(path, tags)
+                servable = load_saved_model(path, tags, keep_meta_graph=keep_meta_graph)
             except ServingError as e:
                 message = explain_missing_op(e.message, text_state)
                 if message == e.message:

@@ -40,12 +40,16 @@ PREDICT_METHOD = "tensorflow/serving/predict"
 # through a callable made for that call alone.
 MAX_CALLABLES_PER_VERSION = 64
 
-_threads = {"intra": 0, "inter": 0}
+_session = {"config": b"", "intra": 0, "inter": 0, "gpu_fraction": 0.0}
 
 
-def configure_runtime(intra_op_threads: int = 0, inter_op_threads: int = 0) -> None:
-    """Thread settings for every session created afterwards and for eager ops (0 = TF's choice)."""
-    _threads["intra"], _threads["inter"] = intra_op_threads, inter_op_threads
+def configure_runtime(intra_op_threads: int = 0, inter_op_threads: int = 0, *, config: bytes = b"",
+                      gpu_memory_fraction: float = 0.0) -> None:
+    """How every session created afterwards is configured: ``config`` (a serialized
+    ``tensorflow.ConfigProto``, e.g. ``--tensorflow_session_config_file``), then the thread
+    counts and GPU memory fraction where they are non-zero (0 = the config's, else TF's
+    choice). The thread counts also apply to eager ops (Keras versions). Call before loads."""
+    _session.update(config=config, intra=intra_op_threads, inter=inter_op_threads, gpu_fraction=gpu_memory_fraction)
     try:
         if intra_op_threads:
             tf.config.threading.set_intra_op_parallelism_threads(intra_op_threads)
@@ -56,11 +60,19 @@ def configure_runtime(intra_op_threads: int = 0, inter_op_threads: int = 0) -> N
 
 
 def session_config() -> config_pb2.ConfigProto:
-    """The ConfigProto of every version's session (TF Serving's SessionBundleConfig.session_config)."""
-    config = config_pb2.ConfigProto(intra_op_parallelism_threads=_threads["intra"],
-                                    inter_op_parallelism_threads=_threads["inter"],
-                                    allow_soft_placement=True)
-    config.gpu_options.allow_growth = True
+    """The ConfigProto of a new version's session (TF Serving's SessionBundleConfig.session_config)."""
+    config = config_pb2.ConfigProto.FromString(_session["config"])
+    if _session["intra"]:
+        config.intra_op_parallelism_threads = _session["intra"]
+    if _session["inter"]:
+        config.inter_op_parallelism_threads = _session["inter"]
+    if _session["gpu_fraction"]:
+        config.gpu_options.per_process_gpu_memory_fraction = _session["gpu_fraction"]
+    elif not config.gpu_options.per_process_gpu_memory_fraction:
+        # Several versions share a GPU: take memory as needed rather than all of it at the first load.
+        config.gpu_options.allow_growth = True
+    # A graph exported on a machine with a GPU may pin ops to it; run them where they can run.
+    config.allow_soft_placement = True
     return config
 
 
@@ -96,9 +108,11 @@ class SavedModelServable:
     GetModelMetadata reports) and the session that runs them. Owns the session; ``unload``
     closes it."""
 
-    def __init__(self, path: str, meta_graph: meta_graph_pb2.MetaGraphDef, session):
+    def __init__(self, path: str, meta_graph: meta_graph_pb2.MetaGraphDef, session, *, keep_meta_graph: bool = False):
         self.path = path
-        self.meta_graph = meta_graph
+        # The GraphDef lives on in the session; keeping the proto too only costs memory
+        # (TF Serving's --remove_unused_fields_from_bundle_metagraph, on by default).
+        self.meta_graph = meta_graph if keep_meta_graph else None
         self.signature_defs: Mapping[str, meta_graph_pb2.SignatureDef] = dict(meta_graph.signature_def)
         self._session = session
         self._callables: dict[tuple, object] = {}
@@ -221,7 +235,7 @@ def _tensor_name(info: meta_graph_pb2.TensorInfo, kind: str, alias: str) -> str:
     return info.name
 
 
-def load_saved_model(path: str, tags: Sequence[str]) -> SavedModelServable:
+def load_saved_model(path: str, tags: Sequence[str], *, keep_meta_graph: bool = False) -> SavedModelServable:
     """Load a SavedModel version directory into a new graph and session (warmup is the
     loader's: server/servables/loader.py). Raises ``ServingError`` on any failure; nothing
     of a failed load stays alive."""
@@ -240,4 +254,4 @@ def load_saved_model(path: str, tags: Sequence[str]) -> SavedModelServable:
         session.close()
         raise ServingError(Code.INVALID_ARGUMENT,
                            f"Failed to load SavedModel at {path}: {type(e).__name__}: {e}") from None
-    return SavedModelServable(path, meta_graph, session)
+    return SavedModelServable(path, meta_graph, session, keep_meta_graph=keep_meta_graph)

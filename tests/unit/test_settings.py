@@ -202,8 +202,13 @@ def test_platform_config_replaces_the_tensorflow_flags(tmp_path):
     assert batching_options(settings, platform) == BatchingOptions(
         max_batch_size=32, batch_timeout_micros=100, allowed_batch_sizes=(8, 32), pad_variable_length_inputs=True,
         thread_pool_name="batch_threads", latency_objective_ms=20.0)
-    assert platform.ignored == ("session_target", "session_config.gpu_options",
-                                "model_warmup_options.num_model_warmup_threads")
+    assert platform.ignored == ("session_target", "model_warmup_options.num_model_warmup_threads")
+    # Its session_config is every SavedModel session's, whole (GPU options included).
+    from tensorflow.core.protobuf import config_pb2
+
+    from server.settings import session_options
+    config = config_pb2.ConfigProto.FromString(session_options(settings, platform).config)
+    assert config.gpu_options.ListFields() and config.intra_op_parallelism_threads == 2
     assert platform.replaced_flags == ("tensorflow_intra_op_parallelism", "saved_model_tags", "enable_model_warmup")
 
 
@@ -258,3 +263,48 @@ def test_no_platform_config_leaves_the_flags_alone():
     settings = parse_flags(["--model_base_path=/m", "--enable_batching"])
     assert platform_config(settings, resolve_models(settings)) is None
     assert batching_options(settings, None).thread_pool_name == "model_server_batch_threads"
+
+
+# ---- the SavedModel sessions' configuration ----------------------------------------------------------
+
+
+def test_session_options_from_the_flags_as_tf_serving_combines_them(tmp_path):
+    from tensorflow.core.protobuf import config_pb2
+
+    from server.settings import session_options
+    cfg = tmp_path / "session.config"
+    cfg.write_text("intra_op_parallelism_threads: 7\nuse_per_session_threads: true\n"
+                   "gpu_options { allow_growth: true }\n")
+    o = session_options(parse_flags([f"--tensorflow_session_config_file={cfg}", "--tensorflow_session_parallelism=3"]))
+    assert (o.intra_op_threads, o.inter_op_threads, o.gpu_memory_fraction) == (3, 3, 0.0)
+    c = config_pb2.ConfigProto.FromString(o.config)
+    assert c.intra_op_parallelism_threads == 7 and c.use_per_session_threads and c.gpu_options.allow_growth
+    # The intra/inter flags win over --tensorflow_session_parallelism, as in TF Serving.
+    o = session_options(parse_flags(["--tensorflow_intra_op_parallelism=2", "--tensorflow_session_parallelism=3",
+                                     "--per_process_gpu_memory_fraction=0.5"]))
+    assert (o.intra_op_threads, o.inter_op_threads, o.gpu_memory_fraction, o.config) == (2, 0, 0.5, b"")
+
+
+@pytest.mark.parametrize("argv, text", [
+    (["--tensorflow_intra_op_parallelism=1", "--tensorflow_inter_op_parallelism=1",
+      "--tensorflow_session_parallelism=1"],
+     "Either configure server_options.tensorflow_session_parallelism or (server_options."
+     "tensorflow_intra_op_parallelism, server_options.tensorflow_inter_op_parallelism) separately. "
+     "You cannot configure all."),
+    (["--per_process_gpu_memory_fraction=1.5"], "--per_process_gpu_memory_fraction"),
+])
+def test_session_flags_that_cannot_work_stop_the_start(argv, text):
+    with pytest.raises(SettingsError) as e:
+        parse_flags(argv)
+    assert text in str(e.value)
+
+
+def test_a_session_config_file_that_does_not_parse_is_tf_servings_error(tmp_path):
+    from server.settings import session_options
+    cfg = tmp_path / "session.config"
+    cfg.write_text("intra_op_parallelism_threads: many\n")
+    with pytest.raises(SettingsError) as e:
+        session_options(parse_flags([f"--tensorflow_session_config_file={cfg}"]))
+    assert str(e.value) == f"INVALID_ARGUMENT: Invalid protobuf file: '{cfg}'"
+    assert list(e.value.log_lines) == ["Error parsing text-format tensorflow.ConfigProto: 1:31: "
+                                 "Expected integer, got: many"]

@@ -1,0 +1,63 @@
+"""SavedModel sessions in process: their configuration, what a loaded version keeps, and
+signatures prepared at load."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from tensorflow.core.protobuf import config_pb2
+
+from server.servables import saved_model
+from server.servables.loader import load_servable
+from tests import models
+
+
+@pytest.fixture
+def hp(tmp_path):
+    models.save_half_plus(str(tmp_path / "1"), 2.0)
+    return str(tmp_path / "1")
+
+
+@pytest.fixture
+def restore_runtime():
+    yield
+    saved_model.configure_runtime()
+
+
+def test_sessions_take_the_config_file_then_the_flags(hp, restore_runtime):
+    base = config_pb2.ConfigProto(inter_op_parallelism_threads=5, use_per_session_threads=True)
+    saved_model.configure_runtime(3, 0, config=base.SerializeToString(), gpu_memory_fraction=0.25)
+    s = load_servable(hp, warmup=False)
+    try:
+        c = s._session._config  # noqa: SLF001 (the ConfigProto the session was made with)
+        assert (c.intra_op_parallelism_threads, c.inter_op_parallelism_threads) == (3, 5)
+        assert c.use_per_session_threads and c.allow_soft_placement
+        assert c.gpu_options.per_process_gpu_memory_fraction == pytest.approx(0.25)
+        assert not c.gpu_options.allow_growth
+        assert s.run("serving_default", {"x": np.array([2.0], np.float32)}, ["y"])["y"].tolist() == [3.0]
+    finally:
+        s.unload()
+
+
+def test_a_version_keeps_its_signatures_not_its_graph_unless_asked(hp):
+    s = load_servable(hp, warmup=False)
+    kept = load_servable(hp, warmup=False, keep_meta_graph=True)
+    try:
+        assert s.meta_graph is None and set(s.signature_defs) == set(kept.signature_defs)
+        assert kept.meta_graph.graph_def.node  # --remove_unused_fields_from_bundle_metagraph=false
+    finally:
+        s.unload()
+        kept.unload()
+
+
+def test_signatures_are_prepared_at_load_and_unload_refuses_later_calls(hp):
+    from server.core.errors import Code, ServingError
+    s = load_servable(hp, warmup=False)
+    assert ("serving_default", ("x",), ("y",)) in s._callables  # noqa: SLF001 (made at load)
+    assert not any(k[0].startswith("__saved_model") for k in s._callables)  # noqa: SLF001
+    # An output subset gets a callable of its own on first use; the answer is the same.
+    assert s.run("serving_default", {"x": np.array([4.0], np.float32)}, ["y"])["y"].tolist() == [4.0]
+    s.unload()
+    with pytest.raises(ServingError) as e:
+        s.run("serving_default", {"x": np.array([4.0], np.float32)}, ["y"])
+    assert e.value.code == Code.UNAVAILABLE
