@@ -23,8 +23,9 @@ from typing import Iterable
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, wrappers_pb2
 
 _FD = descriptor_pb2.FieldDescriptorProto
-_SCALARS = {"string": _FD.TYPE_STRING, "bool": _FD.TYPE_BOOL, "int32": _FD.TYPE_INT32,
-            "int64": _FD.TYPE_INT64, "uint64": _FD.TYPE_UINT64}
+_SCALARS = {"string": _FD.TYPE_STRING, "bytes": _FD.TYPE_BYTES, "bool": _FD.TYPE_BOOL,
+            "int32": _FD.TYPE_INT32, "int64": _FD.TYPE_INT64, "uint64": _FD.TYPE_UINT64,
+            "double": _FD.TYPE_DOUBLE}
 
 # Field tables: (name, number, type[, "repeated"][, "deprecated"]). ``type`` is a scalar name
 # from _SCALARS or a message's full name with a leading dot.
@@ -85,6 +86,36 @@ def _add_with_dependencies(pool: descriptor_pool.DescriptorPool, file, added: se
     added.add(file.name)
 
 
+def add_fields(message: descriptor_pb2.DescriptorProto, fields: list[tuple], package: str) -> None:
+    """Add a field table to ``message`` (declared in ``package``). Each entry is
+    ``(name, number, type, *flags)``: ``type`` is a scalar name from ``_SCALARS``, a message's
+    full name with a leading dot, or ``"enum"`` / ``"map"`` followed by the enum's (the map
+    value message's) full name; flags are ``"repeated"`` and ``"deprecated"``. A ``map<string,
+    V>`` becomes a nested ``XxxEntry`` message, as protoc writes it."""
+    for field, number, kind, *flags in fields:
+        type_name = flags.pop(0) if kind in ("enum", "map") else None
+        unknown = set(flags) - {"repeated", "deprecated"}
+        if unknown:
+            raise ValueError(f"{message.name}.{field}: unknown flags {sorted(unknown)}")
+        label = _FD.LABEL_REPEATED if "repeated" in flags else _FD.LABEL_OPTIONAL
+        if kind == "map":
+            entry = message.nested_type.add(name="".join(p.title() for p in field.split("_")) + "Entry")
+            entry.options.map_entry = True
+            entry.field.add(name="key", number=1, label=_FD.LABEL_OPTIONAL, type=_FD.TYPE_STRING)
+            entry.field.add(name="value", number=2, label=_FD.LABEL_OPTIONAL, type=_FD.TYPE_MESSAGE,
+                            type_name=type_name)
+            fd = message.field.add(name=field, number=number, label=_FD.LABEL_REPEATED, type=_FD.TYPE_MESSAGE,
+                                   type_name=f".{package}.{message.name}.{entry.name}")
+        elif kind == "enum":
+            fd = message.field.add(name=field, number=number, label=label, type=_FD.TYPE_ENUM, type_name=type_name)
+        elif kind.startswith("."):
+            fd = message.field.add(name=field, number=number, label=label, type=_FD.TYPE_MESSAGE, type_name=kind)
+        else:
+            fd = message.field.add(name=field, number=number, label=label, type=_SCALARS[kind])
+        if "deprecated" in flags:
+            fd.options.deprecated = True
+
+
 def declare_message(file_name: str, package: str, messages: dict[str, list[tuple]],
                     dependencies: Iterable = ()) -> dict[str, type]:
     """Declare the proto3 file ``file_name`` holding ``messages`` ({name: field table, see
@@ -101,18 +132,7 @@ def declare_message(file_name: str, package: str, messages: dict[str, list[tuple
     f = descriptor_pb2.FileDescriptorProto(name=file_name, package=package, syntax="proto3",
                                            dependency=[file.name for file in files])
     for name, fields in messages.items():
-        m = f.message_type.add(name=name)
-        for field, number, kind, *flags in fields:
-            unknown = set(flags) - {"repeated", "deprecated"}
-            if unknown:
-                raise ValueError(f"{name}.{field}: unknown flags {sorted(unknown)}")
-            label = _FD.LABEL_REPEATED if "repeated" in flags else _FD.LABEL_OPTIONAL
-            if kind.startswith("."):
-                fd = m.field.add(name=field, number=number, label=label, type=_FD.TYPE_MESSAGE, type_name=kind)
-            else:
-                fd = m.field.add(name=field, number=number, label=label, type=_SCALARS[kind])
-            if "deprecated" in flags:
-                fd.options.deprecated = True
+        add_fields(f.message_type.add(name=name), fields, package)
     pool.Add(f)
     return {name: message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{package}.{name}"))
             for name in messages}

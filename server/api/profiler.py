@@ -53,16 +53,14 @@ from typing import Any, Optional
 import grpc
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
+from server.private_protos import add_fields
+
 log = logging.getLogger("verso.profiler")
 
 SERVICE = "tensorflow.ProfilerService"
 # tsl/profiler/lib/profiler_lock.h: kProfilerLockContention.
 LOCK_CONTENTION = "Another profiling session active."
 _XPLANE_SUFFIX = ".xplane.pb"
-
-_FD = descriptor_pb2.FieldDescriptorProto
-_TYPES = {"string": _FD.TYPE_STRING, "bytes": _FD.TYPE_BYTES, "bool": _FD.TYPE_BOOL,
-          "uint64": _FD.TYPE_UINT64, "int32": _FD.TYPE_INT32, "double": _FD.TYPE_DOUBLE}
 
 # tsl/profiler/protobuf/profiler_service_monitor_result.proto (no pb2 in the wheel either).
 _MONITOR_RESULT = {
@@ -123,26 +121,6 @@ METHODS = {  # name: (request, response), in the service's order
 }
 
 
-def _add_fields(message: descriptor_pb2.DescriptorProto, fields: list[tuple]) -> None:
-    for name, number, kind, *extra in fields:
-        # (name, number, type[, "repeated"]); "map" and "enum" name their type after.
-        label = _FD.LABEL_REPEATED if extra == ["repeated"] else _FD.LABEL_OPTIONAL
-        if kind == "map":  # map<string, V>: a nested XxxEntry message, as protoc writes it
-            entry = message.nested_type.add(name="".join(p.title() for p in name.split("_")) + "Entry")
-            entry.options.map_entry = True
-            entry.field.add(name="key", number=1, label=_FD.LABEL_OPTIONAL, type=_FD.TYPE_STRING)
-            entry.field.add(name="value", number=2, label=_FD.LABEL_OPTIONAL, type=_FD.TYPE_MESSAGE,
-                            type_name=extra[0])
-            message.field.add(name=name, number=number, label=_FD.LABEL_REPEATED, type=_FD.TYPE_MESSAGE,
-                              type_name=f".tensorflow.{message.name}.{entry.name}")
-        elif kind == "enum":
-            message.field.add(name=name, number=number, label=label, type=_FD.TYPE_ENUM, type_name=extra[0])
-        elif kind.startswith("."):
-            message.field.add(name=name, number=number, label=label, type=_FD.TYPE_MESSAGE, type_name=kind)
-        else:
-            message.field.add(name=name, number=number, label=label, type=_TYPES[kind])
-
-
 @functools.lru_cache(maxsize=None)
 def messages() -> dict[str, type]:
     """The service's message classes by short name (``ProfileRequest``, ...) and the
@@ -162,7 +140,7 @@ def messages() -> dict[str, type]:
         enum = m.enum_type.add(name="ResponseType")
         for value, number in (("EMPTY_RESULT", 0), ("UTIL_ONLY", 1), ("UTIL_IDLE", 2), ("UTIL_IDLE_STEP", 3)):
             enum.value.add(name=value, number=number)
-        _add_fields(m, fields)
+        add_fields(m, fields, "tensorflow")
     pool.Add(monitor)
 
     service = descriptor_pb2.FileDescriptorProto(
@@ -170,7 +148,7 @@ def messages() -> dict[str, type]:
         dependency=[profiler_options_pb2.DESCRIPTOR.name, monitor.name, xplane_pb2.DESCRIPTOR.name])
     for name, fields in _SERVICE_MESSAGES.items():
         m = service.message_type.add(name=name)
-        _add_fields(m, fields)
+        add_fields(m, fields, "tensorflow")
         for number in _RESERVED.get(name, ()):  # one range per number, as protoc writes them
             m.reserved_range.add(start=number, end=number + 1)
     s = service.service.add(name="ProfilerService")
