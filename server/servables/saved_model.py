@@ -195,6 +195,10 @@ class SavedModelServable:
             raise ServingError(Code(e.error_code), e.message) from None
         except (TypeError, ValueError) as e:  # the feed could not become a tensor
             raise invalid_argument(str(e).strip().splitlines()[0]) from None
+        except RuntimeError:
+            if self._session is None:  # closed under a caller holding no lease (a shadow call)
+                raise ServingError(Code.UNAVAILABLE, "The servable was unloaded") from None
+            raise
         return dict(zip(fetches, results))
 
     def unload(self) -> None:
