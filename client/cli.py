@@ -22,6 +22,15 @@ from typing import Optional
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 COMMANDS = ("predict", "status", "metadata", "reload", "bench", "rollout", "compare", "feedback")
+# verso.rollout.Gates, each a `verso rollout set` flag (0: the server's default, in brackets).
+ROLLOUT_GATES = (
+    ("max_error_rate_increase", float, "canary error rate at most this above stable's [0.005: 0.5 points]"),
+    ("max_p99_ratio", float, "canary p99 latency at most this times stable's [1.2]"),
+    ("min_top1_agreement", float, "shadow calls: canary's top-1 class agrees with stable's at least this "
+                                  "often [0.97]"),
+    ("max_accuracy_drop", float, "feedback: canary accuracy at most this below stable's [0.01: 1 point]"),
+    ("min_samples", int, "calls per version before a verdict other than HOLD [100]"),
+)
 
 
 class CliError(Exception):
@@ -97,11 +106,19 @@ def _parser() -> argparse.ArgumentParser:
     rs.add_argument("--canary", type=int, default=0, help="the candidate version (0: none)")
     rs.add_argument("--percent", type=float, default=0.0, help="canary share of routed requests, percent")
     rs.add_argument("--shadow", type=float, default=0.0, help="share of stable calls also sent to the canary")
-    rs.add_argument("--auto", action="store_true", help="let the verdict move the canary share stepwise")
-    rs.add_argument("--interval", type=float, default=0.0, help="seconds between automatic steps (30)")
-    rs.add_argument("--min-samples", type=int, default=0, help="calls needed before a verdict (100)")
+    rs.add_argument("--labels", default="", help="comma-separated version labels routed like a request naming "
+                                                  "no version")
+    rs.add_argument("--shadow-max-in-flight", type=int, default=0, help="shadow calls running at once (4)")
+    rs.add_argument("--evidence-output", default="", help="the output compared for divergence and top-1 "
+                                                          "(default: the signature's first)")
+    rs.add_argument("--window", type=int, default=0, help="calls per version kept as evidence (1000)")
     rs.add_argument("--max-age", type=float, default=0.0, help="staleness alarm age in seconds (0: off)")
-    rs.add_argument("--max-p99-ratio", type=float, default=0.0, help="canary p99 at most this x stable's (1.2)")
+    rs.add_argument("--auto", action="store_true", help="let the verdict move the canary share stepwise")
+    rs.add_argument("--steps", default="", help="comma-separated canary percents of the automatic steps "
+                                                "(10,25,50,100)")
+    rs.add_argument("--interval", type=float, default=0.0, help="seconds between automatic steps (30)")
+    for flag, kind, text in ROLLOUT_GATES:
+        rs.add_argument(f"--{flag.replace('_', '-')}", type=kind, default=0, help=f"gate: {text}")
     rs.add_argument("--json", action="store_true", help="print JSON")
     for name, text in (("verdict", "PROMOTE / HOLD / ROLLBACK with the evidence"),
                        ("status", "configuration, evidence per version, decisions, alarms")):
@@ -545,13 +562,18 @@ def _rollout(args) -> None:
     with _client(args) as c:
         if args.rollout_command == "set":
             fields = {}
-            if args.auto or args.interval:
-                fields["auto"] = {"enabled": bool(args.auto), "interval_seconds": args.interval}
-            gates = {k: v for k, v in (("min_samples", args.min_samples), ("max_p99_ratio", args.max_p99_ratio)) if v}
+            if args.auto or args.interval or args.steps:
+                fields["auto"] = {"enabled": bool(args.auto), "interval_seconds": args.interval,
+                                  "steps": [float(x) for x in args.steps.split(",") if x.strip()]}
+            gates = {flag: getattr(args, flag) for flag, _, _ in ROLLOUT_GATES if getattr(args, flag)}
             if gates:
                 fields["gates"] = gates
-            if args.max_age:
-                fields["max_age_seconds"] = args.max_age
+            for field, value in (("max_age_seconds", args.max_age), ("window", args.window),
+                                 ("shadow_max_in_flight", args.shadow_max_in_flight),
+                                 ("evidence_output", args.evidence_output),
+                                 ("labels", [x.strip() for x in args.labels.split(",") if x.strip()])):
+                if value:
+                    fields[field] = value
             status = c.set_rollout(args.model, stable=args.stable, canary=args.canary, canary_percent=args.percent,
                                    shadow_percent=args.shadow, **fields)
             _show_compare(status, args.json)

@@ -154,6 +154,12 @@ commands:
   metadata MODEL             signatures with dtypes and shapes
   reload CONFIG_FILE         send a model config file (ReloadConfig)
   bench MODEL [INPUT...]     stress test: calls in flight, latency percentiles, errors by code
+  rollout set|verdict|status MODEL
+                             a model's canary rollout: configure the split, shadow traffic
+                             and gates; its verdict; its evidence per version
+  compare MODEL              side-by-side evidence of a model's versions (--plot FILE.png)
+  feedback REQUEST_ID LABEL...
+                             ground truth for an earlier answer (rollout accuracy)
 
 The client commands talk to --target (gRPC, default localhost:8500) or --rest URL;
 `verso COMMAND --help` lists each command's flags.
