@@ -25,6 +25,7 @@ from server.core.manager import Manager
 from server.core.model_config import ServedModels, parse_model_config, validate_model_config
 from server.core.examples import serialized_examples
 from server.core.predict import DEFAULT_SIGNATURE, check_inputs, prepare_predict
+from server.core.servable import is_hooked
 
 log = logging.getLogger("verso.handlers")
 
@@ -139,16 +140,14 @@ class ServingCore:
         name, inputs, output aliases)``, run, release, record rollout evidence. Returns
         (handle, signature name, aliases, outputs); the lease is already released."""
         name, version = self.routed(spec, call)
-        handle = self.manager.lease(name, version)
-        t0 = time.perf_counter()
-        try:
-            sig_name, inputs, aliases = prepare(handle)
-            outputs = await self.run(handle, sig_name, inputs, aliases, "Predict")
-        except ServingError as e:
-            self._observe(handle, t0, e.code.name, call)
-            raise
-        finally:
-            self.manager.release(handle)
+        with self.manager.lease(name, version) as handle:
+            t0 = time.perf_counter()
+            try:
+                sig_name, inputs, aliases = prepare(handle)
+                outputs = await self.run(handle, sig_name, inputs, aliases, "Predict")
+            except ServingError as e:
+                self._observe(handle, t0, e.code.name, call)
+                raise
         self._observe(handle, t0, "OK", call, outputs, (sig_name, inputs, aliases))
         return handle, sig_name, aliases, outputs
 
@@ -163,17 +162,16 @@ class ServingCore:
         loop = asyncio.get_running_loop()
         if self.batching is None:
             outputs = await loop.run_in_executor(self.executor, servable.run, sig_name, inputs, aliases)
-        elif getattr(servable, "hooked", None) is not None and servable.hooked(sig_name):
+        elif is_hooked(servable) and servable.hooked(sig_name):
             # Hooks run per request on each side of the batch, so the model call stays batched;
             # a side without a hook costs no thread hop.
-            hooks = servable.hooks
             model_inputs = (await loop.run_in_executor(self.executor, servable.preprocess, sig_name, inputs)
-                            if hooks.pre is not None else inputs)
+                            if servable.has_preprocess() else inputs)
             queue = self._batch_queue(handle, sig_name, tuple(servable.model_aliases(sig_name)))
             model_outputs = await queue.submit(model_inputs)
             outputs = (await loop.run_in_executor(self.executor, servable.postprocess, sig_name, model_outputs,
                                                   aliases)
-                       if hooks.post is not None else servable.postprocess(sig_name, model_outputs, aliases))
+                       if servable.has_postprocess() else servable.postprocess(sig_name, model_outputs, aliases))
         else:
             outputs = await self._batch_queue(handle, sig_name, tuple(aliases)).submit(inputs)
         if self.metrics is not None:
@@ -197,20 +195,18 @@ class ServingCore:
         if not request.HasField("model_spec"):
             raise invalid_argument("Missing ModelSpec")
         name, version = self.routed(request.model_spec)
-        handle = self.manager.lease(name, version)
-        t0 = time.perf_counter()
-        try:
-            p = inference.plan(method, handle.servable.signature_defs, request.model_spec.signature_name)
-            examples = serialized_examples(request.input)
-            if self.metrics is not None:
-                self.metrics.examples(name, len(examples))
-            outputs = await self.run(handle, p.signature_name, {p.input_alias: examples}, p.output_aliases,
-                                     "Classify" if method == inference.CLASSIFY_METHOD else "Regress")
-        except ServingError as e:
-            self._observe(handle, t0, e.code.name, None)
-            raise
-        finally:
-            self.manager.release(handle)
+        with self.manager.lease(name, version) as handle:
+            t0 = time.perf_counter()
+            try:
+                p = inference.plan(method, handle.servable.signature_defs, request.model_spec.signature_name)
+                examples = serialized_examples(request.input)
+                if self.metrics is not None:
+                    self.metrics.examples(name, len(examples))
+                outputs = await self.run(handle, p.signature_name, {p.input_alias: examples}, p.output_aliases,
+                                         "Classify" if method == inference.CLASSIFY_METHOD else "Regress")
+            except ServingError as e:
+                self._observe(handle, t0, e.code.name, None)
+                raise
         self._observe(handle, t0, "OK", None)
         if method == inference.CLASSIFY_METHOD:
             response.result.CopyFrom(inference.classification_result(len(examples), outputs))
@@ -225,8 +221,7 @@ class ServingCore:
         # TF Serving resolves the version from the first task's spec (an empty spec if none).
         spec = request.tasks[0].model_spec if request.tasks else model_pb2.ModelSpec()
         name, version = self.resolve(spec)
-        handle = self.manager.lease(name, version)
-        try:
+        with self.manager.lease(name, version) as handle:
             plans = inference.multi_inference_plans(handle.servable.signature_defs, request.tasks)
             examples = serialized_examples(request.input)
             if self.metrics is not None:
@@ -236,8 +231,6 @@ class ServingCore:
                 outputs = await self.run(handle, p.signature_name, {p.input_alias: examples}, p.output_aliases,
                                          "MultiInference")
                 results.append((p, outputs))
-        finally:
-            self.manager.release(handle)
         response = inference_pb2.MultiInferenceResponse()
         for p, outputs in results:
             entry = response.results.add()
@@ -252,15 +245,16 @@ class ServingCore:
 
     def _batch_queue(self, handle, sig_name: str, aliases: tuple[str, ...]) -> BatchQueue:
         """The version's queue for this signature and output set (created on first use)."""
-        key = ("batch", sig_name, aliases)
-        queue = handle.extras.get(key)
+        key = (sig_name, aliases)
+        queue = handle.batch_queues.get(key)
         if queue is None:
             scheduler, options = self.batching
             # A servable with hooks batches its model call alone (``run_model``).
-            run = getattr(handle.servable, "run_model", handle.servable.run)
+            servable = handle.servable
+            run = servable.run_model if is_hooked(servable) else servable.run
             queue = BatchQueue(scheduler, lambda merged: run(sig_name, merged, aliases), options,
                                name=f"{handle.name}/{handle.version}/{sig_name}")
-            handle.extras[key] = queue
+            handle.batch_queues[key] = queue
         return queue
 
     # ---- GetModelMetadata ----------------------------------------------------------------
@@ -275,13 +269,10 @@ class ServingCore:
             if f != SIGNATURE_DEF_FIELD:
                 raise invalid_argument(f"Metadata field {f} is not supported")
         name, version = self.resolve(request.model_spec)
-        handle = self.manager.lease(name, version)
-        try:
+        with self.manager.lease(name, version) as handle:
             sig_map = get_model_metadata_pb2.SignatureDefMap()
             for key, sig in handle.servable.signature_defs.items():
                 sig_map.signature_def[key].CopyFrom(sig)
-        finally:
-            self.manager.release(handle)
         response = get_model_metadata_pb2.GetModelMetadataResponse()
         response.model_spec.name = name
         response.model_spec.version.value = handle.version

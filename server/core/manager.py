@@ -24,10 +24,14 @@ import logging
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Awaitable, Callable, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping, Optional
 
 from server.core.errors import Code, ServingError
 from server.core.policy import Action, ActionKind, State, VersionView, next_action
+from server.core.servable import Servable
+
+if TYPE_CHECKING:
+    from server.batching.scheduler import BatchQueue
 
 log = logging.getLogger("verso.manager")
 
@@ -48,10 +52,11 @@ class Harness:
     # The failure of the last attempt while retries remain (not reported as the version's
     # status, which TF Serving sets only when the load has failed for good).
     retry_error: Optional[ServingError] = None
-    servable: Any = None
+    servable: Optional[Servable] = None
     leases: int = 0
-    # Per-version state other components attach (e.g. batch queues); dropped with the servable.
-    extras: dict = field(default_factory=dict)
+    # The version's batch queues, one per (signature, output aliases), made by the data plane on
+    # first use; dropped with the servable.
+    batch_queues: dict[tuple[str, tuple[str, ...]], "BatchQueue"] = field(default_factory=dict)
     _drained: Optional[asyncio.Event] = field(default=None, repr=False)
 
     def view(self) -> VersionView:
@@ -64,6 +69,30 @@ class ModelSnapshot:
 
     versions: Mapping[int, Harness]
     latest: Optional[Harness]
+
+
+class Lease:
+    """A counted hold on one AVAILABLE version (``Manager.lease``): while any is held the
+    version is not unloaded. A context manager: ``with manager.lease(name) as handle:``
+    releases it on the way out; ``release()`` does it by hand (a lease handed to a task).
+    Released once, whatever is called twice."""
+
+    __slots__ = ("handle", "_manager")
+
+    def __init__(self, manager: "Manager", handle: Harness):
+        self.handle: Harness = handle
+        self._manager: Optional[Manager] = manager
+
+    def __enter__(self) -> Harness:
+        return self.handle
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+    def release(self) -> None:
+        if self._manager is not None:
+            self._manager._release(self.handle)
+            self._manager = None
 
 
 @dataclass(frozen=True)
@@ -127,8 +156,9 @@ class Manager:
     def snapshot(self) -> Mapping[str, ModelSnapshot]:
         return self._snapshot
 
-    def lease(self, name: str, version: Optional[int] = None) -> Harness:
-        """A counted hold on an AVAILABLE version; pair every call with ``release``.
+    def lease(self, name: str, version: Optional[int] = None) -> Lease:
+        """A counted hold on an AVAILABLE version (latest when ``version`` is None), released
+        when the ``with`` block it opens ends (or by ``Lease.release``).
 
         Raises NOT_FOUND with TF Serving's text when the model or version is not serving.
         """
@@ -143,9 +173,9 @@ class Manager:
                 raise ServingError(Code.NOT_FOUND,
                                    f"Servable not found for request: Specific({name}, {version})")
         h.leases += 1
-        return h
+        return Lease(self, h)
 
-    def release(self, h: Harness) -> None:
+    def _release(self, h: Harness) -> None:
         h.leases -= 1
         if h.leases == 0 and h._drained is not None:
             h._drained.set()
@@ -260,10 +290,9 @@ class Manager:
             h._drained = asyncio.Event()
             await h._drained.wait()
         servable, h.servable = h.servable, None
-        h.extras.clear()
-        unload = getattr(servable, "unload", None)
-        if unload is not None:
-            await asyncio.get_running_loop().run_in_executor(self._unload_executor, unload)
+        h.batch_queues.clear()
+        if servable is not None:
+            await asyncio.get_running_loop().run_in_executor(self._unload_executor, servable.unload)
         h.state = State.END
         if self._on_unloaded is not None:
             self._on_unloaded()

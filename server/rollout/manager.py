@@ -162,17 +162,20 @@ class RolloutManager:
             self._shadow_dropped[(name, mr.canary)] += 1
             return
         try:
-            handle = self.manager.lease(name, mr.canary)
+            lease = self.manager.lease(name, mr.canary)
         except ServingError:
             self._shadow_dropped[(name, mr.canary)] += 1
             return
         self._shadow_in_flight[name] += 1
         task = asyncio.get_running_loop().create_task(
-            self._shadow(handle, mr.evidence_output or None, sig_name, inputs, list(aliases), outputs))
+            self._shadow(lease, mr.evidence_output or None, sig_name, inputs, list(aliases), outputs))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _shadow(self, handle, alias, sig_name, inputs, aliases, primary) -> None:
+    async def _shadow(self, lease, alias, sig_name, inputs, aliases, primary) -> None:
+        """Runs the shadow call on the canary ``lease`` (taken before the task started, so the
+        version cannot unload meanwhile) and releases it."""
+        handle = lease.handle
         try:
             shadow = await asyncio.get_running_loop().run_in_executor(
                 self.shadow_executor, handle.servable.run, sig_name, inputs, aliases)
@@ -184,7 +187,7 @@ class RolloutManager:
             self._shadow_dropped[(handle.name, handle.version)] += 1
         finally:
             self._shadow_in_flight[handle.name] -= 1
-            self.manager.release(handle)
+            lease.release()
 
     async def drain_shadows(self) -> None:
         """Wait for shadow calls in flight (tests, shutdown)."""

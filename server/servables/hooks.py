@@ -139,6 +139,12 @@ class HookedServable:
                         getattr(sig, side)[alias].CopyFrom(info)
             self.signature_defs[name] = sig
 
+    def has_preprocess(self) -> bool:
+        return self.hooks.pre is not None
+
+    def has_postprocess(self) -> bool:
+        return self.hooks.post is not None
+
     def hooked(self, sig_name: str) -> bool:
         return sig_name in self._hooked
 

@@ -61,3 +61,27 @@ def test_signatures_are_prepared_at_load_and_unload_refuses_later_calls(hp):
     with pytest.raises(ServingError) as e:
         s.run("serving_default", {"x": np.array([4.0], np.float32)}, ["y"])
     assert e.value.code == Code.UNAVAILABLE
+
+
+def test_every_format_is_a_servable_and_only_hooked_ones_are_hooked(tmp_path):
+    from server.core.servable import Hooked, Servable, is_hooked
+    from tests import tflite_models
+    models.save_half_plus(str(tmp_path / "sm"), 1.0)
+    models.save_keras_affine(str(tmp_path / "keras"), 1.0, 0.0)
+    models.save_onnx_half_plus(str(tmp_path / "onnx"), 1.0)
+    tflite_models.save_version(str(tmp_path / "tflite"))
+    models.save_half_plus(str(tmp_path / "hooked"), 1.0)
+    models.write_hooks(str(tmp_path / "hooked"), "def postprocess(outputs, sig):\n    return outputs\n")
+    loaded = [load_servable(str(tmp_path / "sm"), warmup=False),
+              load_servable(str(tmp_path / "keras"), "keras", warmup=False),
+              load_servable(str(tmp_path / "onnx"), "onnx", warmup=False),
+              load_servable(str(tmp_path / "tflite"), warmup=False, prefer_tflite=True),
+              load_servable(str(tmp_path / "hooked"), warmup=False)]
+    try:
+        kinds = [type(s).__name__ for s in loaded]
+        assert len(set(kinds)) == 5, kinds
+        assert all(isinstance(s, Servable) for s in loaded)
+        assert [is_hooked(s) for s in loaded] == [False] * 4 + [True] and isinstance(loaded[-1], Hooked)
+    finally:
+        for s in loaded:
+            s.unload()

@@ -56,18 +56,41 @@ def test_new_version_loads_beside_old_then_old_unloads():
         m.set_aspired_versions("m", {1: "/m/1"})
         await m.run_until_idle()
         assert states(m) == {1: State.AVAILABLE}
-        old = m.lease("m")
-        m.release(old)
+        with m.lease("m") as old:
+            assert old.version == 1
         m.set_aspired_versions("m", {2: "/m/2"})
         started = m.tick()
         assert [(n, a.kind.value, a.version) for n, a in started] == [("m", "load", 2)]
         assert states(m) == {2: State.LOADING, 1: State.AVAILABLE}
-        assert m.lease("m").version == 1  # still serving while 2 loads
-        m.release(m.snapshot["m"].latest)
+        with m.lease("m") as h:
+            assert h.version == 1  # still serving while 2 loads
         await m.run_until_idle()
         assert states(m) == {2: State.AVAILABLE, 1: State.END}
         assert old.servable is None and unloaded == [1]  # the unload hook ran once
-        assert m.lease("m").version == 2
+        with m.lease("m") as h:
+            assert h.version == 2
+
+    run(body)
+
+
+def test_a_lease_is_released_once_whatever_happens():
+    loader = FakeLoader()
+
+    async def body(load, unload):
+        m = Manager(loader, load_executor=load, unload_executor=unload)
+        m.set_aspired_versions("m", {1: "/m/1"})
+        await m.run_until_idle()
+        with pytest.raises(KeyError):
+            with m.lease("m") as h:
+                assert h.leases == 1
+                raise KeyError("a failing request")
+        assert h.leases == 0
+        lease = m.lease("m")
+        lease.release()
+        lease.release()  # a second release does nothing
+        with lease:
+            pass
+        assert h.leases == 0
 
     run(body)
 
@@ -80,7 +103,7 @@ def test_unload_waits_for_in_flight_leases():
         m.set_aspired_versions("m", {1: "/m/1"})
         await m.run_until_idle()
         held = m.lease("m", 1)
-        servable = held.servable
+        servable = held.handle.servable
         m.set_aspired_versions("m", {2: "/m/2"})
         idle = asyncio.ensure_future(m.run_until_idle())
         for _ in range(50):  # let loads/ticks progress; the unload must stay blocked on the lease
@@ -92,7 +115,7 @@ def test_unload_waits_for_in_flight_leases():
         with pytest.raises(ServingError) as e:
             m.lease("m", 1)  # no new leases on an unloading version
         assert e.value.message == "Servable not found for request: Specific(m, 1)"
-        m.release(held)
+        held.release()
         await idle
         assert states(m) == {2: State.AVAILABLE, 1: State.END} and servable.unloaded
 
@@ -112,9 +135,8 @@ def test_failed_load_ends_with_error_and_previous_keeps_serving():
         assert states(m) == {2: State.END, 1: State.AVAILABLE}
         (s2,) = [s for s in m.status("m") if s.version == 2]
         assert s2.error.code == Code.DATA_LOSS and "corrupt /m/2" in s2.error.message
-        held = m.lease("m")
-        assert held.version == 1
-        m.release(held)
+        with m.lease("m") as held:
+            assert held.version == 1
         # No further attempt while it stays aspired ...
         m.set_aspired_versions("m", {2: "/m/2"})
         await m.run_until_idle()

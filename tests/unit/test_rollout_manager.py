@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from protos import rollout_pb2
+from server.core.manager import Lease
 from server.core.errors import Code, ServingError
 from server.rollout import manager as rollout_manager
 from server.rollout import routing
@@ -80,7 +81,7 @@ class FakeModel:
 
 
 class FakeManager:
-    """``snapshot``, ``lease`` and ``release`` as RolloutManager uses them; counts leases."""
+    """``snapshot`` and ``lease`` (real ``Lease`` objects) as RolloutManager uses them; counts leases."""
 
     def __init__(self, models: dict[str, dict[int, FakeServable]] | None = None):
         models = {"m": {1: FakeServable(), 2: FakeServable()}} if models is None else models
@@ -100,9 +101,9 @@ class FakeManager:
         if h is None:
             raise ServingError(Code.NOT_FOUND, f"Servable not found for request: Specific({name}, {version})")
         self.leased.append(h)
-        return h
+        return Lease(self, h)
 
-    def release(self, h):
+    def _release(self, h):  # what Lease.release calls
         self.released.append(h)
 
 
