@@ -121,6 +121,7 @@ class Manager:
         self._tasks: set[asyncio.Task] = set()
         self._retrying: set[asyncio.Task] = set()  # load tasks sleeping before their next attempt
         self._retry_change = asyncio.Event()
+        self._settled = asyncio.Event()  # set whenever a load or an unload has finished
         self._wake = asyncio.Event()
 
     def set_load_executor(self, executor: Executor) -> None:
@@ -235,6 +236,19 @@ class Manager:
             finally:
                 changed.cancel()
 
+    async def wait_for_loads(self, names) -> None:
+        """Until no aspired version of the models ``names`` is waiting to load or loading
+        (retries included), whatever the other models do: a reload waits for the models it
+        added, not for an unrelated version's retries."""
+        wanted = set(names)
+        while True:
+            self.tick()
+            if not any(h.aspired and h.state in (State.START, State.LOADING)
+                       for name in wanted for h in self._models.get(name, {}).values()):
+                return
+            self._settled.clear()
+            await self._settled.wait()
+
     async def run(self) -> None:
         """Background loop: tick whenever aspired versions change or an action finishes."""
         while True:
@@ -283,6 +297,7 @@ class Manager:
             log.info("Successfully loaded servable version {name: %s version: %d}", h.name, h.version)
             self._publish(h.name)
             break
+        self._settled.set()
         self._wake.set()
 
     async def _unload(self, h: Harness) -> None:
@@ -297,6 +312,7 @@ class Manager:
         if self._on_unloaded is not None:
             self._on_unloaded()
         log.info("Unloaded servable version {name: %s version: %d}", h.name, h.version)
+        self._settled.set()
         self._wake.set()
 
     def _publish(self, name: str) -> None:

@@ -178,8 +178,8 @@ class ServedModels:
         Reload: labels are validated against what is AVAILABLE *before* anything changes
         (FAILED_PRECONDITION leaves the old config serving); removed models are un-aspired
         (they drain and unload in the background); policy changes apply at once; then the
-        call waits for the newly added models and raises UNKNOWN if any did not become
-        available. Start-up (``initial``): Verso validates labels *after* the first loads,
+        call waits for the newly added models only (not for other models' loads or retries)
+        and raises UNKNOWN if any did not become available. Start-up (``initial``): Verso validates labels *after* the first loads,
         since before them no version can be available (TF Serving's #1230).
         """
         async with self._lock:
@@ -204,7 +204,7 @@ class ServedModels:
                     await self._manager.run_until_idle()
                     self.labels = validate_labels(entries, self._available, self.labels, self._allow_unavailable)
             else:
-                await self._manager.run_until_idle()
+                await self._manager.wait_for_loads(added)
             problems = self.unavailable(added)
             if problems and not initial:
                 raise ServingError(Code.UNKNOWN, f"{len(problems)} model(s) did not become available: "

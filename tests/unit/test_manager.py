@@ -242,3 +242,30 @@ def test_run_until_attempted_returns_when_a_failed_load_waits_for_its_retry():
         assert loader.calls.count(1) == 3
 
     run(body)
+
+
+def test_wait_for_loads_waits_for_the_named_models_only():
+    """A reload waits for the models it added, not for another model's retries."""
+    loader = FakeLoader()
+    loader.fail[1] = 99  # "bad" keeps failing and retrying
+    release = None
+
+    async def held_sleep(s):
+        await release.wait()
+
+    async def body(load, unload):
+        nonlocal release
+        release = asyncio.Event()
+        m = Manager(loader, load_executor=load, unload_executor=unload, max_load_retries=5,
+                    load_retry_interval_s=60, sleep=held_sleep)
+        m.set_aspired_versions("bad", {1: "/bad/1"})
+        await m.run_until_attempted()
+        m.set_aspired_versions("new", {2: "/new/2", 3: "/new/3"})
+        await asyncio.wait_for(m.wait_for_loads(["new"]), timeout=10)
+        assert states(m, "new")[3] == State.AVAILABLE and states(m, "bad") == {1: State.LOADING}
+        await asyncio.wait_for(m.wait_for_loads(["nothing_here"]), timeout=1)  # no versions: at once
+        release.set()
+        await m.run_until_idle()
+        assert states(m, "bad") == {1: State.END}
+
+    run(body)
