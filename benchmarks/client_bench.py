@@ -39,7 +39,7 @@ sys.path.insert(0, ROOT)
 import grpc  # noqa: E402
 
 from client import Client  # noqa: E402
-from server.core import tensor_codec  # noqa: E402
+from protos import tensor_codec  # noqa: E402
 from tests.server_proc import free_port  # noqa: E402
 
 

@@ -34,7 +34,7 @@ sys.path.insert(0, ROOT)
 import grpc  # noqa: E402
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc  # noqa: E402
 
-from server.core import tensor_codec  # noqa: E402
+from protos import tensor_codec  # noqa: E402
 from tests.server_proc import free_port  # noqa: E402
 
 PASS_THROUGH_HOOKS = '''

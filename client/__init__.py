@@ -11,7 +11,7 @@
 * ``verso predict|status|metadata|reload|bench``: the command line (``client.cli``).
 
 The clients speak only TF Serving's public API, so they work against TensorFlow Serving too.
-Tensors go through ``server.core.tensor_codec``, the one numpy codec the server uses as well.
+Tensors go through ``protos.tensor_codec``, the one numpy codec the server uses as well.
 """
 
 __all__ = ["Client", "AsyncClient", "RestClient", "AsyncRestClient", "VersoError",

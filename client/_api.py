@@ -29,7 +29,7 @@ from tensorflow_serving.config import model_server_config_pb2
 
 from client.errors import VersoError
 from client.types import ModelMetadata, Signature
-from server.core import tensor_codec
+from protos import tensor_codec
 
 SLEEP = "sleep"  # the method a call generator yields to wait (its "timeout" is the wait)
 DEFAULT_TIMEOUT = 10.0

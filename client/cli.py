@@ -664,3 +664,49 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"verso: error: {type(e).__name__}: {_one_line(str(e))}", file=sys.stderr)
         return EXIT_ERROR
     return 0
+
+
+VERSO_USAGE = """usage: verso <command> [flags]
+
+commands:
+  serve [TF Serving flags]   run the model server; with neither --model_config_file nor
+                             --model_base_path it serves the bundled model_repository/.
+                             Unlike tensorflow_model_server it serves REST on 8501 and
+                             Prometheus metrics at /monitoring/prometheus/metrics by default
+  predict MODEL [INPUT...]   run Predict and print the outputs
+  status MODEL               versions and their states
+  metadata MODEL             signatures with dtypes and shapes
+  reload CONFIG_FILE         send a model config file (ReloadConfig)
+  bench MODEL [INPUT...]     stress test: calls in flight, latency percentiles, errors by code
+  rollout set|verdict|status MODEL
+                             a model's canary rollout: configure the split, shadow traffic
+                             and gates; its verdict; its evidence per version
+  compare MODEL              side-by-side evidence of a model's versions (--plot FILE.png)
+  feedback REQUEST_ID LABEL...
+                             ground truth for an earlier answer (rollout accuracy)
+
+The client commands talk to --target (gRPC, default localhost:8500) or --rest URL;
+`verso COMMAND --help` lists each command's flags.
+"""
+
+
+# ``verso serve`` runs the server in this process's place (same PID, so signals and exit status
+# are the server's) without importing it: the client never imports the server, and the code
+# drops the working directory from sys.path first, so a user's own ``server.py`` next to their
+# code cannot stand in for Verso's package.
+SERVE_CODE = "import sys; sys.path.pop(0); from server.cli import verso_serve_main; sys.exit(verso_serve_main())"
+
+
+def verso_main(argv: Optional[list[str]] = None) -> int:
+    """The ``verso`` command: ``serve`` becomes the server (exec), the rest are client commands."""
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(VERSO_USAGE)
+        return 0 if argv else 2
+    if argv[0] == "serve":
+        sys.stdout.flush()
+        os.execv(sys.executable, [sys.executable, "-c", SERVE_CODE, *argv[1:]])
+    if argv[0] in COMMANDS:
+        return main(argv)
+    print(f"verso: unknown command {argv[0]!r}\n{VERSO_USAGE}", file=sys.stderr)
+    return 2

@@ -6,7 +6,7 @@ from typing import Optional
 
 import grpc
 
-from server.core.errors import HTTP_STATUS, Code
+from protos.errors import HTTP_STATUS, Code
 
 _BY_NUMBER = {sc.value[0]: sc for sc in grpc.StatusCode}
 # Several codes share an HTTP status; the reverse map takes the most general one.
@@ -43,5 +43,5 @@ class VersoError(Exception):
 
 
 def from_serving_error(e) -> VersoError:
-    """A ``server.core.errors.ServingError`` raised by a shared codec, as the client's error."""
+    """A ``protos.errors.ServingError`` raised by a shared codec, as the client's error."""
     return VersoError.from_number(int(Code(e.code)), e.message)

@@ -45,9 +45,9 @@ from client._api import (
 from client.errors import VersoError, from_serving_error
 from client.types import metadata_from_protos, status_from_proto
 from protos import rollout_pb2, rollout_pb2_grpc
-from server.api import rest_json
-from server.core import tensor_codec
-from server.core.errors import ServingError
+from protos import rest_json
+from protos import tensor_codec
+from protos.errors import ServingError
 
 _URI_SCHEMES = ("ipv4:", "ipv6:", "dns:", "unix:", "unix-abstract:", "vsock:")
 _SERVICES = ("tensorflow.serving.PredictionService", "tensorflow.serving.ModelService")

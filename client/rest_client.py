@@ -30,8 +30,8 @@ from client._api import DEFAULT_ATTEMPTS, Api, AsyncRunner, Spec, SyncRunner
 from client.errors import VersoError, from_serving_error
 from client.types import metadata_from_protos, status_from_proto
 from protos import rollout_pb2
-from server.api import rest_json
-from server.core.errors import ServingError
+from protos import rest_json
+from protos.errors import ServingError
 
 VERSION_HEADER = rest_json.VERSION_HEADER
 ROUTING_KEY_HEADER, REQUEST_ID_HEADER = "Verso-Routing-Key", "Verso-Request-Id"

@@ -8,7 +8,7 @@ from typing import Optional
 import numpy as np
 from tensorflow_serving.apis import get_model_status_pb2
 
-from server.core import tensor_codec
+from protos import tensor_codec
 
 DEFAULT_SIGNATURE = "serving_default"
 

@@ -160,7 +160,7 @@ class App:
                            tensor_content_outputs=s.enable_serialization_as_tensor_content,
                            config_root=self.config_root, batching=batching, metrics=metrics, rollouts=rollouts)
 
-        from server.core.errors import ServingError
+        from protos.errors import ServingError
         try:
             await served.apply(self.models, initial=True)
         except ServingError as e:

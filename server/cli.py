@@ -142,41 +142,19 @@ def tensorflow_model_server_main(argv: Optional[list[str]] = None) -> int:
     return run_server(sys.argv[1:] if argv is None else argv, bundled_default=bool(os.environ.get(BUNDLED_ENV)))
 
 
-VERSO_USAGE = """usage: verso <command> [flags]
-
-commands:
-  serve [TF Serving flags]   run the model server; with neither --model_config_file nor
-                             --model_base_path it serves the bundled model_repository/.
-                             Unlike tensorflow_model_server it serves REST on 8501 and
-                             Prometheus metrics at /monitoring/prometheus/metrics by default
-  predict MODEL [INPUT...]   run Predict and print the outputs
-  status MODEL               versions and their states
-  metadata MODEL             signatures with dtypes and shapes
-  reload CONFIG_FILE         send a model config file (ReloadConfig)
-  bench MODEL [INPUT...]     stress test: calls in flight, latency percentiles, errors by code
-  rollout set|verdict|status MODEL
-                             a model's canary rollout: configure the split, shadow traffic
-                             and gates; its verdict; its evidence per version
-  compare MODEL              side-by-side evidence of a model's versions (--plot FILE.png)
-  feedback REQUEST_ID LABEL...
-                             ground truth for an earlier answer (rollout accuracy)
-
-The client commands talk to --target (gRPC, default localhost:8500) or --rest URL;
-`verso COMMAND --help` lists each command's flags.
-"""
+def verso_serve_main(argv: Optional[list[str]] = None) -> int:
+    """``verso serve``: TF Serving's flags with Verso's defaults (the bundled repository, REST
+    on 8501, Prometheus). ``verso`` itself is the client's command line
+    (``client.cli.verso_main``), which execs this for ``serve``: the server never imports the client."""
+    return run_server(sys.argv[1:] if argv is None else argv, bundled_default=True)
 
 
-def verso_main(argv: Optional[list[str]] = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] in ("-h", "--help", "help"):
-        print(VERSO_USAGE)
-        return 0 if argv else 2
-    command, rest = argv[0], argv[1:]
-    if command == "serve":
-        return run_server(rest, bundled_default=True)
-    from client.cli import COMMANDS
-    from client.cli import main as client_main
-    if command in COMMANDS:
-        return client_main(argv)
-    print(f"verso: unknown command {command!r}\n{VERSO_USAGE}", file=sys.stderr)
-    return 2
+# How another process starts this server without importing it from its working directory: a
+# user's own ``server.py`` or ``server/`` next to their code must not replace Verso's package,
+# and ``python -m server`` would put the working directory first on sys.path.
+LAUNCH_CODE = "import sys; sys.path.pop(0); from server.cli import {main}; sys.exit({main}())"
+
+
+def launch_command(main: str = "tensorflow_model_server_main") -> list[str]:
+    """The argv prefix that runs ``server.cli.<main>`` in a new Python process."""
+    return [sys.executable, "-c", LAUNCH_CODE.format(main=main)]

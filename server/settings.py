@@ -22,7 +22,7 @@ from typing import Any, Callable, Optional
 from tensorflow_serving.config import model_server_config_pb2
 
 from server.core import model_config
-from server.core.errors import ServingError
+from protos.errors import ServingError
 from server.core.model_config import TENSORFLOW_PLATFORM, ModelEntry
 from server.textproto import TextProtoError, parse_text_proto
 
@@ -355,7 +355,7 @@ def platform_config(settings: Settings, models: list[ModelEntry]) -> Optional[Pl
         return None
     from tensorflow_serving.config import platform_config_pb2
 
-    from server.private_protos import SOURCE_ADAPTER_TYPE, platform_config_pool, source_adapter_config_class
+    from protos.private_protos import SOURCE_ADAPTER_TYPE, platform_config_pool, source_adapter_config_class
     text = _read_config_text(path, "platform_config_file")
     try:
         config_map = parse_text_proto(text, platform_config_pb2.PlatformConfigMap(), path,
@@ -460,7 +460,7 @@ def prometheus_path(settings: Settings) -> Optional[str]:
     """
     if not settings.monitoring_config_file:
         return None
-    from server.private_protos import MonitoringConfig
+    from protos.private_protos import MonitoringConfig
     text = _read_config_text(settings.monitoring_config_file, "monitoring_config_file")
     try:
         config = parse_text_proto(text, MonitoringConfig(), settings.monitoring_config_file)

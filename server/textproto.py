@@ -31,7 +31,7 @@ from typing import Optional
 from google.protobuf import descriptor_pb2, text_format
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
-from server.core.errors import Code, ServingError
+from protos.errors import Code, ServingError
 
 
 class TextProtoError(ServingError):

@@ -1,7 +1,7 @@
 """``--ssl_config_file``: TF Serving's SSLConfig for gRPC, and the same certificates for REST.
 
 The file is TF Serving's text proto ``SSLConfig`` (tensorflow_serving/config/ssl_config.proto,
-not in the tensorflow-serving-api wheel, so declared in a private pool: server/private_protos.py)::
+not in the tensorflow-serving-api wheel, so declared in a private pool: protos/private_protos.py)::
 
     server_key: "-----BEGIN PRIVATE KEY-----\\n..."   # PEM text, not a path
     server_cert: "-----BEGIN CERTIFICATE-----\\n..."
@@ -26,7 +26,7 @@ import ssl
 import tempfile
 from dataclasses import dataclass
 
-from server.private_protos import SSLConfig
+from protos.private_protos import SSLConfig
 from server.textproto import parse_text_proto
 
 

@@ -1,7 +1,7 @@
 """``--num_workers N``: N server processes on one machine, sharing the gRPC and REST ports.
 
 The supervisor (the process the operator started) loads no model. It starts N workers, each
-``python -m server`` with the same flags and ``VERSO_WORKER=i``; a worker binds its ports with
+``server.cli.launch_command()`` with the same flags and ``VERSO_WORKER=i``; a worker binds its ports with
 SO_REUSEPORT, so the kernel spreads connections over the workers, and each worker has its own
 models, batching and rollout state. Request and batch metrics are shared: workers write them
 to prometheus_client's multiprocess files in a directory the supervisor owns
@@ -137,7 +137,8 @@ def supervise(argv: list[str], n: int, *, grace_s: float, bundled_default: bool)
         env = dict(os.environ, **{WORKER_ENV: str(i), METRICS_DIR_ENV: metrics_dir})
         if bundled_default:
             env[BUNDLED_ENV] = "1"
-        return subprocess.Popen([sys.executable, "-m", "server", *args], env=env)
+        from server.cli import launch_command
+        return subprocess.Popen([*launch_command(), *args], env=env)
 
     def on_exit(pid: int) -> None:
         # The dead worker's counters stay (totals never go back); its live gauges go.

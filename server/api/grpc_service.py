@@ -22,7 +22,7 @@ from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
 
 from protos import rollout_pb2
 from server.api.handlers import CallInfo, ServingCore
-from server.core.errors import Code, ServingError
+from protos.errors import Code, ServingError
 
 log = logging.getLogger("verso.grpc")
 

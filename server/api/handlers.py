@@ -19,8 +19,9 @@ from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
 
 from server.batching.params import BatchingOptions
 from server.batching.scheduler import BatchQueue, BatchScheduler
-from server.core import inference, tensor_codec
-from server.core.errors import Code, ServingError, invalid_argument
+from protos import tensor_codec
+from server.core import inference
+from protos.errors import Code, ServingError, invalid_argument
 from server.core.manager import Manager
 from server.core.model_config import ServedModels, parse_model_config, validate_model_config
 from server.core.examples import serialized_examples

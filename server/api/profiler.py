@@ -53,7 +53,7 @@ from typing import Any, Optional
 import grpc
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
-from server.private_protos import add_fields
+from protos.private_protos import add_fields
 
 log = logging.getLogger("verso.profiler")
 

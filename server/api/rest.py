@@ -2,7 +2,7 @@
 
 Runs in the same event loop as grpc.aio and the manager. Each route only translates:
 it parses the path as TF Serving does (``(?i)/v1/...``, names and labels URL-decoded),
-converts JSON with ``server.api.rest_json``, awaits the same core as gRPC and maps a
+converts JSON with ``protos.rest_json``, awaits the same core as gRPC and maps a
 ``ServingError`` to ``{"error": "..."}`` with TF Serving's HTTP status. A Verso bug is
 logged with its traceback and the caller gets a one-line 500.
 
@@ -31,9 +31,9 @@ from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
                                      regression_pb2)
 
 from protos import rollout_pb2
-from server.api import rest_json
+from protos import rest_json
 from server.api.handlers import SIGNATURE_DEF_FIELD, CallInfo, ServingCore
-from server.core.errors import Code, ServingError
+from protos.errors import Code, ServingError
 
 log = logging.getLogger("verso.rest")
 

@@ -1,7 +1,7 @@
 """TF Serving's ``BatchingParameters`` text proto -> ``BatchingOptions``.
 
 The message (tensorflow_serving/servables/tensorflow/session_bundle_config.proto) is not in
-the ``tensorflow-serving-api`` wheel: it is declared in a private pool (server/private_protos.py).
+the ``tensorflow-serving-api`` wheel: it is declared in a private pool (protos/private_protos.py).
 Defaults and validation messages are TF Serving's.
 """
 
@@ -11,8 +11,8 @@ import os
 from dataclasses import dataclass
 from typing import Optional
 
-from server.core.errors import ServingError, invalid_argument
-from server.private_protos import BatchingParameters
+from protos.errors import ServingError, invalid_argument
+from protos.private_protos import BatchingParameters
 from server.textproto import parse_text_proto
 
 

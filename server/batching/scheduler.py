@@ -33,7 +33,7 @@ from typing import Callable, Mapping, Optional, Sequence
 import numpy as np
 
 from server.batching.params import BatchingOptions
-from server.core.errors import Code, ServingError, invalid_argument
+from protos.errors import Code, ServingError, invalid_argument
 
 log = logging.getLogger("verso.batching")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from server.core.errors import invalid_argument
+from protos.errors import invalid_argument
 
 
 def serialized_examples(input_proto) -> np.ndarray:

@@ -23,8 +23,8 @@ from google.protobuf import text_format
 from tensorflow.core.framework import types_pb2
 from tensorflow_serving.apis import classification_pb2, regression_pb2
 
-from server.core import tensor_codec
-from server.core.errors import Code, ServingError, invalid_argument
+from protos import tensor_codec
+from protos.errors import Code, ServingError, invalid_argument
 from server.core.predict import DEFAULT_SIGNATURE
 
 CLASSIFY_METHOD = "tensorflow/serving/classify"

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping, Optional
 
-from server.core.errors import Code, ServingError
+from protos.errors import Code, ServingError
 from server.core.policy import Action, ActionKind, State, VersionView, next_action
 from server.core.servable import Servable
 

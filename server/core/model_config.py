@@ -19,7 +19,7 @@ from typing import Callable, Mapping, Optional
 
 from tensorflow_serving.config import model_server_config_pb2
 
-from server.core.errors import Code, ServingError, invalid_argument
+from protos.errors import Code, ServingError, invalid_argument
 from server.core.policy import All, Latest, Specific, State, VersionPolicy
 from server.core.source import ServableConfig
 from server.textproto import parse_text_proto

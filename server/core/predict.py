@@ -10,8 +10,8 @@ from typing import Mapping
 
 import numpy as np
 
-from server.core import tensor_codec
-from server.core.errors import Code, ServingError, invalid_argument
+from protos import tensor_codec
+from protos.errors import Code, ServingError, invalid_argument
 
 DEFAULT_SIGNATURE = "serving_default"
 # The most bytes one decoded request input may take; set once at start-up from --max_tensor_bytes.

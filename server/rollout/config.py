@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 
 from protos import rollout_pb2
-from server.core.errors import invalid_argument
+from protos.errors import invalid_argument
 from server.rollout.verdict import Gates
 from server.textproto import parse_text_proto
 

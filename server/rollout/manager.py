@@ -21,7 +21,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from protos import rollout_pb2
-from server.core.errors import Code, ServingError, invalid_argument
+from protos.errors import Code, ServingError, invalid_argument
 from server.core.manager import Manager
 from server.rollout import routing
 from server.rollout.config import gates_of, validated

@@ -36,8 +36,8 @@ from typing import Callable, Mapping, Optional, Sequence
 
 import numpy as np
 
-from server.core import tensor_codec
-from server.core.errors import Code, ServingError
+from protos import tensor_codec
+from protos.errors import Code, ServingError
 from server.core.predict import check_inputs
 from server.servables.signatures import dtype_enum, signature_def, tensor_info
 

@@ -22,7 +22,7 @@ import re
 import threading
 from typing import Sequence
 
-from server.core.errors import ServingError, invalid_argument
+from protos.errors import ServingError, invalid_argument
 from server.core.model_config import KERAS_PLATFORM as KERAS
 from server.core.model_config import ONNX_PLATFORM as ONNX
 from server.core.model_config import TENSORFLOW_PLATFORM as TENSORFLOW

@@ -15,7 +15,7 @@ from typing import Mapping, Sequence
 import numpy as np
 from tensorflow.core.framework import types_pb2
 
-from server.core.errors import Code, ServingError
+from protos.errors import Code, ServingError
 from server.core.predict import DEFAULT_SIGNATURE, signature_not_found
 from server.servables.signatures import signature_def
 

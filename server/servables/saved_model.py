@@ -28,7 +28,7 @@ import tensorflow as tf
 from google.protobuf import text_format
 from tensorflow.core.protobuf import config_pb2, meta_graph_pb2, saved_model_pb2
 
-from server.core.errors import Code, ServingError, invalid_argument
+from protos.errors import Code, ServingError, invalid_argument
 from server.core.predict import signature_not_found
 
 log = logging.getLogger("verso.servables")

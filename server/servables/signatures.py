@@ -7,8 +7,8 @@ from typing import Mapping, Optional, Sequence
 
 from tensorflow.core.protobuf import meta_graph_pb2
 
-from server.core import tensor_codec
-from server.core.errors import Code, ServingError
+from protos import tensor_codec
+from protos.errors import Code, ServingError
 
 PREDICT_METHOD = "tensorflow/serving/predict"
 

@@ -28,8 +28,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from server.core import tensor_codec
-from server.core.errors import Code, ServingError
+from protos import tensor_codec
+from protos.errors import Code, ServingError
 from server.core.predict import DEFAULT_SIGNATURE, signature_not_found
 from server.servables.signatures import signature_def
 

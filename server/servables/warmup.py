@@ -15,7 +15,7 @@ import time
 import tensorflow as tf
 from tensorflow_serving.apis import prediction_log_pb2
 
-from server.core.errors import Code, ServingError, invalid_argument
+from protos.errors import Code, ServingError, invalid_argument
 from server.core.examples import serialized_examples
 from server.core.predict import DEFAULT_SIGNATURE, prepare_predict
 

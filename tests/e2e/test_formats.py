@@ -43,7 +43,7 @@ def _signature(srv, model: str):
 
 
 def _y(resp, alias: str = "y") -> np.ndarray:
-    from server.core.tensor_codec import to_ndarray
+    from protos.tensor_codec import to_ndarray
     return to_ndarray(resp.outputs[alias])
 
 

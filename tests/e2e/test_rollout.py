@@ -15,7 +15,7 @@ from tensorflow_serving.apis import predict_pb2
 
 from client import AsyncClient, Client, RestClient, VersoError
 from protos import rollout_pb2, rollout_pb2_grpc
-from server.core import tensor_codec
+from protos import tensor_codec
 from tests.server_proc import ServerProcess, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]

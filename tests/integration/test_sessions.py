@@ -51,7 +51,7 @@ def test_a_version_keeps_its_signatures_not_its_graph_unless_asked(hp):
 
 
 def test_signatures_are_prepared_at_load_and_unload_refuses_later_calls(hp):
-    from server.core.errors import Code, ServingError
+    from protos.errors import Code, ServingError
     s = load_servable(hp, warmup=False)
     assert ("serving_default", ("x",), ("y",)) in s._callables  # noqa: SLF001 (made at load)
     assert not any(k[0].startswith("__saved_model") for k in s._callables)  # noqa: SLF001

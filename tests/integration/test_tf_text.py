@@ -17,7 +17,7 @@ import pytest
 import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 
-from server.core.errors import Code, ServingError
+from protos.errors import Code, ServingError
 from server.servables.loader import TF_TEXT_OPS, explain_missing_op, load_servable
 from tests import models
 
@@ -68,7 +68,7 @@ def _save_with_op(path: str, op: str) -> None:
 _LOAD_WITHOUT_TF_TEXT = """
 import json, sys
 sys.modules["tensorflow_text"] = None  # "import tensorflow_text" now raises ModuleNotFoundError
-from server.core.errors import ServingError
+from protos.errors import ServingError
 from server.servables.saved_model import load_saved_model
 from server.servables.loader import load_servable
 out = {}

@@ -14,7 +14,7 @@ import pytest
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
 
-from server.core.errors import Code, ServingError
+from protos.errors import Code, ServingError
 from server.servables.loader import load_servable
 from server.servables.saved_model import SavedModelServable
 from server.servables.tflite_model import TfLiteServable, _generated_signature

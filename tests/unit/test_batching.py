@@ -11,7 +11,7 @@ import pytest
 
 from server.batching.params import BatchingOptions, parse_batching_parameters
 from server.batching.scheduler import QUEUE_FULL, BatchQueue, BatchScheduler
-from server.core.errors import Code, ServingError
+from protos.errors import Code, ServingError
 
 
 class Model:

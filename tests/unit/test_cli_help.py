@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from client.cli import COMMANDS, ROLLOUT_GATES
+from client.cli import COMMANDS, ROLLOUT_GATES, verso_main
 from client.cli import _parser as build_parser
 from protos import rollout_pb2
-from server.cli import verso_main
 
 
 def test_verso_help_lists_every_command(capsys):

@@ -29,7 +29,7 @@ from client.cli import CliError, parse_inputs
 from client.grpc_client import GrpcCodec, channel_target, service_config
 from client.rest_client import RestCodec, read_reply
 from client.types import ModelMetadata, Signature, TensorSpec
-from server.core import tensor_codec
+from protos import tensor_codec
 
 
 def _sig(**inputs) -> Signature:

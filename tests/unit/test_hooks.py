@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from tensorflow.core.framework import types_pb2
 
-from server.core.errors import Code, ServingError
+from protos.errors import Code, ServingError
 from server.servables.hooks import HookedServable, load_hooks
 from server.servables.signatures import signature_def
 from tests.models import write_hooks

@@ -7,7 +7,7 @@ import pytest
 from tensorflow_serving.apis import inference_pb2
 
 from server.core import inference
-from server.core.errors import Code, ServingError
+from protos.errors import Code, ServingError
 
 
 def error(fn, *args) -> ServingError:

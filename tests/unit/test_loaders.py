@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from server.core.errors import Code, ServingError
+from protos.errors import Code, ServingError
 from server.servables.loader import load_servable
 
 

@@ -6,7 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from server.core.errors import Code, ServingError
+from protos.errors import Code, ServingError
 from server.core.manager import Manager
 from server.core.policy import State
 

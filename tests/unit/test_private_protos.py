@@ -1,10 +1,10 @@
-"""The config messages Verso declares itself (server/private_protos.py) are TF Serving's, field
+"""The config messages Verso declares itself (protos/private_protos.py) are TF Serving's, field
 by field, and a batching file using every BatchingParameters field is read as TF Serving reads it."""
 
 import pytest
 from google.protobuf import descriptor_pb2, descriptor_pool
 
-from server import private_protos
+from protos import private_protos
 from server.batching.params import BatchingOptions, read_batching_parameters
 from server.textproto import TextProtoError
 

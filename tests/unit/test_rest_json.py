@@ -1,4 +1,4 @@
-"""server.api.rest_json: TF Serving's REST JSON rules and messages (tfserving-behaviour.md section 3)."""
+"""protos.rest_json: TF Serving's REST JSON rules and messages (tfserving-behaviour.md section 3)."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from tensorflow.core.framework import types_pb2
 from tensorflow.core.protobuf import meta_graph_pb2
 from tensorflow_serving.apis import classification_pb2, regression_pb2
 
-from server.api import rest_json
-from server.core.errors import Code, ServingError
+from protos import rest_json
+from protos.errors import Code, ServingError
 
 T = types_pb2
 

@@ -13,7 +13,7 @@ import pytest
 
 from protos import rollout_pb2
 from server.core.manager import Lease
-from server.core.errors import Code, ServingError
+from protos.errors import Code, ServingError
 from server.rollout import manager as rollout_manager
 from server.rollout import routing
 from server.rollout.config import (

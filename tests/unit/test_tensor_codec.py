@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 from tensorflow.core.framework import types_pb2
 
-from server.core import tensor_codec as codec
+from protos import tensor_codec as codec
 
 SAMPLES = {
     "float": np.array([[0.5, -1.25, np.inf], [np.nan, 0.0, 3e38]], np.float32),
@@ -100,7 +100,7 @@ def test_string_tensor_content_is_rejected_and_str_is_utf8():
 
 def test_what_the_fuzzer_found_decodes_as_tensorflow_does():
     """Found by tests/e2e/test_hypothesis_fuzz.py: each answer is now TensorFlow's."""
-    from server.core import tensor_codec as tc
+    from protos import tensor_codec as tc
     from tensorflow.core.framework import tensor_pb2, types_pb2
 
     def proto(dtype, dims, content=b""):
@@ -128,7 +128,7 @@ def test_typed_fields_are_written_packed_exactly_as_extend_would(dtype, repeat):
     """fill_proto writes large tensors' packed wire bytes itself (no Python object per element)
     and small ones with protobuf's extend: either way the message equals the one protobuf builds
     from a list, extremes and negatives included."""
-    from server.core import tensor_codec as tc
+    from protos import tensor_codec as tc
     rng = np.random.default_rng(0)
     dt = np.dtype(ml_dtypes.bfloat16) if dtype == "bfloat16" else np.dtype(dtype)
     if dt.kind in "iu":

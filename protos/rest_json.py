@@ -32,8 +32,8 @@ import orjson
 from tensorflow.core.framework import types_pb2
 from tensorflow_serving.apis import input_pb2
 
-from server.core import tensor_codec
-from server.core.errors import Code, ServingError, invalid_argument
+from protos import tensor_codec
+from protos.errors import Code, ServingError, invalid_argument
 
 # Verso's REST extension: the response header naming the version that answered.
 VERSION_HEADER = "Verso-Model-Version"
