@@ -1,11 +1,15 @@
-"""Composition root: builds every component from ``Settings``, starts and stops them in order.
+"""Composition root: ``App`` builds every component from the checked configuration, starts
+and stops them in order. ``serve()`` is the process's life: ``build()``, ``start()``, wait for
+SIGTERM/SIGINT, ``stop()``; tests drive the three steps themselves (in-process servers).
 
-Start-up: configure TF -> apply the model config (first scan of every model, initial loads
-on a wide pool; failed models are logged in one line each and answer NOT_FOUND) -> open the
-gRPC port with health SERVING -> background loops (manager ticks, file-system polls,
-watchdog, config-file polls).
-Shutdown on SIGTERM/SIGINT: health NOT_SERVING, stop accepting, let in-flight calls finish
-(``--shutdown_grace_seconds``), stop the loops, exit 0.
+- build: configure TF's sessions, make the thread pools, the manager, source, served config,
+  metrics, batching, rollouts and the data plane (``ServingCore``). Nothing listens yet.
+- start: apply the model config (first scan of every model, initial loads on a wide pool
+  until every version was tried once; failed models are logged one line each and answer
+  NOT_FOUND) -> freeze the collector -> bind gRPC (+ socket, profiler, health) and REST ->
+  background loops (manager ticks, file-system polls, watchdog, config-file polls) -> ready.
+- stop: health NOT_SERVING, both transports stop accepting, in-flight calls finish within
+  ``--shutdown_grace_seconds``, the loops stop, the pools shut down.
 
 Threads: one asyncio loop owns all mutable state. Named executors do blocking work:
 ``verso-load`` (SavedModel loads and warmup), ``verso-unload``, ``verso-fs`` (directory
@@ -24,7 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Optional
 
 from server.core.model_config import TENSORFLOW_PLATFORM, ModelEntry
-from server.settings import Settings
+from server.settings import ServerConfig
 
 log = logging.getLogger("verso")
 
@@ -51,235 +55,274 @@ def _remove_stale_socket(path: str) -> None:
 
 
 class App:
-    def __init__(self, settings: Settings, models: list[ModelEntry], *, config_root: Optional[str] = None,
-                 batching=None, prometheus_path: Optional[str] = None, rollout_configs: Optional[dict] = None,
-                 tls=None, session_options=None):
-        self.settings = settings
-        self.session_options = session_options  # server.settings.SessionOptions, or None: from the flags
-        self.tls = tls  # server.tls.TlsConfig (--ssl_config_file) or None
-        self.rollout_configs = rollout_configs or {}  # model -> verso.rollout.ModelRollout, checked
-        self.prometheus_path = prometheus_path
-        self.batching_options = batching
-        self.models = models
-        self.config_root = config_root  # where relative base paths resolve (bundled repository)
-        self._stopping: Optional[asyncio.Event] = None
+    """One server's components and their order. Owned by one asyncio loop: every method runs
+    on it. ``build`` once, then ``start`` (raises ``StartupError`` for the operator), then
+    ``stop`` (also after a failed ``start``)."""
+
+    def __init__(self, config: ServerConfig):
+        self.config = config
+        self.settings = config.settings
+        self.tls = config.tls  # server.tls.TlsConfig (--ssl_config_file) or None
+        self.prometheus_path = config.prometheus_path
+        self.batching_options = config.batching
+        self.models = list(config.models)
+        self.config_root = config.config_root  # where relative base paths resolve (bundled repository)
+        self.stopping = asyncio.Event()
+        self.address: Optional[str] = None  # the gRPC host:port, once started (None: socket only)
+        self.socket_path: Optional[str] = None
+        self._pools: dict[str, ThreadPoolExecutor] = {}
+        self._tasks: list[asyncio.Task] = []
+        self._grpc = None
+        self._rest = None
+        self._health = None
+        self._watcher = None
 
     async def serve(self) -> None:
-        # TensorFlow is imported here, after flags were checked, because it takes seconds.
-        from grpc_health.v1 import health, health_pb2_grpc
+        """The process's life: build, start, wait for SIGTERM/SIGINT, stop."""
+        self.build()
+        try:
+            await self.start()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self.stopping.set)
+            await self.stopping.wait()
+        finally:
+            await self.stop()
 
-        from server.api.grpc_service import create_server
-        from server.api.handlers import ServingCore, poll_text_file
+    # ---- build --------------------------------------------------------------------------
+
+    def build(self) -> None:
+        """Make every component (TensorFlow is imported here: it takes seconds)."""
+        from server.api.handlers import ServingCore
+        from server.api.metrics import Metrics
+        from server.core import predict
         from server.core.manager import Manager
         from server.core.model_config import ServedModels
-        from server.core.source import DirectoryWatcher, FileSystemSource
+        from server.core.source import FileSystemSource
         from server.servables import saved_model
+        from server.workers import metrics_dir, worker_number
 
         s = self.settings
-        from server.core import predict
         predict.MAX_TENSOR_BYTES = s.max_tensor_bytes
-        loop = asyncio.get_running_loop()
-        self._stopping = asyncio.Event()
-        from server.settings import SessionOptions
-        session = self.session_options or SessionOptions(intra_op_threads=s.tensorflow_intra_op_parallelism,
-                                                         inter_op_threads=s.tensorflow_inter_op_parallelism)
+        session = self.config.session
         saved_model.configure_runtime(session.intra_op_threads, session.inter_op_threads, config=session.config,
                                       gpu_memory_fraction=session.gpu_memory_fraction)
-        tags = s.saved_model_tag_list
-        warmup_iterations = s.num_request_iterations_for_warmup or 1
-
-        from server.api.metrics import Metrics, version_mtime
-
-        def versions():
-            for name in manager.model_names():
-                for st in manager.status(name):
-                    yield name, st.version, st.state, version_mtime(st.path)
-
-        from server.workers import metrics_dir
-        metrics = Metrics(versions=versions, multiprocess_dir=metrics_dir())
-
-        from server.servables.loader import load_servable
-
-        def load(name: str, version: int, path: str):
-            t0 = time.perf_counter()
-            platform = next((e.platform for e in served.entries if e.name == name), TENSORFLOW_PLATFORM)
-            try:
-                servable = load_servable(path, platform, tags=tags, warmup=s.enable_model_warmup,
-                                         warmup_iterations=warmup_iterations, prefer_tflite=s.prefer_tflite_model,
-                                         tflite_pools=s.num_tflite_pools,
-                                         tflite_interpreters_per_pool=s.num_tflite_interpreters_per_pool,
-                                         keep_meta_graph=not s.remove_unused_fields_from_bundle_metagraph)
-            except BaseException:
-                metrics.load(path, False, time.perf_counter() - t0)
-                raise
-            metrics.load(path, True, time.perf_counter() - t0)
-            return servable
-
+        self.worker = worker_number()  # None in a single process
+        self.metrics = Metrics(versions=self._version_mtimes, multiprocess_dir=metrics_dir())
         # TF Serving: 0 load/unload threads = one at a time; the initial loads use 4 x CPUs.
         cpus = os.cpu_count() or 1
-        initial_load_pool = ThreadPoolExecutor(4 * cpus, thread_name_prefix="verso-load-initial")
-        load_pool = ThreadPoolExecutor(max(1, s.num_load_threads), thread_name_prefix="verso-load")
-        unload_pool = ThreadPoolExecutor(max(1, s.num_unload_threads), thread_name_prefix="verso-unload")
-        fs_pool = ThreadPoolExecutor(1, thread_name_prefix="verso-fs")
-        predict_pool = ThreadPoolExecutor(8, thread_name_prefix="verso-predict")
+        pools = self._pools
+        pools["initial_load"] = ThreadPoolExecutor(4 * cpus, thread_name_prefix="verso-load-initial")
+        pools["load"] = ThreadPoolExecutor(max(1, s.num_load_threads), thread_name_prefix="verso-load")
+        pools["unload"] = ThreadPoolExecutor(max(1, s.num_unload_threads), thread_name_prefix="verso-unload")
+        pools["fs"] = ThreadPoolExecutor(1, thread_name_prefix="verso-fs")
+        pools["predict"] = ThreadPoolExecutor(8, thread_name_prefix="verso-predict")
+        pools["shadow"] = ThreadPoolExecutor(1, thread_name_prefix="verso-shadow")
+        self.manager = Manager(self._load_version, load_executor=pools["initial_load"],
+                               unload_executor=pools["unload"], max_load_retries=s.max_num_load_retries,
+                               load_retry_interval_s=s.load_retry_interval_micros / 1e6, on_unloaded=gc.unfreeze)
+        self.source = FileSystemSource([], self.manager.set_aspired_versions,
+                                       settle_seconds=s.version_settle_seconds, executor=pools["fs"],
+                                       clock=time.monotonic)
+        self.served = ServedModels(self.source, self.manager,
+                                   allow_unavailable_labels=s.allow_version_labels_for_unavailable_models)
+        self.rollouts = self._build_rollouts()
+        self.core = ServingCore(self.manager, pools["predict"], self.served,
+                                tensor_content_outputs=s.enable_serialization_as_tensor_content,
+                                config_root=self.config_root, batching=self._build_batching(),
+                                metrics=self.metrics, rollouts=self.rollouts)
 
-        manager = Manager(load, load_executor=initial_load_pool, unload_executor=unload_pool,
-                          max_load_retries=s.max_num_load_retries,
-                          load_retry_interval_s=s.load_retry_interval_micros / 1e6,
-                          on_unloaded=gc.unfreeze)
-        source = FileSystemSource([], manager.set_aspired_versions, settle_seconds=s.version_settle_seconds,
-                                  executor=fs_pool, clock=time.monotonic)
-        served = ServedModels(source, manager,
-                              allow_unavailable_labels=s.allow_version_labels_for_unavailable_models)
-        batching = None
-        batch_pool = None
-        if self.batching_options is not None:
-            from server.batching.scheduler import BatchScheduler
-            o = self.batching_options
-            batch_pool = ThreadPoolExecutor(o.num_batch_threads, thread_name_prefix=f"verso-{o.thread_pool_name}")
-            batching = (BatchScheduler(batch_pool, o.num_batch_threads, observer=metrics.batch), o)
-            log.info("Batching on: %s", o)
+    def _build_batching(self):
+        if self.batching_options is None:
+            return None
+        from server.batching.scheduler import BatchScheduler
+        o = self.batching_options
+        self._pools["batch"] = ThreadPoolExecutor(o.num_batch_threads, thread_name_prefix=f"verso-{o.thread_pool_name}")
+        log.info("Batching on: %s", o)
+        return BatchScheduler(self._pools["batch"], o.num_batch_threads, observer=self.metrics.batch), o
+
+    def _build_rollouts(self):
         from server.rollout.manager import RolloutManager
-        shadow_pool = ThreadPoolExecutor(1, thread_name_prefix="verso-shadow")
-        paths = {}
+        rollouts = RolloutManager(self.manager, shadow_executor=self._pools["shadow"], version_age=self._version_age,
+                                  workers=self.worker is not None)
+        if self.config.rollouts:
+            rollouts.apply(dict(self.config.rollouts), source=self.settings.rollout_config_file)
+        self.metrics.add_rollouts(lambda: [rollouts.status(name) for name in list(rollouts.configs)])
+        return rollouts
 
-        def version_age(name: str, version: int):
-            if (name, version) not in paths:
-                paths.update({(name, v.version): v.path for v in manager.status(name)})
-            mtime = version_mtime(paths.get((name, version), ""))
-            return None if mtime is None else max(0.0, time.time() - mtime)
+    def _load_version(self, name: str, version: int, path: str):
+        """The manager's loader (runs in a load pool thread): the version's platform from the
+        applied config, the load flags, and the load metrics."""
+        from server.servables.loader import load_servable
+        s = self.settings
+        t0 = time.perf_counter()
+        platform = next((e.platform for e in self.served.entries if e.name == name), TENSORFLOW_PLATFORM)
+        try:
+            servable = load_servable(path, platform, tags=s.saved_model_tag_list, warmup=s.enable_model_warmup,
+                                     warmup_iterations=s.num_request_iterations_for_warmup or 1,
+                                     prefer_tflite=s.prefer_tflite_model, tflite_pools=s.num_tflite_pools,
+                                     tflite_interpreters_per_pool=s.num_tflite_interpreters_per_pool,
+                                     keep_meta_graph=not s.remove_unused_fields_from_bundle_metagraph)
+        except BaseException:
+            self.metrics.load(path, False, time.perf_counter() - t0)
+            raise
+        self.metrics.load(path, True, time.perf_counter() - t0)
+        return servable
 
-        from server.workers import worker_number
-        worker = worker_number()  # None in a single process
-        rollouts = RolloutManager(manager, shadow_executor=shadow_pool, version_age=version_age,
-                                  workers=worker is not None)
-        if self.rollout_configs:
-            rollouts.apply(self.rollout_configs, source=s.rollout_config_file)
-        metrics.add_rollouts(lambda: [rollouts.status(name) for name in list(rollouts.configs)])
-        core = ServingCore(manager, predict_pool, served,
-                           tensor_content_outputs=s.enable_serialization_as_tensor_content,
-                           config_root=self.config_root, batching=batching, metrics=metrics, rollouts=rollouts)
+    def _version_mtimes(self):
+        from server.api.metrics import version_mtime
+        for name in self.manager.model_names():
+            for st in self.manager.status(name):
+                yield name, st.version, st.state, version_mtime(st.path)
 
+    def _version_age(self, name: str, version: int):
+        from server.api.metrics import version_mtime
+        path = next((v.path for v in self.manager.status(name) if v.version == version), "")
+        mtime = version_mtime(path)
+        return None if mtime is None else max(0.0, time.time() - mtime)
+
+    def ready(self) -> bool:
+        """Every configured model has an AVAILABLE version and no stop was asked for."""
+        return not self.stopping.is_set() and not self.served.unavailable([e.name for e in self.served.entries])
+
+    # ---- start --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load the models, then listen; prints TF Serving's ready lines. Raises StartupError."""
         from protos.errors import ServingError
         try:
-            await served.apply(self.models, initial=True)
+            await self.served.apply(self.models, initial=True)
         except ServingError as e:
             raise StartupError(str(e)) from None
-        for name, why in served.unavailable([m.name for m in self.models]).items():
+        for name, why in self.served.unavailable([m.name for m in self.models]).items():
             log.error("Model %s has no available version at start-up (%s); it answers NOT_FOUND until a "
                       "version loads", name, why)
-        manager.set_load_executor(load_pool)
-        initial_load_pool.shutdown(wait=False)
+        self.manager.set_load_executor(self._pools["load"])
+        self._pools.pop("initial_load").shutdown(wait=False)
         # TensorFlow leaves hundreds of thousands of long-lived objects behind a load; CPython's
         # collector re-walks them and stalls every request (benchmarks/README.md). Freeze them
         # once after start-up; the first unload unfreezes, so an unloaded model's cycles stay
         # collectable (no leak), at the price of losing the benefit after version changes.
         gc.collect()
         gc.freeze()
+        await self._start_grpc()
+        self._start_loops()
+        await self._start_rest()
+        await self._grpc.start()
+        s = self.settings
+        if self.address is not None:
+            log.info("Running gRPC ModelServer at %s ...", self.address)
+            print(f"Running gRPC ModelServer at {self.address} ...", flush=True)
+        if self.socket_path is not None:
+            log.info("Running gRPC ModelServer at UNIX socket %s ...", self.socket_path)
+            print(f"Running gRPC ModelServer at UNIX socket {self.socket_path} ...", flush=True)
+        if self._rest is not None:
+            print(f"Exporting HTTP/REST API at:{s.bind_address}:{s.rest_api_port} ...", flush=True)
 
-        address = f"{s.bind_address}:{s.port}" if s.port else None
-        socket_path = s.grpc_socket_path or None
-        if socket_path is not None and worker is not None:
-            socket_path = f"{socket_path}.{worker}"  # a UNIX socket cannot be shared by workers
+    async def _start_grpc(self) -> None:
+        """Bind the gRPC server (port and/or socket) with its services; not started yet."""
+        from grpc_health.v1 import health, health_pb2_grpc
+
+        from server.api.grpc_service import create_server
         from server.settings import grpc_channel_arguments
-        if socket_path is not None:
-            _remove_stale_socket(socket_path)
-        server = create_server(core, address, metrics, reuse_port=worker is not None,
-                               channel_arguments=grpc_channel_arguments(s),
-                               credentials=self.tls.grpc_credentials() if self.tls else None,
-                               socket_path=socket_path)
+        s = self.settings
+        self.address = f"{s.bind_address}:{s.port}" if s.port else None
+        self.socket_path = s.grpc_socket_path or None
+        if self.socket_path is not None:
+            if self.worker is not None:
+                self.socket_path = f"{self.socket_path}.{self.worker}"  # a UNIX socket cannot be shared
+            _remove_stale_socket(self.socket_path)
+        self._grpc = create_server(self.core, self.address, self.metrics, reuse_port=self.worker is not None,
+                                   channel_arguments=grpc_channel_arguments(s),
+                                   credentials=self.tls.grpc_credentials() if self.tls else None,
+                                   socket_path=self.socket_path)
         if s.enable_profiler:  # TF Serving's default: TensorFlow's profiler service on the gRPC port
             from server.api.profiler import add_profiler_service
-            add_profiler_service(server)
-
-        def ready() -> bool:
-            return not self._stopping.is_set() and not served.unavailable([e.name for e in served.entries])
-
-        health_servicer = None
+            add_profiler_service(self._grpc)
         if s.enable_grpc_healthcheck_service:
             from server.api.health import HealthReporter
-            health_servicer = health.aio.HealthServicer()
-            reporter = HealthReporter(health_servicer, ready)
+            self._health = health.aio.HealthServicer()
+            reporter = HealthReporter(self._health, self.ready)
             await reporter.start()
-            health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-        tasks = [loop.create_task(manager.run(), name="verso-manager")]
-        if health_servicer is not None:
-            tasks.append(loop.create_task(reporter.run(), name="verso-health"))
-        watcher = None
+            health_pb2_grpc.add_HealthServicer_to_server(self._health, self._grpc)
+            self._spawn(reporter.run(), "verso-health")
+
+    def _start_loops(self) -> None:
+        """The background loops: manager ticks, file-system polls and watch, config-file polls,
+        automatic rollout steps."""
+        from server.api.handlers import poll_text_file
+        from server.core.source import DirectoryWatcher
+        s = self.settings
+        loop = asyncio.get_running_loop()
+        self._spawn(self.manager.run(), "verso-manager")
         if s.file_system_poll_wait_seconds > 0:
+            source = self.source
             if s.enable_file_system_watch:
-                watcher = DirectoryWatcher(lambda: loop.call_soon_threadsafe(source.trigger))
-                watcher.sync([m.base_path for m in source.models])
+                self._watcher = DirectoryWatcher(lambda: loop.call_soon_threadsafe(source.trigger))
+                self._watcher.sync([m.base_path for m in source.models])
                 source.trigger()  # a version that arrived before the watch began is not missed
-
-            async def poll_forever():
-                while True:
-                    await source.run_once(s.file_system_poll_wait_seconds)
-                    if watcher is not None:
-                        watcher.sync([m.base_path for m in source.models])
-
-            tasks.append(loop.create_task(poll_forever(), name="verso-source"))
+            self._spawn(self._poll_forever(), "verso-source")
         if s.model_config_file_poll_wait_seconds > 0 and s.model_config_file:
-            tasks.append(loop.create_task(
-                core.poll_config_file(s.model_config_file, s.model_config_file_poll_wait_seconds),
-                name="verso-config-poll"))
-
-        tasks.append(loop.create_task(rollouts.run_auto(), name="verso-rollout-auto"))
+            self._spawn(self.core.poll_config_file(s.model_config_file, s.model_config_file_poll_wait_seconds),
+                        "verso-config-poll")
+        self._spawn(self.rollouts.run_auto(), "verso-rollout-auto")
         if s.rollout_config_file and s.rollout_config_file_poll_wait_seconds > 0:
-            tasks.append(loop.create_task(
-                poll_text_file(s.rollout_config_file, s.rollout_config_file_poll_wait_seconds,
-                               lambda text: _apply_rollouts(rollouts, text, s.rollout_config_file),
-                               "rollout config file"),
-                name="verso-rollout-config-poll"))
+            self._spawn(poll_text_file(s.rollout_config_file, s.rollout_config_file_poll_wait_seconds,
+                                       lambda text: _apply_rollouts(self.rollouts, text, s.rollout_config_file),
+                                       "rollout config file"), "verso-rollout-config-poll")
 
-        rest_runner = None
+    async def _poll_forever(self) -> None:
+        while True:
+            await self.source.run_once(self.settings.file_system_poll_wait_seconds)
+            if self._watcher is not None:
+                self._watcher.sync([m.base_path for m in self.source.models])
+
+    def _spawn(self, coro, name: str) -> None:
+        self._tasks.append(asyncio.get_running_loop().create_task(coro, name=name))
+
+    async def _start_rest(self) -> None:
+        s = self.settings
         if s.rest_api_port and s.rest_api_port == s.port:
             log.error("--rest_api_port must differ from --port; the REST API is not started")
         elif s.rest_api_port:
             from server.api.rest import RestApi, start as start_rest
-
-            api = RestApi(core, timeout_ms=s.rest_api_timeout_in_ms, cors=s.rest_api_enable_cors_support,
-                          metrics=metrics, metrics_path=self.prometheus_path, ready=ready, executor=predict_pool)
-            rest_runner = await start_rest(api, s.bind_address, s.rest_api_port, reuse_port=worker is not None,
-                                           grace_s=s.shutdown_grace_seconds,
-                                           ssl_context=self.tls.ssl_context() if self.tls else None)
+            api = RestApi(self.core, timeout_ms=s.rest_api_timeout_in_ms, cors=s.rest_api_enable_cors_support,
+                          metrics=self.metrics, metrics_path=self.prometheus_path, ready=self.ready,
+                          executor=self._pools["predict"])
+            self._rest = await start_rest(api, s.bind_address, s.rest_api_port, reuse_port=self.worker is not None,
+                                          grace_s=s.shutdown_grace_seconds,
+                                          ssl_context=self.tls.ssl_context() if self.tls else None)
         elif self.prometheus_path:
             log.error("Prometheus metrics need a REST port (--rest_api_port); they are not served")
 
-        await server.start()
-        if address is not None:
-            log.info("Running gRPC ModelServer at %s ...", address)
-            print(f"Running gRPC ModelServer at {address} ...", flush=True)
-        if socket_path is not None:
-            log.info("Running gRPC ModelServer at UNIX socket %s ...", socket_path)
-            print(f"Running gRPC ModelServer at UNIX socket {socket_path} ...", flush=True)
-        if rest_runner is not None:
-            print(f"Exporting HTTP/REST API at:{s.bind_address}:{s.rest_api_port} ...", flush=True)
+    # ---- stop ---------------------------------------------------------------------------
 
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self._stopping.set)
-        await self._stopping.wait()
-
+    async def stop(self) -> None:
+        """Drain and close everything ``start`` opened (safe after a partial start)."""
+        s = self.settings
+        self.stopping.set()
         log.info("Shutting down: draining in-flight requests (grace %.1fs)", s.shutdown_grace_seconds)
-        if health_servicer is not None:
-            await health_servicer.enter_graceful_shutdown()
+        if self._health is not None:
+            await self._health.enter_graceful_shutdown()
         # Both transports stop accepting at once (new gRPC calls get UNAVAILABLE, new REST
         # connections are refused); then the calls in flight, queued batches included, finish
         # within the grace period, while the batch threads and the manager still run.
-        stops = [server.stop(s.shutdown_grace_seconds)]
-        if rest_runner is not None:
-            stops.append(rest_runner.shutdown())
+        stops = []
+        if self._grpc is not None:
+            stops.append(self._grpc.stop(s.shutdown_grace_seconds))
+        if self._rest is not None:
+            stops.append(self._rest.shutdown())
         await asyncio.gather(*stops)
-        if rest_runner is not None:
-            await rest_runner.cleanup()
-        for t in tasks:
+        if self._rest is not None:
+            await self._rest.cleanup()
+        for t in self._tasks:
             t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await manager.stop()
-        if watcher is not None:
-            watcher.stop()
-        for pool in (predict_pool, load_pool, unload_pool, fs_pool, batch_pool, shadow_pool):
-            if pool is not None:
-                pool.shutdown(wait=False, cancel_futures=True)
-        if socket_path is not None:
-            _remove_stale_socket(socket_path)
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if hasattr(self, "manager"):
+            await self.manager.stop()
+        if self._watcher is not None:
+            self._watcher.stop()
+        for pool in self._pools.values():
+            pool.shutdown(wait=False, cancel_futures=True)
+        if self.socket_path is not None:
+            _remove_stale_socket(self.socket_path)

@@ -15,8 +15,6 @@ import sys
 from typing import Optional
 
 EXIT_STARTUP_FAILURE = 255
-VERSO_REST_PORT = 8501
-DEFAULT_METRICS_PATH = "/monitoring/prometheus/metrics"
 
 
 def _setup_logging() -> None:
@@ -39,20 +37,7 @@ def _version_text() -> str:
 
 
 def run_server(argv: list[str], *, bundled_default: bool) -> int:
-    from server.settings import (
-        SettingsError,
-        batching_options,
-        bundled_repository,
-        parse_flags,
-        platform_config,
-        prometheus_path,
-        resolve_models,
-        rollout_configs,
-        session_options,
-        grpc_channel_arguments,
-        tls_config,
-        usage,
-    )
+    from server.settings import SettingsError, parse_flags, server_config, usage
 
     if any(a in ("--help", "-help", "-h", "--usage") for a in argv):
         print(usage())
@@ -64,20 +49,7 @@ def run_server(argv: list[str], *, bundled_default: bool) -> int:
             return 0
         for arg in settings.unknown:
             print(f"unknown argument: {arg}", file=sys.stderr)
-        bundled: Optional[str] = None
-        if bundled_default and not settings.model_config_file and not settings.model_base_path:
-            bundled = str(bundled_repository() / "models.config")
-            settings.values["model_config_file"] = bundled
-        models = resolve_models(settings, bundled_config=bundled)
-        platform = platform_config(settings, models)  # applied onto settings.values
-        batching = batching_options(settings, platform)
-        rollouts = rollout_configs(settings)
-        tls = tls_config(settings)
-        session = session_options(settings, platform)
-        grpc_channel_arguments(settings)  # checked now: a bad entry is a start-up error
-        metrics_path = prometheus_path(settings)
-        if bundled_default:
-            metrics_path = verso_serve_defaults(settings, metrics_path)
+        config = server_config(settings, bundled_default=bundled_default)
     except SettingsError as e:
         for line in e.log_lines:
             print(line, file=sys.stderr)
@@ -95,21 +67,19 @@ def run_server(argv: list[str], *, bundled_default: bool) -> int:
     if settings.unimplemented:
         log.warning("Accepted but not implemented yet by Verso, ignored: %s",
                     ", ".join("--" + n for n in settings.unimplemented))
+    platform = config.platform
     if platform is not None and platform.ignored:
         log.warning("--platform_config_file %s: fields Verso does not apply, ignored: %s",
                     settings.platform_config_file, ", ".join(platform.ignored))
     if platform is not None and platform.replaced_flags:
         log.warning("--platform_config_file replaces these flags, ignored: %s",
                     ", ".join("--" + n for n in platform.replaced_flags))
-    for m in models:
+    for m in config.models:
         log.info("Model %s: base path %s, policy %s", m.name, m.base_path, m.policy)
 
     from server.app import App, StartupError
-    config_root = os.path.dirname(bundled) if bundled else None
     try:
-        asyncio.run(App(settings, models, config_root=config_root, batching=batching,
-                        prometheus_path=metrics_path, rollout_configs=rollouts, tls=tls,
-                        session_options=session).serve())
+        asyncio.run(App(config).serve())
     except StartupError as e:
         print(f"Failed to start server. Error: {e}", file=sys.stderr)
         return EXIT_STARTUP_FAILURE
@@ -122,17 +92,6 @@ def run_server(argv: list[str], *, bundled_default: bool) -> int:
         print(f"Failed to start server. Error: {e}", file=sys.stderr)
         return EXIT_STARTUP_FAILURE
     return 0
-
-
-def verso_serve_defaults(settings, metrics_path: Optional[str]) -> Optional[str]:
-    """`verso serve`: REST on TF Serving's conventional port 8501 and Prometheus on its default
-    path unless the flags say otherwise (`tensorflow_model_server` keeps TF Serving's defaults:
-    both off). Returns the metrics path to serve."""
-    if "rest_api_port" not in settings.explicit:
-        settings.values["rest_api_port"] = VERSO_REST_PORT
-    if "monitoring_config_file" not in settings.explicit:
-        return DEFAULT_METRICS_PATH
-    return metrics_path
 
 
 def tensorflow_model_server_main(argv: Optional[list[str]] = None) -> int:

@@ -15,9 +15,9 @@ one exception is ``--platform_config_file``, whose messages refer to TensorFlow'
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Mapping, Optional
 
 from tensorflow_serving.config import model_server_config_pb2
 
@@ -548,3 +548,59 @@ def grpc_channel_arguments(settings: Settings) -> list[tuple[str, object]]:
         except ValueError:
             out.append((key.strip(), value))
     return out
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Everything a server is built from, checked: the flags (``settings``; with a platform
+    config file already applied onto them) and what the config files say. Made once by
+    ``server_config`` and passed down; nothing reads flags elsewhere."""
+
+    settings: Settings
+    models: tuple[ModelEntry, ...]
+    batching: Any = None                   # server.batching.params.BatchingOptions, or None: off
+    prometheus_path: Optional[str] = None  # where Prometheus text is served on the REST port
+    rollouts: Mapping[str, Any] = field(default_factory=dict)  # model -> verso.rollout.ModelRollout
+    tls: Any = None                        # server.tls.TlsConfig, or None: plain text
+    session: SessionOptions = SessionOptions()
+    config_root: Optional[str] = None      # where relative base paths resolve (bundled repository)
+    platform: Optional[PlatformConfig] = None
+
+
+def server_config(settings: Settings, *, bundled_default: bool = False) -> ServerConfig:
+    """From parsed flags to the checked configuration: the model config (the bundled
+    repository's with ``bundled_default`` and no model flags), the platform config applied
+    onto the flags, batching, rollouts, TLS, the sessions, the gRPC arguments and Prometheus.
+    Raises ``SettingsError`` (one line for the operator)."""
+    bundled: Optional[str] = None
+    if bundled_default and not settings.model_config_file and not settings.model_base_path:
+        bundled = str(bundled_repository() / "models.config")
+        settings.values["model_config_file"] = bundled
+    models = resolve_models(settings, bundled_config=bundled)
+    platform = platform_config(settings, models)  # applied onto settings.values
+    batching = batching_options(settings, platform)
+    rollouts = rollout_configs(settings)
+    tls = tls_config(settings)
+    session = session_options(settings, platform)
+    grpc_channel_arguments(settings)  # checked now: a bad entry is a start-up error
+    metrics_path = prometheus_path(settings)
+    if bundled_default:
+        metrics_path = verso_serve_defaults(settings, metrics_path)
+    return ServerConfig(settings, tuple(models), batching, metrics_path, rollouts, tls, session,
+                        os.path.dirname(bundled) if bundled else None, platform)
+
+
+VERSO_REST_PORT = 8501
+DEFAULT_METRICS_PATH = "/monitoring/prometheus/metrics"
+
+
+def verso_serve_defaults(settings: Settings, metrics_path: Optional[str]) -> Optional[str]:
+    """`verso serve`: REST on TF Serving's conventional port 8501 and Prometheus on its default
+    path unless the flags say otherwise (`tensorflow_model_server` keeps TF Serving's defaults:
+    both off). Returns the metrics path to serve."""
+    if "rest_api_port" not in settings.explicit:
+        settings.values["rest_api_port"] = VERSO_REST_PORT
+    if "monitoring_config_file" not in settings.explicit:
+        return DEFAULT_METRICS_PATH
+    return metrics_path
+

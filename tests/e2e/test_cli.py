@@ -122,7 +122,7 @@ def test_verso_serve_without_model_flags_serves_the_bundled_repository(server_fa
 
 
 def test_verso_serve_defaults_to_port_8500_and_rest_8501():
-    from server.cli import DEFAULT_METRICS_PATH, verso_serve_defaults
+    from server.settings import DEFAULT_METRICS_PATH, verso_serve_defaults
     from server.settings import bundled_repository, parse_flags, resolve_models
     settings = parse_flags([])
     assert settings.port == 8500
