@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from tests.e2e.helpers import metadata_request, predict_request, states, y_of
+from tests.helpers import metadata_request, predict_request, states, y_of
 from tests.e2e.conftest import script
 from tests.server_proc import ServerProcess, free_port
 
@@ -136,9 +136,10 @@ def test_verso_serve_defaults_to_port_8500_and_rest_8501():
     assert all(os.path.isdir(os.path.join(m.base_path, "1")) for m in models)
 
 
-def test_sigterm_stops_the_server(repo, server_factory):
+def test_unknown_flag_is_reported_startup_continues_and_sigterm_stops_the_server(repo, server_factory):
     repo.put("hp", 1, "hp1")
-    srv = server_factory(f"--model_base_path={repo.path('hp')}", "--model_name=hp")
+    srv = server_factory(f"--model_base_path={repo.path('hp')}", "--model_name=hp", "--some_unknown_flag=1")
+    assert "unknown argument: --some_unknown_flag=1" in srv.output()
     srv.proc.terminate()
     assert srv.wait_exit(timeout=60) == 0
 

@@ -9,7 +9,7 @@ import time
 import grpc
 import numpy as np
 
-from tests.e2e.helpers import predict_request
+from tests.helpers import predict_request
 from tests.server_proc import wait_until
 
 

@@ -12,7 +12,7 @@ import grpc
 import numpy as np
 from tensorflow_serving.apis import predict_pb2
 
-from tests.e2e.helpers import predict_request
+from tests.helpers import predict_request
 
 CASES = 300
 RANDOM_BYTES = 50

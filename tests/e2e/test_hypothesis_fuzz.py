@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
 from tests import fuzz
-from tests.e2e.helpers import predict_request
+from tests.helpers import predict_request
 from tests.server_proc import ServerProcess
 
 CASES = int(os.environ.get("VERSO_FUZZ_CASES", "300"))

@@ -16,7 +16,7 @@ from tensorflow_serving.apis import model_management_pb2, prediction_log_pb2
 
 from server.core.policy import State
 from tests import models
-from tests.e2e.helpers import predict_request, rpc_error, states, status_request, y_of
+from tests.helpers import predict_request, rpc_error, states, status_request, y_of
 from tests.server_proc import ServerProcess, wait_until
 
 X = np.array([2.0], np.float32)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.e2e.helpers import predict_request
+from tests.helpers import predict_request
 from tests.server_proc import ServerProcess
 
 

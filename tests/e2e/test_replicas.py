@@ -12,7 +12,7 @@ import pytest
 
 from client import Client
 from server.core.policy import State
-from tests.e2e.helpers import states
+from tests.helpers import states
 from tests.e2e.test_monitoring import scrape
 from tests.server_proc import READY_LINE, START_TIMEOUT_S, wait_until
 

@@ -9,7 +9,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
-from tests.e2e.helpers import predict_request
+from tests.helpers import predict_request
 from tests.server_proc import ServerProcess
 
 

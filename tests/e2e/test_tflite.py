@@ -12,7 +12,7 @@ from tensorflow_serving.apis import get_model_metadata_pb2
 
 from server.core.policy import State
 from tests import tflite_models
-from tests.e2e.helpers import metadata_request, predict_request, rpc_error, states
+from tests.helpers import metadata_request, predict_request, rpc_error, states
 
 
 def _signatures(srv, model: str):

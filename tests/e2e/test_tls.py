@@ -19,7 +19,7 @@ from tensorflow_serving.apis import prediction_service_pb2_grpc
 from client import Client, RestClient, VersoError
 from tests.certs import Authority, other_key_pem
 from tests.e2e.conftest import script
-from tests.e2e.helpers import predict_request, y_of
+from tests.helpers import predict_request, y_of
 from tests.server_proc import free_port
 
 

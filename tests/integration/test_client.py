@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from client import AsyncClient, AsyncRestClient, Client, RestClient, TensorSpec, VersionStatus, VersoError
-from tests.server_proc import ServerProcess, free_port
+from tests.server_proc import InProcessServer, free_port
 
 KINDS = ["grpc", "grpc-async", "rest", "rest-async"]
 
@@ -35,7 +35,7 @@ def server(built_models, tmp_path_factory):
         shutil.copytree(built_models[key], root / model / str(version))
     config = root / "models.config"
     config.write_text(_config(str(root)))
-    srv = ServerProcess([f"--model_config_file={config}"], rest=True)
+    srv = InProcessServer([f"--model_config_file={config}"], rest=True)
     srv.start()
     yield srv
     srv.stop()
@@ -44,7 +44,7 @@ def server(built_models, tmp_path_factory):
 class Blocking:
     """One client kind seen through blocking calls (asyncio kinds run each call in a fresh loop)."""
 
-    def __init__(self, kind: str, srv: ServerProcess, **kw):
+    def __init__(self, kind: str, srv: InProcessServer, **kw):
         self.kind = kind
         grpc_target, url = f"127.0.0.1:{srv.port}", f"http://127.0.0.1:{srv.rest_port}"
         if kind == "grpc":

@@ -12,7 +12,7 @@ import grpc
 import numpy as np
 
 from server.core.policy import State
-from tests.e2e.helpers import predict_request, rpc_error, states, status_request, y_of
+from tests.helpers import predict_request, rpc_error, states, status_request, y_of
 from tests.server_proc import wait_until
 
 X = np.array([2.0], np.float32)

@@ -12,7 +12,7 @@ import shutil
 
 import pytest
 
-from tests.server_proc import ServerProcess
+from tests.server_proc import InProcessServer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DIGITS = os.path.join(ROOT, "model_repository", "digits")
@@ -36,7 +36,7 @@ def server(tmp_path_factory, built_models):
     }}""")
     monitoring = root / "monitoring.config"
     monitoring.write_text('prometheus_config { enable: true path: "/metrics" }')
-    proc = ServerProcess([f"--model_config_file={config}", f"--monitoring_config_file={monitoring}",
+    proc = InProcessServer([f"--model_config_file={config}", f"--monitoring_config_file={monitoring}",
                           "--rest_api_enable_cors_support=true"], rest=True)
     proc.start()
     yield proc
@@ -300,7 +300,7 @@ def test_rest_timeout_gives_504_and_the_server_keeps_serving(repo, server_factor
     status, body = srv.rest_json("POST", "/v1/models/hp:predict", {"instances": [1.0]})
     assert (status, body) == (504, {"error": "Deadline Exceeded"})
     assert srv.rest_json("GET", "/v1/models/hp")[0] == 200
-    assert srv.proc.poll() is None
+    assert srv.alive()
 
 
 def test_unsupported_dtype_is_501_and_mixed_feature_kinds_400(server):

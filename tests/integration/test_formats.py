@@ -14,7 +14,7 @@ from tensorflow_serving.apis import get_model_metadata_pb2
 
 from server.core.policy import State
 from tests import models
-from tests.e2e.helpers import metadata_request, predict_request, rpc_error, states
+from tests.helpers import metadata_request, predict_request, rpc_error, states
 from tests.server_proc import wait_until
 
 FAST = ["--file_system_poll_wait_seconds=1", "--version_settle_seconds=0.3", "--max_num_load_retries=0"]

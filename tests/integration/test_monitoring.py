@@ -9,7 +9,7 @@ import grpc
 import numpy as np
 import pytest
 
-from tests.e2e.helpers import predict_request, rpc_error, status_request
+from tests.helpers import predict_request, rpc_error, status_request
 
 _LINE = re.compile(r'^([^\s{]+)(?:\{(.*)\})? (\S+)$')
 _LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')

@@ -86,7 +86,7 @@ def test_fuzz_bodies_and_paths_get_4xx_json_and_server_keeps_serving(server):
     finally:
         conn.close()
     # Still serving, and still the same process.
-    assert server.proc.poll() is None
+    assert server.alive()
     assert server.rest_json("POST", "/v1/models/hp:predict", VALID) == (200, {"predictions": [1.5, 2.0]})
     # Shapes are the graph's to judge, as in TF Serving: one row of no values is an answer.
     assert server.rest_json("POST", "/v1/models/hp:predict", {"instances": [[]]}) == (200, {"predictions": [[]]})

@@ -19,8 +19,8 @@ import tensorflow as tf
 from tensorflow_serving.apis import classification_pb2, get_model_metadata_pb2, inference_pb2, regression_pb2
 
 from tests import models
-from tests.e2e.helpers import metadata_request, predict_request, rpc_error
-from tests.server_proc import ServerProcess
+from tests.helpers import metadata_request, predict_request, rpc_error
+from tests.server_proc import InProcessServer
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +39,7 @@ def tf1_models(tmp_path_factory):
 @pytest.fixture(scope="module", params=["direct", "batching"])
 def server(request, tf1_models):
     extra = ["--enable_batching"] if request.param == "batching" else []
-    srv = ServerProcess([f"--model_config_file={tf1_models}", "--file_system_poll_wait_seconds=0", *extra],
+    srv = InProcessServer([f"--model_config_file={tf1_models}", "--file_system_poll_wait_seconds=0", *extra],
                         rest=True)
     srv.start()
     srv.batching = request.param == "batching"

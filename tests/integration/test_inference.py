@@ -10,8 +10,8 @@ import pytest
 import tensorflow as tf
 from tensorflow_serving.apis import classification_pb2, inference_pb2, regression_pb2
 
-from tests.e2e.helpers import rpc_error
-from tests.server_proc import ServerProcess
+from tests.helpers import rpc_error
+from tests.server_proc import InProcessServer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DIGITS = os.path.join(ROOT, "model_repository", "digits")
@@ -61,7 +61,7 @@ def server(tmp_path_factory, built_models):
       config {{ name: "digits" base_path: "{DIGITS}" model_platform: "tensorflow"
                model_version_policy {{ all {{}} }} }}
     }}""")
-    proc = ServerProcess([f"--model_config_file={config}"])
+    proc = InProcessServer([f"--model_config_file={config}"])
     proc.start()
     yield proc
     proc.stop()

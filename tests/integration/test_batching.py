@@ -9,7 +9,7 @@ import grpc
 import numpy as np
 import pytest
 
-from tests.e2e.helpers import predict_request, rpc_error, y_of
+from tests.helpers import predict_request, rpc_error, y_of
 
 
 def _serve(repo, server_factory, tmp_path, params: str, *extra, **kw):
