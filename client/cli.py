@@ -37,6 +37,37 @@ class CliError(Exception):
     """A command-line mistake or a failed call: printed as one line."""
 
 
+def _add_rollout_parser(sub, conn: argparse.ArgumentParser) -> None:
+    """``verso rollout set|verdict|status``: a flag for every ModelRollout field and gate."""
+    ro = sub.add_parser("rollout", help="a model's rollout: set it, its verdict, its status")
+    rsub = ro.add_subparsers(dest="rollout_command", required=True)
+    rs = rsub.add_parser("set", parents=[conn], help="configure a stable/canary split")
+    rs.add_argument("model")
+    rs.add_argument("--stable", type=int, required=True, help="the version most traffic goes to")
+    rs.add_argument("--canary", type=int, default=0, help="the candidate version (0: none)")
+    rs.add_argument("--percent", type=float, default=0.0, help="canary share of routed requests, percent")
+    rs.add_argument("--shadow", type=float, default=0.0, help="share of stable calls also sent to the canary")
+    rs.add_argument("--labels", default="", help="comma-separated version labels routed like a request naming "
+                                                  "no version")
+    rs.add_argument("--shadow-max-in-flight", type=int, default=0, help="shadow calls running at once (4)")
+    rs.add_argument("--evidence-output", default="", help="the output compared for divergence and top-1 "
+                                                          "(default: the signature's first)")
+    rs.add_argument("--window", type=int, default=0, help="calls per version kept as evidence (1000)")
+    rs.add_argument("--max-age", type=float, default=0.0, help="staleness alarm age in seconds (0: off)")
+    rs.add_argument("--auto", action="store_true", help="let the verdict move the canary share stepwise")
+    rs.add_argument("--steps", default="", help="comma-separated canary percents of the automatic steps "
+                                                "(10,25,50,100)")
+    rs.add_argument("--interval", type=float, default=0.0, help="seconds between automatic steps (30)")
+    for flag, kind, text in ROLLOUT_GATES:
+        rs.add_argument(f"--{flag.replace('_', '-')}", type=kind, default=0, help=f"gate: {text}")
+    rs.add_argument("--json", action="store_true", help="print JSON")
+    for name, text in (("verdict", "PROMOTE / HOLD / ROLLBACK with the evidence"),
+                       ("status", "configuration, evidence per version, decisions, alarms")):
+        r = rsub.add_parser(name, parents=[conn], help=text)
+        r.add_argument("model")
+        r.add_argument("--json", action="store_true", help="print JSON")
+
+
 def _parser() -> argparse.ArgumentParser:
     conn = argparse.ArgumentParser(add_help=False)
     g = conn.add_argument_group("server")
@@ -98,33 +129,7 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--routing-keys", type=int, default=0, metavar="N",
                    help="send routing keys user-0 .. user-N-1 in turn (sticky rollout assignment)")
 
-    ro = sub.add_parser("rollout", help="a model's rollout: set it, its verdict, its status")
-    rsub = ro.add_subparsers(dest="rollout_command", required=True)
-    rs = rsub.add_parser("set", parents=[conn], help="configure a stable/canary split")
-    rs.add_argument("model")
-    rs.add_argument("--stable", type=int, required=True, help="the version most traffic goes to")
-    rs.add_argument("--canary", type=int, default=0, help="the candidate version (0: none)")
-    rs.add_argument("--percent", type=float, default=0.0, help="canary share of routed requests, percent")
-    rs.add_argument("--shadow", type=float, default=0.0, help="share of stable calls also sent to the canary")
-    rs.add_argument("--labels", default="", help="comma-separated version labels routed like a request naming "
-                                                  "no version")
-    rs.add_argument("--shadow-max-in-flight", type=int, default=0, help="shadow calls running at once (4)")
-    rs.add_argument("--evidence-output", default="", help="the output compared for divergence and top-1 "
-                                                          "(default: the signature's first)")
-    rs.add_argument("--window", type=int, default=0, help="calls per version kept as evidence (1000)")
-    rs.add_argument("--max-age", type=float, default=0.0, help="staleness alarm age in seconds (0: off)")
-    rs.add_argument("--auto", action="store_true", help="let the verdict move the canary share stepwise")
-    rs.add_argument("--steps", default="", help="comma-separated canary percents of the automatic steps "
-                                                "(10,25,50,100)")
-    rs.add_argument("--interval", type=float, default=0.0, help="seconds between automatic steps (30)")
-    for flag, kind, text in ROLLOUT_GATES:
-        rs.add_argument(f"--{flag.replace('_', '-')}", type=kind, default=0, help=f"gate: {text}")
-    rs.add_argument("--json", action="store_true", help="print JSON")
-    for name, text in (("verdict", "PROMOTE / HOLD / ROLLBACK with the evidence"),
-                       ("status", "configuration, evidence per version, decisions, alarms")):
-        r = rsub.add_parser(name, parents=[conn], help=text)
-        r.add_argument("model")
-        r.add_argument("--json", action="store_true", help="print JSON")
+    _add_rollout_parser(sub, conn)
     cp = sub.add_parser("compare", parents=[conn], help="side-by-side evidence of a model's versions")
     cp.add_argument("model")
     cp.add_argument("--json", action="store_true", help="print JSON")

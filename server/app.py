@@ -95,7 +95,6 @@ class App:
         """Make every component (TensorFlow is imported here: it takes seconds)."""
         from server.api.handlers import ServingCore
         from server.api.metrics import Metrics
-        from server.core import predict
         from server.core.manager import Manager
         from server.core.model_config import ServedModels
         from server.core.source import FileSystemSource
@@ -103,7 +102,6 @@ class App:
         from server.workers import metrics_dir, worker_number
 
         s = self.settings
-        predict.MAX_TENSOR_BYTES = s.max_tensor_bytes
         session = self.config.session
         saved_model.configure_runtime(session.intra_op_threads, session.inter_op_threads, config=session.config,
                                       gpu_memory_fraction=session.gpu_memory_fraction)
@@ -130,6 +128,7 @@ class App:
         self.core = ServingCore(self.manager, pools["predict"], self.served,
                                 tensor_content_outputs=s.enable_serialization_as_tensor_content,
                                 config_root=self.config_root, batching=self._build_batching(),
+                                max_tensor_bytes=s.max_tensor_bytes,
                                 metrics=self.metrics, rollouts=self.rollouts)
 
     def _build_batching(self):

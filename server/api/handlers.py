@@ -25,7 +25,7 @@ from protos.errors import Code, ServingError, invalid_argument
 from server.core.manager import Manager
 from server.core.model_config import ServedModels, parse_model_config, validate_model_config
 from server.core.examples import serialized_examples
-from server.core.predict import DEFAULT_SIGNATURE, check_inputs, prepare_predict
+from server.core.predict import DEFAULT_SIGNATURE, MAX_TENSOR_BYTES, check_inputs, prepare_predict
 from server.core.servable import is_hooked
 
 log = logging.getLogger("verso.handlers")
@@ -50,6 +50,7 @@ class ServingCore:
 
     def __init__(self, manager: Manager, executor: Executor, served: ServedModels, *,
                  tensor_content_outputs: bool = False, config_root: Optional[str] = None,
+                 max_tensor_bytes: int = MAX_TENSOR_BYTES,
                  batching: Optional[tuple[BatchScheduler, BatchingOptions]] = None, metrics=None,
                  rollouts=None):
         self.manager = manager
@@ -59,6 +60,7 @@ class ServingCore:
         self.batching = batching
         self.served = served
         self.tensor_content_outputs = tensor_content_outputs
+        self.max_tensor_bytes = max_tensor_bytes  # --max_tensor_bytes: per decoded Predict input
         self.config_root = config_root
 
     # ---- model spec --------------------------------------------------------------------
@@ -105,7 +107,7 @@ class ServingCore:
         if not request.HasField("model_spec"):
             raise invalid_argument("Missing ModelSpec")
         handle, sig_name, aliases, outputs = await self._predict_on(
-            request.model_spec, call, lambda h: prepare_predict(h.servable.signature_defs, request))
+            request.model_spec, call, lambda h: prepare_predict(h.servable.signature_defs, request, self.max_tensor_bytes))
         response = predict_pb2.PredictResponse()
         response.model_spec.name = handle.name
         response.model_spec.version.value = handle.version

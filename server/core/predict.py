@@ -14,7 +14,7 @@ from protos import tensor_codec
 from protos.errors import Code, ServingError, invalid_argument
 
 DEFAULT_SIGNATURE = "serving_default"
-# The most bytes one decoded request input may take; set once at start-up from --max_tensor_bytes.
+# The most bytes one decoded request input may take by default (--max_tensor_bytes).
 MAX_TENSOR_BYTES = 512 * 2**20
 MAX_STRING_RANK = 32
 
@@ -28,8 +28,10 @@ def signature_not_found(name: str) -> ServingError:
     return ServingError(Code.FAILED_PRECONDITION, f'Serving signature key "{name}" not found.')
 
 
-def prepare_predict(signature_defs: Mapping, request) -> tuple[str, dict[str, np.ndarray], list[str]]:
-    """(signature name, decoded inputs, output aliases) for a PredictRequest.
+def prepare_predict(signature_defs: Mapping, request, max_bytes: int = MAX_TENSOR_BYTES
+                    ) -> tuple[str, dict[str, np.ndarray], list[str]]:
+    """(signature name, decoded inputs, output aliases) for a PredictRequest; an input that
+    would decode to more than ``max_bytes`` is RESOURCE_EXHAUSTED before allocation.
 
     Raises FAILED_PRECONDITION for an unknown signature, INVALID_ARGUMENT for bad inputs.
     """
@@ -37,10 +39,11 @@ def prepare_predict(signature_defs: Mapping, request) -> tuple[str, dict[str, np
     signature = signature_defs.get(sig_name)
     if signature is None:
         raise signature_not_found(sig_name)
-    return sig_name, decode_inputs(signature, request.inputs), output_aliases(signature, request.output_filter)
+    return (sig_name, decode_inputs(signature, request.inputs, max_bytes),
+            output_aliases(signature, request.output_filter))
 
 
-def decode_inputs(signature, request_inputs) -> dict[str, np.ndarray]:
+def decode_inputs(signature, request_inputs, max_bytes: int = MAX_TENSOR_BYTES) -> dict[str, np.ndarray]:
     """Validate request inputs against a SignatureDef and decode them, with TF Serving's
     checks in its order: input count (fewer only when the signature has ``defaults``), then
     each signature alias (from the request, else its default), then unknown request names,
@@ -66,7 +69,7 @@ def decode_inputs(signature, request_inputs) -> dict[str, np.ndarray]:
                     f"{{{_join(request_inputs)}}}, or default input alias set: {_join(defaults)}")
             proto = defaults[alias]
         try:
-            decoded[alias] = tensor_codec.to_ndarray(proto, max_bytes=MAX_TENSOR_BYTES)
+            decoded[alias] = tensor_codec.to_ndarray(proto, max_bytes=max_bytes)
         except tensor_codec.TensorTooLarge as e:
             raise ServingError(Code.RESOURCE_EXHAUSTED,
                                f"Input {alias} is too large: {e} (--max_tensor_bytes)") from None

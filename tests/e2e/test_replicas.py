@@ -13,7 +13,7 @@ import pytest
 from client import Client
 from server.core.policy import State
 from tests.helpers import states
-from tests.e2e.test_monitoring import scrape
+from tests.helpers import scrape
 from tests.server_proc import READY_LINE, START_TIMEOUT_S, wait_until
 
 X = np.array([1.0], np.float32)  # a numpy array: the client sends it as is, no metadata call first

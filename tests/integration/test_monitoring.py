@@ -3,36 +3,11 @@ known number of requests, batching and load metrics, and Verso's per-version ext
 
 from __future__ import annotations
 
-import re
-
 import grpc
 import numpy as np
 import pytest
 
-from tests.helpers import predict_request, rpc_error, status_request
-
-_LINE = re.compile(r'^([^\s{]+)(?:\{(.*)\})? (\S+)$')
-_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
-
-
-def scrape(server, path="/monitoring/prometheus/metrics") -> tuple[dict, dict]:
-    """({(name, frozenset(labels)): value}, {name: type}) from the Prometheus text."""
-    status, headers, data = server.http("GET", path)
-    assert status == 200
-    assert headers["content-type"].startswith("text/plain")
-    samples, types = {}, {}
-    for line in data.decode().splitlines():
-        if line.startswith("# TYPE "):
-            _, _, name, kind = line.split(" ")
-            types[name] = kind
-            continue
-        if not line or line.startswith("#"):
-            continue
-        m = _LINE.match(line)
-        assert m, line
-        labels = frozenset(_LABEL.findall(m.group(2) or ""))
-        samples[(m.group(1), labels)] = float(m.group(3))
-    return samples, types
+from tests.helpers import predict_request, rpc_error, scrape, status_request
 
 
 def value(samples, name, **labels) -> float:
