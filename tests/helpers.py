@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import re
 
 import grpc
 import numpy as np
 import tensorflow as tf
-from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, predict_pb2
+from google.protobuf import text_format
+from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, model_management_pb2, predict_pb2
 
 from server.core.policy import State
 
@@ -91,3 +93,32 @@ def scrape(server, path="/monitoring/prometheus/metrics") -> tuple[dict, dict]:
         labels = frozenset(_LABEL.findall(m.group(2) or ""))
         samples[(m.group(1), labels)] = float(m.group(3))
     return samples, types
+
+
+# ---- model configs and the half-plus models (version management tests) ----
+
+X = np.array([2.0], np.float32)
+FAST = ["--file_system_poll_wait_seconds=1", "--version_settle_seconds=0.3", "--max_num_load_retries=0"]
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def model_block(name, path, extra=""):
+    return f'config {{ name: "{name}" base_path: "{path}" model_platform: "tensorflow" {extra} }}\n'
+
+
+def config_text(*blocks) -> str:
+    return "model_config_list {\n" + "".join(blocks) + "}\n"
+
+
+def reload_request(text: str) -> model_management_pb2.ReloadConfigRequest:
+    req = model_management_pb2.ReloadConfigRequest()
+    text_format.Parse(text, req.config)
+    return req
+
+
+def hp_answer(srv, model="hp", version=None, label=None):
+    req = predict_request(model, {"x": X}, version=version)
+    if label is not None:
+        req.model_spec.version_label = label
+    resp = srv.predict_stub.Predict(req, timeout=30)
+    return resp.model_spec.version.value, float(y_of(resp)[0])

@@ -16,7 +16,7 @@ from tensorflow_serving.apis import predict_pb2
 from client import AsyncClient, Client, RestClient, VersoError
 from protos import rollout_pb2, rollout_pb2_grpc
 from protos import tensor_codec
-from tests.server_proc import ServerProcess, wait_until
+from tests.server_proc import InProcessServer, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 DIGITS = ROOT / "model_repository" / "digits"
@@ -45,7 +45,7 @@ def server(built_models, tmp_path_factory):
     rollouts.write_text('models { model: "half" stable: 1 canary: 2 canary_percent: 25 }\n')
     monitoring = root / "monitoring.config"
     monitoring.write_text("prometheus_config { enable: true }\n")
-    srv = ServerProcess([f"--model_config_file={root}/models.config", f"--rollout_config_file={rollouts}",
+    srv = InProcessServer([f"--model_config_file={root}/models.config", f"--rollout_config_file={rollouts}",
                          "--rollout_config_file_poll_wait_seconds=1", f"--monitoring_config_file={monitoring}"],
                         rest=True)
     srv.rollouts_file = rollouts
@@ -228,47 +228,3 @@ def test_rollout_evidence_is_exported_to_prometheus(server, client):
     assert 'verso_rollout_traffic_percent{model_name="half",version="1",role="stable"} 75\n' in text
     assert 'verso_rollout_verdict{model_name="half",decision="HOLD"} 1\n' in text
     assert 'verso_rollout_window_requests{model_name="half",version="1",role="stable"}' in text
-
-
-# ---- the command line ------------------------------------------------------------------------------------
-
-def _verso(server, *args):
-    import os
-    import subprocess
-
-    from tests.e2e.conftest import script
-    env = dict(os.environ, VERSO_TARGET=f"127.0.0.1:{server.port}", COLUMNS="200")
-    return subprocess.run([script("verso"), *args], capture_output=True, text=True, timeout=120, env=env)
-
-
-def test_the_rollout_commands(server, tmp_path):
-    import json
-
-    r = _verso(server, "rollout", "set", "digits", "--stable", "1", "--canary", "2", "--percent", "50",
-               "--min-samples", "5", "--max-p99-ratio", "100", "--json")
-    assert r.returncode == 0, r.stderr
-    cfg = json.loads(r.stdout)["config"]
-    assert (cfg["stable"], cfg["canary"], cfg["canary_percent"], cfg["gates"]["min_samples"]) == ("1", "2", 50.0, "5")
-    # The whole held-out set once, 10 rows a call: ~270 rows a side, so v1's 87 % and v2's 98 %
-    # cannot swap places by chance (a 60-row sample once gave v1 21 of 21).
-    r = _verso(server, "bench", "digits", "--dataset", str(HOLDOUT), "--feedback", "--rows", "10", "-n", "54",
-               "-c", "2", "--json")
-    assert r.returncode == 0, r.stderr
-    assert json.loads(r.stdout)["feedback_sent"] == 54  # every answer carried a request id
-    r = _verso(server, "compare", "digits", "--plot", str(tmp_path / "rollout.png"))
-    assert r.returncode == 0, r.stderr
-    lines = r.stdout.splitlines()
-    assert lines[0] == "rollout of digits: stable v1, canary v2 at 50 %"
-    rows = {cells[0]: cells for cells in
-            ([c.strip() for c in ln.strip("│").split("│")] for ln in lines if ln.startswith("│"))}
-    assert rows["1"][1:3] == ["stable", "50"] and rows["2"][1:3] == ["canary", "50"]
-    assert int(rows["1"][3]) + int(rows["2"][3]) == 54
-    feedback_rows = [int(rows[v][10].rsplit("(", 1)[1].rstrip(")")) for v in ("1", "2")]  # "87.0 % (270)"
-    assert sum(feedback_rows) == 540
-    assert (tmp_path / "rollout.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    r = _verso(server, "rollout", "verdict", "digits")
-    assert r.returncode == 0 and r.stdout.splitlines()[0] == "PROMOTE", r.stdout  # v2 is the more accurate
-    r = _verso(server, "feedback", "no-such-id", "3")
-    assert r.returncode == 1 and r.stderr == "verso: error: NOT_FOUND: Unknown or expired request id: no-such-id\n"
-    r = _verso(server, "rollout", "status", "nope")
-    assert r.returncode == 1 and r.stderr == "verso: error: NOT_FOUND: No rollout configured for model nope\n"

@@ -1,4 +1,4 @@
-"""Version management end to end: policies, labels, reload RPC, config polling, retries,
+"""Version management in process (the real server, its ports and the official client): policies, labels, reload RPC, config polling, retries,
 warmup, start-up reporting and health, with the official client."""
 
 from __future__ import annotations
@@ -10,41 +10,14 @@ import time
 import grpc
 import numpy as np
 import tensorflow as tf
-from google.protobuf import text_format
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tensorflow_serving.apis import model_management_pb2, prediction_log_pb2
 
 from server.core.policy import State
 from tests import models
-from tests.helpers import predict_request, rpc_error, states, status_request, y_of
-from tests.server_proc import ServerProcess, wait_until
-
-X = np.array([2.0], np.float32)
-FAST = ["--file_system_poll_wait_seconds=1", "--version_settle_seconds=0.3", "--max_num_load_retries=0"]
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def model_block(name, path, extra=""):
-    return f'config {{ name: "{name}" base_path: "{path}" model_platform: "tensorflow" {extra} }}\n'
-
-
-def config_text(*blocks) -> str:
-    return "model_config_list {\n" + "".join(blocks) + "}\n"
-
-
-def reload_request(text: str) -> model_management_pb2.ReloadConfigRequest:
-    req = model_management_pb2.ReloadConfigRequest()
-    text_format.Parse(text, req.config)
-    return req
-
-
-def hp_answer(srv, model="hp", version=None, label=None):
-    req = predict_request(model, {"x": X}, version=version)
-    if label is not None:
-        req.model_spec.version_label = label
-    resp = srv.predict_stub.Predict(req, timeout=30)
-    return resp.model_spec.version.value, float(y_of(resp)[0])
-
+from tests.helpers import (FAST, REPO_ROOT, X, config_text, hp_answer, model_block, predict_request, reload_request,
+                           rpc_error, states, status_request)
+from tests.server_proc import wait_until
 
 # ---- policies -----------------------------------------------------------------------------------
 
@@ -112,15 +85,7 @@ def test_allow_labels_for_unavailable_models(repo, server_factory, tmp_path):
     cfg = tmp_path / "models.config"
     cfg.write_text(config_text(model_block("hp", repo.path("hp"), 'version_labels { key: "stable" value: 1 } '
                                                                   'version_labels { key: "next" value: 2 }')))
-    # Without the flag a label on a version that never loaded stops start-up.
-    bad = ServerProcess([f"--model_config_file={cfg}", *FAST])
-    bad.start(wait=False)
-    try:
-        assert bad.wait_exit(timeout=120) == 255
-        assert ("Failed to start server. Error: FAILED_PRECONDITION: Request to assign label to version 2 of "
-                "model hp, which is not currently available for inference") in bad.output()
-    finally:
-        bad.stop()
+    # (Without the flag, start-up stops: tests/e2e/test_startup.py.)
     srv = server_factory(f"--model_config_file={cfg}", "--allow_version_labels_for_unavailable_models", *FAST)
     assert hp_answer(srv, label="stable") == (1, 2.0)
     req = predict_request("hp", {"x": X})
@@ -355,22 +320,6 @@ def test_a_model_waiting_for_load_retries_does_not_keep_the_port_closed(repo, se
     lines = [line for line in srv.output().splitlines() if "Model bad has no available version at start-up" in line]
     assert len(lines) == 1 and "name: bad version: 1 due to error: " in lines[0], srv.output()
     assert "(load retries continue)" in lines[0] and "retry 1 of 5 in 60.0s" in srv.output()
-
-
-def test_health_serving_then_not_serving_on_shutdown(repo, server_factory):
-    repo.put("hp", 1, "hp1")
-    srv = server_factory(f"--model_base_path={repo.path('hp')}", "--model_name=hp", "--shutdown_grace_seconds=2")
-    stub = health_pb2_grpc.HealthStub(srv.channel)
-    for service in ("", "tensorflow.serving.PredictionService", "PredictionService", "ModelService"):
-        resp = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=10)
-        assert resp.status == health_pb2.HealthCheckResponse.SERVING
-    e = rpc_error(stub.Check, health_pb2.HealthCheckRequest(service="nope"))
-    assert e.code() == grpc.StatusCode.NOT_FOUND
-    watch = stub.Watch(health_pb2.HealthCheckRequest(service=""), timeout=60)
-    assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
-    srv.proc.terminate()
-    assert next(watch).status == health_pb2.HealthCheckResponse.NOT_SERVING
-    assert srv.wait_exit(timeout=60) == 0
 
 
 def test_health_follows_readiness_and_liveness_stays_serving(built_models, server_factory, tmp_path):
