@@ -23,8 +23,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
 from benchmarks.predict_bench import build_mlp  # noqa: E402
-from server.core.manager import Manager  # noqa: E402
-from server.core.policy import State  # noqa: E402
+from server.lifecycle.manager import Manager  # noqa: E402
+from server.lifecycle.policy import State  # noqa: E402
 from server.servables.loader import load_servable  # noqa: E402
 
 

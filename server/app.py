@@ -27,7 +27,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Optional
 
-from server.core.model_config import TENSORFLOW_PLATFORM, ModelEntry
+from server.lifecycle.model_config import TENSORFLOW_PLATFORM, ModelEntry
 from server.settings import ServerConfig
 
 log = logging.getLogger("verso")
@@ -93,11 +93,11 @@ class App:
 
     def build(self) -> None:
         """Make every component (TensorFlow is imported here: it takes seconds)."""
-        from server.api.handlers import ServingCore
-        from server.api.metrics import Metrics
-        from server.core.manager import Manager
-        from server.core.model_config import ServedModels
-        from server.core.source import FileSystemSource
+        from server.dataplane.core import ServingCore
+        from server.transports.metrics import Metrics
+        from server.lifecycle.manager import Manager
+        from server.lifecycle.model_config import ServedModels
+        from server.lifecycle.source import FileSystemSource
         from server.servables import saved_model
         from server.workers import metrics_dir, worker_number
 
@@ -169,13 +169,13 @@ class App:
         return servable
 
     def _version_mtimes(self):
-        from server.api.metrics import version_mtime
+        from server.transports.metrics import version_mtime
         for name in self.manager.model_names():
             for st in self.manager.status(name):
                 yield name, st.version, st.state, version_mtime(st.path)
 
     def _version_age(self, name: str, version: int):
-        from server.api.metrics import version_mtime
+        from server.transports.metrics import version_mtime
         path = next((v.path for v in self.manager.status(name) if v.version == version), "")
         mtime = version_mtime(path)
         return None if mtime is None else max(0.0, time.time() - mtime)
@@ -222,7 +222,7 @@ class App:
         """Bind the gRPC server (port and/or socket) with its services; not started yet."""
         from grpc_health.v1 import health, health_pb2_grpc
 
-        from server.api.grpc_service import create_server
+        from server.transports.grpc_service import create_server
         from server.settings import grpc_channel_arguments
         s = self.settings
         self.address = f"{s.bind_address}:{s.port}" if s.port else None
@@ -236,10 +236,10 @@ class App:
                                    credentials=self.tls.grpc_credentials() if self.tls else None,
                                    socket_path=self.socket_path)
         if s.enable_profiler:  # TF Serving's default: TensorFlow's profiler service on the gRPC port
-            from server.api.profiler import add_profiler_service
+            from server.transports.profiler import add_profiler_service
             add_profiler_service(self._grpc)
         if s.enable_grpc_healthcheck_service:
-            from server.api.health import HealthReporter
+            from server.transports.health import HealthReporter
             self._health = health.aio.HealthServicer()
             reporter = HealthReporter(self._health, self.ready)
             await reporter.start()
@@ -249,8 +249,8 @@ class App:
     def _start_loops(self) -> None:
         """The background loops: manager ticks, file-system polls and watch, config-file polls,
         automatic rollout steps."""
-        from server.api.handlers import poll_text_file
-        from server.core.source import DirectoryWatcher
+        from server.dataplane.core import poll_text_file
+        from server.lifecycle.source import DirectoryWatcher
         s = self.settings
         loop = asyncio.get_running_loop()
         self._spawn(self.manager.run(), "verso-manager")
@@ -284,7 +284,7 @@ class App:
         if s.rest_api_port and s.rest_api_port == s.port:
             log.error("--rest_api_port must differ from --port; the REST API is not started")
         elif s.rest_api_port:
-            from server.api.rest import RestApi, start as start_rest
+            from server.transports.rest import RestApi, start as start_rest
             api = RestApi(self.core, timeout_ms=s.rest_api_timeout_in_ms, cors=s.rest_api_enable_cors_support,
                           metrics=self.metrics, metrics_path=self.prometheus_path, ready=self.ready,
                           executor=self._pools["predict"])

@@ -21,9 +21,9 @@ from typing import Any, Callable, Mapping, Optional
 
 from tensorflow_serving.config import model_server_config_pb2
 
-from server.core import model_config
+from server.lifecycle import model_config
 from protos.errors import ServingError
-from server.core.model_config import TENSORFLOW_PLATFORM, ModelEntry
+from server.lifecycle.model_config import TENSORFLOW_PLATFORM, ModelEntry
 from server.textproto import TextProtoError, parse_text_proto
 
 

@@ -11,7 +11,7 @@ import tensorflow as tf
 from google.protobuf import text_format
 from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, model_management_pb2, predict_pb2
 
-from server.core.policy import State
+from server.lifecycle.policy import State
 
 
 def predict_request(model: str, inputs: dict, version=None, signature: str = "", output_filter=()):

@@ -22,7 +22,7 @@ import numpy as np
 
 from protos import rollout_pb2
 from protos.errors import Code, ServingError, invalid_argument
-from server.core.manager import Manager
+from server.lifecycle.manager import Manager
 from server.rollout import routing
 from server.rollout.config import gates_of, validated
 from server.rollout.evidence import Evidence, Window, divergence, per_output, top1

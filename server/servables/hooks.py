@@ -38,7 +38,7 @@ import numpy as np
 
 from protos import tensor_codec
 from protos.errors import Code, ServingError
-from server.core.predict import check_inputs
+from server.dataplane.predict import check_inputs
 from server.servables.signatures import dtype_enum, signature_def, tensor_info
 
 log = logging.getLogger("verso.hooks")

@@ -23,9 +23,9 @@ import threading
 from typing import Sequence
 
 from protos.errors import ServingError, invalid_argument
-from server.core.model_config import KERAS_PLATFORM as KERAS
-from server.core.model_config import ONNX_PLATFORM as ONNX
-from server.core.model_config import TENSORFLOW_PLATFORM as TENSORFLOW
+from server.lifecycle.model_config import KERAS_PLATFORM as KERAS
+from server.lifecycle.model_config import ONNX_PLATFORM as ONNX
+from server.lifecycle.model_config import TENSORFLOW_PLATFORM as TENSORFLOW
 
 log = logging.getLogger("verso.servables")
 

@@ -16,7 +16,7 @@ import numpy as np
 from tensorflow.core.framework import types_pb2
 
 from protos.errors import Code, ServingError
-from server.core.predict import DEFAULT_SIGNATURE, signature_not_found
+from server.dataplane.predict import DEFAULT_SIGNATURE, signature_not_found
 from server.servables.signatures import signature_def
 
 # onnxruntime's type strings -> TF dtypes.

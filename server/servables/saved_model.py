@@ -29,7 +29,7 @@ from google.protobuf import text_format
 from tensorflow.core.protobuf import config_pb2, meta_graph_pb2, saved_model_pb2
 
 from protos.errors import Code, ServingError, invalid_argument
-from server.core.predict import signature_not_found
+from server.dataplane.predict import signature_not_found
 
 log = logging.getLogger("verso.servables")
 

@@ -30,7 +30,7 @@ import numpy as np
 
 from protos import tensor_codec
 from protos.errors import Code, ServingError
-from server.core.predict import DEFAULT_SIGNATURE, signature_not_found
+from server.dataplane.predict import DEFAULT_SIGNATURE, signature_not_found
 from server.servables.signatures import signature_def
 
 log = logging.getLogger("verso.servables")

@@ -16,8 +16,8 @@ import tensorflow as tf
 from tensorflow_serving.apis import prediction_log_pb2
 
 from protos.errors import Code, ServingError, invalid_argument
-from server.core.examples import serialized_examples
-from server.core.predict import DEFAULT_SIGNATURE, prepare_predict
+from server.dataplane.examples import serialized_examples
+from server.dataplane.predict import DEFAULT_SIGNATURE, prepare_predict
 
 log = logging.getLogger("verso.warmup")
 

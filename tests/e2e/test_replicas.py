@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from client import Client
-from server.core.policy import State
+from server.lifecycle.policy import State
 from tests.helpers import states
 from tests.helpers import scrape
 from tests.server_proc import READY_LINE, START_TIMEOUT_S, wait_until

@@ -10,7 +10,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow_serving.apis import get_model_metadata_pb2
 
-from server.core.policy import State
+from server.lifecycle.policy import State
 from tests import tflite_models
 from tests.helpers import metadata_request, predict_request, rpc_error, states
 

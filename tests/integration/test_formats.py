@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from tensorflow_serving.apis import get_model_metadata_pb2
 
-from server.core.policy import State
+from server.lifecycle.policy import State
 from tests import models
 from tests.helpers import metadata_request, predict_request, rpc_error, states
 from tests.server_proc import wait_until

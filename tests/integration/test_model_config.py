@@ -13,7 +13,7 @@ import tensorflow as tf
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tensorflow_serving.apis import model_management_pb2, prediction_log_pb2
 
-from server.core.policy import State
+from server.lifecycle.policy import State
 from tests import models
 from tests.helpers import (FAST, REPO_ROOT, X, config_text, hp_answer, model_block, predict_request, reload_request,
                            rpc_error, states, status_request)

@@ -1,4 +1,4 @@
-"""``tensorflow.ProfilerService`` (server/api/profiler.py) on an in-process grpc.aio server,
+"""``tensorflow.ProfilerService`` (server/transports/profiler.py) on an in-process grpc.aio server,
 driven by TensorFlow's own profiler client and by raw calls for what that client cannot send.
 
 The server runs on its own event loop in a background thread, as Verso's does in its process;
@@ -22,7 +22,7 @@ from google.protobuf import descriptor_pb2, descriptor_pool
 from tensorflow.python.profiler.internal import _pywrap_profiler_plugin
 from tensorflow.tsl.profiler.protobuf import xplane_pb2
 
-from server.api.profiler import LOCK_CONTENTION, METHODS, SERVICE, ProfilerService, add_profiler_service, messages
+from server.transports.profiler import LOCK_CONTENTION, METHODS, SERVICE, ProfilerService, add_profiler_service, messages
 
 M = messages()
 

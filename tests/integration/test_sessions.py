@@ -64,7 +64,7 @@ def test_signatures_are_prepared_at_load_and_unload_refuses_later_calls(hp):
 
 
 def test_every_format_is_a_servable_and_only_hooked_ones_are_hooked(tmp_path):
-    from server.core.servable import Hooked, Servable, is_hooked
+    from server.lifecycle.servable import Hooked, Servable, is_hooked
     from tests import tflite_models
     models.save_half_plus(str(tmp_path / "sm"), 1.0)
     models.save_keras_affine(str(tmp_path / "keras"), 1.0, 0.0)

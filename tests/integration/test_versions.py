@@ -11,7 +11,7 @@ import time
 import grpc
 import numpy as np
 
-from server.core.policy import State
+from server.lifecycle.policy import State
 from tests.helpers import predict_request, rpc_error, states, status_request, y_of
 from tests.server_proc import wait_until
 

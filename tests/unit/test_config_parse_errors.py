@@ -20,7 +20,7 @@ import logging
 import pytest
 from tensorflow_serving.config import model_server_config_pb2
 
-from server.core.model_config import parse_model_config
+from server.lifecycle.model_config import parse_model_config
 from server.settings import (
     SettingsError,
     batching_options,
@@ -174,7 +174,7 @@ def test_rollout_config_file(tmp_path):
 
 
 def test_a_polled_file_that_stops_parsing_is_logged_with_the_same_text(tmp_path, caplog):
-    from server.api.handlers import poll_text_file
+    from server.dataplane.core import poll_text_file
     path = tmp_path / "models.config"
     path.write_text('model_config_list { config { name: "a" base_path: "/a" model_platform: "tensorflow" } }')
     applied = []

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from server.api.health import LIVENESS_SERVICE, READINESS_SERVICES
-from server.core.model_config import parse_model_config, validate_model_config
+from server.transports.health import LIVENESS_SERVICE, READINESS_SERVICES
+from server.lifecycle.model_config import parse_model_config, validate_model_config
 from server.settings import parse_flags, prometheus_path
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"

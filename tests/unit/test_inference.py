@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from tensorflow_serving.apis import inference_pb2
 
-from server.core import inference
+from server.dataplane import inference
 from protos.errors import Code, ServingError
 
 

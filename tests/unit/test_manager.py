@@ -7,8 +7,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from protos.errors import Code, ServingError
-from server.core.manager import Manager
-from server.core.policy import State
+from server.lifecycle.manager import Manager
+from server.lifecycle.policy import State
 
 
 class FakeServable:

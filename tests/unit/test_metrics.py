@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from server.api.metrics import LATENCY_BUCKETS_US, Metrics, render
-from server.core.policy import State
+from server.transports.metrics import LATENCY_BUCKETS_US, Metrics, render
+from server.lifecycle.policy import State
 
 
 def lines(m: Metrics) -> list[str]:
@@ -70,7 +70,7 @@ def test_label_values_are_escaped():
 
 _RECORD = """
 import sys
-from server.api.metrics import Metrics
+from server.transports.metrics import Metrics
 m = Metrics(multiprocess_dir=sys.argv[1] or None)
 for _ in range(int(sys.argv[2])):
     m.request("hp", 1, "Predict", "GRPC", "OK", 0.01)

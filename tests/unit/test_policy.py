@@ -1,6 +1,6 @@
 """The version policy is pure: states in, one action out."""
 
-from server.core.policy import (Action, ActionKind, All, Latest, Specific, State, VersionView,
+from server.lifecycle.policy import (Action, ActionKind, All, Latest, Specific, State, VersionView,
                                 aspired_versions, next_action)
 
 A, S, L, U, E = State.AVAILABLE, State.START, State.LOADING, State.UNLOADING, State.END

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from protos import rollout_pb2
-from server.core.manager import Lease
+from server.lifecycle.manager import Lease
 from protos.errors import Code, ServingError
 from server.rollout import manager as rollout_manager
 from server.rollout import routing

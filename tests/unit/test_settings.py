@@ -2,7 +2,7 @@
 
 import pytest
 
-from server.core.policy import All, Latest, Specific
+from server.lifecycle.policy import All, Latest, Specific
 from server.settings import SettingsError, parse_flags, read_model_config_file, resolve_models
 
 

@@ -5,8 +5,8 @@ import os
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 
-from server.core.policy import All, Latest
-from server.core.source import FileSystemSource, ScanResult, ServableConfig, SettleTracker, scan_base_path
+from server.lifecycle.policy import All, Latest
+from server.lifecycle.source import FileSystemSource, ScanResult, ServableConfig, SettleTracker, scan_base_path
 
 
 def _scan(versions, fps, exists=True):

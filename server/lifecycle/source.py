@@ -27,7 +27,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Callable, Mapping, Optional
 
-from server.core.policy import Specific, VersionPolicy, aspired_versions
+from server.lifecycle.policy import Specific, VersionPolicy, aspired_versions
 
 log = logging.getLogger("verso.source")
 

@@ -7,7 +7,7 @@ executors it is given. Nothing here takes a lock: the loop is the lock.
 Flow (TF Serving's vocabulary):
 * a source calls ``set_aspired_versions(name, {version: path})`` with the *full* set of
   versions it wants loaded for a model; versions left out are un-aspired;
-* ``tick()`` asks the pure policy (``server.core.policy.next_action``) for each model's
+* ``tick()`` asks the pure policy (``server.lifecycle.policy.next_action``) for each model's
   next action and starts it (a load or an unload runs as a task);
 * requests read the immutable ``snapshot`` and take a counted lease on a version through
   ``lease()``; a version that is unloading leaves the snapshot at once (no new leases) and
@@ -27,8 +27,8 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping, Optional
 
 from protos.errors import Code, ServingError
-from server.core.policy import Action, ActionKind, State, VersionView, next_action
-from server.core.servable import Servable
+from server.lifecycle.policy import Action, ActionKind, State, VersionView, next_action
+from server.lifecycle.servable import Servable
 
 if TYPE_CHECKING:
     from server.batching.scheduler import BatchQueue

@@ -20,13 +20,13 @@ from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
 from server.batching.params import BatchingOptions
 from server.batching.scheduler import BatchQueue, BatchScheduler
 from protos import tensor_codec
-from server.core import inference
+from server.dataplane import inference
 from protos.errors import Code, ServingError, invalid_argument
-from server.core.manager import Manager
-from server.core.model_config import ServedModels, parse_model_config, validate_model_config
-from server.core.examples import serialized_examples
-from server.core.predict import DEFAULT_SIGNATURE, MAX_TENSOR_BYTES, check_inputs, prepare_predict
-from server.core.servable import is_hooked
+from server.lifecycle.manager import Manager
+from server.lifecycle.model_config import ServedModels, parse_model_config, validate_model_config
+from server.dataplane.examples import serialized_examples
+from server.dataplane.predict import DEFAULT_SIGNATURE, MAX_TENSOR_BYTES, check_inputs, prepare_predict
+from server.lifecycle.servable import is_hooked
 
 log = logging.getLogger("verso.handlers")
 
@@ -55,7 +55,7 @@ class ServingCore:
                  rollouts=None):
         self.manager = manager
         self.rollouts = rollouts
-        self.metrics = metrics  # server.api.metrics.Metrics, or None
+        self.metrics = metrics  # server.transports.metrics.Metrics, or None
         self.executor = executor
         self.batching = batching
         self.served = served

@@ -25,7 +25,7 @@ from tensorflow_serving.apis import classification_pb2, regression_pb2
 
 from protos import tensor_codec
 from protos.errors import Code, ServingError, invalid_argument
-from server.core.predict import DEFAULT_SIGNATURE
+from server.dataplane.predict import DEFAULT_SIGNATURE
 
 CLASSIFY_METHOD = "tensorflow/serving/classify"
 REGRESS_METHOD = "tensorflow/serving/regress"

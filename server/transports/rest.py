@@ -32,7 +32,7 @@ from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
 
 from protos import rollout_pb2
 from protos import rest_json
-from server.api.handlers import SIGNATURE_DEF_FIELD, CallInfo, ServingCore
+from server.dataplane.core import SIGNATURE_DEF_FIELD, CallInfo, ServingCore
 from protos.errors import Code, ServingError
 
 log = logging.getLogger("verso.rest")

@@ -20,8 +20,8 @@ from typing import Callable, Mapping, Optional
 from tensorflow_serving.config import model_server_config_pb2
 
 from protos.errors import Code, ServingError, invalid_argument
-from server.core.policy import All, Latest, Specific, State, VersionPolicy
-from server.core.source import ServableConfig
+from server.lifecycle.policy import All, Latest, Specific, State, VersionPolicy
+from server.lifecycle.source import ServableConfig
 from server.textproto import parse_text_proto
 
 log = logging.getLogger("verso.config")

@@ -21,7 +21,7 @@ from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
                                      inference_pb2, model_management_pb2, predict_pb2, regression_pb2)
 
 from protos import rollout_pb2
-from server.api.handlers import CallInfo, ServingCore
+from server.dataplane.core import CallInfo, ServingCore
 from protos.errors import Code, ServingError
 
 log = logging.getLogger("verso.grpc")

@@ -33,7 +33,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from server.core.policy import State
+from server.lifecycle.policy import State
 
 DEFAULT_PATH = "/monitoring/prometheus/metrics"
 LATENCY_BUCKETS_US = tuple(10 * 1.8 ** i for i in range(33))

@@ -1,1 +1,0 @@
-"""Request handling: transport-agnostic handlers (``handlers``) and thin transport adapters."""

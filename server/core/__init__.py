@@ -1,1 +1,0 @@
-"""Transport-agnostic core of Verso. Nothing here imports grpc or TensorFlow's runtime."""
