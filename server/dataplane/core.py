@@ -309,6 +309,37 @@ class ServingCore:
                 entry.status.error_message = s.error.message
         return response
 
+    # ---- Verso's extensions: the model list and rollouts ----------------------------------------
+
+    def list_models(self) -> list[tuple[str, get_model_status_pb2.GetModelStatusResponse]]:
+        """Every model the manager knows, by name, with its GetModelStatus answer (``GET
+        /v1/models``); a model with no version known yet is left out."""
+        out = []
+        for name in sorted(self.manager.model_names()):
+            request = get_model_status_pb2.GetModelStatusRequest(model_spec=model_pb2.ModelSpec(name=name))
+            try:
+                out.append((name, self.get_model_status(request)))
+            except ServingError:
+                continue
+        return out
+
+    def _rollouts(self):
+        if self.rollouts is None:
+            raise ServingError(Code.UNIMPLEMENTED, "Rollouts are not enabled on this server")
+        return self.rollouts
+
+    def get_rollout(self, model: str):
+        """GetRollout: a model's ``verso.rollout.RolloutStatus`` (NOT_FOUND without a rollout)."""
+        return self._rollouts().status(model)
+
+    def set_rollout(self, rollout):
+        """SetRollout: configure a ``verso.rollout.ModelRollout``; returns its status."""
+        return self._rollouts().set(rollout)
+
+    def feedback(self, request_id: str, labels):
+        """Feedback: ground truth for an earlier answer; a ``verso.rollout.FeedbackResponse``."""
+        return self._rollouts().feedback(request_id, labels)
+
     # ---- HandleReloadConfigRequest and the polled config file ----------------------------------
 
     async def reload_config(self, request: model_management_pb2.ReloadConfigRequest

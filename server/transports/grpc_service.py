@@ -145,13 +145,13 @@ def service_handlers(core: ServingCore, metrics=None) -> list[grpc.GenericRpcHan
     handlers = [grpc.method_handlers_generic_handler("tensorflow.serving.PredictionService", prediction),
                 grpc.method_handlers_generic_handler("tensorflow.serving.ModelService", model)]
     if core.rollouts is not None:
-        rollouts = core.rollouts
         # Verso's extension service: not counted in the per-model request metrics.
         handlers.append(grpc.method_handlers_generic_handler("verso.rollout.RolloutService", {
-            "GetRollout": _method("GetRollout", lambda r: rollouts.status(r.model),
+            "GetRollout": _method("GetRollout", lambda r: core.get_rollout(r.model),
                                   rollout_pb2.RolloutRequest, rollout_pb2.RolloutStatus),
-            "SetRollout": _method("SetRollout", rollouts.set, rollout_pb2.ModelRollout, rollout_pb2.RolloutStatus),
-            "Feedback": _method("Feedback", lambda r: rollouts.feedback(r.request_id, r.labels),
+            "SetRollout": _method("SetRollout", core.set_rollout, rollout_pb2.ModelRollout,
+                                  rollout_pb2.RolloutStatus),
+            "Feedback": _method("Feedback", lambda r: core.feedback(r.request_id, r.labels),
                                 rollout_pb2.FeedbackRequest, rollout_pb2.FeedbackResponse),
         }))
     return handlers

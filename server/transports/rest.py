@@ -182,10 +182,9 @@ class RestApi:
         """Verso's rollout extension over REST: ``GET /v1/rollouts/MODEL`` (RolloutStatus),
         ``POST /v1/rollouts/MODEL`` (a ModelRollout, as SetRollout), ``POST /v1/feedback``
         (``{"request_id": ..., "labels": [...]}``). Bodies and answers are the protos' JSON."""
-        rollouts = self.core.rollouts
         target = urllib.parse.unquote(m.group(1) or "")
         if method == "GET" and target:
-            return _dump(_proto_dict(rollouts.status(target)))
+            return _dump(_proto_dict(self.core.get_rollout(target)))
         if method != "POST":
             raise self._malformed(request)
         doc = rest_json.parse_json(await request.read())
@@ -200,8 +199,8 @@ class RestApi:
             if message.model and message.model != target:
                 raise ServingError(Code.INVALID_ARGUMENT, f"Body names model {message.model}, path {target}")
             message.model = target
-            return _dump(_proto_dict(rollouts.set(message)))
-        return _dump(_proto_dict(rollouts.feedback(message.request_id, message.labels)))
+            return _dump(_proto_dict(self.core.set_rollout(message)))
+        return _dump(_proto_dict(self.core.feedback(message.request_id, message.labels)))
 
     async def _infer(self, verb: str, spec: model_pb2.ModelSpec, request: web.Request,
                      call: CallInfo) -> tuple[bytes, int]:
@@ -251,15 +250,7 @@ class RestApi:
                       "metadata": {SIGNATURE_DEF_FIELD: _proto_dict(sig_map)}})
 
     def _list_models(self) -> bytes:
-        models = []
-        for name in sorted(self.core.manager.model_names()):
-            request = get_model_status_pb2.GetModelStatusRequest(model_spec=model_pb2.ModelSpec(name=name))
-            try:
-                status = _proto_dict(self.core.get_model_status(request))
-            except ServingError:
-                continue
-            models.append({"name": name, **status})
-        return _dump({"models": models})
+        return _dump({"models": [{"name": name, **_proto_dict(status)} for name, status in self.core.list_models()]})
 
 
 def _drop_result(task: asyncio.Future) -> None:
