@@ -27,7 +27,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Optional
 
-from server.lifecycle.model_config import TENSORFLOW_PLATFORM, ModelEntry
+from server.lifecycle.model_config import TENSORFLOW_PLATFORM
 from server.settings import ServerConfig
 
 log = logging.getLogger("verso")
@@ -249,7 +249,7 @@ class App:
     def _start_loops(self) -> None:
         """The background loops: manager ticks, file-system polls and watch, config-file polls,
         automatic rollout steps."""
-        from server.dataplane.core import poll_text_file
+        from server.lifecycle.config_file import ConfigFileWatch
         from server.lifecycle.source import DirectoryWatcher
         s = self.settings
         loop = asyncio.get_running_loop()
@@ -262,13 +262,14 @@ class App:
                 source.trigger()  # a version that arrived before the watch began is not missed
             self._spawn(self._poll_forever(), "verso-source")
         if s.model_config_file_poll_wait_seconds > 0 and s.model_config_file:
-            self._spawn(self.core.poll_config_file(s.model_config_file, s.model_config_file_poll_wait_seconds),
-                        "verso-config-poll")
+            watch = ConfigFileWatch(s.model_config_file, lambda text: self.core.apply_config_text(
+                text, s.model_config_file), "model config file")
+            self._spawn(watch.run(s.model_config_file_poll_wait_seconds), "verso-config-poll")
         self._spawn(self.rollouts.run_auto(), "verso-rollout-auto")
         if s.rollout_config_file and s.rollout_config_file_poll_wait_seconds > 0:
-            self._spawn(poll_text_file(s.rollout_config_file, s.rollout_config_file_poll_wait_seconds,
-                                       lambda text: _apply_rollouts(self.rollouts, text, s.rollout_config_file),
-                                       "rollout config file"), "verso-rollout-config-poll")
+            watch = ConfigFileWatch(s.rollout_config_file, lambda text: _apply_rollouts(
+                self.rollouts, text, s.rollout_config_file), "rollout config file")
+            self._spawn(watch.run(s.rollout_config_file_poll_wait_seconds), "verso-rollout-config-poll")
 
     async def _poll_forever(self) -> None:
         while True:

@@ -354,41 +354,7 @@ class ServingCore:
         response.status.error_code = 0
         return response
 
-    async def poll_config_file(self, path: str, every_seconds: float) -> None:
-        """Re-read the model config file every ``every_seconds`` and apply it when it changed
-        (see ``poll_text_file``)."""
-        async def apply(text: str) -> None:
-            await self.served.apply(validate_model_config(parse_model_config(text, path), self.config_root))
-
-        await poll_text_file(path, every_seconds, apply, "model config file")
-
-
-async def poll_text_file(path: str, every_seconds: float, apply, what: str) -> None:
-    """Re-read ``path`` every ``every_seconds`` and ``await apply(text)`` when its text changed.
-
-    A file that does not read, or whose ``apply`` raises ServingError (parse, validation), is
-    logged and changes nothing; the same text is not retried until it changes again. Runs on
-    the loop until cancelled; the reads go to the default executor.
-    """
-    loop = asyncio.get_running_loop()
-    last: Optional[str] = await loop.run_in_executor(None, _read_text, path, what)
-    while True:
-        await asyncio.sleep(every_seconds)
-        text = await loop.run_in_executor(None, _read_text, path, what)
-        if text is None or text == last:
-            continue
-        last = text
-        try:
-            await apply(text)
-            log.info("Applied the changed %s %s", what, path)
-        except ServingError as e:
-            log.error("%s %s was not applied: %s", what.capitalize(), path, e)
-
-
-def _read_text(path: str, what: str) -> Optional[str]:
-    try:
-        with open(path, "r", encoding="utf-8") as f:
-            return f.read()
-    except OSError as e:
-        log.error("Cannot read %s %s: %s", what, path, e.strerror)
-        return None
+    async def apply_config_text(self, text: str, path: str) -> None:
+        """A model config file's changed text (``--model_config_file_poll_wait_seconds``):
+        parsed, validated and applied as a reload (raises ServingError, nothing changes)."""
+        await self.served.apply(validate_model_config(parse_model_config(text, path), self.config_root))

@@ -174,27 +174,32 @@ def test_rollout_config_file(tmp_path):
 
 
 def test_a_polled_file_that_stops_parsing_is_logged_with_the_same_text(tmp_path, caplog):
-    from server.dataplane.core import poll_text_file
+    """The config-file watch stepped by hand: the start-up text is not applied again, a text
+    that does not parse is logged (protobuf's line) and not retried, a good one is applied."""
+    from server.lifecycle.config_file import ConfigFileWatch
     path = tmp_path / "models.config"
-    path.write_text('model_config_list { config { name: "a" base_path: "/a" model_platform: "tensorflow" } }')
+    good = 'model_config_list { config { name: "a" base_path: "/a" model_platform: "tensorflow" } }'
+    path.write_text(good)
     applied = []
 
     async def apply(text):
         applied.append(parse_model_config(text, str(path)))
 
     async def body():
-        task = asyncio.create_task(poll_text_file(str(path), 0.01, apply, "model config file"))
-        await asyncio.sleep(0.05)
+        watch = ConfigFileWatch(str(path), apply, "model config file")
+        await watch.prime()
+        assert await watch.check() is False  # unchanged
         path.write_text("improperly formatted file")
-        for _ in range(200):
-            await asyncio.sleep(0.01)
-            if any("was not applied" in r.getMessage() for r in caplog.records):
-                break
-        task.cancel()
+        assert await watch.check() is False and await watch.check() is False  # refused once, not retried
+        path.write_text(good.replace('"a"', '"b"'))
+        assert await watch.check() is True
+        path.unlink()
+        assert await watch.check() is False  # unreadable: logged, nothing changes
 
     with caplog.at_level(logging.ERROR):
         asyncio.run(body())
-    assert applied == []  # the start-up text was read, not applied; the bad one failed
+    assert [c.model_config_list.config[0].name for c in applied] == ["b"]
     assert [r.getMessage() for r in caplog.records if "was not applied" in r.getMessage()] == [
         f"Model config file {path} was not applied: INVALID_ARGUMENT: Invalid protobuf file: '{path}'; " + MSC +
         '1:12: Message type "tensorflow.serving.ModelServerConfig" has no field named "improperly".']
+    assert any(r.getMessage().startswith(f"Cannot read model config file {path}") for r in caplog.records)
