@@ -221,14 +221,18 @@ class Api:
                timeout: Optional[float] = None):
         """GetModelStatus: a ``VersionStatus`` per version the server knows of."""
         spec = make_spec(model, version, label, None)
-        return self._run(self._simple("status", spec, self._deadline(timeout)))
+        codec = self._codec
+        return self._run(self._simple("status", codec.status_request, codec.status_result, spec,
+                                         self._deadline(timeout)))
 
     # ---- Verso's rollout extension (verso.rollout.RolloutService; protos/rollout.proto) ---------
 
     def rollout(self, model: str, *, timeout: Optional[float] = None):
         """The model's rollout: config, evidence per version, verdict, decisions, alarms
         (a ``verso.rollout.RolloutStatus``). NOT_FOUND when the model has no rollout."""
-        return self._run(self._simple("rollout", str(model), self._deadline(timeout)))
+        codec = self._codec
+        return self._run(self._simple("rollout", codec.rollout_request, codec.rollout_result, str(model),
+                                         self._deadline(timeout)))
 
     def set_rollout(self, model: str, *, stable: int, canary: int = 0, canary_percent: float = 0.0,
                     shadow_percent: float = 0.0, timeout: Optional[float] = None, **fields):
@@ -244,7 +248,9 @@ class Api:
             message = json_format.ParseDict(doc, rollout_pb2.ModelRollout())
         except json_format.ParseError as e:
             raise VersoError.invalid(f"not a rollout: {e}") from None
-        return self._run(self._simple("set_rollout", message, self._deadline(timeout)))
+        codec = self._codec
+        return self._run(self._simple("set_rollout", codec.set_rollout_request, codec.set_rollout_result, message,
+                                         self._deadline(timeout)))
 
     def feedback(self, request_id: str, labels, *, timeout: Optional[float] = None):
         """Ground truth for an earlier answer (its ``Prediction.request_id``): one label per
@@ -252,13 +258,17 @@ class Api:
         if isinstance(labels, (str, bytes)) or not hasattr(labels, "__iter__"):
             labels = [labels]
         texts = [x.decode("utf-8", "replace") if isinstance(x, bytes) else str(x) for x in np.asarray(labels).tolist()]
-        return self._run(self._simple("feedback", (str(request_id), texts), self._deadline(timeout)))
+        codec = self._codec
+        return self._run(self._simple("feedback", codec.feedback_request, codec.feedback_result,
+                                         (str(request_id), texts), self._deadline(timeout)))
 
     def reload(self, config, *, timeout: Optional[float] = None) -> None:
         """HandleReloadConfigRequest with the full desired ``ModelServerConfig`` (a proto, a
         path to a text-proto file or its text). Returns when the server has applied it."""
         proto = reload_config(config)
-        return self._run(self._simple("reload", proto, self._deadline(timeout)))
+        codec = self._codec
+        return self._run(self._simple("reload", codec.reload_request, codec.reload_result, proto,
+                                         self._deadline(timeout)))
 
     # ---- the calls as generators --------------------------------------------------------------
 
@@ -294,9 +304,10 @@ class Api:
         raw = yield from self._call("metadata", self._codec.metadata_request(spec), timeout)
         return self._codec.metadata_result(raw)
 
-    def _simple(self, what: str, arg, timeout: float):
-        raw = yield from self._call(what, getattr(self._codec, f"{what}_request")(arg), timeout)
-        return getattr(self._codec, f"{what}_result")(raw)
+    def _simple(self, method: str, encode, decode, arg, timeout: float):
+        """A call without client-side logic: ``encode(arg)``, the transport's ``method``, ``decode``."""
+        raw = yield from self._call(method, encode(arg), timeout)
+        return decode(raw)
 
     def _predict(self, spec: Spec, inputs, output_filter, timeout: float, shape: str, as_dict: bool,
                  routing_key: Optional[str]):

@@ -190,6 +190,10 @@ class RestCodec:
         raise VersoError(grpc.StatusCode.UNIMPLEMENTED,
                          "ReloadConfig has no REST endpoint in TF Serving's API; use the gRPC client")
 
+    @staticmethod
+    def reload_result(reply: Reply) -> None:  # never reached: reload_request refuses first
+        return None
+
 
 def _transport_error(e: httpx.HTTPError) -> VersoError:
     if isinstance(e, httpx.TimeoutException):
