@@ -1,4 +1,4 @@
-"""``--prefer_tflite_model=true`` end to end: the real server serves the ``model.tflite`` of
+"""``--prefer_tflite_model=true`` through the real server (in process): it serves the ``model.tflite`` of
 version directories that also hold a SavedModel, over gRPC with the official client
 (Predict at batch 1 and 3, strings, a shape the model cannot take, GetModelMetadata), for a
 TFLite model with signatures and one without (TF Serving's generated ``serving_default``)."""

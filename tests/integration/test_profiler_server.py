@@ -1,6 +1,6 @@
 """``--enable_profiler`` (TF Serving's default): TensorFlow's own profiler client captures a
-profile from the running server over its gRPC port, as TensorBoard's "Capture profile" does.
-The service itself is tested in process (tests/integration/test_profiler.py)."""
+profile from the running server (in process) over its gRPC port, as TensorBoard's "Capture
+profile" does; the service alone: tests/integration/test_profiler.py."""
 
 from __future__ import annotations
 
@@ -14,12 +14,12 @@ import pytest
 import tensorflow as tf
 
 from tests.helpers import predict_request
-from tests.server_proc import ServerProcess
+from tests.server_proc import InProcessServer
 
 
 def _server(tmp_path, built_models, *flags):
     shutil.copytree(built_models["hp1"], tmp_path / "hp" / "1")
-    srv = ServerProcess(["--model_name=hp", f"--model_base_path={tmp_path / 'hp'}", *flags])
+    srv = InProcessServer(["--model_name=hp", f"--model_base_path={tmp_path / 'hp'}", *flags])
     srv.start()
     return srv
 
