@@ -263,12 +263,14 @@ class App:
             self._spawn(self._poll_forever(), "verso-source")
         if s.model_config_file_poll_wait_seconds > 0 and s.model_config_file:
             watch = ConfigFileWatch(s.model_config_file, lambda text: self.core.apply_config_text(
-                text, s.model_config_file), "model config file")
+                text, s.model_config_file), "model config file",
+                applied=self.config.file_texts.get(s.model_config_file))
             self._spawn(watch.run(s.model_config_file_poll_wait_seconds), "verso-config-poll")
         self._spawn(self.rollouts.run_auto(), "verso-rollout-auto")
         if s.rollout_config_file and s.rollout_config_file_poll_wait_seconds > 0:
             watch = ConfigFileWatch(s.rollout_config_file, lambda text: _apply_rollouts(
-                self.rollouts, text, s.rollout_config_file), "rollout config file")
+                self.rollouts, text, s.rollout_config_file), "rollout config file",
+                applied=self.config.file_texts.get(s.rollout_config_file))
             self._spawn(watch.run(s.rollout_config_file_poll_wait_seconds), "verso-rollout-config-poll")
 
     async def _poll_forever(self) -> None:

@@ -565,6 +565,8 @@ class ServerConfig:
     session: SessionOptions = SessionOptions()
     config_root: Optional[str] = None      # where relative base paths resolve (bundled repository)
     platform: Optional[PlatformConfig] = None
+    # The config files' texts as start-up read them (path -> text), for the polls to compare with.
+    file_texts: Mapping[str, str] = field(default_factory=dict)
 
 
 def server_config(settings: Settings, *, bundled_default: bool = False) -> ServerConfig:
@@ -576,6 +578,8 @@ def server_config(settings: Settings, *, bundled_default: bool = False) -> Serve
     if bundled_default and not settings.model_config_file and not settings.model_base_path:
         bundled = str(bundled_repository() / "models.config")
         settings.values["model_config_file"] = bundled
+    texts = {path: text for path in (settings.model_config_file, settings.rollout_config_file)
+             if path and (text := _read_text_or_none(path)) is not None}
     models = resolve_models(settings, bundled_config=bundled)
     platform = platform_config(settings, models)  # applied onto settings.values
     batching = batching_options(settings, platform)
@@ -587,7 +591,15 @@ def server_config(settings: Settings, *, bundled_default: bool = False) -> Serve
     if bundled_default:
         metrics_path = verso_serve_defaults(settings, metrics_path)
     return ServerConfig(settings, tuple(models), batching, metrics_path, rollouts, tls, session,
-                        os.path.dirname(bundled) if bundled else None, platform)
+                        os.path.dirname(bundled) if bundled else None, platform, texts)
+
+
+def _read_text_or_none(path: str) -> Optional[str]:
+    try:
+        with open(path, "r", encoding="utf-8") as f:
+            return f.read()
+    except OSError:
+        return None  # the parse below reports it
 
 
 VERSO_REST_PORT = 8501

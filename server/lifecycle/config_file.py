@@ -22,15 +22,20 @@ class ConfigFileWatch:
     changes nothing, and the same text is not tried again until the file changes. A file that
     cannot be read is logged and skipped."""
 
-    def __init__(self, path: str, apply: Callable[[str], Awaitable[None]], what: str):
+    def __init__(self, path: str, apply: Callable[[str], Awaitable[None]], what: str, *,
+                 applied: Optional[str] = None):
         self.path = path
         self.what = what
         self._apply = apply
-        self.last: Optional[str] = None  # the text last seen (applied or refused)
+        # The text last seen (applied or refused): start-up's, when given, so that a change made
+        # while the server was starting is not mistaken for what start-up applied.
+        self.last: Optional[str] = applied
+        self._primed = applied is not None
 
     async def prime(self) -> None:
-        """Take the current text as already applied (start-up read it through the same parser)."""
+        """Take the file's current text as already applied."""
         self.last = await self._read()
+        self._primed = True
 
     async def check(self) -> bool:
         """One step: read the file; when its text changed, apply it. True when it was applied."""
@@ -47,8 +52,10 @@ class ConfigFileWatch:
         return True
 
     async def run(self, every_seconds: float) -> None:
-        """``prime``, then ``check`` every ``every_seconds`` until cancelled."""
-        await self.prime()
+        """``prime`` (unless start-up's text was given), then ``check`` every ``every_seconds``
+        until cancelled."""
+        if not self._primed:
+            await self.prime()
         while True:
             await asyncio.sleep(every_seconds)
             await self.check()
