@@ -43,17 +43,6 @@ async def _apply_rollouts(rollouts, text: str, path: str) -> None:
     rollouts.apply(parse_rollout_config(text, path), source=path)
 
 
-def _remove_stale_socket(path: str) -> None:
-    """Remove a UNIX socket file left at ``path`` (by this server at exit, or by a crashed one
-    at start); any other kind of file is left alone and the bind then fails with one line."""
-    import stat
-    try:
-        if stat.S_ISSOCK(os.lstat(path).st_mode):
-            os.unlink(path)
-    except FileNotFoundError:
-        pass
-
-
 class App:
     """One server's components and their order. Owned by one asyncio loop: every method runs
     on it. ``build`` once, then ``start`` (raises ``StartupError`` for the operator), then
@@ -230,7 +219,6 @@ class App:
         if self.socket_path is not None:
             if self.worker is not None:
                 self.socket_path = f"{self.socket_path}.{self.worker}"  # a UNIX socket cannot be shared
-            _remove_stale_socket(self.socket_path)
         self._grpc = create_server(self.core, self.address, self.metrics, reuse_port=self.worker is not None,
                                    channel_arguments=grpc_channel_arguments(s),
                                    credentials=self.tls.grpc_credentials() if self.tls else None,
@@ -326,5 +314,3 @@ class App:
             self._watcher.stop()
         for pool in self._pools.values():
             pool.shutdown(wait=False, cancel_futures=True)
-        if self.socket_path is not None:
-            _remove_stale_socket(self.socket_path)

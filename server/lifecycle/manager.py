@@ -119,9 +119,7 @@ class Manager:
         self._models: dict[str, dict[int, Harness]] = {}
         self._snapshot: Mapping[str, ModelSnapshot] = MappingProxyType({})
         self._tasks: set[asyncio.Task] = set()
-        self._retrying: set[asyncio.Task] = set()  # load tasks sleeping before their next attempt
-        self._retry_change = asyncio.Event()
-        self._settled = asyncio.Event()  # set whenever a load or an unload has finished
+        self._changed = asyncio.Event()  # set when a load or unload ends and when a retry begins
         self._wake = asyncio.Event()
 
     def set_load_executor(self, executor: Executor) -> None:
@@ -224,30 +222,27 @@ class Manager:
         """As ``run_until_idle``, but a load that failed and waits for a retry counts as done:
         returns once every version the policy wants now has been tried at least once (start-up
         opens the port then; the retries go on in the background)."""
-        while True:
-            self._retry_change.clear()
-            self.tick()
-            pending = [t for t in self._tasks if not t.done() and t not in self._retrying]
-            if not pending:
-                return
-            changed = asyncio.ensure_future(self._retry_change.wait())
-            try:
-                await asyncio.wait([*pending, changed], return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                changed.cancel()
+        await self._wait_for_loads(self._models, tried_once=True)
 
     async def wait_for_loads(self, names) -> None:
         """Until no aspired version of the models ``names`` is waiting to load or loading
         (retries included), whatever the other models do: a reload waits for the models it
         added, not for an unrelated version's retries."""
-        wanted = set(names)
+        await self._wait_for_loads(set(names), tried_once=False)
+
+    async def _wait_for_loads(self, names, *, tried_once: bool) -> None:
+        """Tick until no aspired version of ``names`` waits to load or is loading; with
+        ``tried_once``, a version whose load failed and waits for a retry counts as done."""
+        def busy(h: Harness) -> bool:
+            return (h.aspired and h.state in (State.START, State.LOADING)
+                    and not (tried_once and h.retry_error is not None))
+
         while True:
             self.tick()
-            if not any(h.aspired and h.state in (State.START, State.LOADING)
-                       for name in wanted for h in self._models.get(name, {}).values()):
+            if not any(busy(h) for name in list(names) for h in self._models.get(name, {}).values()):
                 return
-            self._settled.clear()
-            await self._settled.wait()
+            self._changed.clear()
+            await self._changed.wait()
 
     async def run(self) -> None:
         """Background loop: tick whenever aspired versions change or an action finishes."""
@@ -281,13 +276,8 @@ class Manager:
                     log.warning("Loading {name: %s version: %d} failed (%s); retry %d of %d in %.1fs",
                                 h.name, h.version, err, attempt, self._max_load_retries, self._retry_interval_s)
                     h.retry_error = err
-                    task = asyncio.current_task()
-                    self._retrying.add(task)
-                    self._retry_change.set()
-                    try:
-                        await self._sleep(self._retry_interval_s)
-                    finally:
-                        self._retrying.discard(task)
+                    self._changed.set()
+                    await self._sleep(self._retry_interval_s)
                     if h.aspired:
                         continue
                 log.error("Failed to load {name: %s version: %d}: %s", h.name, h.version, err)
@@ -297,7 +287,7 @@ class Manager:
             log.info("Successfully loaded servable version {name: %s version: %d}", h.name, h.version)
             self._publish(h.name)
             break
-        self._settled.set()
+        self._changed.set()
         self._wake.set()
 
     async def _unload(self, h: Harness) -> None:
@@ -312,7 +302,7 @@ class Manager:
         if self._on_unloaded is not None:
             self._on_unloaded()
         log.info("Unloaded servable version {name: %s version: %d}", h.name, h.version)
-        self._settled.set()
+        self._changed.set()
         self._wake.set()
 
     def _publish(self, name: str) -> None:

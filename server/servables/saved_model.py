@@ -33,7 +33,6 @@ from server.dataplane.predict import signature_not_found
 
 log = logging.getLogger("verso.servables")
 
-PREDICT_METHOD = "tensorflow/serving/predict"
 # A request may choose any subset of outputs (output_filter); each distinct set is a callable
 # (a pruned executor in the session, as DirectSession caches them too). Bounded so a client
 # cycling through subsets cannot grow memory without limit: past it, calls still run,

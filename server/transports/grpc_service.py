@@ -161,7 +161,8 @@ def create_server(core: ServingCore, address: Optional[str], metrics=None, reuse
                   channel_arguments=(), credentials=None, socket_path: Optional[str] = None) -> grpc.aio.Server:
     """A grpc.aio server bound to ``address`` (None: no TCP port, ``--port=0``) and, with
     ``socket_path`` (``--grpc_socket_path``), also to that UNIX domain socket with the same
-    credentials, as TF Serving; both services, not started.
+    credentials, as TF Serving; both services, not started. (gRPC replaces a stale socket file
+    at the path when it binds and removes the socket when the server stops.)
 
     Message size limits are INT32_MAX both ways, as TF Serving sets them. ``reuse_port``
     (``--num_workers``): several worker processes share the port (SO_REUSEPORT); otherwise a
