@@ -219,7 +219,7 @@ class App:
         if self.socket_path is not None:
             if self.worker is not None:
                 self.socket_path = f"{self.socket_path}.{self.worker}"  # a UNIX socket cannot be shared
-        self._grpc = create_server(self.core, self.address, self.metrics, reuse_port=self.worker is not None,
+        self._grpc = create_server(self.core, self.address, reuse_port=self.worker is not None,
                                    channel_arguments=grpc_channel_arguments(s),
                                    credentials=self.tls.grpc_credentials() if self.tls else None,
                                    socket_path=self.socket_path)

@@ -50,6 +50,7 @@ def run_server(argv: list[str], *, bundled_default: bool) -> int:
         for arg in settings.unknown:
             print(f"unknown argument: {arg}", file=sys.stderr)
         config = server_config(settings, bundled_default=bundled_default)
+        settings = config.settings  # with the platform config file and `verso serve`'s defaults
     except SettingsError as e:
         for line in e.log_lines:
             print(line, file=sys.stderr)

@@ -17,11 +17,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Callable, Mapping, Optional
 
 from tensorflow_serving.config import model_server_config_pb2
 
 from server.lifecycle import model_config
+from server.lifecycle.config_file import read_text
 from protos.errors import ServingError
 from server.lifecycle.model_config import TENSORFLOW_PLATFORM, ModelEntry
 from server.textproto import TextProtoError, parse_text_proto
@@ -161,18 +163,30 @@ def _flags() -> dict[str, Flag]:
 FLAGS = _flags()
 
 
-@dataclass
+@dataclass(frozen=True)
 class Settings:
-    values: dict[str, Any]
-    explicit: set[str]                  # flags given on the command line
-    unknown: list[str]                  # arguments reported as unknown
-    unimplemented: list[str]            # accepted flags Verso ignores for now
+    """The flags, frozen: every flag of ``FLAGS`` by name (``settings.port``), each value of the
+    type its ``Flag.parse`` gives. A changed copy comes from ``replace`` (the platform config
+    file and ``verso serve``'s defaults are applied that way, once, in ``server_config``)."""
+
+    values: Mapping[str, Any]
+    explicit: frozenset[str]            # flags given on the command line
+    unknown: tuple[str, ...]            # arguments reported as unknown
+    unimplemented: tuple[str, ...]      # accepted flags Verso ignores for now
 
     def __getattr__(self, name: str) -> Any:
         try:
             return self.__dict__["values"][name]
         except KeyError:
             raise AttributeError(name) from None
+
+    def replace(self, **values: Any) -> "Settings":
+        """A copy with these flag values (names of ``FLAGS`` only)."""
+        unknown = set(values) - set(FLAGS)
+        if unknown:
+            raise KeyError(f"not flags: {sorted(unknown)}")
+        return Settings(MappingProxyType({**self.values, **values}), self.explicit, self.unknown,
+                        self.unimplemented)
 
     @property
     def saved_model_tag_list(self) -> list[str]:
@@ -217,8 +231,8 @@ def parse_flags(argv: list[str]) -> Settings:
         except ValueError as e:
             raise SettingsError(f"Invalid value for flag --{name}: {raw!r} ({e})") from None
         explicit.add(name)
-    unimplemented = sorted(n for n in explicit if not FLAGS[n].implemented)
-    settings = Settings(values, explicit, unknown, unimplemented)
+    unimplemented = tuple(sorted(n for n in explicit if not FLAGS[n].implemented))
+    settings = Settings(MappingProxyType(values), frozenset(explicit), tuple(unknown), unimplemented)
     _check_values(settings)
     return settings
 
@@ -263,9 +277,14 @@ def _check_values(s: Settings) -> None:
 # ---- model config ---------------------------------------------------------------------------
 
 
-def read_model_config_file(path: str) -> model_server_config_pb2.ModelServerConfig:
+def read_model_config_file(path: str, texts: Optional[dict[str, str]] = None
+                           ) -> model_server_config_pb2.ModelServerConfig:
+    """The model config file, read once (its text kept in ``texts`` for the polls) and parsed."""
     try:
-        return model_config.read_model_config_file(path)
+        text = model_config.read_model_config_text(path)
+        if texts is not None:
+            texts[path] = text
+        return model_config.parse_model_config(text, path)
     except ServingError as e:
         raise _settings_error(e) from None
 
@@ -328,12 +347,14 @@ class PlatformConfig:
     ``batching``: its ``BatchingParameters`` message, None when batching is off; ``ignored``:
     the fields it sets that Verso does not apply (``session_target``,
     ``model_warmup_options.num_model_warmup_threads``, other platforms' entries ...);
-    ``replaced_flags``: flags given on the command line that the file replaces."""
+    ``replaced_flags``: flags given on the command line that the file replaces;
+    ``flag_values``: the values it gives those flags (``Settings.replace``)."""
 
     batching: Any
     ignored: tuple[str, ...]
     replaced_flags: tuple[str, ...]
     session_config: bytes = b""  # its serialized tensorflow.ConfigProto, applied whole
+    flag_values: Mapping[str, Any] = field(default_factory=dict)
 
 
 def _set_fields(message, prefix: str = "") -> list[str]:
@@ -341,7 +362,7 @@ def _set_fields(message, prefix: str = "") -> list[str]:
 
 
 def platform_config(settings: Settings, models: list[ModelEntry]) -> Optional[PlatformConfig]:
-    """Read ``--platform_config_file`` (None without it) and apply it onto ``settings.values``.
+    """Read ``--platform_config_file`` (None without it); its ``flag_values`` replace the flags.
 
     The file is TF Serving's ``PlatformConfigMap``; the ``tensorflow`` entry's
     ``source_adapter_config`` is a ``google.protobuf.Any`` holding a
@@ -384,7 +405,7 @@ def platform_config(settings: Settings, models: list[ModelEntry]) -> Optional[Pl
         threads[name] = getattr(c.session_config, name)
         if threads[name] < 0:
             raise SettingsError(f"--platform_config_file {path}: session_config.{name} must be >= 0")
-    v = settings.values
+    v: dict[str, Any] = {}
     v["enable_batching"] = c.HasField("batching_parameters")
     v["saved_model_tags"] = ",".join(c.saved_model_tags) or "serve"
     v["enable_model_warmup"] = c.enable_model_warmup
@@ -404,7 +425,8 @@ def platform_config(settings: Settings, models: list[ModelEntry]) -> Optional[Pl
     return PlatformConfig(batching=c.batching_parameters if c.HasField("batching_parameters") else None,
                           ignored=tuple(ignored),
                           replaced_flags=tuple(f for f in _REPLACED_FLAGS if f in settings.explicit),
-                          session_config=c.session_config.SerializeToString())
+                          session_config=c.session_config.SerializeToString(),
+                          flag_values=MappingProxyType(v))
 
 
 @dataclass(frozen=True)
@@ -446,8 +468,7 @@ def session_options(settings: Settings, platform: Optional[PlatformConfig] = Non
 
 def _read_config_text(path: str, flag: str) -> str:
     try:
-        with open(path, "r", encoding="utf-8") as fh:
-            return fh.read()
+        return read_text(path)
     except OSError as e:
         raise SettingsError(f"Cannot read --{flag} {path}: {e.strerror}") from None
 
@@ -484,11 +505,13 @@ def bundled_repository() -> Path:
     return (Path(__file__).resolve().parent.parent / "model_repository").resolve()
 
 
-def resolve_models(settings: Settings, *, bundled_config: Optional[str] = None) -> list[ModelEntry]:
+def resolve_models(settings: Settings, *, bundled_config: Optional[str] = None,
+                   texts: Optional[dict[str, str]] = None) -> list[ModelEntry]:
     """The models to serve: from --model_config_file, --model_base_path, or (``verso serve``
-    with neither) the bundled repository's config with base paths relative to its directory."""
+    with neither) the bundled repository's config with base paths relative to its directory.
+    The config file's text goes into ``texts`` (path -> text)."""
     if settings.model_config_file and settings.model_config_file != bundled_config:
-        return validate_model_config(read_model_config_file(settings.model_config_file))
+        return validate_model_config(read_model_config_file(settings.model_config_file, texts))
     if settings.model_base_path:
         config = model_server_config_pb2.ModelServerConfig()
         c = config.model_config_list.config.add()
@@ -497,19 +520,21 @@ def resolve_models(settings: Settings, *, bundled_config: Optional[str] = None) 
         c.model_platform = TENSORFLOW_PLATFORM
         return validate_model_config(config)
     if bundled_config is not None:
-        return validate_model_config(read_model_config_file(bundled_config),
+        return validate_model_config(read_model_config_file(bundled_config, texts),
                                      root_dir=os.path.dirname(os.path.abspath(bundled_config)))
     raise SettingsError("Both server_options.model_base_path and server_options.model_config_file are empty!")
 
 
-def rollout_configs(settings: Settings) -> dict:
-    """``--rollout_config_file`` read and checked at start-up (model -> ModelRollout); a file
-    that cannot be read or is invalid stops the start with one line."""
+def rollout_configs(settings: Settings, texts: Optional[dict[str, str]] = None) -> dict:
+    """``--rollout_config_file`` read and checked at start-up (model -> ModelRollout; its text
+    goes into ``texts``); a file that cannot be read or is invalid stops the start with one line."""
     path = settings.rollout_config_file
     if not path:
         return {}
     from server.rollout.config import parse_rollout_config
     text = _read_config_text(path, "rollout_config_file")
+    if texts is not None:
+        texts[path] = text
     try:
         return parse_rollout_config(text, path)
     except TextProtoError as e:
@@ -577,42 +602,35 @@ def server_config(settings: Settings, *, bundled_default: bool = False) -> Serve
     bundled: Optional[str] = None
     if bundled_default and not settings.model_config_file and not settings.model_base_path:
         bundled = str(bundled_repository() / "models.config")
-        settings.values["model_config_file"] = bundled
-    texts = {path: text for path in (settings.model_config_file, settings.rollout_config_file)
-             if path and (text := _read_text_or_none(path)) is not None}
-    models = resolve_models(settings, bundled_config=bundled)
-    platform = platform_config(settings, models)  # applied onto settings.values
+        settings = settings.replace(model_config_file=bundled)
+    texts: dict[str, str] = {}  # what the config polls compare with: the very text parsed here
+    models = resolve_models(settings, bundled_config=bundled, texts=texts)
+    platform = platform_config(settings, models)
+    if platform is not None:
+        settings = settings.replace(**platform.flag_values)
     batching = batching_options(settings, platform)
-    rollouts = rollout_configs(settings)
+    rollouts = rollout_configs(settings, texts)
     tls = tls_config(settings)
     session = session_options(settings, platform)
     grpc_channel_arguments(settings)  # checked now: a bad entry is a start-up error
     metrics_path = prometheus_path(settings)
     if bundled_default:
-        metrics_path = verso_serve_defaults(settings, metrics_path)
+        settings, metrics_path = verso_serve_defaults(settings, metrics_path)
     return ServerConfig(settings, tuple(models), batching, metrics_path, rollouts, tls, session,
                         os.path.dirname(bundled) if bundled else None, platform, texts)
-
-
-def _read_text_or_none(path: str) -> Optional[str]:
-    try:
-        with open(path, "r", encoding="utf-8") as f:
-            return f.read()
-    except OSError:
-        return None  # the parse below reports it
 
 
 VERSO_REST_PORT = 8501
 DEFAULT_METRICS_PATH = "/monitoring/prometheus/metrics"
 
 
-def verso_serve_defaults(settings: Settings, metrics_path: Optional[str]) -> Optional[str]:
+def verso_serve_defaults(settings: Settings, metrics_path: Optional[str]) -> tuple[Settings, Optional[str]]:
     """`verso serve`: REST on TF Serving's conventional port 8501 and Prometheus on its default
     path unless the flags say otherwise (`tensorflow_model_server` keeps TF Serving's defaults:
-    both off). Returns the metrics path to serve."""
+    both off). Returns the settings and the metrics path to serve."""
     if "rest_api_port" not in settings.explicit:
-        settings.values["rest_api_port"] = VERSO_REST_PORT
+        settings = settings.replace(rest_api_port=VERSO_REST_PORT)
     if "monitoring_config_file" not in settings.explicit:
-        return DEFAULT_METRICS_PATH
-    return metrics_path
+        return settings, DEFAULT_METRICS_PATH
+    return settings, metrics_path
 

@@ -1,9 +1,14 @@
-"""Request builders and status helpers for the end-to-end tests (official TF Serving protos)."""
+"""Request builders and status helpers for the integration and end-to-end tests (official TF
+Serving protos), and the ``verso`` command line run in process."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import re
+from dataclasses import dataclass
+from typing import Optional
 
 import grpc
 import numpy as np
@@ -122,3 +127,40 @@ def hp_answer(srv, model="hp", version=None, label=None):
         req.model_spec.version_label = label
     resp = srv.predict_stub.Predict(req, timeout=30)
     return resp.model_spec.version.value, float(y_of(resp)[0])
+
+
+@dataclass
+class CommandResult:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_verso(*args: str, env: Optional[dict[str, str]] = None) -> CommandResult:
+    """The ``verso`` client command line run in this process (``client.cli.verso_main``), its
+    stdout and stderr captured, with ``COLUMNS=200`` and ``env`` set for the call (no
+    ``VERSO_TARGET`` unless given). TensorFlow is already imported here (above), so the
+    command's protos-only stand-in for it (client._light) stays out of this process."""
+    from client.cli import verso_main
+    changes = {"COLUMNS": "200", "VERSO_TARGET": None, **(env or {})}
+    saved = {k: os.environ.get(k) for k in changes}
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        for k, v in changes.items():
+            _set_env(k, v)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = verso_main(list(args))
+            except SystemExit as e:  # argparse's usage errors
+                code = e.code
+    finally:
+        for k, v in saved.items():
+            _set_env(k, v)
+    return CommandResult(code, out.getvalue(), err.getvalue())
+
+
+def _set_env(key: str, value: Optional[str]) -> None:
+    if value is None:
+        os.environ.pop(key, None)
+    else:
+        os.environ[key] = value

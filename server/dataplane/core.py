@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
 from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2, get_model_status_pb2,
@@ -33,13 +33,27 @@ log = logging.getLogger("verso.handlers")
 SIGNATURE_DEF_FIELD = "signature_def"
 
 
-@dataclass
+@dataclass(slots=True)
 class CallInfo:
-    """What a transport passes along with a request besides the message (Verso's rollout
-    extension): the caller's routing key in, the answer's request id out (for feedback)."""
+    """One call, from the transport that received it to the core and back: what the transport
+    knows (``api``, its ``entrypoint``, when it started, the caller's rollout routing key) and
+    what the core learns (the ``model`` the request names, the ``version`` that answered, the
+    rollout request id for feedback). ``ServingCore.record`` turns it into the request metrics,
+    the same way for both transports. Owned by the one task serving the call.
 
+    ``tf_api`` is TF Serving's API label of the request-latency metric when it is not ``api``
+    (REST: the lower-case verb, empty for GETs); ``counted``: the call feeds TF Serving's
+    request count and latency (gRPC: Predict, Classify and Regress only)."""
+
+    api: str = ""
+    entrypoint: str = ""
     routing_key: Optional[str] = None
     request_id: Optional[str] = None
+    model: str = ""
+    version: Optional[int] = None
+    tf_api: Optional[str] = None
+    counted: bool = True
+    t0: float = field(default_factory=time.perf_counter)
 
 
 class ServingCore:
@@ -100,10 +114,20 @@ class ServingCore:
         if shadow is not None and outputs is not None:
             self.rollouts.maybe_shadow(handle.name, handle.version, *shadow, outputs)
 
+    def record(self, call: CallInfo, error: Optional[ServingError]) -> None:
+        """The request metrics of one finished call, for every transport (TF Serving's request
+        count and latency, Verso's per-version series): the time since ``call.t0``, the model
+        and version the core put into ``call``, the error's code. Latency counts successes only."""
+        if self.metrics is not None:
+            self.metrics.request(call.model, call.version, call.api, call.entrypoint,
+                                 "OK" if error is None else error.code.name, time.perf_counter() - call.t0,
+                                 tf_api=call.tf_api, count_tf=call.counted)
+
     # ---- Predict -----------------------------------------------------------------------
 
     async def predict(self, request: predict_pb2.PredictRequest,
                       call: Optional[CallInfo] = None) -> predict_pb2.PredictResponse:
+        _named(call, request.model_spec)
         if not request.HasField("model_spec"):
             raise invalid_argument("Missing ModelSpec")
         handle, sig_name, aliases, outputs = await self._predict_on(
@@ -135,6 +159,7 @@ class ServingCore:
             check_inputs(signature, inputs, dtypes)
             return sig_name, inputs, list(signature.outputs)
 
+        _named(call, spec)
         handle, sig_name, _, outputs = await self._predict_on(spec, call, prepare)
         return handle.name, handle.version, sig_name, outputs
 
@@ -152,6 +177,8 @@ class ServingCore:
                 self._observe(handle, t0, e.code.name, call)
                 raise
         self._observe(handle, t0, "OK", call, outputs, (sig_name, inputs, aliases))
+        if call is not None:
+            call.version = handle.version
         return handle, sig_name, aliases, outputs
 
     async def run(self, handle, sig_name: str, inputs: dict, aliases: Sequence[str], api: str) -> dict:
@@ -183,18 +210,20 @@ class ServingCore:
 
     # ---- Classify / Regress / MultiInference -----------------------------------------------
 
-    async def classify(self, request: classification_pb2.ClassificationRequest
-                       ) -> classification_pb2.ClassificationResponse:
+    async def classify(self, request: classification_pb2.ClassificationRequest,
+                       call: Optional[CallInfo] = None) -> classification_pb2.ClassificationResponse:
         response = classification_pb2.ClassificationResponse()
-        await self._one_task(inference.CLASSIFY_METHOD, request, response)
+        await self._one_task(inference.CLASSIFY_METHOD, request, response, call)
         return response
 
-    async def regress(self, request: regression_pb2.RegressionRequest) -> regression_pb2.RegressionResponse:
+    async def regress(self, request: regression_pb2.RegressionRequest,
+                      call: Optional[CallInfo] = None) -> regression_pb2.RegressionResponse:
         response = regression_pb2.RegressionResponse()
-        await self._one_task(inference.REGRESS_METHOD, request, response)
+        await self._one_task(inference.REGRESS_METHOD, request, response, call)
         return response
 
-    async def _one_task(self, method: str, request, response) -> None:
+    async def _one_task(self, method: str, request, response, call: Optional[CallInfo]) -> None:
+        _named(call, request.model_spec)
         if not request.HasField("model_spec"):
             raise invalid_argument("Missing ModelSpec")
         name, version = self.routed(request.model_spec)
@@ -218,11 +247,14 @@ class ServingCore:
         response.model_spec.name = name
         response.model_spec.version.value = handle.version
         response.model_spec.signature_name = p.signature_name
+        if call is not None:
+            call.version = handle.version
 
-    async def multi_inference(self, request: inference_pb2.MultiInferenceRequest
-                              ) -> inference_pb2.MultiInferenceResponse:
+    async def multi_inference(self, request: inference_pb2.MultiInferenceRequest,
+                              call: Optional[CallInfo] = None) -> inference_pb2.MultiInferenceResponse:
         # TF Serving resolves the version from the first task's spec (an empty spec if none).
         spec = request.tasks[0].model_spec if request.tasks else model_pb2.ModelSpec()
+        _named(call, spec)
         name, version = self.resolve(spec)
         with self.manager.lease(name, version) as handle:
             plans = inference.multi_inference_plans(handle.servable.signature_defs, request.tasks)
@@ -244,6 +276,8 @@ class ServingCore:
                 entry.classification_result.CopyFrom(inference.classification_result(len(examples), outputs))
             else:
                 entry.regression_result.CopyFrom(inference.regression_result(len(examples), outputs))
+        if call is not None and results:
+            call.version = handle.version
         return response
 
     def _batch_queue(self, handle, sig_name: str, aliases: tuple[str, ...]) -> BatchQueue:
@@ -262,8 +296,9 @@ class ServingCore:
 
     # ---- GetModelMetadata ----------------------------------------------------------------
 
-    def get_model_metadata(self, request: get_model_metadata_pb2.GetModelMetadataRequest
-                           ) -> get_model_metadata_pb2.GetModelMetadataResponse:
+    def get_model_metadata(self, request: get_model_metadata_pb2.GetModelMetadataRequest,
+                           call: Optional[CallInfo] = None) -> get_model_metadata_pb2.GetModelMetadataResponse:
+        _named(call, request.model_spec)
         if not request.HasField("model_spec"):
             raise invalid_argument("Missing ModelSpec")
         if not request.metadata_field:
@@ -280,13 +315,16 @@ class ServingCore:
         response.model_spec.name = name
         response.model_spec.version.value = handle.version
         response.metadata[SIGNATURE_DEF_FIELD].Pack(sig_map)
+        if call is not None:
+            call.version = handle.version
         return response
 
     # ---- GetModelStatus -----------------------------------------------------------------
 
-    def get_model_status(self, request: get_model_status_pb2.GetModelStatusRequest
-                         ) -> get_model_status_pb2.GetModelStatusResponse:
+    def get_model_status(self, request: get_model_status_pb2.GetModelStatusRequest,
+                         call: Optional[CallInfo] = None) -> get_model_status_pb2.GetModelStatusResponse:
         # TF Serving ignores version_label here; so do we.
+        _named(call, request.model_spec)
         if not request.HasField("model_spec"):
             raise invalid_argument("Missing ModelSpec")
         spec = request.model_spec
@@ -358,3 +396,10 @@ class ServingCore:
         """A model config file's changed text (``--model_config_file_poll_wait_seconds``):
         parsed, validated and applied as a reload (raises ServingError, nothing changes)."""
         await self.served.apply(validate_model_config(parse_model_config(text, path), self.config_root))
+
+
+def _named(call: Optional[CallInfo], spec: model_pb2.ModelSpec) -> None:
+    """The model a call names, for its metrics: taken before any check, so a refused call is
+    counted for the model it named."""
+    if call is not None:
+        call.model = spec.name

@@ -1,6 +1,8 @@
-"""A config file that is read again while the server runs (``--model_config_file`` with
-``--model_config_file_poll_wait_seconds``, ``--rollout_config_file``): one reader for both,
-stepped by ``check()`` (tests call it by hand; ``run()`` calls it every N seconds).
+"""Config files read at start-up and again while the server runs (``--model_config_file``
+with ``--model_config_file_poll_wait_seconds``, ``--rollout_config_file``): ``read_text`` is
+the one read of such a file, at start-up (server.settings, whose text is then what the polls
+compare with) and in every poll; ``ConfigFileWatch`` is the poll, stepped by ``check()``
+(tests call it by hand; ``run()`` calls it every N seconds).
 
 Owned by the server's event loop; the file reads go to the default executor.
 """
@@ -64,10 +66,15 @@ class ConfigFileWatch:
         return await asyncio.get_running_loop().run_in_executor(None, _read_text, self.path, self.what)
 
 
+def read_text(path: str) -> str:
+    """A config file's whole text (UTF-8). Raises OSError; each caller words it."""
+    with open(path, "r", encoding="utf-8") as f:
+        return f.read()
+
+
 def _read_text(path: str, what: str) -> Optional[str]:
     try:
-        with open(path, "r", encoding="utf-8") as f:
-            return f.read()
+        return read_text(path)
     except OSError as e:
         log.error("Cannot read %s %s: %s", what, path, e.strerror)
         return None

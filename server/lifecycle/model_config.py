@@ -20,6 +20,7 @@ from typing import Callable, Mapping, Optional
 from tensorflow_serving.config import model_server_config_pb2
 
 from protos.errors import Code, ServingError, invalid_argument
+from server.lifecycle.config_file import read_text
 from server.lifecycle.policy import All, Latest, Specific, State, VersionPolicy
 from server.lifecycle.source import ServableConfig
 from server.textproto import parse_text_proto
@@ -111,13 +112,17 @@ def validate_model_config(config: model_server_config_pb2.ModelServerConfig,
     return entries
 
 
-def read_model_config_file(path: str) -> model_server_config_pb2.ModelServerConfig:
+def read_model_config_text(path: str) -> str:
+    """The model config file's text; NOT_FOUND (``Cannot read model config file ...``) when
+    it cannot be read."""
     try:
-        with open(path, "r", encoding="utf-8") as f:
-            text = f.read()
+        return read_text(path)
     except OSError as e:
         raise ServingError(Code.NOT_FOUND, f"Cannot read model config file '{path}': {e.strerror}") from None
-    return parse_model_config(text, path)
+
+
+def read_model_config_file(path: str) -> model_server_config_pb2.ModelServerConfig:
+    return parse_model_config(read_model_config_text(path), path)
 
 
 def parse_model_config(text: str, path: str) -> model_server_config_pb2.ModelServerConfig:

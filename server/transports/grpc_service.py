@@ -13,7 +13,6 @@ classes, so the wire format is TF Serving's byte for byte.
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any, Awaitable, Callable, Optional
 
 import grpc
@@ -57,31 +56,33 @@ ROUTING_KEY = "verso-routing-key"
 REQUEST_ID = "verso-request-id"
 
 
-def _call_info(context: grpc.aio.ServicerContext) -> CallInfo:
+def _routing_key(context: grpc.aio.ServicerContext) -> Optional[str]:
     for key, value in context.invocation_metadata() or ():
         if key == ROUTING_KEY:
-            return CallInfo(routing_key=value if isinstance(value, str) else value.decode("utf-8", "replace"))
-    return CallInfo()
+            return value if isinstance(value, str) else value.decode("utf-8", "replace")
+    return None
 
 
-def _method(name: str, call: Callable[..., Any], request_cls, response_cls, metrics=None,
-            counted: bool = False, with_call_info: bool = False) -> grpc.RpcMethodHandler:
-    """A unary handler over ``call``. With ``metrics``, every call is recorded per version; a
-    ``counted`` API (Predict, Classify, Regress) also feeds TF Serving's request metrics.
-    ``with_call_info``: ``call(request, CallInfo)`` with the ``verso-routing-key`` metadata,
-    and the answer's request id goes back as ``verso-request-id`` trailing metadata."""
+def _method(name: str, call: Callable[..., Any], request_cls, response_cls, core: Optional[ServingCore] = None,
+            counted: bool = False, routed: bool = False) -> grpc.RpcMethodHandler:
+    """A unary handler over ``call(request, CallInfo)``. With ``core``, every finished call is
+    recorded by ``core.record`` (the request metrics, as for REST); a ``counted`` API (Predict,
+    Classify, Regress) also feeds TF Serving's request count and latency. ``routed``: the
+    ``verso-routing-key`` metadata goes into the CallInfo, and the answer's request id comes
+    back as ``verso-request-id`` trailing metadata (rollouts)."""
 
     async def behaviour(request, context: grpc.aio.ServicerContext):
-        t0 = time.perf_counter()
+        info = CallInfo(name, "GRPC", counted=counted)
         result = None
         try:
             if request is UNPARSABLE:
                 raise ServingError(Code.INTERNAL, f"Failed to parse {request_cls.DESCRIPTOR.full_name}")
-            info = _call_info(context) if with_call_info else None
-            answer = call(request, info) if with_call_info else call(request)
+            if routed:
+                info.routing_key = _routing_key(context)
+            answer = call(request, info)
             if isinstance(answer, Awaitable):
                 answer = await answer
-            if info is not None and info.request_id:
+            if info.request_id:
                 context.set_trailing_metadata(((REQUEST_ID, info.request_id),))
             result, err = answer, None
         except ServingError as e:
@@ -89,8 +90,8 @@ def _method(name: str, call: Callable[..., Any], request_cls, response_cls, metr
         except Exception as e:  # a bug in Verso: never a traceback to the client
             log.exception("Unexpected error in %s", name)
             err = ServingError(Code.INTERNAL, f"{type(e).__name__}: {e}")
-        if metrics is not None:
-            _record(metrics, name, counted, request, result, err, time.perf_counter() - t0)
+        if core is not None:
+            core.record(info, err)
         if err is None:
             return result
         await context.abort(_STATUS[int(err.code)], grpc_message(err.message))
@@ -100,30 +101,16 @@ def _method(name: str, call: Callable[..., Any], request_cls, response_cls, metr
         response_serializer=response_cls.SerializeToString)
 
 
-def _record(metrics, api: str, counted: bool, request, response, err, seconds: float) -> None:
-    spec = getattr(request, "model_spec", None)
-    if spec is None and request is not UNPARSABLE and getattr(request, "tasks", None):
-        spec = request.tasks[0].model_spec
-    model = spec.name if spec is not None else ""
-    version = None
-    if response is not None:
-        rspec = getattr(response, "model_spec", None)
-        if rspec is not None and rspec.HasField("version"):
-            version = rspec.version.value
-        elif api == "MultiInference" and response.results:
-            version = response.results[0].model_spec.version.value
-    metrics.request(model, version, api, "GRPC", "OK" if err is None else err.code.name, seconds,
-                    count_tf=counted)
-
-
-def service_handlers(core: ServingCore, metrics=None) -> list[grpc.GenericRpcHandler]:
-    def method(name, call, request_cls, response_cls, counted=False, with_call_info=False):
-        return _method(name, call, request_cls, response_cls, metrics, counted, with_call_info)
+def service_handlers(core: ServingCore) -> list[grpc.GenericRpcHandler]:
+    """TF Serving's two services (their calls recorded in the core's request metrics) and,
+    with rollouts, Verso's RolloutService."""
+    def method(name, call, request_cls, response_cls, counted=False, routed=False):
+        return _method(name, call, request_cls, response_cls, core, counted, routed)
 
     prediction = {
         # Routing keys and request ids only matter with rollouts; without, Predict skips them.
         "Predict": method("Predict", core.predict, predict_pb2.PredictRequest, predict_pb2.PredictResponse, True,
-                          with_call_info=core.rollouts is not None),
+                          routed=core.rollouts is not None),
         "GetModelMetadata": method("GetModelMetadata", core.get_model_metadata,
                                    get_model_metadata_pb2.GetModelMetadataRequest,
                                    get_model_metadata_pb2.GetModelMetadataResponse),
@@ -138,7 +125,7 @@ def service_handlers(core: ServingCore, metrics=None) -> list[grpc.GenericRpcHan
         "GetModelStatus": method("GetModelStatus", core.get_model_status,
                                  get_model_status_pb2.GetModelStatusRequest,
                                  get_model_status_pb2.GetModelStatusResponse),
-        "HandleReloadConfigRequest": method("HandleReloadConfigRequest", core.reload_config,
+        "HandleReloadConfigRequest": method("HandleReloadConfigRequest", lambda r, _: core.reload_config(r),
                                             model_management_pb2.ReloadConfigRequest,
                                             model_management_pb2.ReloadConfigResponse),
     }
@@ -147,17 +134,17 @@ def service_handlers(core: ServingCore, metrics=None) -> list[grpc.GenericRpcHan
     if core.rollouts is not None:
         # Verso's extension service: not counted in the per-model request metrics.
         handlers.append(grpc.method_handlers_generic_handler("verso.rollout.RolloutService", {
-            "GetRollout": _method("GetRollout", lambda r: core.get_rollout(r.model),
+            "GetRollout": _method("GetRollout", lambda r, _: core.get_rollout(r.model),
                                   rollout_pb2.RolloutRequest, rollout_pb2.RolloutStatus),
-            "SetRollout": _method("SetRollout", core.set_rollout, rollout_pb2.ModelRollout,
+            "SetRollout": _method("SetRollout", lambda r, _: core.set_rollout(r), rollout_pb2.ModelRollout,
                                   rollout_pb2.RolloutStatus),
-            "Feedback": _method("Feedback", lambda r: core.feedback(r.request_id, r.labels),
+            "Feedback": _method("Feedback", lambda r, _: core.feedback(r.request_id, r.labels),
                                 rollout_pb2.FeedbackRequest, rollout_pb2.FeedbackResponse),
         }))
     return handlers
 
 
-def create_server(core: ServingCore, address: Optional[str], metrics=None, reuse_port: bool = False,
+def create_server(core: ServingCore, address: Optional[str], reuse_port: bool = False,
                   channel_arguments=(), credentials=None, socket_path: Optional[str] = None) -> grpc.aio.Server:
     """A grpc.aio server bound to ``address`` (None: no TCP port, ``--port=0``) and, with
     ``socket_path`` (``--grpc_socket_path``), also to that UNIX domain socket with the same
@@ -177,7 +164,7 @@ def create_server(core: ServingCore, address: Optional[str], metrics=None, reuse
     # --grpc_channel_arguments: the operator's settings win over the defaults above.
     overridden = {k for k, _ in channel_arguments}
     options = [o for o in options if o[0] not in overridden] + list(channel_arguments)
-    server = grpc.aio.server(handlers=service_handlers(core, metrics), options=options)
+    server = grpc.aio.server(handlers=service_handlers(core), options=options)
     for target in ([address] if address else []) + ([f"unix:{socket_path}"] if socket_path else []):
         try:
             bound = (server.add_secure_port(target, credentials) if credentials is not None

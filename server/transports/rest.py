@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import time
 import urllib.parse
 from typing import Callable, Optional
 
@@ -97,19 +96,18 @@ class RestApi:
             return web.Response(status=404, text="404 Not Found\n")
         if method == "OPTIONS":
             return self._preflight(request)
-        t0 = time.perf_counter()
-        model, verb, version, api = "", "", None, "GetModelStatus"
-        call = CallInfo(routing_key=request.headers.get(ROUTING_KEY_HEADER))
+        version = None
+        call = CallInfo("GetModelStatus", "REST", routing_key=request.headers.get(ROUTING_KEY_HEADER), tf_api="")
         try:
             m = _INFER.fullmatch(path)
             r = _ROLLOUT.fullmatch(path)
             if method == "POST" and m:
-                model, verb = urllib.parse.unquote(m.group(1)), m.group(4)
-                api = verb.capitalize()
-                if verb not in ("predict", "classify", "regress"):
+                call.model, call.tf_api = urllib.parse.unquote(m.group(1)), m.group(4)
+                call.api = call.tf_api.capitalize()
+                if call.tf_api not in ("predict", "classify", "regress"):
                     raise self._malformed(request)
-                spec = self._spec(model, m.group(2), m.group(3))
-                body, version = await self._with_timeout(self._infer(verb, spec, request, call))
+                spec = self._spec(call.model, m.group(2), m.group(3))
+                body, version = await self._with_timeout(self._infer(call.tf_api, spec, request, call))
             elif r and self.core.rollouts is not None:
                 body = await self._rollout(method, r, request)
             else:
@@ -121,20 +119,22 @@ class RestApi:
                         raise self._malformed(request)
                     body = self._list_models()
                 else:
-                    model = urllib.parse.unquote(m.group(1))
-                    spec = self._spec(model, m.group(2), m.group(3))
+                    call.model = urllib.parse.unquote(m.group(1))
+                    spec = self._spec(call.model, m.group(2), m.group(3))
                     if m.group(4):
-                        api, body = "GetModelMetadata", self._metadata(spec)
+                        call.api, body = "GetModelMetadata", self._metadata(spec, call)
                     else:
-                        body = self._status(spec)
-            status, code = 200, "OK"
+                        body = self._status(spec, call)
+            status, err = 200, None
         except ServingError as e:
-            body, status, code = _dump({"error": e.message}), e.http_status, e.code.name
+            err = e
         except Exception as e:  # a bug in Verso: one line to the client, the traceback to the log
             log.exception("Unexpected error in %s %s", method, path)
-            body, status, code = _dump({"error": f"{type(e).__name__}: {e}"}), 500, "INTERNAL"
-        if self.metrics is not None and model:
-            self.metrics.request(model, version, api, "REST", code, time.perf_counter() - t0, tf_api=verb)
+            err = ServingError(Code.INTERNAL, f"{type(e).__name__}: {e}")
+        if err is not None:
+            body, status = _dump({"error": err.message}), err.http_status
+        if call.model:  # a call about a model (not the model list, a rollout call or a bad path)
+            self.core.record(call, err)
         headers = dict(_CORS) if self.cors else {}
         if version is not None and status == 200:
             # Verso's extension: which version answered (gRPC has it in the response's model_spec).
@@ -229,21 +229,22 @@ class RestApi:
         input_proto = rest_json.input_from_json(doc, verb)
         if verb == "classify":
             response = await self.core.classify(classification_pb2.ClassificationRequest(
-                model_spec=spec, input=input_proto))
+                model_spec=spec, input=input_proto), call)
             return rest_json.encode_classify_results(response.result), response.model_spec.version.value
-        response = await self.core.regress(regression_pb2.RegressionRequest(model_spec=spec, input=input_proto))
+        response = await self.core.regress(regression_pb2.RegressionRequest(model_spec=spec, input=input_proto),
+                                           call)
         return rest_json.encode_regress_results(response.result), response.model_spec.version.value
 
     # ---- status, metadata, list --------------------------------------------------------------------
 
-    def _status(self, spec: model_pb2.ModelSpec) -> bytes:
+    def _status(self, spec: model_pb2.ModelSpec, call: CallInfo) -> bytes:
         request = get_model_status_pb2.GetModelStatusRequest(model_spec=spec)
-        return _dump(_proto_dict(self.core.get_model_status(request)))
+        return _dump(_proto_dict(self.core.get_model_status(request, call)))
 
-    def _metadata(self, spec: model_pb2.ModelSpec) -> bytes:
+    def _metadata(self, spec: model_pb2.ModelSpec, call: CallInfo) -> bytes:
         request = get_model_metadata_pb2.GetModelMetadataRequest(model_spec=spec,
                                                                 metadata_field=[SIGNATURE_DEF_FIELD])
-        response = self.core.get_model_metadata(request)
+        response = self.core.get_model_metadata(request, call)
         sig_map = get_model_metadata_pb2.SignatureDefMap()
         response.metadata[SIGNATURE_DEF_FIELD].Unpack(sig_map)
         return _dump({"model_spec": _proto_dict(response.model_spec),

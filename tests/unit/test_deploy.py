@@ -226,8 +226,8 @@ def test_termination_grace_covers_the_drain():
 def test_container_flags_are_server_flags():
     flags = container_flags()
     settings = parse_flags(flags)
-    assert settings.unknown == [], f"the server would print 'unknown argument' for {settings.unknown}"
-    assert settings.unimplemented == [], f"accepted but ignored by Verso: {settings.unimplemented}"
+    assert settings.unknown == (), f"the server would print 'unknown argument' for {settings.unknown}"
+    assert settings.unimplemented == (), f"accepted but ignored by Verso: {settings.unimplemented}"
     assert settings.port == GRPC_PORT and settings.rest_api_port == REST_PORT
     # Every value parsed as the server will parse it at start-up.
     from server.settings import grpc_channel_arguments
@@ -265,7 +265,7 @@ def test_dockerfile_runs_the_server_with_real_flags():
     assert entry_points(group="console_scripts", name="tensorflow_model_server"), "console script not declared"
     cmd = exec_form("CMD")
     settings = parse_flags(cmd)
-    assert settings.unknown == [] and settings.unimplemented == []
+    assert settings.unknown == () and settings.unimplemented == ()
     assert (settings.port, settings.rest_api_port, settings.model_config_file) == \
         (GRPC_PORT, REST_PORT, "/config/models.config")
     exposed = {int(p) for op, rest in ops if op == "EXPOSE" for p in rest.split()}

@@ -28,8 +28,8 @@ def test_both_flag_forms_and_bare_booleans():
 def test_unknown_and_unimplemented_flags_are_reported_not_fatal():
     s = parse_flags(["--bogus=1", "stray", "--grpc_max_threads=8", "--rest_api_num_threads=4",
                      "--platform_config_file=/x", "--rest_api_port=8501"])
-    assert s.unknown == ["--bogus=1", "stray"]
-    assert s.unimplemented == ["grpc_max_threads", "rest_api_num_threads"]
+    assert s.unknown == ("--bogus=1", "stray")
+    assert s.unimplemented == ("grpc_max_threads", "rest_api_num_threads")
 
 
 @pytest.mark.parametrize("argv, text", [
@@ -183,7 +183,8 @@ def _platform(tmp_path, text, *flags):
     p = tmp_path / "platform.config"
     p.write_text(text)
     settings = parse_flags([f"--platform_config_file={p}", "--model_base_path=/models/m", *flags])
-    return settings, platform_config(settings, resolve_models(settings))
+    platform = platform_config(settings, resolve_models(settings))
+    return settings.replace(**platform.flag_values), platform
 
 
 def test_platform_config_replaces_the_tensorflow_flags(tmp_path):
@@ -308,3 +309,30 @@ def test_a_session_config_file_that_does_not_parse_is_tf_servings_error(tmp_path
     assert str(e.value) == f"INVALID_ARGUMENT: Invalid protobuf file: '{cfg}'"
     assert list(e.value.log_lines) == ["Error parsing text-format tensorflow.ConfigProto: 1:31: "
                                  "Expected integer, got: many"]
+
+
+def test_settings_are_frozen_and_changed_by_copy():
+    import dataclasses
+    s = parse_flags(["--port=9000"])
+    with pytest.raises(TypeError):
+        s.values["port"] = 1
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        s.values = {}
+    t = s.replace(rest_api_port=8501)
+    assert (s.rest_api_port, t.rest_api_port, t.port, t.explicit) == (0, 8501, 9000, {"port"})
+    with pytest.raises(KeyError):
+        s.replace(not_a_flag=1)
+
+
+def test_startup_keeps_the_config_text_it_parsed(tmp_path):
+    """One read of each polled config file at start-up: the text parsed is the text the polls
+    compare with (server_config's file_texts)."""
+    from server.settings import server_config
+    models = tmp_path / "models.config"
+    models.write_text(f'model_config_list {{ config {{ name: "m" base_path: "{tmp_path}/m" '
+                      'model_platform: "tensorflow" } }')
+    rollouts = tmp_path / "rollout.config"
+    rollouts.write_text("")
+    config = server_config(parse_flags([f"--model_config_file={models}", f"--rollout_config_file={rollouts}"]))
+    assert dict(config.file_texts) == {str(models): models.read_text(), str(rollouts): ""}
+    assert [m.name for m in config.models] == ["m"]

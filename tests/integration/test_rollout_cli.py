@@ -1,20 +1,18 @@
-"""The rollout commands of the `verso` command line against a real server process: set a
-rollout, bench with feedback from a dataset, compare (with a plot), the verdict, and the
-commands' one-line errors. The rollout logic itself is tested in process
-(tests/integration/test_rollout.py)."""
+"""The rollout commands of the `verso` command line, run in process against the real server in
+process: set a rollout, bench with feedback from a dataset, compare (with a plot), the
+verdict, and the commands' one-line errors. The rollout logic itself: test_rollout.py; the
+README's demo, as written with real processes: tests/e2e/test_rollout_demo.py."""
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import script
-from tests.server_proc import ServerProcess
+from tests.helpers import run_verso
+from tests.server_proc import InProcessServer
 
 ROOT = Path(__file__).resolve().parents[2]
 DIGITS = ROOT / "model_repository" / "digits"
@@ -29,15 +27,14 @@ def server(tmp_path_factory):
     (root / "models.config").write_text(
         f'model_config_list {{ config {{ name: "digits" base_path: "{root / "digits"}" model_platform: "tensorflow" '
         f'model_version_policy {{ all {{}} }} }} }}')
-    srv = ServerProcess([f"--model_config_file={root / 'models.config'}"])
+    srv = InProcessServer([f"--model_config_file={root / 'models.config'}"])
     srv.start()
     yield srv
     srv.stop()
 
 
 def _verso(server, *args):
-    env = dict(os.environ, VERSO_TARGET=f"127.0.0.1:{server.port}", COLUMNS="200")
-    return subprocess.run([script("verso"), *args], capture_output=True, text=True, timeout=120, env=env)
+    return run_verso(*args, env={"VERSO_TARGET": f"127.0.0.1:{server.port}"})
 
 
 def test_the_rollout_commands(server, tmp_path):
