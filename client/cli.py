@@ -29,7 +29,12 @@ ROLLOUT_GATES = (
     ("min_top1_agreement", float, "shadow calls: canary's top-1 class agrees with stable's at least this "
                                   "often [0.97]"),
     ("max_accuracy_drop", float, "feedback: canary accuracy at most this below stable's [0.01: 1 point]"),
-    ("min_samples", int, "calls per version before a verdict other than HOLD [100]"),
+    ("min_samples", int, "calls, feedback rows or shadow comparisons per version before a check "
+                         "can pass or fail [100]"),
+    ("confidence", float, "one-sided confidence of every check: fail only when worse than the gate, "
+                          "pass only when within it, with this confidence [0.95]"),
+    ("failure_threshold", int, "consecutive failed analyses before ROLLBACK (one is HOLD) [3]"),
+    ("warmup_calls", int, "first calls of each version left out of its latency (negative: none) [20]"),
 )
 
 

@@ -41,18 +41,24 @@ class ModelRollout(_message.Message):
     def __init__(self, model: _Optional[str] = ..., stable: _Optional[int] = ..., canary: _Optional[int] = ..., canary_percent: _Optional[float] = ..., labels: _Optional[_Iterable[str]] = ..., shadow_percent: _Optional[float] = ..., shadow_max_in_flight: _Optional[int] = ..., evidence_output: _Optional[str] = ..., max_age_seconds: _Optional[float] = ..., gates: _Optional[_Union[Gates, _Mapping]] = ..., auto: _Optional[_Union[Auto, _Mapping]] = ..., window: _Optional[int] = ...) -> None: ...
 
 class Gates(_message.Message):
-    __slots__ = ("max_error_rate_increase", "max_p99_ratio", "min_top1_agreement", "max_accuracy_drop", "min_samples")
+    __slots__ = ("max_error_rate_increase", "max_p99_ratio", "min_top1_agreement", "max_accuracy_drop", "min_samples", "confidence", "failure_threshold", "warmup_calls")
     MAX_ERROR_RATE_INCREASE_FIELD_NUMBER: _ClassVar[int]
     MAX_P99_RATIO_FIELD_NUMBER: _ClassVar[int]
     MIN_TOP1_AGREEMENT_FIELD_NUMBER: _ClassVar[int]
     MAX_ACCURACY_DROP_FIELD_NUMBER: _ClassVar[int]
     MIN_SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
+    FAILURE_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    WARMUP_CALLS_FIELD_NUMBER: _ClassVar[int]
     max_error_rate_increase: float
     max_p99_ratio: float
     min_top1_agreement: float
     max_accuracy_drop: float
     min_samples: int
-    def __init__(self, max_error_rate_increase: _Optional[float] = ..., max_p99_ratio: _Optional[float] = ..., min_top1_agreement: _Optional[float] = ..., max_accuracy_drop: _Optional[float] = ..., min_samples: _Optional[int] = ...) -> None: ...
+    confidence: float
+    failure_threshold: int
+    warmup_calls: int
+    def __init__(self, max_error_rate_increase: _Optional[float] = ..., max_p99_ratio: _Optional[float] = ..., min_top1_agreement: _Optional[float] = ..., max_accuracy_drop: _Optional[float] = ..., min_samples: _Optional[int] = ..., confidence: _Optional[float] = ..., failure_threshold: _Optional[int] = ..., warmup_calls: _Optional[int] = ...) -> None: ...
 
 class Auto(_message.Message):
     __slots__ = ("enabled", "steps", "interval_seconds")
@@ -146,13 +152,39 @@ class AccuracyPoint(_message.Message):
     rows: int
     def __init__(self, seconds_ago: _Optional[float] = ..., accuracy: _Optional[float] = ..., rows: _Optional[int] = ...) -> None: ...
 
+class Check(_message.Message):
+    __slots__ = ("name", "result", "statistic", "low", "high", "limit", "canary_samples", "stable_samples")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    STATISTIC_FIELD_NUMBER: _ClassVar[int]
+    LOW_FIELD_NUMBER: _ClassVar[int]
+    HIGH_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    CANARY_SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    STABLE_SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    result: str
+    statistic: float
+    low: float
+    high: float
+    limit: float
+    canary_samples: int
+    stable_samples: int
+    def __init__(self, name: _Optional[str] = ..., result: _Optional[str] = ..., statistic: _Optional[float] = ..., low: _Optional[float] = ..., high: _Optional[float] = ..., limit: _Optional[float] = ..., canary_samples: _Optional[int] = ..., stable_samples: _Optional[int] = ...) -> None: ...
+
 class Verdict(_message.Message):
-    __slots__ = ("decision", "reasons")
+    __slots__ = ("decision", "reasons", "checks", "failed_analyses", "final")
     DECISION_FIELD_NUMBER: _ClassVar[int]
     REASONS_FIELD_NUMBER: _ClassVar[int]
+    CHECKS_FIELD_NUMBER: _ClassVar[int]
+    FAILED_ANALYSES_FIELD_NUMBER: _ClassVar[int]
+    FINAL_FIELD_NUMBER: _ClassVar[int]
     decision: str
     reasons: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, decision: _Optional[str] = ..., reasons: _Optional[_Iterable[str]] = ...) -> None: ...
+    checks: _containers.RepeatedCompositeFieldContainer[Check]
+    failed_analyses: int
+    final: bool
+    def __init__(self, decision: _Optional[str] = ..., reasons: _Optional[_Iterable[str]] = ..., checks: _Optional[_Iterable[_Union[Check, _Mapping]]] = ..., failed_analyses: _Optional[int] = ..., final: _Optional[bool] = ...) -> None: ...
 
 class Decision(_message.Message):
     __slots__ = ("unix_time", "text")

@@ -63,8 +63,10 @@ def validated(mr: rollout_pb2.ModelRollout) -> rollout_pb2.ModelRollout:
         raise bad("shadow_max_in_flight, window and max_age_seconds must not be negative")
     g = mr.gates
     if min(g.max_error_rate_increase, g.max_p99_ratio, g.min_top1_agreement, g.max_accuracy_drop,
-           g.min_samples) < 0 or g.min_top1_agreement > 1:
+           g.min_samples, g.failure_threshold) < 0 or g.min_top1_agreement > 1:
         raise bad("gates must not be negative (min_top1_agreement within 0..1)")
+    if g.confidence and not 0.5 < g.confidence < 1:
+        raise bad(f"gates.confidence must be within (0.5, 1), not {g.confidence:g}")
     steps = list(mr.auto.steps)
     if steps and (any(not 0 < s <= 100 for s in steps) or steps != sorted(set(steps))):
         raise bad("auto.steps must rise strictly within (0, 100]")
@@ -87,4 +89,7 @@ def gates_of(mr: rollout_pb2.ModelRollout) -> Gates:
                  max_p99_ratio=g.max_p99_ratio or d.max_p99_ratio,
                  min_top1_agreement=g.min_top1_agreement or d.min_top1_agreement,
                  max_accuracy_drop=g.max_accuracy_drop or d.max_accuracy_drop,
-                 min_samples=int(g.min_samples or d.min_samples))
+                 min_samples=int(g.min_samples or d.min_samples),
+                 confidence=g.confidence or d.confidence,
+                 failure_threshold=int(g.failure_threshold or d.failure_threshold),
+                 warmup_calls=max(0, int(g.warmup_calls or d.warmup_calls)))

@@ -51,6 +51,16 @@ class Evidence:
     # Accuracy over time: the feedback window cut into up to ACCURACY_POINTS consecutive slices,
     # oldest first, each (seconds before summary() of its last row, accuracy, rows).
     accuracy_history: tuple[tuple[float, float, int], ...] = ()
+    # The samples the verdict's statistics need: OK latencies (ms) past the version's warmup
+    # calls, oldest first; correct feedback rows; agreeing and compared top-1 rows of the shadow.
+    latencies_ms: tuple[float, ...] = ()
+    correct: int = 0
+    agreeing_rows: int = 0
+    compared_rows: int = 0
+
+    @property
+    def error_count(self) -> int:
+        return sum(self.errors.values())
 
 
 class Window:
@@ -58,23 +68,33 @@ class Window:
     ``size`` shadow comparisons, the last ``size`` feedback rows (three deques with
     ``maxlen=size``, so old entries fall out as new ones arrive).
 
+    The first ``warmup_calls`` calls the window records are counted (requests, errors) but their
+    latency is left out: a version's first calls after it loads are slow for reasons that say
+    nothing about its steady state (graph pruning, caches).
+
     Not thread-safe: one owner (an asyncio loop) calls it. ``clock`` returns seconds (monotonic);
     each call is stamped with ``clock()`` when it is recorded.
     """
 
-    def __init__(self, size: int = 1000, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, size: int = 1000, clock: Callable[[], float] = time.monotonic, warmup_calls: int = 0):
         if size < 1:
             raise ValueError(f"window size must be at least 1, got {size}")
         self.size = size
         self._clock = clock
-        self._calls: deque[tuple[float, float, str]] = deque(maxlen=size)  # (recorded at, latency ms, code)
+        self._warmup_left = max(0, warmup_calls)
+        # (recorded at, latency ms or None for a warmup call, code)
+        self._calls: deque[tuple[float, Optional[float], str]] = deque(maxlen=size)
         self._shadow: deque[tuple[Optional[float], int, int, Mapping]] = deque(maxlen=size)
         self._feedback: deque[tuple[float, bool]] = deque(maxlen=size)  # (recorded at, correct)
 
     def record_call(self, latency_s: float, code: str = OK) -> None:
         """One finished call: its latency in seconds and its gRPC code name ("OK" or an error
-        name such as "INVALID_ARGUMENT"). Only OK calls count towards the latency percentiles."""
-        self._calls.append((self._clock(), latency_s * 1000.0, code))
+        name such as "INVALID_ARGUMENT"). Only OK calls past the warmup count towards latency."""
+        if self._warmup_left:
+            self._warmup_left -= 1
+            self._calls.append((self._clock(), None, code))
+        else:
+            self._calls.append((self._clock(), latency_s * 1000.0, code))
 
     def record_shadow(self, max_abs_diff: Optional[float], agreeing_rows: int, compared_rows: int,
                       by_output: Optional[Mapping[str, tuple[Optional[float], int, int]]] = None) -> None:
@@ -98,7 +118,7 @@ class Window:
         errors = {code: codes[code] for code in sorted(codes)}
         n_errors = sum(errors.values())
 
-        ok_ms = [ms for _, ms, code in self._calls if code == OK]
+        ok_ms = [ms for _, ms, code in self._calls if code == OK and ms is not None]
         p50 = p99 = None
         deciles: tuple[float, ...] = ()
         if ok_ms:
@@ -136,6 +156,10 @@ class Window:
             latency_deciles_ms=deciles,
             by_output=by_output,
             accuracy_history=self._accuracy_history(),
+            latencies_ms=tuple(ok_ms),
+            correct=correct,
+            agreeing_rows=agreeing,
+            compared_rows=compared,
         )
 
     def _accuracy_history(self) -> tuple[tuple[float, float, int], ...]:

@@ -26,7 +26,7 @@ from server.lifecycle.manager import Manager
 from server.rollout import routing
 from server.rollout.config import gates_of, validated
 from server.rollout.evidence import Evidence, Window, divergence, per_output, top1
-from server.rollout.verdict import Verdict, decide, is_stale, next_percent
+from server.rollout.verdict import HOLD, ROLLBACK, Verdict, decide, is_stale, next_percent
 
 log = logging.getLogger("verso.rollout")
 
@@ -69,6 +69,8 @@ class RolloutManager:
         self._last_auto: dict[str, float] = {}
         self._alarmed: set[tuple[str, int]] = set()
         self._tasks: set[asyncio.Task] = set()
+        self._failures: dict[str, int] = collections.Counter()  # consecutive failed analyses (auto)
+        self._rolled_back: dict[str, str] = {}  # model -> the final ROLLBACK's text, until a new rollout
 
     # ---- configuration ---------------------------------------------------------------------
 
@@ -98,6 +100,8 @@ class RolloutManager:
                 del self._windows[key]  # a new window size starts the evidence afresh
         self.configs[mr.model] = mr
         self._last_auto[mr.model] = self.clock()
+        self._failures.pop(mr.model, None)
+        self._rolled_back.pop(mr.model, None)  # an operator's new rollout lifts a final ROLLBACK
         self._decide(mr.model, f"stable v{mr.stable}, canary "
                                f"{f'v{mr.canary} at {mr.canary_percent:g} %' if mr.canary else 'none'}"
                                f"{f', shadow {mr.shadow_percent:g} %' if mr.shadow_percent else ''} ({source})")
@@ -107,6 +111,8 @@ class RolloutManager:
         for key in [k for k in self._windows if k[0] == name]:
             del self._windows[key]
         self._last_auto.pop(name, None)
+        self._failures.pop(name, None)
+        self._rolled_back.pop(name, None)
 
     def _decide(self, name: str, text: str) -> None:
         log.info("Rollout of %s: %s", name, text)
@@ -115,8 +121,10 @@ class RolloutManager:
     def window(self, name: str, version: int) -> Window:
         w = self._windows.get((name, version))
         if w is None:
-            size = self.configs[name].window if name in self.configs else 1000
-            w = self._windows[(name, version)] = Window(size, clock=self.clock)
+            mr = self.configs.get(name)
+            size = mr.window if mr is not None else 1000
+            warmup = gates_of(mr).warmup_calls if mr is not None else 0
+            w = self._windows[(name, version)] = Window(size, clock=self.clock, warmup_calls=warmup)
         return w
 
     # ---- the request path ------------------------------------------------------------------
@@ -219,14 +227,19 @@ class RolloutManager:
         return self.window(name, version).summary()
 
     def verdict(self, name: str, evidence: Optional[dict[int, Evidence]] = None) -> Verdict:
-        """The rollout's verdict; ``evidence`` (by version) reuses summaries already taken."""
+        """The rollout's verdict: a final ROLLBACK while one stands, else an analysis now (with
+        the consecutive failed analyses automatic mode has counted). ``evidence`` (by version)
+        reuses summaries already taken."""
         mr = self._config(name)
+        if name in self._rolled_back:
+            return Verdict(ROLLBACK, (f"final: {self._rolled_back[name]}",
+                                      "the canary stays at 0 % until an operator sets a new rollout"), final=True)
         if not mr.canary:
-            return Verdict("HOLD", ("no canary configured",))
+            return Verdict(HOLD, ("no canary configured",))
         evidence = evidence or {}
         stable = evidence.get(mr.stable) or self.evidence(name, mr.stable)
         canary = evidence.get(mr.canary) or self.evidence(name, mr.canary)
-        return decide(stable, canary, gates_of(mr))
+        return decide(stable, canary, gates_of(mr), self._failures[name])
 
     def _ages(self, name: str) -> dict[int, Optional[float]]:
         model = self.manager.snapshot.get(name)
@@ -285,9 +298,7 @@ class RolloutManager:
                 entry.outputs[alias].top1_agreement = _or(agreement)
             for seconds_ago, accuracy, rows in e.accuracy_history:
                 entry.accuracy_history.add(seconds_ago=seconds_ago, accuracy=accuracy, rows=rows)
-        verdict = self.verdict(name, evidence)
-        st.verdict.decision = verdict.decision
-        st.verdict.reasons.extend(verdict.reasons)
+        _fill_verdict(st.verdict, self.verdict(name, evidence))
         for t, text in self._decisions.get(name, ()):
             st.decisions.add(unix_time=t, text=text)
         st.alarms.extend(self.alarms(name, served))
@@ -310,10 +321,12 @@ class RolloutManager:
             return changes
         now = self.clock()
         for name, mr in list(self.configs.items()):
-            if not mr.auto.enabled or not mr.canary or now - self._last_auto.get(name, now) < mr.auto.interval_seconds:
+            if not mr.auto.enabled or not mr.canary or name in self._rolled_back \
+                    or now - self._last_auto.get(name, now) < mr.auto.interval_seconds:
                 continue
             self._last_auto[name] = now
             verdict = self.verdict(name)
+            self._failures[name] = verdict.failed_analyses if verdict.failed else 0
             if verdict.decision == "PROMOTE" and mr.canary_percent >= 100:
                 new = rollout_pb2.ModelRollout()
                 new.CopyFrom(mr)
@@ -324,6 +337,9 @@ class RolloutManager:
                 # A ROLLBACK of a shadow-only canary (0 %) still has its shadow to turn off.
                 shadow_off = verdict.decision == "ROLLBACK" and mr.shadow_percent > 0
                 if percent == mr.canary_percent and not shadow_off:
+                    if verdict.failed:  # a failed analysis short of the threshold: logged, nothing moves
+                        self._decide(name, f"HOLD: canary v{mr.canary} stays at {mr.canary_percent:g} %; "
+                                           + "; ".join(verdict.reasons))
                     continue
                 new = rollout_pb2.ModelRollout()
                 new.CopyFrom(mr)
@@ -332,6 +348,8 @@ class RolloutManager:
                     new.shadow_percent = 0.0
                 text = (f"{verdict.decision}: canary v{mr.canary} {mr.canary_percent:g} % -> {percent:g} %; "
                         + "; ".join(verdict.reasons))
+                if verdict.decision == ROLLBACK:
+                    self._rolled_back[name] = text  # final: no later verdict climbs back
             self.configs[name] = new
             self._decide(name, text)
             changes.append((name, text))
@@ -348,6 +366,16 @@ class RolloutManager:
                     self.alarms(name)
             except Exception:
                 log.exception("Rollout automatic round failed")
+
+
+def _fill_verdict(out: rollout_pb2.Verdict, verdict: Verdict) -> None:
+    out.decision = verdict.decision
+    out.reasons.extend(verdict.reasons)
+    out.failed_analyses = verdict.failed_analyses
+    out.final = verdict.final
+    for c in verdict.checks:
+        out.checks.add(name=c.name, result=c.result, statistic=c.statistic, low=c.low, high=c.high, limit=c.limit,
+                       canary_samples=c.canary_samples, stable_samples=c.stable_samples)
 
 
 def _or(x: Optional[float]) -> float:

@@ -1,8 +1,16 @@
 """Stable against canary: PROMOTE, HOLD or ROLLBACK from two ``Evidence`` summaries.
 
-``decide`` applies fixed rules in a fixed order and explains each one it evaluated, so an
-operator can read why a canary was promoted or rolled back. ``next_percent`` and ``is_stale``
-are the small policies automatic mode builds on.
+One *analysis* (``decide``) runs a check per measure: errors, latency and quality (accuracy
+from feedback, else top-1 agreement from shadow calls). Each check puts a confidence interval
+on the difference between the versions (server/rollout/stats.py, scipy.stats) and reads it
+against its gate: FAIL when the canary is worse than the gate with the configured confidence,
+PASS when it is within the gate with that confidence, INCONCLUSIVE otherwise (not enough
+data to tell). All checks PASS -> PROMOTE. A failed analysis is HOLD until
+``failure_threshold`` analyses in a row have failed, then ROLLBACK (as Flagger counts failed
+checks); anything else is HOLD. Whether a ROLLBACK is final is the caller's state (the
+rollout manager's): this module is pure.
+
+``next_percent`` and ``is_stale`` are the small policies automatic mode builds on.
 """
 
 from __future__ import annotations
@@ -10,16 +18,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
+from server.rollout import stats
 from server.rollout.evidence import Evidence
 
 PROMOTE = "PROMOTE"
 HOLD = "HOLD"
 ROLLBACK = "ROLLBACK"
 DECISIONS = (PROMOTE, HOLD, ROLLBACK)
-
-# A canary exactly at a limit passes; this absorbs the rounding of sums like 0.001 + 0.005 so that
-# "at the limit" does not turn into a rollback by one ulp.
-_EPS = 1e-12
+PASS, FAIL, INCONCLUSIVE = "PASS", "FAIL", "INCONCLUSIVE"
 
 
 @dataclass(frozen=True)
@@ -31,6 +37,9 @@ class Gates:
     min_top1_agreement: float = 0.97         # used only when accuracy is not known for both
     max_accuracy_drop: float = 0.01          # canary accuracy >= stable accuracy - drop
     min_samples: int = 100                   # calls of each version; feedback rows of each; shadow comparisons
+    confidence: float = 0.95                 # one-sided, per check
+    failure_threshold: int = 3               # consecutive failed analyses before ROLLBACK
+    warmup_calls: int = 20                   # first calls of a version left out of its latency
 
     def __post_init__(self):
         if self.max_error_rate_increase < 0:
@@ -43,87 +52,140 @@ class Gates:
             raise ValueError(f"max_accuracy_drop must be >= 0, got {self.max_accuracy_drop}")
         if self.min_samples < 0:
             raise ValueError(f"min_samples must be >= 0, got {self.min_samples}")
+        if not 0.5 < self.confidence < 1:
+            raise ValueError(f"confidence must be within (0.5, 1), got {self.confidence}")
+        if self.failure_threshold < 1:
+            raise ValueError(f"failure_threshold must be >= 1, got {self.failure_threshold}")
+
+
+@dataclass(frozen=True)
+class Check:
+    """One measure compared: see ``verso.rollout.Check``. ``text`` is its line for people."""
+
+    name: str
+    result: str
+    statistic: float
+    low: float
+    high: float
+    limit: float
+    canary_samples: int
+    stable_samples: int
+    text: str
 
 
 @dataclass(frozen=True)
 class Verdict:
-    decision: str              # PROMOTE, HOLD or ROLLBACK
-    reasons: tuple[str, ...]   # one per rule evaluated, in rule order
+    decision: str                 # PROMOTE, HOLD or ROLLBACK
+    reasons: tuple[str, ...]      # a line per check, then why this decision
+    checks: tuple[Check, ...] = ()
+    failed_analyses: int = 0      # consecutive failed analyses, this one included
+    final: bool = False           # a ROLLBACK that stands until a new rollout (set by the manager)
+
+    @property
+    def failed(self) -> bool:
+        return any(c.result == FAIL for c in self.checks)
 
 
 def _pct(fraction: float) -> str:
     return f"{fraction * 100:.2f} %"
 
 
-def decide(stable: Evidence, canary: Evidence, gates: Gates) -> Verdict:
-    """Judge the canary against the stable version.
+def _judge(worse_low: float, worse_high: float, limit: float) -> str:
+    """A measure where higher is worse, with its interval: FAIL above the limit with
+    confidence, PASS at or under it with confidence, else INCONCLUSIVE."""
+    if worse_low > limit:
+        return FAIL
+    if worse_high <= limit:
+        return PASS
+    return INCONCLUSIVE
 
-    Rules, in order, each evaluated one contributing one reason:
 
-    1. samples: fewer than ``min_samples`` canary calls, then fewer than ``min_samples`` stable
-       calls -> HOLD at once, with that single reason;
-    2. errors: fails when canary error rate > stable error rate + ``max_error_rate_increase``;
-    3. latency: fails when canary p99 > ``max_p99_ratio`` x stable p99; passes when either p99
-       is unknown;
-    4. quality: accuracy when both are known from at least ``min_samples`` feedback rows each
-       (fails when canary accuracy < stable accuracy - ``max_accuracy_drop``); otherwise top-1
-       agreement when the canary (the shadow) has it from at least ``min_samples`` comparisons
-       (fails below ``min_top1_agreement``); otherwise unknown;
-    5. any failure -> ROLLBACK; else unknown quality -> HOLD; else PROMOTE.
+def _interval(i: stats.Interval, unit: str = "points", scale: float = 100.0) -> str:
+    return f"{i.estimate * scale:+.2f} {unit} [{i.low * scale:+.2f}, {i.high * scale:+.2f}]"
 
-    Accuracy wins over agreement: a canary that answers differently from stable but more often
-    right is better, not worse.
-    """
+
+def check_errors(stable: Evidence, canary: Evidence, gates: Gates) -> Check:
+    """Canary error rate minus stable's, against ``max_error_rate_increase``."""
+    d = stats.proportion_difference(canary.error_count, canary.requests, stable.error_count, stable.requests,
+                                    gates.confidence)
+    result = _judge(d.low, d.high, gates.max_error_rate_increase)
+    return Check("errors", result, d.estimate, d.low, d.high, gates.max_error_rate_increase,
+                 canary.requests, stable.requests,
+                 f"errors {result}: canary - stable error rate {_interval(d)} vs at most "
+                 f"+{gates.max_error_rate_increase * 100:.2f} ({canary.requests} and {stable.requests} calls)")
+
+
+def check_latency(stable: Evidence, canary: Evidence, gates: Gates) -> Check:
+    """Canary p99 / stable p99 (bootstrap interval), against ``max_p99_ratio``."""
+    nc, ns = len(canary.latencies_ms), len(stable.latencies_ms)
+    limit = gates.max_p99_ratio
+    if min(nc, ns) < max(gates.min_samples, 2) or not stable.p99_ms:
+        return Check("latency", INCONCLUSIVE, float("nan"), float("nan"), float("nan"), limit, nc, ns,
+                     f"latency {INCONCLUSIVE}: need {max(gates.min_samples, 2)} timed calls of each version, "
+                     f"have {nc} and {ns} (the first {gates.warmup_calls} of each are not timed)")
+    r = stats.p99_ratio(canary.latencies_ms, stable.latencies_ms, gates.confidence)
+    result = _judge(r.low, r.high, limit)
+    return Check("latency", result, r.estimate, r.low, r.high, limit, nc, ns,
+                 f"latency {result}: canary / stable p99 {r.estimate:.2f}x [{r.low:.2f}, {r.high:.2f}] vs at most "
+                 f"{limit:g}x (p99 {canary.p99_ms:.2f} vs {stable.p99_ms:.2f} ms; {nc} and {ns} timed calls)")
+
+
+def check_quality(stable: Evidence, canary: Evidence, gates: Gates) -> Check:
+    """Accuracy when both versions have ``min_samples`` feedback rows (the drop, stable minus
+    canary, against ``max_accuracy_drop``); else the canary's top-1 agreement with stable over
+    ``min_samples`` shadow comparisons (its shortfall below ``min_top1_agreement``); else
+    INCONCLUSIVE. Accuracy wins: a canary that answers differently but more often right is
+    better, not worse."""
     need = gates.min_samples
-    if canary.requests < need:
-        return Verdict(HOLD, (f"canary has {canary.requests} of {need} calls needed",))
-    if stable.requests < need:
-        return Verdict(HOLD, (f"stable has {stable.requests} of {need} calls needed",))
+    if canary.feedback >= max(need, 1) and stable.feedback >= max(need, 1):
+        d = stats.proportion_difference(stable.correct, stable.feedback, canary.correct, canary.feedback,
+                                        gates.confidence)
+        result = _judge(d.low, d.high, gates.max_accuracy_drop)
+        return Check("accuracy", result, d.estimate, d.low, d.high, gates.max_accuracy_drop,
+                     canary.feedback, stable.feedback,
+                     f"accuracy {result}: stable - canary accuracy {_interval(d)} vs at most "
+                     f"{gates.max_accuracy_drop * 100:.2f} (canary {_pct(canary.accuracy or 0)}, stable "
+                     f"{_pct(stable.accuracy or 0)}; {canary.feedback} and {stable.feedback} feedback rows)")
+    if canary.shadow_compared >= max(need, 1) and canary.compared_rows:
+        a = stats.wilson(canary.agreeing_rows, canary.compared_rows, gates.confidence)
+        # Higher is worse for _judge: the shortfall below full agreement against the allowed one.
+        result = _judge(1 - a.high, 1 - a.low, 1 - gates.min_top1_agreement)
+        return Check("agreement", result, a.estimate, a.low, a.high, gates.min_top1_agreement,
+                     canary.compared_rows, canary.compared_rows,
+                     f"agreement {result}: canary agrees with stable on {_pct(a.estimate)} of top-1 answers "
+                     f"[{_pct(a.low)}, {_pct(a.high)}] vs at least {_pct(gates.min_top1_agreement)} "
+                     f"({canary.shadow_compared} shadow comparisons, {canary.compared_rows} rows)")
+    return Check("quality", INCONCLUSIVE, float("nan"), float("nan"), float("nan"), gates.max_accuracy_drop,
+                 canary.feedback, stable.feedback,
+                 f"quality {INCONCLUSIVE}: need {need} feedback rows of each version (have {canary.feedback} and "
+                 f"{stable.feedback}) or {need} shadow comparisons (have {canary.shadow_compared})")
 
-    reasons: list[str] = []
-    failed = False
 
-    limit = stable.error_rate + gates.max_error_rate_increase
-    bad = canary.error_rate > limit + _EPS
-    failed |= bad
-    reasons.append(f"errors: canary error rate {_pct(canary.error_rate)} {'>' if bad else '<='} "
-                   f"stable {_pct(stable.error_rate)} + {gates.max_error_rate_increase * 100:.2f} points")
+def decide(stable: Evidence, canary: Evidence, gates: Gates, failed_before: int = 0) -> Verdict:
+    """One analysis of the canary against the stable version.
 
-    if canary.p99_ms is None or stable.p99_ms is None:
-        reasons.append("latency: not enough successful calls")
-    else:
-        limit = gates.max_p99_ratio * stable.p99_ms
-        bad = canary.p99_ms > limit + _EPS
-        failed |= bad
-        reasons.append(f"latency: canary p99 {canary.p99_ms:.2f} ms {'>' if bad else '<='} "
-                       f"{gates.max_p99_ratio:g} x stable p99 {stable.p99_ms:.2f} ms ({limit:.2f} ms)")
-
-    quality_known = True
-    if (canary.accuracy is not None and stable.accuracy is not None
-            and canary.feedback >= need and stable.feedback >= need):
-        limit = stable.accuracy - gates.max_accuracy_drop
-        bad = canary.accuracy < limit - _EPS
-        failed |= bad
-        reasons.append(f"quality: canary accuracy {_pct(canary.accuracy)} {'<' if bad else '>='} "
-                       f"stable accuracy {_pct(stable.accuracy)} - {gates.max_accuracy_drop * 100:.2f} points "
-                       f"({canary.feedback} and {stable.feedback} feedback rows)")
-    elif canary.top1_agreement is not None and canary.shadow_compared >= need:
-        bad = canary.top1_agreement < gates.min_top1_agreement - _EPS
-        failed |= bad
-        reasons.append(f"quality: canary agrees with stable on {_pct(canary.top1_agreement)} of top-1 answers "
-                       f"{'<' if bad else '>='} {_pct(gates.min_top1_agreement)} needed "
-                       f"({canary.shadow_compared} shadow comparisons)")
-    else:
-        quality_known = False
-        reasons.append(f"quality: no feedback or shadow comparisons yet (need {need})")
-
-    if failed:
-        decision = ROLLBACK
-    elif not quality_known:
-        decision = HOLD
-    else:
-        decision = PROMOTE
-    return Verdict(decision, tuple(reasons))
+    ``failed_before``: consecutive failed analyses before this one. Fewer than ``min_samples``
+    calls of either version -> HOLD at once ("need more data", with the counts; not a failed
+    analysis). Otherwise the three checks; any FAIL makes the analysis failed, and the
+    ``failure_threshold``-th failed analysis in a row is ROLLBACK (before it: HOLD); all PASS
+    is PROMOTE; else HOLD (inconclusive)."""
+    need = gates.min_samples
+    if canary.requests < max(need, 1) or stable.requests < max(need, 1):
+        return Verdict(HOLD, (f"need more data: {need} calls of each version, have {canary.requests} (canary) "
+                              f"and {stable.requests} (stable)",))
+    checks = (check_errors(stable, canary, gates), check_latency(stable, canary, gates),
+              check_quality(stable, canary, gates))
+    reasons = [c.text for c in checks]
+    if any(c.result == FAIL for c in checks):
+        failed = failed_before + 1
+        decision = ROLLBACK if failed >= gates.failure_threshold else HOLD
+        reasons.append(f"failed analysis {failed} of {gates.failure_threshold} in a row"
+                       + ("" if decision == ROLLBACK else ": HOLD until it fails again or recovers"))
+        return Verdict(decision, tuple(reasons), checks, failed)
+    if all(c.result == PASS for c in checks):
+        return Verdict(PROMOTE, tuple(reasons), checks)
+    reasons.append("inconclusive: need more data")
+    return Verdict(HOLD, tuple(reasons), checks)
 
 
 def next_percent(current: float, decision: str, steps: Sequence[float] = (10, 25, 50, 100)) -> float:

@@ -58,7 +58,7 @@ def test_readme_rollout_demo(tmp_path):
             assert step in status, (step, status)
         verdict = next(out for line, out in outputs.items() if line.startswith("verso rollout verdict"))
         assert verdict.splitlines()[0] == "ROLLBACK", verdict
-        assert "quality: canary accuracy" in verdict, verdict
+        assert "accuracy FAIL: stable - canary accuracy" in verdict and "final" in verdict, verdict
         final = subprocess.run([script("verso"), "rollout", "status", "digits", "--json"], capture_output=True,
                                text=True, timeout=60, env=env)
         doc = json.loads(final.stdout)

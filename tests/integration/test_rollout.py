@@ -158,7 +158,7 @@ def test_shadow_calls_are_dropped_when_their_budget_is_full(server, client):
 
 def test_feedback_gives_exact_accuracy_per_version(server, client):
     data = np.load(HOLDOUT)
-    _set(client, "digits", stable=1, canary=2, canary_percent=0, window=100)
+    _set(client, "digits", stable=1, canary=2, canary_percent=0, window=100, gates={"warmup_calls": -1})
     predicted = []
     for i in range(10):
         p = client.predict("digits", {"images": data["images"][i:i + 1]}, details=True)

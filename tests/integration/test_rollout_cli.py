@@ -39,7 +39,8 @@ def _verso(server, *args):
 
 def test_the_rollout_commands(server, tmp_path):
     r = _verso(server, "rollout", "set", "digits", "--stable", "1", "--canary", "2", "--percent", "50",
-               "--min-samples", "5", "--max-p99-ratio", "100", "--json")
+               "--min-samples", "5", "--max-p99-ratio", "100", "--max-error-rate-increase", "0.2",
+               "--warmup-calls", "-1", "--json")
     assert r.returncode == 0, r.stderr
     cfg = json.loads(r.stdout)["config"]
     assert (cfg["stable"], cfg["canary"], cfg["canary_percent"], cfg["gates"]["min_samples"]) == ("1", "2", 50.0, "5")

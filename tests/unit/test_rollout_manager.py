@@ -108,10 +108,11 @@ class FakeManager:
 
 
 def mr_of(model="m", stable=1, canary=2, canary_percent=10.0, gates=None, auto=None, **kw) -> rollout_pb2.ModelRollout:
-    """A validated ModelRollout."""
+    """A validated ModelRollout; every call is timed (no warmup calls) unless ``gates`` say."""
+    gates = {"warmup_calls": -1, **(gates or {})}
     return validated(rollout_pb2.ModelRollout(
         model=model, stable=stable, canary=canary, canary_percent=canary_percent,
-        gates=rollout_pb2.Gates(**(gates or {})), auto=rollout_pb2.Auto(**(auto or {})), **kw))
+        gates=rollout_pb2.Gates(**gates), auto=rollout_pb2.Auto(**(auto or {})), **kw))
 
 
 def make_rm(fm: FakeManager | None = None, *configs: rollout_pb2.ModelRollout, clock=None, wall=None, rand=None,
@@ -258,18 +259,31 @@ def test_text_format_errors_are_invalid_argument(text, error):
 
 
 def test_gates_of_zero_fields_take_defaults():
-    assert gates_of(mr_of()) == Gates()
-    assert Gates() == Gates(0.005, 1.2, 0.97, 0.01, 100)
+    assert gates_of(mr_of(gates=dict(warmup_calls=0))) == Gates()
+    assert Gates() == Gates(0.005, 1.2, 0.97, 0.01, 100, 0.95, 3, 20)
+    assert gates_of(mr_of()).warmup_calls == 0  # negative: no warmup calls
 
 
 def test_gates_of_keeps_set_values():
     g = gates_of(mr_of(gates=dict(max_error_rate_increase=0.02, max_p99_ratio=2.5, min_top1_agreement=0.9,
-                                  max_accuracy_drop=0.05, min_samples=7)))
+                                  max_accuracy_drop=0.05, min_samples=7, confidence=0.99, failure_threshold=5,
+                                  warmup_calls=3)))
     assert g == Gates(max_error_rate_increase=0.02, max_p99_ratio=2.5, min_top1_agreement=0.9,
-                      max_accuracy_drop=0.05, min_samples=7)
-    assert type(g.min_samples) is int
-    partial = gates_of(mr_of(gates=dict(min_samples=5)))
+                      max_accuracy_drop=0.05, min_samples=7, confidence=0.99, failure_threshold=5, warmup_calls=3)
+    assert type(g.min_samples) is int and type(g.failure_threshold) is int
+    partial = gates_of(mr_of(gates=dict(min_samples=5, warmup_calls=0)))
     assert partial == Gates(min_samples=5)
+
+
+@pytest.mark.parametrize("gates, message", [
+    (dict(confidence=1.0), "gates.confidence must be within (0.5, 1), not 1"),
+    (dict(confidence=0.3), "gates.confidence must be within (0.5, 1), not 0.3"),
+    (dict(failure_threshold=-1), "gates must not be negative (min_top1_agreement within 0..1)"),
+])
+def test_new_gates_are_validated(gates, message):
+    with pytest.raises(ServingError) as e:
+        mr_of(gates=gates)
+    assert e.value.message == f"Rollout of model m: {message}"
 
 
 @pytest.mark.parametrize("text", [
@@ -811,7 +825,7 @@ def test_status_includes_verdict():
     rm = make_rm(None, mr_of(gates=dict(min_samples=5)))
     st = rm.status("m")
     assert st.verdict.decision == "HOLD"
-    assert list(st.verdict.reasons) == ["canary has 0 of 5 calls needed"]
+    assert list(st.verdict.reasons) == ["need more data: 5 calls of each version, have 0 (canary) and 0 (stable)"]
     rm.apply({"m": mr_of(canary=0, canary_percent=0)})
     st = rm.status("m")
     assert st.verdict.decision == "HOLD"
@@ -903,10 +917,16 @@ def test_status_without_rollout_is_not_found():
 # tick: automatic mode
 
 
-def auto_rm(canary_percent=10.0, **kw):
+# Gates wide enough that 5-10 calls decide (the checks' intervals are wide at such counts), and
+# one failed analysis is enough to roll back; test_tick_failure_threshold_* use the defaults.
+AUTO_GATES = dict(min_samples=5, max_error_rate_increase=0.5, max_accuracy_drop=0.5, failure_threshold=1)
+
+
+def auto_rm(canary_percent=10.0, gates=None, **kw):
     clock = Clock(0.0)
     kw.setdefault("auto", dict(enabled=True))
-    rm = make_rm(None, mr_of(canary_percent=canary_percent, gates=dict(min_samples=5), **kw), clock=clock)
+    rm = make_rm(None, mr_of(canary_percent=canary_percent, gates={**AUTO_GATES, **(gates or {})}, **kw),
+                 clock=clock)
     return rm, clock
 
 
@@ -918,7 +938,7 @@ def good_evidence(rm, n=5):
             assert rm.feedback(rid, ["3"]).correct == 1
 
 
-def bad_canary_evidence(rm, n=5):
+def bad_canary_evidence(rm, n=10):
     """Stable fine, every canary call an error -> ROLLBACK."""
     for _ in range(n):
         rm.observe("m", 1, 0.010, "OK")
@@ -966,7 +986,7 @@ def test_tick_promote_steps_then_canary_becomes_stable():
         name, text = changes[0]
         prev = seen[-1] if seen else 10.0
         assert name == "m"
-        assert text.startswith(f"PROMOTE: canary v2 {prev:g} % -> {expected:g} %; errors: ")
+        assert text.startswith(f"PROMOTE: canary v2 {prev:g} % -> {expected:g} %; errors PASS: ")
         assert rm.configs["m"].canary_percent == expected
         assert rm.configs["m"].shadow_percent == 20.0
         seen.append(expected)
@@ -974,7 +994,7 @@ def test_tick_promote_steps_then_canary_becomes_stable():
     clock.t = 120.0
     changes = rm.tick()
     assert len(changes) == 1
-    assert changes[0][1].startswith("PROMOTE: v2 is now stable (was v1); errors: ")
+    assert changes[0][1].startswith("PROMOTE: v2 is now stable (was v1); errors PASS: ")
     mr = rm.configs["m"]
     assert (mr.stable, mr.canary, mr.canary_percent, mr.shadow_percent) == (2, 0, 0.0, 0.0)
     assert mr.auto.enabled is True and mr.gates.min_samples == 5
@@ -1008,7 +1028,7 @@ def test_tick_rollback_to_zero_and_shadow_off():
     clock.t = 30.0
     changes = rm.tick()
     assert len(changes) == 1
-    assert changes[0][1].startswith("ROLLBACK: canary v2 25 % -> 0 %; errors: canary error rate 100.00 % > ")
+    assert changes[0][1].startswith("ROLLBACK: canary v2 25 % -> 0 %; errors FAIL: canary - stable error rate +100.00 points ")
     mr = rm.configs["m"]
     assert (mr.stable, mr.canary, mr.canary_percent, mr.shadow_percent) == (1, 2, 0.0, 0.0)
     assert rm.status("m").decisions[-1].text == changes[0][1]
@@ -1047,14 +1067,59 @@ def test_tick_ignores_models_not_in_auto_mode_or_without_canary():
     assert len(rm.status("m").decisions) == 1
 
 
+def test_tick_failure_threshold_holds_then_rolls_back_and_the_rollback_is_final():
+    rm, clock = auto_rm(gates=dict(failure_threshold=3), auto=dict(enabled=True, interval_seconds=10))
+    bad_canary_evidence(rm)
+    for i, t in enumerate((10.0, 20.0)):
+        clock.t = t
+        assert rm.tick() == []  # a failed analysis short of the threshold moves nothing ...
+        assert rm.configs["m"].canary_percent == 10.0
+        last = rm.status("m").decisions[-1].text
+        assert last.startswith("HOLD: canary v2 stays at 10 %; errors FAIL")  # ... but is logged
+        assert last.endswith(f"failed analysis {i + 1} of 3 in a row: HOLD until it fails again or recovers")
+    clock.t = 30.0
+    [(name, text)] = rm.tick()
+    assert text.startswith("ROLLBACK: canary v2 10 % -> 0 %") and "failed analysis 3 of 3" in text
+    v = rm.status("m").verdict
+    assert (v.decision, v.final) == ("ROLLBACK", True)
+    assert list(v.reasons)[1] == "the canary stays at 0 % until an operator sets a new rollout"
+    # Evidence that would now promote does not bring the canary back.
+    rm._windows.clear()
+    good_evidence(rm, n=10)
+    for t in (40.0, 50.0, 60.0):
+        clock.t = t
+        assert rm.tick() == []
+    assert rm.configs["m"].canary_percent == 0.0 and rm.verdict("m").decision == "ROLLBACK"
+    # An operator's new rollout lifts it.
+    rm.set(rollout_pb2.ModelRollout(model="m", stable=1, canary=2, canary_percent=10, gates=rm.configs["m"].gates,
+                                    auto=rm.configs["m"].auto))
+    assert rm.verdict("m").decision != "ROLLBACK" and not rm.verdict("m").final
+
+
+def test_a_passing_analysis_resets_the_failure_count():
+    rm, clock = auto_rm(gates=dict(failure_threshold=2), auto=dict(enabled=True, interval_seconds=10))
+    bad_canary_evidence(rm)
+    clock.t = 10.0
+    rm.tick()
+    assert rm.verdict("m").failed_analyses == 2  # the next analysis would be the second failure
+    rm._windows.clear()
+    good_evidence(rm, n=10)
+    clock.t = 20.0
+    rm.tick()  # PROMOTE: 10 -> 25 %
+    rm._windows.clear()
+    bad_canary_evidence(rm)
+    clock.t = 30.0
+    assert rm.tick() == [] and rm.configs["m"].canary_percent == 25.0  # counts from 1 again: HOLD
+
+
 def test_tick_handles_several_models():
     clock = Clock(0.0)
     rm = make_rm(FakeManager({"m": {1: FakeServable(), 2: FakeServable()}, "n": {1: FakeServable()}}),
-                 mr_of(model="m", gates=dict(min_samples=5), auto=dict(enabled=True)),
-                 mr_of(model="n", gates=dict(min_samples=5), auto=dict(enabled=True, interval_seconds=60)),
+                 mr_of(model="m", gates=AUTO_GATES, auto=dict(enabled=True)),
+                 mr_of(model="n", gates=AUTO_GATES, auto=dict(enabled=True, interval_seconds=60)),
                  clock=clock)
     good_evidence(rm)
-    for _ in range(5):
+    for _ in range(10):
         rm.observe("n", 1, 0.01, "OK")
         rm.observe("n", 2, 0.01, "DEADLINE_EXCEEDED")
     clock.t = 30.0
