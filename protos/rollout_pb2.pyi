@@ -77,7 +77,7 @@ class RolloutRequest(_message.Message):
     def __init__(self, model: _Optional[str] = ...) -> None: ...
 
 class VersionEvidence(_message.Message):
-    __slots__ = ("version", "role", "traffic_percent", "requests", "errors", "error_rate", "p50_ms", "p99_ms", "requests_per_second", "shadow_compared", "max_abs_diff", "top1_agreement", "feedback", "accuracy", "age_seconds", "stale", "shadow_dropped", "latency_deciles_ms", "outputs", "accuracy_history")
+    __slots__ = ("version", "role", "traffic_percent", "requests", "errors", "error_rate", "p50_ms", "p99_ms", "requests_per_second", "shadow_compared", "max_abs_diff", "top1_agreement", "feedback", "accuracy", "age_seconds", "stale", "shadow_dropped", "latency_deciles_ms", "outputs", "accuracy_history", "available")
     class ErrorsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -112,6 +112,7 @@ class VersionEvidence(_message.Message):
     LATENCY_DECILES_MS_FIELD_NUMBER: _ClassVar[int]
     OUTPUTS_FIELD_NUMBER: _ClassVar[int]
     ACCURACY_HISTORY_FIELD_NUMBER: _ClassVar[int]
+    AVAILABLE_FIELD_NUMBER: _ClassVar[int]
     version: int
     role: str
     traffic_percent: float
@@ -132,7 +133,8 @@ class VersionEvidence(_message.Message):
     latency_deciles_ms: _containers.RepeatedScalarFieldContainer[float]
     outputs: _containers.MessageMap[str, OutputDivergence]
     accuracy_history: _containers.RepeatedCompositeFieldContainer[AccuracyPoint]
-    def __init__(self, version: _Optional[int] = ..., role: _Optional[str] = ..., traffic_percent: _Optional[float] = ..., requests: _Optional[int] = ..., errors: _Optional[_Mapping[str, int]] = ..., error_rate: _Optional[float] = ..., p50_ms: _Optional[float] = ..., p99_ms: _Optional[float] = ..., requests_per_second: _Optional[float] = ..., shadow_compared: _Optional[int] = ..., max_abs_diff: _Optional[float] = ..., top1_agreement: _Optional[float] = ..., feedback: _Optional[int] = ..., accuracy: _Optional[float] = ..., age_seconds: _Optional[float] = ..., stale: _Optional[bool] = ..., shadow_dropped: _Optional[int] = ..., latency_deciles_ms: _Optional[_Iterable[float]] = ..., outputs: _Optional[_Mapping[str, OutputDivergence]] = ..., accuracy_history: _Optional[_Iterable[_Union[AccuracyPoint, _Mapping]]] = ...) -> None: ...
+    available: bool
+    def __init__(self, version: _Optional[int] = ..., role: _Optional[str] = ..., traffic_percent: _Optional[float] = ..., requests: _Optional[int] = ..., errors: _Optional[_Mapping[str, int]] = ..., error_rate: _Optional[float] = ..., p50_ms: _Optional[float] = ..., p99_ms: _Optional[float] = ..., requests_per_second: _Optional[float] = ..., shadow_compared: _Optional[int] = ..., max_abs_diff: _Optional[float] = ..., top1_agreement: _Optional[float] = ..., feedback: _Optional[int] = ..., accuracy: _Optional[float] = ..., age_seconds: _Optional[float] = ..., stale: _Optional[bool] = ..., shadow_dropped: _Optional[int] = ..., latency_deciles_ms: _Optional[_Iterable[float]] = ..., outputs: _Optional[_Mapping[str, OutputDivergence]] = ..., accuracy_history: _Optional[_Iterable[_Union[AccuracyPoint, _Mapping]]] = ..., available: _Optional[bool] = ...) -> None: ...
 
 class OutputDivergence(_message.Message):
     __slots__ = ("max_abs_diff", "top1_agreement")

@@ -131,8 +131,9 @@ class App:
 
     def _build_rollouts(self):
         from server.rollout.manager import RolloutManager
+        from server.rollout.pins import Pins
         rollouts = RolloutManager(self.manager, shadow_executor=self._pools["shadow"], version_age=self._version_age,
-                                  workers=self.worker is not None)
+                                  workers=self.worker is not None, pins=Pins(self.source, self.manager))
         if self.config.rollouts:
             rollouts.apply(dict(self.config.rollouts), source=self.settings.rollout_config_file)
         self.metrics.add_rollouts(lambda: [rollouts.status(name) for name in list(rollouts.configs)])

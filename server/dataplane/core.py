@@ -370,9 +370,10 @@ class ServingCore:
         """GetRollout: a model's ``verso.rollout.RolloutStatus`` (NOT_FOUND without a rollout)."""
         return self._rollouts().status(model)
 
-    def set_rollout(self, rollout):
-        """SetRollout: configure a ``verso.rollout.ModelRollout``; returns its status."""
-        return self._rollouts().set(rollout)
+    async def set_rollout(self, rollout):
+        """SetRollout: configure a ``verso.rollout.ModelRollout`` once its versions are on disk
+        and load; returns its status."""
+        return await self._rollouts().set_checked(rollout)
 
     def feedback(self, request_id: str, labels):
         """Feedback: ground truth for an earlier answer; a ``verso.rollout.FeedbackResponse``."""

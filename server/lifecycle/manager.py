@@ -230,6 +230,11 @@ class Manager:
         added, not for an unrelated version's retries."""
         await self._wait_for_loads(set(names), tried_once=False)
 
+    async def wait_until_tried(self, names) -> None:
+        """Until every aspired version of ``names`` has been tried at least once: loaded,
+        failed for good, or failed once and waiting for a retry."""
+        await self._wait_for_loads(set(names), tried_once=True)
+
     async def _wait_for_loads(self, names, *, tried_once: bool) -> None:
         """Tick until no aspired version of ``names`` waits to load or is loading; with
         ``tried_once``, a version whose load failed and waits for a retry counts as done."""

@@ -218,6 +218,7 @@ class FileSystemSource:
         self._missing_logged: set[str] = set()
         self._empty_logged: set[str] = set()
         self._specific_missing_logged: set[tuple[str, int]] = set()
+        self._pins: dict[str, frozenset[int]] = {}  # versions aspired whatever the policy (rollouts)
         self._wake = asyncio.Event()
         self._poll_lock = asyncio.Lock()  # the background loop and a reload may both poll
         self.next_poll_in: Optional[float] = None
@@ -249,6 +250,20 @@ class FileSystemSource:
             if self._emitted.pop(name, None):
                 self._sink(name, {})
         return removed
+
+    def pin(self, name: str, versions) -> None:
+        """Keep ``versions`` of model ``name`` aspired whatever its version policy, as long as
+        they are on disk (a rollout's stable and canary); an empty set unpins. Takes effect at
+        the next poll (``trigger``)."""
+        if versions:
+            self._pins[name] = frozenset(versions)
+        else:
+            self._pins.pop(name, None)
+        self.trigger()
+
+    def settled_versions(self, name: str) -> set[int]:
+        """The versions of ``name`` on disk and settled at the last poll."""
+        return set(self._tracker.settled_identities(name))
 
     def trigger(self) -> None:
         """Ask for a poll soon. Call on the loop; from another thread (watchdog) go through
@@ -289,7 +304,8 @@ class FileSystemSource:
                 self._empty_logged.discard(m.name)
             # A replaced directory still counts for the policy, so that while it settles again
             # the policy does not fall back to an older version; it is just not aspired yet.
-            wanted = aspired_versions(seen.settled | seen.replaced, m.policy) - seen.replaced
+            wanted = aspired_versions(seen.settled | seen.replaced, m.policy)
+            wanted = (wanted | (self._pins.get(m.name, frozenset()) & seen.settled)) - seen.replaced
             if isinstance(m.policy, Specific):
                 for v in sorted(m.policy.versions - set(scan.versions)):
                     if (m.name, v) not in self._specific_missing_logged:

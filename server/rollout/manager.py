@@ -48,13 +48,17 @@ class RolloutManager:
     ``workers`` (``--num_workers``): every worker reads the same ``--rollout_config_file`` and
     routes alike (routing keys hash the same everywhere), but calls, evidence and feedback are
     each worker's own. So that workers never diverge, SetRollout is refused (FAILED_PRECONDITION)
-    and automatic steps are not taken: the file is the one source of rollouts."""
+    and automatic steps are not taken: the file is the one source of rollouts.
+
+    ``pins`` (a ``server.rollout.pins.Pins``): a rollout's stable and canary stay loaded
+    whatever the model's version policy, and SetRollout checks they are on disk and load."""
 
     def __init__(self, manager: Manager, *, shadow_executor: Optional[Executor] = None,
                  version_age: Callable[[str, int], Optional[float]] = lambda name, version: None,
                  clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time,
-                 rand: Callable[[], float] = random.random, workers: bool = False):
+                 rand: Callable[[], float] = random.random, workers: bool = False, pins=None):
         self.manager = manager
+        self.pins = pins
         self.workers = workers
         self.shadow_executor = shadow_executor
         self.version_age = version_age
@@ -85,10 +89,41 @@ class RolloutManager:
         self.configs = {n: self.configs[n] for n in configs}
 
     def set(self, mr: rollout_pb2.ModelRollout, source: str = "SetRollout") -> rollout_pb2.RolloutStatus:
+        """Configure a rollout as given (validated), without checking its versions: see
+        ``set_checked`` for the SetRollout call."""
         if self.workers:
             raise ServingError(Code.FAILED_PRECONDITION, WORKERS_SET_REFUSED)
         self._set(validated(mr), source)
         return self.status(mr.model)
+
+    async def set_checked(self, mr: rollout_pb2.ModelRollout, source: str = "SetRollout") -> rollout_pb2.RolloutStatus:
+        """SetRollout: ``set`` once its versions are known good. A version that is not on disk
+        is INVALID_ARGUMENT; one that does not load (pinned, then tried once) is
+        FAILED_PRECONDITION with the load's error, and the model's pins go back to what they
+        were. Nothing changes on either error."""
+        if self.workers:
+            raise ServingError(Code.FAILED_PRECONDITION, WORKERS_SET_REFUSED)
+        mr = validated(mr)
+        if self.pins is not None:
+            wanted = _pinned(mr)
+            missing = sorted(wanted - await self.pins.on_disk(mr.model))
+            if missing:
+                raise invalid_argument(f"Rollout of model {mr.model}: version {', '.join(map(str, missing))} "
+                                       f"{'is' if len(missing) == 1 else 'are'} not on disk under the model's base path "
+                                       "(or not settled yet)")
+            self.pins.pin(mr.model, wanted | self._pins_of(mr.model))
+            await self.pins.settle(mr.model)
+            model = self.manager.snapshot.get(mr.model)
+            failed = sorted(v for v in wanted if model is None or v not in model.versions)
+            if failed:
+                self.pins.pin(mr.model, self._pins_of(mr.model))
+                raise ServingError(Code.FAILED_PRECONDITION, f"Rollout of model {mr.model}: " + "; ".join(
+                    f"version {v} is not available ({self.pins.load_error(mr.model, v)})" for v in failed))
+        return self.set(mr, source)
+
+    def _pins_of(self, name: str) -> set[int]:
+        mr = self.configs.get(name)
+        return _pinned(mr) if mr is not None else set()
 
     def _set(self, mr: rollout_pb2.ModelRollout, source: str) -> None:
         if self.workers and mr.auto.enabled:
@@ -99,6 +134,8 @@ class RolloutManager:
             for key in [k for k in self._windows if k[0] == mr.model]:
                 del self._windows[key]  # a new window size starts the evidence afresh
         self.configs[mr.model] = mr
+        if self.pins is not None:
+            self.pins.pin(mr.model, _pinned(mr))
         self._last_auto[mr.model] = self.clock()
         self._failures.pop(mr.model, None)
         self._rolled_back.pop(mr.model, None)  # an operator's new rollout lifts a final ROLLBACK
@@ -107,9 +144,12 @@ class RolloutManager:
                                f"{f', shadow {mr.shadow_percent:g} %' if mr.shadow_percent else ''} ({source})")
 
     def _forget(self, name: str) -> None:
-        """Drop a removed rollout's evidence: a later rollout of the model starts afresh."""
+        """Drop a removed rollout's evidence (a later rollout of the model starts afresh) and
+        give its versions back to the model's version policy."""
         for key in [k for k in self._windows if k[0] == name]:
             del self._windows[key]
+        if self.pins is not None:
+            self.pins.pin(name, set())
         self._last_auto.pop(name, None)
         self._failures.pop(name, None)
         self._rolled_back.pop(name, None)
@@ -138,10 +178,12 @@ class RolloutManager:
         if mr is None or choice == "version" or (choice == "version_label" and label not in mr.labels):
             return None
         model = self.manager.snapshot.get(name)
-        if model is None:
-            return None
-        return routing.choose(mr.stable, mr.canary, mr.canary_percent, routing.position(key, self.rand),
-                              model.versions.keys())
+        version = routing.choose(mr.stable, mr.canary, mr.canary_percent, routing.position(key, self.rand),
+                                 model.versions.keys() if model is not None else ())
+        if version is None:  # fail closed: never another version of the model
+            raise ServingError(Code.UNAVAILABLE, f"Rollout of model {name}: neither stable v{mr.stable}"
+                                                 f"{f' nor canary v{mr.canary}' if mr.canary else ''} is available")
+        return version
 
     def observe(self, name: str, version: int, latency_s: float, code: str,
                 outputs: Optional[dict] = None) -> Optional[str]:
@@ -256,9 +298,17 @@ class RolloutManager:
             if is_stale(age, mr.max_age_seconds):
                 found.append(((name, "stale", v),
                               f"v{v} is stale: {age:.0f} s old > max_age_seconds {mr.max_age_seconds:g}"))
+        for role, v in (("stable", mr.stable), ("canary", mr.canary)):
+            if v and v not in ages:
+                other = mr.canary if role == "stable" else mr.stable
+                found.append(((name, "unavailable", v), f"{role} v{v} is not available: its traffic goes to "
+                                                          f"{'canary' if role == 'stable' else 'stable'} v{other}"
+                               if other and other in ages else f"{role} v{v} is not available"))
         a_canary, a_stable = ages.get(mr.canary), ages.get(mr.stable)
         if mr.canary and a_canary is not None and a_stable is not None and a_canary > a_stable:
             found.append(((name, "older canary", mr.canary), f"canary v{mr.canary} is older than stable v{mr.stable}"))
+        keys = {key for key, _ in found}
+        self._alarmed -= {k for k in self._alarmed if k[0] == name and k not in keys}  # cleared: may recur
         for key, text in found:
             if key not in self._alarmed:
                 self._alarmed.add(key)
@@ -281,7 +331,8 @@ class RolloutManager:
         evidence = {v: self.evidence(name, v) for v in versions}
         for v in versions:
             e = evidence[v]
-            role = "stable" if v == mr.stable else ("canary" if v == mr.canary else "")
+            role = "stable" if v == mr.stable else ("canary" if v == mr.canary else
+                                                    "not in rollout" if v in served else "")
             share = (100.0 - mr.canary_percent if role == "stable" and mr.canary else
                      mr.canary_percent if role == "canary" else (100.0 if role == "stable" else 0.0))
             age = ages[v]
@@ -291,7 +342,8 @@ class RolloutManager:
                 requests_per_second=e.requests_per_second, shadow_compared=e.shadow_compared,
                 max_abs_diff=_or(e.max_abs_diff), top1_agreement=_or(e.top1_agreement), feedback=e.feedback,
                 accuracy=_or(e.accuracy), age_seconds=_or(age), stale=v in served and is_stale(age, mr.max_age_seconds),
-                shadow_dropped=self._shadow_dropped[(name, v)], latency_deciles_ms=e.latency_deciles_ms)
+                shadow_dropped=self._shadow_dropped[(name, v)], latency_deciles_ms=e.latency_deciles_ms,
+                available=v in served)
             entry = st.versions[-1]
             for alias, (diff, agreement) in e.by_output.items():
                 entry.outputs[alias].max_abs_diff = _or(diff)
@@ -366,6 +418,10 @@ class RolloutManager:
                     self.alarms(name)
             except Exception:
                 log.exception("Rollout automatic round failed")
+
+
+def _pinned(mr: rollout_pb2.ModelRollout) -> set[int]:
+    return {mr.stable} | ({mr.canary} if mr.canary else set())
 
 
 def _fill_verdict(out: rollout_pb2.Verdict, verdict: Verdict) -> None:

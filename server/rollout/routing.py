@@ -23,9 +23,12 @@ def position(key: Optional[str], rand: Callable[[], float]) -> float:
 
 def choose(stable: int, canary: int, canary_percent: float, at: float,
            available: AbstractSet[int]) -> Optional[int]:
-    """The version for a request at position ``at``: the canary for positions below its share
-    (when it is available), else stable; None when the chosen side is not available (the
-    request then resolves as it would without a rollout)."""
-    if canary and canary in available and at * 100.0 < canary_percent:
-        return canary
-    return stable if stable in available else None
+    """The version for a request at position ``at``: the canary for positions below its share,
+    else stable. Fail closed: when the chosen side is not available the other side of the
+    rollout answers; None only when neither is (never another version of the model)."""
+    wanted, other = (canary, stable) if canary and at * 100.0 < canary_percent else (stable, canary)
+    if wanted in available:
+        return wanted
+    if other and other in available:
+        return other
+    return None

@@ -246,6 +246,8 @@ class _RolloutCollector:
         ("accuracy", "accuracy", 1.0, "Correct rows / rows with feedback in the window."),
         ("stale", "stale", 1.0, "1 when the version is older than max_age_seconds."),
         ("shadow_dropped", "shadow_dropped", 1.0, "Shadow calls dropped (budget full or failed)."),
+        ("available", "available", 1.0, "1 when the version is AVAILABLE; 0 for a rollout's stable or canary "
+                                        "that is not (an alarm: its traffic goes to the other)."),
     )
 
     def __init__(self, statuses):
@@ -259,6 +261,9 @@ class _RolloutCollector:
                     for name, _, _, text in self._GAUGES}
         verdict = GaugeMetricFamily("verso_rollout_verdict", "1 for the current verdict of each rollout.",
                                     labels=["model_name", "decision"])
+        alarms = GaugeMetricFamily("verso_rollout_alarms", "Alarms raised by each rollout now (staleness, "
+                                   "an older canary, a stable or canary that is not available).",
+                                   labels=["model_name"])
         for st in self._statuses():
             model = st.config.model
             for v in st.versions:
@@ -268,8 +273,10 @@ class _RolloutCollector:
                     if value >= 0:  # -1 marks an unknown figure
                         families[name].add_metric(labels, value * scale)
             verdict.add_metric([model, st.verdict.decision], 1)
+            alarms.add_metric([model], len(st.alarms))
         yield from families.values()
         yield verdict
+        yield alarms
 
 
 def _escape(value: str) -> str:

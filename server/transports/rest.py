@@ -199,7 +199,7 @@ class RestApi:
             if message.model and message.model != target:
                 raise ServingError(Code.INVALID_ARGUMENT, f"Body names model {message.model}, path {target}")
             message.model = target
-            return _dump(_proto_dict(self.core.set_rollout(message)))
+            return _dump(_proto_dict(await self.core.set_rollout(message)))
         return _dump(_proto_dict(self.core.feedback(message.request_id, message.labels)))
 
     async def _infer(self, verb: str, spec: model_pb2.ModelSpec, request: web.Request,

@@ -3,6 +3,9 @@ whichever transport asks (the transports do not even route them then)."""
 
 from __future__ import annotations
 
+import asyncio
+import inspect
+
 import pytest
 
 from protos import rollout_pb2
@@ -18,5 +21,7 @@ from server.dataplane.core import ServingCore
 def test_rollout_calls_without_rollouts_are_unimplemented(call):
     core = ServingCore(manager=None, executor=None, served=None, rollouts=None)
     with pytest.raises(ServingError) as e:
-        call(core)
+        result = call(core)
+        if inspect.isawaitable(result):
+            asyncio.run(result)
     assert (e.value.code, e.value.message) == (Code.UNIMPLEMENTED, "Rollouts are not enabled on this server")

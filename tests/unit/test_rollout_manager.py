@@ -351,8 +351,10 @@ def test_choose():
     assert routing.choose(1, 2, 0.0, 0.0, both) == 1           # canary at 0 %
     assert routing.choose(1, 0, 50.0, 0.0, both) == 1          # no canary
     assert routing.choose(1, 2, 25.0, 0.1, {1}) == 1           # canary not available -> stable
-    assert routing.choose(1, 2, 25.0, 0.9, {2}) is None        # stable not available
+    assert routing.choose(1, 2, 25.0, 0.9, {2}) == 2           # stable not available -> canary (fail closed)
     assert routing.choose(1, 2, 25.0, 0.1, {2}) == 2           # canary side still served
+    assert routing.choose(1, 2, 25.0, 0.1, {3}) is None        # neither: never another version
+    assert routing.choose(1, 0, 0.0, 0.5, {2, 3}) is None
     assert routing.choose(1, 2, 25.0, 0.1, set()) is None
 
 
@@ -374,12 +376,15 @@ def test_label_rerouted_only_when_listed():
     assert rm2.route("m", "version_label", "prod", None) is None
 
 
-def test_route_none_without_rollout_or_model():
-    fm = FakeManager({"other": {1: FakeServable()}})
+def test_route_none_without_rollout_and_unavailable_when_no_pinned_version_is():
+    fm = FakeManager({"other": {1: FakeServable()}, "m": {3: FakeServable()}})
     rm = make_rm(fm, mr_of(), rand=Seq(0.0))
-    assert rm.route("m", None, "", None) is None           # under rollout, not in the snapshot
     assert rm.route("other", None, "", None) is None       # in the snapshot, no rollout
     assert rm.route("nope", None, "", None) is None
+    with pytest.raises(ServingError) as e:  # under rollout, v1 and v2 gone, v3 loaded: fail closed
+        rm.route("m", None, "", None)
+    assert (e.value.code, e.value.message) == (
+        Code.UNAVAILABLE, "Rollout of model m: neither stable v1 nor canary v2 is available")
 
 
 def test_route_split_is_exact_with_deterministic_rand():
@@ -397,9 +402,13 @@ def test_route_canary_zero_or_unavailable_goes_to_stable():
     fm = FakeManager({"m": {1: FakeServable()}})
     rm2 = make_rm(fm, mr_of(canary_percent=100), rand=Seq(0.0))
     assert rm2.route("m", None, "", None) == 1
-    fm3 = FakeManager({"m": {2: FakeServable()}})
+    fm3 = FakeManager({"m": {2: FakeServable(), 3: FakeServable()}})
     rm3 = make_rm(fm3, mr_of(canary_percent=10), rand=Seq(0.5))
-    assert rm3.route("m", None, "", None) is None
+    assert rm3.route("m", None, "", None) == 2  # stable gone: the canary, not the newest v3
+    st = rm3.status("m")
+    assert list(st.alarms) == ["stable v1 is not available: its traffic goes to canary v2"]
+    assert {v.version: (v.role, v.available) for v in st.versions} == {
+        1: ("stable", False), 2: ("canary", True), 3: ("not in rollout", True)}
 
 
 def test_sticky_keys():
@@ -773,11 +782,11 @@ def test_status_roles_and_traffic():
     assert st.config == rm.configs["m"]
     vs = versions_of(st)
     assert list(vs) == [1, 2, 3]
-    assert {v: e.role for v, e in vs.items()} == {1: "stable", 2: "canary", 3: ""}
+    assert {v: e.role for v, e in vs.items()} == {1: "stable", 2: "canary", 3: "not in rollout"}
     assert {v: e.traffic_percent for v, e in vs.items()} == {1: 85.0, 2: 15.0, 3: 0.0}
     rm.apply({"m": mr_of(stable=3, canary=0, canary_percent=0)})
     vs = versions_of(rm.status("m"))
-    assert {v: e.role for v, e in vs.items()} == {1: "", 2: "", 3: "stable"}
+    assert {v: e.role for v, e in vs.items()} == {1: "not in rollout", 2: "not in rollout", 3: "stable"}
     assert {v: e.traffic_percent for v, e in vs.items()} == {1: 0.0, 2: 0.0, 3: 100.0}
 
 
@@ -1003,7 +1012,7 @@ def test_tick_promote_steps_then_canary_becomes_stable():
     assert rm.status("m").decisions[-1].unix_time == 5000.0
     assert rm.route("m", None, "", None) == 2
     vs = versions_of(rm.status("m"))
-    assert {v: (e.role, e.traffic_percent) for v, e in vs.items()} == {1: ("", 0.0), 2: ("stable", 100.0)}
+    assert {v: (e.role, e.traffic_percent) for v, e in vs.items()} == {1: ("not in rollout", 0.0), 2: ("stable", 100.0)}
     clock.t = 1000.0
     assert rm.tick() == []  # no canary any more
     assert rm.configs["m"] is mr

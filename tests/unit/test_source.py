@@ -164,3 +164,33 @@ def test_a_version_being_deleted_while_its_successor_settles_keeps_serving(tmp_p
             assert emitted == [{1: str(base / "1")}, {2: str(base / "2")}]
 
     asyncio.run(main())
+
+
+def test_pinned_versions_stay_aspired_whatever_the_policy(tmp_path):
+    """A rollout's pins: aspired while on disk and settled, on top of the policy's choice."""
+    emitted = []
+    base = tmp_path / "m"
+    for v in (1, 2, 3):
+        (base / str(v)).mkdir(parents=True)
+
+    async def main():
+        with ThreadPoolExecutor(1) as pool:
+            src = FileSystemSource([ServableConfig("m", str(base), Latest(1))],
+                                   lambda n, vs: emitted.append(sorted(vs)), settle_seconds=0.0,
+                                   executor=pool, clock=lambda: 0.0)
+            await src.poll()
+            assert emitted == [[3]] and src.settled_versions("m") == {1, 2, 3}
+            src.pin("m", {1, 2})
+            await src.poll()
+            assert emitted[-1] == [1, 2, 3]
+            src.pin("m", {1, 7})  # a pin that is not on disk aspires nothing
+            await src.poll()
+            assert emitted[-1] == [1, 3]
+            shutil.rmtree(base / "1")  # a pinned version that vanishes is no longer aspired
+            await src.poll()
+            assert emitted[-1] == [3]
+            src.pin("m", set())
+            await src.poll()
+            assert emitted[-1] == [3] and src.settled_versions("m") == {2, 3}
+
+    asyncio.run(main())
