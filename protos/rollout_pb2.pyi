@@ -189,12 +189,14 @@ class Verdict(_message.Message):
     def __init__(self, decision: _Optional[str] = ..., reasons: _Optional[_Iterable[str]] = ..., checks: _Optional[_Iterable[_Union[Check, _Mapping]]] = ..., failed_analyses: _Optional[int] = ..., final: _Optional[bool] = ...) -> None: ...
 
 class Decision(_message.Message):
-    __slots__ = ("unix_time", "text")
+    __slots__ = ("unix_time", "text", "who")
     UNIX_TIME_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
+    WHO_FIELD_NUMBER: _ClassVar[int]
     unix_time: float
     text: str
-    def __init__(self, unix_time: _Optional[float] = ..., text: _Optional[str] = ...) -> None: ...
+    who: str
+    def __init__(self, unix_time: _Optional[float] = ..., text: _Optional[str] = ..., who: _Optional[str] = ...) -> None: ...
 
 class RolloutStatus(_message.Message):
     __slots__ = ("config", "versions", "verdict", "decisions", "alarms")

@@ -132,8 +132,14 @@ class App:
     def _build_rollouts(self):
         from server.rollout.manager import RolloutManager
         from server.rollout.pins import Pins
+        from server.rollout.store import MEMORY, RolloutStore, StoreError
+        try:
+            store = RolloutStore(self.settings.rollout_state_file or MEMORY)
+        except StoreError as e:
+            raise StartupError(str(e)) from None
         rollouts = RolloutManager(self.manager, shadow_executor=self._pools["shadow"], version_age=self._version_age,
-                                  workers=self.worker is not None, pins=Pins(self.source, self.manager))
+                                  workers=self.worker is not None, pins=Pins(self.source, self.manager), store=store)
+        rollouts.restore()  # the state kept across restarts first; then the file's entries, if newer
         if self.config.rollouts:
             rollouts.apply(dict(self.config.rollouts), source=self.settings.rollout_config_file)
         self.metrics.add_rollouts(lambda: [rollouts.status(name) for name in list(rollouts.configs)])

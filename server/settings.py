@@ -137,6 +137,9 @@ def _flags() -> dict[str, Flag]:
              "Verso: server processes sharing the gRPC and REST ports (SO_REUSEPORT), supervised by this one"),
         Flag("rollout_config_file", s, "",
              "Verso: RolloutConfig text proto (canary split, shadow, staleness, verdict rules; protos/rollout.proto)"),
+        Flag("rollout_state_file", s, "",
+             "Verso: SQLite file holding rollout state across restarts (roles, shares, final rollbacks, the "
+             "decision log); empty: in memory. `verso serve` default: $XDG_STATE_HOME/verso/rollouts.sqlite"),
         Flag("rollout_config_file_poll_wait_seconds", i, 2,
              "Verso: re-read --rollout_config_file every N s and apply it when it changed (0 = never)"),
         Flag("remove_unused_fields_from_bundle_metagraph", b, True,
@@ -621,15 +624,25 @@ def server_config(settings: Settings, *, bundled_default: bool = False) -> Serve
 
 
 VERSO_REST_PORT = 8501
+
+
+def default_state_file() -> str:
+    """`verso serve`'s rollout state file: ``$XDG_STATE_HOME/verso/rollouts.sqlite``
+    (``~/.local/state`` without it), per the XDG base directory rules."""
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return os.path.join(base, "verso", "rollouts.sqlite")
 DEFAULT_METRICS_PATH = "/monitoring/prometheus/metrics"
 
 
 def verso_serve_defaults(settings: Settings, metrics_path: Optional[str]) -> tuple[Settings, Optional[str]]:
-    """`verso serve`: REST on TF Serving's conventional port 8501 and Prometheus on its default
-    path unless the flags say otherwise (`tensorflow_model_server` keeps TF Serving's defaults:
-    both off). Returns the settings and the metrics path to serve."""
+    """`verso serve`: REST on TF Serving's conventional port 8501, Prometheus on its default
+    path and rollout state in ``default_state_file()`` unless the flags say otherwise
+    (`tensorflow_model_server` keeps TF Serving's defaults: REST and Prometheus off; rollout
+    state in memory). Returns the settings and the metrics path to serve."""
     if "rest_api_port" not in settings.explicit:
         settings = settings.replace(rest_api_port=VERSO_REST_PORT)
+    if "rollout_state_file" not in settings.explicit:
+        settings = settings.replace(rollout_state_file=default_state_file())
     if "monitoring_config_file" not in settings.explicit:
         return settings, DEFAULT_METRICS_PATH
     return settings, metrics_path

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# `verso serve` keeps rollout state under $XDG_STATE_HOME: a directory of this test run's own, so
+# that no run (or a user's own server) sees another's rollouts. Servers started by tests inherit it.
+os.environ["XDG_STATE_HOME"] = tempfile.mkdtemp(prefix="verso-test-state-")
 
 import pytest  # noqa: E402
 

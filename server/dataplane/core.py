@@ -54,6 +54,7 @@ class CallInfo:
     tf_api: Optional[str] = None
     counted: bool = True
     t0: float = field(default_factory=time.perf_counter)
+    who: str = ""  # control-plane calls: the caller (transport, peer, client certificate subject)
 
 
 class ServingCore:
@@ -370,10 +371,11 @@ class ServingCore:
         """GetRollout: a model's ``verso.rollout.RolloutStatus`` (NOT_FOUND without a rollout)."""
         return self._rollouts().status(model)
 
-    async def set_rollout(self, rollout):
+    async def set_rollout(self, rollout, who: str = ""):
         """SetRollout: configure a ``verso.rollout.ModelRollout`` once its versions are on disk
-        and load; returns its status."""
-        return await self._rollouts().set_checked(rollout)
+        and load; returns its status. ``who``: the caller (transport, peer, certificate
+        subject), for the decision log."""
+        return await self._rollouts().set_checked(rollout, who=who)
 
     def feedback(self, request_id: str, labels):
         """Feedback: ground truth for an earlier answer; a ``verso.rollout.FeedbackResponse``."""

@@ -26,12 +26,12 @@ from server.lifecycle.manager import Manager
 from server.rollout import routing
 from server.rollout.config import gates_of, validated
 from server.rollout.evidence import Evidence, Window, divergence, per_output, top1
+from server.rollout.store import DECISIONS_KEPT, MEMORY, RolloutStore, entry_bytes
 from server.rollout.verdict import HOLD, ROLLBACK, Verdict, decide, is_stale, next_percent
 
 log = logging.getLogger("verso.rollout")
 
 REQUEST_IDS_KEPT = 10_000  # answers remembered for feedback, oldest forgotten first
-DECISIONS_KEPT = 100
 WORKERS_SET_REFUSED = ("SetRollout is refused with --num_workers: each worker process keeps its own rollout "
                        "state, so a call would change one worker only; change --rollout_config_file, which every "
                        "worker reads")
@@ -56,9 +56,11 @@ class RolloutManager:
     def __init__(self, manager: Manager, *, shadow_executor: Optional[Executor] = None,
                  version_age: Callable[[str, int], Optional[float]] = lambda name, version: None,
                  clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time,
-                 rand: Callable[[], float] = random.random, workers: bool = False, pins=None):
+                 rand: Callable[[], float] = random.random, workers: bool = False, pins=None,
+                 store: Optional[RolloutStore] = None):
         self.manager = manager
         self.pins = pins
+        self.store = store if store is not None else RolloutStore(MEMORY)
         self.workers = workers
         self.shadow_executor = shadow_executor
         self.version_age = version_age
@@ -67,7 +69,7 @@ class RolloutManager:
         self._windows: dict[tuple[str, int], Window] = {}
         self._answers: collections.OrderedDict[str, tuple[str, int, Optional[np.ndarray]]] = \
             collections.OrderedDict()
-        self._decisions: dict[str, collections.deque] = {}
+        self._file_entries: dict[str, bytes] = {}  # the rollout config file's entry last applied, by model
         self._shadow_in_flight: dict[str, int] = collections.Counter()
         self._shadow_dropped: dict[tuple[str, int], int] = collections.Counter()
         self._last_auto: dict[str, float] = {}
@@ -78,25 +80,53 @@ class RolloutManager:
 
     # ---- configuration ---------------------------------------------------------------------
 
-    def apply(self, configs: dict[str, rollout_pb2.ModelRollout], source: str = "config file") -> None:
-        """Replace every rollout (a re-read config file); models left out stop being routed."""
-        for name in set(self.configs) - set(configs):
-            self._decide(name, f"rollout removed ({source})")
-            self._forget(name)
-        for name, mr in configs.items():
-            if self.configs.get(name) != mr:
-                self._set(mr, source)
-        self.configs = {n: self.configs[n] for n in configs}
+    def restore(self) -> list[str]:
+        """Take up the state the store kept (before ``apply`` of the config file at start-up):
+        the rollouts as they stood, final ROLLBACKs, failed-analysis counts. Returns the models."""
+        for name, saved in self.store.load().items():
+            self.configs[name] = saved.config
+            if saved.file_entry is not None:
+                self._file_entries[name] = saved.file_entry
+            if saved.final_rollback is not None:
+                self._rolled_back[name] = saved.final_rollback
+            if saved.failed_analyses:
+                self._failures[name] = saved.failed_analyses
+            self._last_auto[name] = self.clock()
+            if self.pins is not None:
+                self.pins.pin(name, _pinned(saved.config))
+            log.info("Rollout of %s restored: stable v%d, canary %s%s", name, saved.config.stable,
+                     f"v{saved.config.canary} at {saved.config.canary_percent:g} %" if saved.config.canary else "none",
+                     "; final ROLLBACK stands" if saved.final_rollback else "")
+        return list(self.configs)
 
-    def set(self, mr: rollout_pb2.ModelRollout, source: str = "SetRollout") -> rollout_pb2.RolloutStatus:
+    def apply(self, configs: dict[str, rollout_pb2.ModelRollout], source: str = "config file") -> None:
+        """The rollout config file's rollouts (read at start-up or re-read). An entry that
+        differs from the one last applied from the file is a newer operator decision: it is
+        set (lifting a final ROLLBACK). An unchanged entry changes nothing, so automatic
+        decisions and SetRollout calls made since stand, across restarts too. A model that was
+        in the file and no longer is loses its rollout (a logged decision); rollouts set by a
+        call are the file's only once it lists them."""
+        for name in [n for n in self.configs if n not in configs and n in self._file_entries]:
+            self._decide(name, "rollout removed: no longer in the rollout config file", who=source)
+            self._forget(name)
+            del self.configs[name]
+        for name, mr in configs.items():
+            entry = entry_bytes(mr)
+            if self._file_entries.get(name) == entry and name in self.configs:
+                continue
+            self._file_entries[name] = entry
+            self._set(mr, source, who=source)
+
+    def set(self, mr: rollout_pb2.ModelRollout, source: str = "SetRollout", who: str = "") -> rollout_pb2.RolloutStatus:
         """Configure a rollout as given (validated), without checking its versions: see
-        ``set_checked`` for the SetRollout call."""
+        ``set_checked`` for the SetRollout call. ``who``: the caller, for the decision log."""
         if self.workers:
             raise ServingError(Code.FAILED_PRECONDITION, WORKERS_SET_REFUSED)
-        self._set(validated(mr), source)
+        self._set(validated(mr), source, who=who or source)
         return self.status(mr.model)
 
-    async def set_checked(self, mr: rollout_pb2.ModelRollout, source: str = "SetRollout") -> rollout_pb2.RolloutStatus:
+    async def set_checked(self, mr: rollout_pb2.ModelRollout, source: str = "SetRollout",
+                          who: str = "") -> rollout_pb2.RolloutStatus:
         """SetRollout: ``set`` once its versions are known good. A version that is not on disk
         is INVALID_ARGUMENT; one that does not load (pinned, then tried once) is
         FAILED_PRECONDITION with the load's error, and the model's pins go back to what they
@@ -119,13 +149,13 @@ class RolloutManager:
                 self.pins.pin(mr.model, self._pins_of(mr.model))
                 raise ServingError(Code.FAILED_PRECONDITION, f"Rollout of model {mr.model}: " + "; ".join(
                     f"version {v} is not available ({self.pins.load_error(mr.model, v)})" for v in failed))
-        return self.set(mr, source)
+        return self.set(mr, source, who)
 
     def _pins_of(self, name: str) -> set[int]:
         mr = self.configs.get(name)
         return _pinned(mr) if mr is not None else set()
 
-    def _set(self, mr: rollout_pb2.ModelRollout, source: str) -> None:
+    def _set(self, mr: rollout_pb2.ModelRollout, source: str, who: str) -> None:
         if self.workers and mr.auto.enabled:
             log.warning("Rollout of %s: automatic steps are off with --num_workers (each worker would step on "
                         "its own evidence); step canary_percent in the rollout config file", mr.model)
@@ -139,9 +169,15 @@ class RolloutManager:
         self._last_auto[mr.model] = self.clock()
         self._failures.pop(mr.model, None)
         self._rolled_back.pop(mr.model, None)  # an operator's new rollout lifts a final ROLLBACK
+        self._persist(mr.model)
         self._decide(mr.model, f"stable v{mr.stable}, canary "
                                f"{f'v{mr.canary} at {mr.canary_percent:g} %' if mr.canary else 'none'}"
-                               f"{f', shadow {mr.shadow_percent:g} %' if mr.shadow_percent else ''} ({source})")
+                               f"{f', shadow {mr.shadow_percent:g} %' if mr.shadow_percent else ''} ({source})", who)
+
+    def _persist(self, name: str) -> None:
+        self.store.save(name, self.configs[name], file_entry=self._file_entries.get(name),
+                        final_rollback=self._rolled_back.get(name), failed_analyses=self._failures[name],
+                        now=self.wall())
 
     def _forget(self, name: str) -> None:
         """Drop a removed rollout's evidence (a later rollout of the model starts afresh) and
@@ -153,10 +189,12 @@ class RolloutManager:
         self._last_auto.pop(name, None)
         self._failures.pop(name, None)
         self._rolled_back.pop(name, None)
+        self._file_entries.pop(name, None)
+        self.store.delete(name)
 
-    def _decide(self, name: str, text: str) -> None:
+    def _decide(self, name: str, text: str, who: str = "automatic") -> None:
         log.info("Rollout of %s: %s", name, text)
-        self._decisions.setdefault(name, collections.deque(maxlen=DECISIONS_KEPT)).append((self.wall(), text))
+        self.store.log(name, self.wall(), who, text)
 
     def window(self, name: str, version: int) -> Window:
         w = self._windows.get((name, version))
@@ -351,8 +389,8 @@ class RolloutManager:
             for seconds_ago, accuracy, rows in e.accuracy_history:
                 entry.accuracy_history.add(seconds_ago=seconds_ago, accuracy=accuracy, rows=rows)
         _fill_verdict(st.verdict, self.verdict(name, evidence))
-        for t, text in self._decisions.get(name, ()):
-            st.decisions.add(unix_time=t, text=text)
+        for t, who, text in self.store.decisions(name, DECISIONS_KEPT):
+            st.decisions.add(unix_time=t, text=text, who=who)
         st.alarms.extend(self.alarms(name, served))
         return st
 
@@ -378,7 +416,10 @@ class RolloutManager:
                 continue
             self._last_auto[name] = now
             verdict = self.verdict(name)
-            self._failures[name] = verdict.failed_analyses if verdict.failed else 0
+            failures = verdict.failed_analyses if verdict.failed else 0
+            if failures != self._failures[name]:
+                self._failures[name] = failures
+                self._persist(name)
             if verdict.decision == "PROMOTE" and mr.canary_percent >= 100:
                 new = rollout_pb2.ModelRollout()
                 new.CopyFrom(mr)
@@ -403,6 +444,7 @@ class RolloutManager:
                 if verdict.decision == ROLLBACK:
                     self._rolled_back[name] = text  # final: no later verdict climbs back
             self.configs[name] = new
+            self._persist(name)
             self._decide(name, text)
             changes.append((name, text))
         return changes

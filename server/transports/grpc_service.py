@@ -63,13 +63,24 @@ def _routing_key(context: grpc.aio.ServicerContext) -> Optional[str]:
     return None
 
 
+def _who(context: grpc.aio.ServicerContext) -> str:
+    """The caller of a control-plane call: "gRPC <peer>", and the client certificate's subject
+    under mutual TLS."""
+    who = f"gRPC {context.peer()}"
+    subject = (context.auth_context() or {}).get("x509_subject")
+    if subject:
+        who += f" ({subject[0].decode('utf-8', 'replace')})"
+    return who
+
+
 def _method(name: str, call: Callable[..., Any], request_cls, response_cls, core: Optional[ServingCore] = None,
-            counted: bool = False, routed: bool = False) -> grpc.RpcMethodHandler:
+            counted: bool = False, routed: bool = False, control: bool = False) -> grpc.RpcMethodHandler:
     """A unary handler over ``call(request, CallInfo)``. With ``core``, every finished call is
     recorded by ``core.record`` (the request metrics, as for REST); a ``counted`` API (Predict,
     Classify, Regress) also feeds TF Serving's request count and latency. ``routed``: the
     ``verso-routing-key`` metadata goes into the CallInfo, and the answer's request id comes
-    back as ``verso-request-id`` trailing metadata (rollouts)."""
+    back as ``verso-request-id`` trailing metadata (rollouts). ``control``: a call that changes
+    the server; the CallInfo names its caller (``who``)."""
 
     async def behaviour(request, context: grpc.aio.ServicerContext):
         info = CallInfo(name, "GRPC", counted=counted)
@@ -79,6 +90,8 @@ def _method(name: str, call: Callable[..., Any], request_cls, response_cls, core
                 raise ServingError(Code.INTERNAL, f"Failed to parse {request_cls.DESCRIPTOR.full_name}")
             if routed:
                 info.routing_key = _routing_key(context)
+            if control:
+                info.who = _who(context)
             answer = call(request, info)
             if isinstance(answer, Awaitable):
                 answer = await answer
@@ -136,8 +149,8 @@ def service_handlers(core: ServingCore) -> list[grpc.GenericRpcHandler]:
         handlers.append(grpc.method_handlers_generic_handler("verso.rollout.RolloutService", {
             "GetRollout": _method("GetRollout", lambda r, _: core.get_rollout(r.model),
                                   rollout_pb2.RolloutRequest, rollout_pb2.RolloutStatus),
-            "SetRollout": _method("SetRollout", lambda r, _: core.set_rollout(r), rollout_pb2.ModelRollout,
-                                  rollout_pb2.RolloutStatus),
+            "SetRollout": _method("SetRollout", lambda r, info: core.set_rollout(r, info.who),
+                                  rollout_pb2.ModelRollout, rollout_pb2.RolloutStatus, control=True),
             "Feedback": _method("Feedback", lambda r, _: core.feedback(r.request_id, r.labels),
                                 rollout_pb2.FeedbackRequest, rollout_pb2.FeedbackResponse),
         }))

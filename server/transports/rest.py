@@ -199,7 +199,7 @@ class RestApi:
             if message.model and message.model != target:
                 raise ServingError(Code.INVALID_ARGUMENT, f"Body names model {message.model}, path {target}")
             message.model = target
-            return _dump(_proto_dict(await self.core.set_rollout(message)))
+            return _dump(_proto_dict(await self.core.set_rollout(message, _who(request))))
         return _dump(_proto_dict(self.core.feedback(message.request_id, message.labels)))
 
     async def _infer(self, verb: str, spec: model_pb2.ModelSpec, request: web.Request,
@@ -252,6 +252,16 @@ class RestApi:
 
     def _list_models(self) -> bytes:
         return _dump({"models": [{"name": name, **_proto_dict(status)} for name, status in self.core.list_models()]})
+
+
+def _who(request: web.Request) -> str:
+    """The caller of a control-plane call: "REST <peer address>", and the client certificate's
+    subject under mutual TLS."""
+    who = f"REST {request.remote}"
+    cert = request.transport.get_extra_info("peercert") if request.transport is not None else None
+    if cert and cert.get("subject"):
+        who += " (" + ",".join(f"{k}={v}" for rdn in cert["subject"] for k, v in rdn) + ")"
+    return who
 
 
 def _drop_result(task: asyncio.Future) -> None:

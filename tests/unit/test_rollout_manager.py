@@ -1156,7 +1156,7 @@ def test_apply_replaces_all_rollouts():
     with pytest.raises(ServingError) as e:
         rm.status("m")
     assert e.value.code == Code.NOT_FOUND
-    assert rm._decisions["m"][-1][1] == "rollout removed (config file)"
+    assert rm.store.decisions("m")[-1][1:] == ("config file", "rollout removed: no longer in the rollout config file")
     rm.apply({})
     assert rm.configs == {}
     assert rm.route("n", None, "", None) is None

@@ -1,0 +1,131 @@
+"""Rollout state that survives restarts: an SQLite database (Python's sqlite3, WAL mode).
+
+What is kept, per model under rollout: the rollout as it stands now (after automatic steps),
+the rollout config file's entry it last took from the file (so that an unchanged file does
+not undo automatic decisions, and an edited one is a newer operator decision), a final
+ROLLBACK's text, the consecutive failed analyses; and the decision log (when, who, what).
+
+``--rollout_state_file``: a path, or ``:memory:`` (nothing survives the process). Each write is
+its own transaction, so a process killed mid-write (SIGKILL) leaves the last committed state
+(SQLite's journal). A database that another process holds locked is retried for
+``BUSY_TIMEOUT_S`` (sqlite3's busy handler backs off), then ``StoreError``.
+
+Owned by the event loop that owns the rollout manager; the writes are small (one row) and
+synchronous.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from dataclasses import dataclass
+from typing import Optional
+
+from protos import rollout_pb2
+from protos.errors import Code, ServingError
+
+MEMORY = ":memory:"
+BUSY_TIMEOUT_S = 5.0
+DECISIONS_KEPT = 100  # per model, in the answers; the table keeps every one
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS rollouts (
+    model TEXT PRIMARY KEY,
+    config BLOB NOT NULL,          -- verso.rollout.ModelRollout as it stands now
+    file_entry BLOB,               -- the rollout config file's entry last applied (NULL: set by a call)
+    final_rollback TEXT,           -- a final ROLLBACK's decision text (NULL: none)
+    failed_analyses INTEGER NOT NULL DEFAULT 0,
+    updated REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS decisions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    model TEXT NOT NULL,
+    unix_time REAL NOT NULL,
+    who TEXT NOT NULL,
+    text TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS decisions_by_model ON decisions (model, id);
+"""
+
+
+class StoreError(Exception):
+    """The state file cannot be used; ``str()`` is one line for the operator."""
+
+
+@dataclass
+class Saved:
+    config: rollout_pb2.ModelRollout
+    file_entry: Optional[bytes]
+    final_rollback: Optional[str]
+    failed_analyses: int
+
+
+def entry_bytes(mr: rollout_pb2.ModelRollout) -> bytes:
+    """A rollout's bytes for comparing file entries (deterministic serialization)."""
+    return mr.SerializeToString(deterministic=True)
+
+
+class RolloutStore:
+    def __init__(self, path: str = MEMORY):
+        self.path = path
+        try:
+            if path != MEMORY:
+                os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+            self._db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None,
+                                       check_same_thread=False)
+            if path != MEMORY:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=NORMAL")
+            check = self._db.execute("PRAGMA quick_check").fetchone()[0]
+            if check != "ok":
+                raise StoreError(f"--rollout_state_file {path} is corrupt: {check}")
+            self._db.executescript(_SCHEMA)
+            self.load()  # every row must parse
+        except sqlite3.Error as e:
+            raise StoreError(f"--rollout_state_file {path} cannot be used: {e}") from None
+        except OSError as e:
+            raise StoreError(f"--rollout_state_file {path} cannot be used: {e.strerror}") from None
+
+    def close(self) -> None:
+        self._db.close()
+
+    def _write(self, sql: str, args: tuple) -> None:
+        try:
+            self._db.execute(sql, args)
+        except sqlite3.OperationalError as e:  # locked past the busy timeout, disk full, read-only ...
+            raise ServingError(Code.UNAVAILABLE, f"The rollout state file {self.path} cannot be written: {e}") from None
+
+    def load(self) -> dict[str, Saved]:
+        """Every saved rollout by model. Raises StoreError on a row that does not parse."""
+        out = {}
+        for model, config, file_entry, final, failed in self._db.execute(
+                "SELECT model, config, file_entry, final_rollback, failed_analyses FROM rollouts"):
+            mr = rollout_pb2.ModelRollout()
+            try:
+                mr.ParseFromString(config)
+            except Exception:
+                raise StoreError(f"--rollout_state_file {self.path} is corrupt: the rollout of {model} does not "
+                                 f"parse") from None
+            out[model] = Saved(mr, file_entry, final, int(failed))
+        return out
+
+    def save(self, name: str, config: rollout_pb2.ModelRollout, *, file_entry: Optional[bytes],
+             final_rollback: Optional[str], failed_analyses: int, now: float) -> None:
+        self._write("INSERT INTO rollouts (model, config, file_entry, final_rollback, failed_analyses, updated) "
+                    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (model) DO UPDATE SET config = excluded.config, "
+                    "file_entry = excluded.file_entry, final_rollback = excluded.final_rollback, "
+                    "failed_analyses = excluded.failed_analyses, updated = excluded.updated",
+                    (name, config.SerializeToString(), file_entry, final_rollback, failed_analyses, now))
+
+    def delete(self, name: str) -> None:
+        self._write("DELETE FROM rollouts WHERE model = ?", (name,))
+
+    def log(self, name: str, unix_time: float, who: str, text: str) -> None:
+        self._write("INSERT INTO decisions (model, unix_time, who, text) VALUES (?, ?, ?, ?)",
+                    (name, unix_time, who, text))
+
+    def decisions(self, name: str, limit: int = DECISIONS_KEPT) -> list[tuple[float, str, str]]:
+        """The newest ``limit`` decisions of ``name``, oldest first: (unix time, who, text)."""
+        rows = self._db.execute("SELECT unix_time, who, text FROM decisions WHERE model = ? ORDER BY id DESC "
+                                "LIMIT ?", (name, limit)).fetchall()
+        return [(float(t), who, text) for t, who, text in reversed(rows)]
