@@ -86,6 +86,9 @@ def _parser() -> argparse.ArgumentParser:
                                                    "(gRPC, or an https:// --rest URL)")
     g.add_argument("--tls-cert", metavar="PEM", help="mutual TLS: this client certificate (with --tls-key)")
     g.add_argument("--tls-key", metavar="PEM", help="mutual TLS: the client certificate's private key")
+    g.add_argument("--token-file", metavar="FILE", default=os.environ.get("VERSO_TOKEN_FILE"),
+                   help="the server's admin token (its --admin_token_file), needed by rollout set, feedback "
+                        "and reload from another machine (default: $VERSO_TOKEN_FILE)")
 
     servable = argparse.ArgumentParser(add_help=False)
     s = servable.add_argument_group("servable")
@@ -334,6 +337,12 @@ def _client(args, aio: bool = False, **kw):
     tls = args.tls_ca or args.tls_cert or args.tls_key
     if bool(args.tls_cert) != bool(args.tls_key):
         raise CliError("--tls-cert and --tls-key go together")
+    if args.token_file:
+        try:
+            with open(args.token_file, encoding="utf-8") as f:
+                kw["token"] = f.read().strip()
+        except OSError as e:
+            raise CliError(f"cannot read --token-file {args.token_file}: {e.strerror}") from None
     if args.rest:
         if tls:
             kw["verify"] = _tls_context(args)

@@ -245,8 +245,11 @@ def _request_id(trailing) -> Optional[str]:
 class _GrpcBase(Api):
     def __init__(self, target: str = "localhost:8500", *, timeout: Optional[float] = None,
                  max_attempts: int = DEFAULT_ATTEMPTS, credentials: Optional[grpc.ChannelCredentials] = None,
-                 options: Sequence = (), aio: bool = False):
+                 options: Sequence = (), aio: bool = False, token: Optional[str] = None):
         self._init_api(timeout, max_attempts)
+        # --admin_token_file's token, sent with every call but Predict (the server asks for it
+        # on SetRollout, Feedback and ReloadConfig only).
+        self._auth = (("authorization", f"Bearer {token}"),) if token else None
         self.target = target
         self._codec = GrpcCodec
         mod = grpc.aio if aio else grpc
@@ -265,6 +268,7 @@ class Client(_GrpcBase, SyncRunner):
     ``Client("localhost:8500")``; several replicas: ``Client("10.0.0.1:8500,10.0.0.2:8500")``.
     ``timeout``: the default deadline of every call, in seconds (10). ``max_attempts``: tries per
     call when the server answers UNAVAILABLE (1 turns retries off). ``credentials``: TLS.
+    ``token``: the server's admin token (``--admin_token_file``), sent as ``authorization: Bearer``.
     Thread-safe (one channel); use as a context manager or call ``close()``.
     """
 
@@ -277,7 +281,7 @@ class Client(_GrpcBase, SyncRunner):
                 response, call = self._methods[method].with_call(request.request, timeout=timeout,
                                                                  metadata=request.metadata or None)
                 return response, _request_id(call.trailing_metadata())
-            return self._methods[method](request, timeout=timeout)
+            return self._methods[method](request, timeout=timeout, metadata=self._auth)
         except grpc.RpcError as e:
             raise VersoError(e.code(), e.details() or "") from None
 
@@ -300,7 +304,7 @@ class AsyncClient(_GrpcBase, AsyncRunner):
                 call = self._methods[method](request.request, timeout=timeout, metadata=request.metadata or None)
                 response = await call
                 return response, _request_id(await call.trailing_metadata())
-            return await self._methods[method](request, timeout=timeout)
+            return await self._methods[method](request, timeout=timeout, metadata=self._auth)
         except grpc.RpcError as e:
             raise VersoError(e.code(), e.details() or "") from None
 

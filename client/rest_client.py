@@ -210,9 +210,11 @@ def _check_deadline(deadline: float) -> None:
 
 class _RestBase(Api):
     def __init__(self, url: str = "http://localhost:8501", *, timeout: Optional[float] = None,
-                 max_attempts: int = DEFAULT_ATTEMPTS, verify=True):
+                 max_attempts: int = DEFAULT_ATTEMPTS, verify=True, token: Optional[str] = None):
         self._init_api(timeout, max_attempts)
         self._verify = verify  # httpx's: True, a CA bundle path, or an ssl.SSLContext (client certificates)
+        # --admin_token_file's token, sent with every call (the server asks for it on changes only).
+        self._auth = {"Authorization": f"Bearer {token}"} if token else None
         if "://" not in url:
             url = "http://" + url
         self.url = url.rstrip("/")
@@ -223,11 +225,12 @@ class RestClient(_RestBase, SyncRunner):
     """Blocking REST client with ``Client``'s methods: ``RestClient("http://localhost:8501")``.
 
     HTTPS: ``RestClient("https://host:8501", verify=ssl_context)``; ``verify`` is httpx's (True,
-    a CA bundle path, or an ``ssl.SSLContext`` that may carry a client certificate)."""
+    a CA bundle path, or an ``ssl.SSLContext`` that may carry a client certificate). ``token``:
+    the server's admin token (``--admin_token_file``), sent as ``Authorization: Bearer``."""
 
     def __init__(self, url: str = "http://localhost:8501", **kw):
         super().__init__(url, **kw)
-        self._http = httpx.Client(base_url=self.url, verify=self._verify)
+        self._http = httpx.Client(base_url=self.url, verify=self._verify, headers=self._auth)
 
     def _io(self, method: str, request, timeout: float) -> Reply:
         verb, path, body, *extra = request
@@ -249,7 +252,7 @@ class AsyncRestClient(_RestBase, AsyncRunner):
 
     def __init__(self, url: str = "http://localhost:8501", **kw):
         super().__init__(url, **kw)
-        self._http = httpx.AsyncClient(base_url=self.url, verify=self._verify)
+        self._http = httpx.AsyncClient(base_url=self.url, verify=self._verify, headers=self._auth)
 
     async def _io(self, method: str, request, timeout: float) -> Reply:
         verb, path, body, *extra = request

@@ -118,7 +118,7 @@ class App:
                                 tensor_content_outputs=s.enable_serialization_as_tensor_content,
                                 config_root=self.config_root, batching=self._build_batching(),
                                 max_tensor_bytes=s.max_tensor_bytes,
-                                metrics=self.metrics, rollouts=self.rollouts)
+                                metrics=self.metrics, rollouts=self.rollouts, admin_token=self.config.admin_token)
 
     def _build_batching(self):
         if self.batching_options is None:

@@ -137,6 +137,9 @@ def _flags() -> dict[str, Flag]:
              "Verso: server processes sharing the gRPC and REST ports (SO_REUSEPORT), supervised by this one"),
         Flag("rollout_config_file", s, "",
              "Verso: RolloutConfig text proto (canary split, shadow, staleness, verdict rules; protos/rollout.proto)"),
+        Flag("admin_token_file", s, "",
+             "Verso: file holding the bearer token that SetRollout, Feedback and ReloadConfig (and their REST "
+             "routes) must carry; empty: such calls only from this machine or mutual-TLS clients"),
         Flag("rollout_state_file", s, "",
              "Verso: SQLite file holding rollout state across restarts (roles, shares, final rollbacks, the "
              "decision log); empty: in memory. `verso serve` default: $XDG_STATE_HOME/verso/rollouts.sqlite"),
@@ -595,6 +598,7 @@ class ServerConfig:
     platform: Optional[PlatformConfig] = None
     # The config files' texts as start-up read them (path -> text), for the polls to compare with.
     file_texts: Mapping[str, str] = field(default_factory=dict)
+    admin_token: Optional[str] = field(default=None, repr=False)  # --admin_token_file's token
 
 
 def server_config(settings: Settings, *, bundled_default: bool = False) -> ServerConfig:
@@ -620,7 +624,19 @@ def server_config(settings: Settings, *, bundled_default: bool = False) -> Serve
     if bundled_default:
         settings, metrics_path = verso_serve_defaults(settings, metrics_path)
     return ServerConfig(settings, tuple(models), batching, metrics_path, rollouts, tls, session,
-                        os.path.dirname(bundled) if bundled else None, platform, texts)
+                        os.path.dirname(bundled) if bundled else None, platform, texts, admin_token(settings))
+
+
+def admin_token(settings: Settings) -> Optional[str]:
+    """``--admin_token_file``'s token (its text, surrounding whitespace dropped), or None without
+    the flag. An unreadable or empty file stops the start with one line."""
+    path = settings.admin_token_file
+    if not path:
+        return None
+    token = _read_config_text(path, "admin_token_file").strip()
+    if not token:
+        raise SettingsError(f"--admin_token_file {path} is empty")
+    return token
 
 
 VERSO_REST_PORT = 8501

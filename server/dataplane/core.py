@@ -20,7 +20,7 @@ from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
 from server.batching.params import BatchingOptions
 from server.batching.scheduler import BatchQueue, BatchScheduler
 from protos import tensor_codec
-from server.dataplane import inference
+from server.dataplane import admin, inference
 from protos.errors import Code, ServingError, invalid_argument
 from server.lifecycle.manager import Manager
 from server.lifecycle.model_config import ServedModels, parse_model_config, validate_model_config
@@ -54,7 +54,12 @@ class CallInfo:
     tf_api: Optional[str] = None
     counted: bool = True
     t0: float = field(default_factory=time.perf_counter)
-    who: str = ""  # control-plane calls: the caller (transport, peer, client certificate subject)
+    # Control-plane calls (server/dataplane/admin.py): the caller (transport, peer, certificate
+    # subject), its bearer token, whether it is on this machine, whether mutual TLS verified it.
+    who: str = ""
+    token: Optional[str] = None
+    local: bool = False
+    verified_client: bool = False
 
 
 class ServingCore:
@@ -67,7 +72,7 @@ class ServingCore:
                  tensor_content_outputs: bool = False, config_root: Optional[str] = None,
                  max_tensor_bytes: int = MAX_TENSOR_BYTES,
                  batching: Optional[tuple[BatchScheduler, BatchingOptions]] = None, metrics=None,
-                 rollouts=None):
+                 rollouts=None, admin_token: Optional[str] = None):
         self.manager = manager
         self.rollouts = rollouts
         self.metrics = metrics  # server.transports.metrics.Metrics, or None
@@ -77,6 +82,7 @@ class ServingCore:
         self.tensor_content_outputs = tensor_content_outputs
         self.max_tensor_bytes = max_tensor_bytes  # --max_tensor_bytes: per decoded Predict input
         self.config_root = config_root
+        self.admin_token = admin_token  # --admin_token_file's token; None: loopback and mTLS callers only
 
     # ---- model spec --------------------------------------------------------------------
 
@@ -362,6 +368,13 @@ class ServingCore:
                 continue
         return out
 
+    def _admin(self, call: Optional[CallInfo], what: str) -> None:
+        """Control-plane calls from a transport must pass ``admin.check`` (in-process callers,
+        ``call`` None, are the server itself)."""
+        if call is not None:
+            admin.check(what, expected_token=self.admin_token, token=call.token, local=call.local,
+                        verified_client=call.verified_client)
+
     def _rollouts(self):
         if self.rollouts is None:
             raise ServingError(Code.UNIMPLEMENTED, "Rollouts are not enabled on this server")
@@ -371,21 +384,25 @@ class ServingCore:
         """GetRollout: a model's ``verso.rollout.RolloutStatus`` (NOT_FOUND without a rollout)."""
         return self._rollouts().status(model)
 
-    async def set_rollout(self, rollout, who: str = ""):
+    async def set_rollout(self, rollout, call: Optional[CallInfo] = None):
         """SetRollout: configure a ``verso.rollout.ModelRollout`` once its versions are on disk
-        and load; returns its status. ``who``: the caller (transport, peer, certificate
-        subject), for the decision log."""
-        return await self._rollouts().set_checked(rollout, who=who)
+        and load; returns its status. The caller (``call.who``) goes into the decision log."""
+        rollouts = self._rollouts()
+        self._admin(call, "SetRollout")
+        return await rollouts.set_checked(rollout, who=call.who if call is not None else "")
 
-    def feedback(self, request_id: str, labels):
+    def feedback(self, request_id: str, labels, call: Optional[CallInfo] = None):
         """Feedback: ground truth for an earlier answer; a ``verso.rollout.FeedbackResponse``."""
-        return self._rollouts().feedback(request_id, labels)
+        rollouts = self._rollouts()
+        self._admin(call, "Feedback")
+        return rollouts.feedback(request_id, labels)
 
     # ---- HandleReloadConfigRequest and the polled config file ----------------------------------
 
-    async def reload_config(self, request: model_management_pb2.ReloadConfigRequest
-                            ) -> model_management_pb2.ReloadConfigResponse:
+    async def reload_config(self, request: model_management_pb2.ReloadConfigRequest,
+                            call: Optional[CallInfo] = None) -> model_management_pb2.ReloadConfigResponse:
         """The request is the full desired state (TF Serving's semantics; see ``ServedModels.apply``)."""
+        self._admin(call, "HandleReloadConfigRequest")
         if request.config.WhichOneof("config") != "model_config_list":
             raise invalid_argument("ServerModelConfig type not supported by HandleReloadConfigRequest. "
                                    "Only ModelConfigList is currently supported")

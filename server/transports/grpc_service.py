@@ -20,6 +20,7 @@ from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
                                      inference_pb2, model_management_pb2, predict_pb2, regression_pb2)
 
 from protos import rollout_pb2
+from server.dataplane import admin
 from server.dataplane.core import CallInfo, ServingCore
 from protos.errors import Code, ServingError
 
@@ -73,6 +74,17 @@ def _who(context: grpc.aio.ServicerContext) -> str:
     return who
 
 
+def _control(info: CallInfo, context: grpc.aio.ServicerContext) -> None:
+    """What the admin rule needs of a control-plane call: who, the bearer token, whether the
+    peer is on this machine, whether mutual TLS verified its certificate."""
+    info.who = _who(context)
+    info.local = admin.is_local(context.peer() or "")
+    info.verified_client = bool((context.auth_context() or {}).get("x509_subject"))
+    for key, value in context.invocation_metadata() or ():
+        if key == "authorization":
+            info.token = admin.bearer_token(value if isinstance(value, str) else value.decode("utf-8", "replace"))
+
+
 def _method(name: str, call: Callable[..., Any], request_cls, response_cls, core: Optional[ServingCore] = None,
             counted: bool = False, routed: bool = False, control: bool = False) -> grpc.RpcMethodHandler:
     """A unary handler over ``call(request, CallInfo)``. With ``core``, every finished call is
@@ -91,7 +103,7 @@ def _method(name: str, call: Callable[..., Any], request_cls, response_cls, core
             if routed:
                 info.routing_key = _routing_key(context)
             if control:
-                info.who = _who(context)
+                _control(info, context)
             answer = call(request, info)
             if isinstance(answer, Awaitable):
                 answer = await answer
@@ -117,8 +129,8 @@ def _method(name: str, call: Callable[..., Any], request_cls, response_cls, core
 def service_handlers(core: ServingCore) -> list[grpc.GenericRpcHandler]:
     """TF Serving's two services (their calls recorded in the core's request metrics) and,
     with rollouts, Verso's RolloutService."""
-    def method(name, call, request_cls, response_cls, counted=False, routed=False):
-        return _method(name, call, request_cls, response_cls, core, counted, routed)
+    def method(name, call, request_cls, response_cls, counted=False, routed=False, control=False):
+        return _method(name, call, request_cls, response_cls, core, counted, routed, control)
 
     prediction = {
         # Routing keys and request ids only matter with rollouts; without, Predict skips them.
@@ -138,9 +150,9 @@ def service_handlers(core: ServingCore) -> list[grpc.GenericRpcHandler]:
         "GetModelStatus": method("GetModelStatus", core.get_model_status,
                                  get_model_status_pb2.GetModelStatusRequest,
                                  get_model_status_pb2.GetModelStatusResponse),
-        "HandleReloadConfigRequest": method("HandleReloadConfigRequest", lambda r, _: core.reload_config(r),
+        "HandleReloadConfigRequest": method("HandleReloadConfigRequest", core.reload_config,
                                             model_management_pb2.ReloadConfigRequest,
-                                            model_management_pb2.ReloadConfigResponse),
+                                            model_management_pb2.ReloadConfigResponse, control=True),
     }
     handlers = [grpc.method_handlers_generic_handler("tensorflow.serving.PredictionService", prediction),
                 grpc.method_handlers_generic_handler("tensorflow.serving.ModelService", model)]
@@ -149,10 +161,10 @@ def service_handlers(core: ServingCore) -> list[grpc.GenericRpcHandler]:
         handlers.append(grpc.method_handlers_generic_handler("verso.rollout.RolloutService", {
             "GetRollout": _method("GetRollout", lambda r, _: core.get_rollout(r.model),
                                   rollout_pb2.RolloutRequest, rollout_pb2.RolloutStatus),
-            "SetRollout": _method("SetRollout", lambda r, info: core.set_rollout(r, info.who),
-                                  rollout_pb2.ModelRollout, rollout_pb2.RolloutStatus, control=True),
-            "Feedback": _method("Feedback", lambda r, _: core.feedback(r.request_id, r.labels),
-                                rollout_pb2.FeedbackRequest, rollout_pb2.FeedbackResponse),
+            "SetRollout": _method("SetRollout", core.set_rollout, rollout_pb2.ModelRollout,
+                                  rollout_pb2.RolloutStatus, control=True),
+            "Feedback": _method("Feedback", lambda r, info: core.feedback(r.request_id, r.labels, info),
+                                rollout_pb2.FeedbackRequest, rollout_pb2.FeedbackResponse, control=True),
         }))
     return handlers
 

@@ -31,6 +31,7 @@ from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
 
 from protos import rollout_pb2
 from protos import rest_json
+from server.dataplane import admin
 from server.dataplane.core import SIGNATURE_DEF_FIELD, CallInfo, ServingCore
 from protos.errors import Code, ServingError
 
@@ -48,7 +49,7 @@ _INFER = re.compile(r"(?i)/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/(
 _STATUS = re.compile(r"(?i)/v1/models(?:/([^/:]+))?(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?(?:/(metadata))?")
 _ORIGIN = re.compile(r"https?://.+")
 _CORS = {"Access-Control-Allow-Origin": "*", "Access-Control-Allow-Methods": "POST, GET",
-         "Access-Control-Allow-Headers": "Content-Type, Verso-Routing-Key",
+         "Access-Control-Allow-Headers": "Content-Type, Verso-Routing-Key, Authorization",
          "Access-Control-Expose-Headers": f"{rest_json.VERSION_HEADER}, Verso-Request-Id"}
 _JSON = "application/json"
 
@@ -199,8 +200,8 @@ class RestApi:
             if message.model and message.model != target:
                 raise ServingError(Code.INVALID_ARGUMENT, f"Body names model {message.model}, path {target}")
             message.model = target
-            return _dump(_proto_dict(await self.core.set_rollout(message, _who(request))))
-        return _dump(_proto_dict(self.core.feedback(message.request_id, message.labels)))
+            return _dump(_proto_dict(await self.core.set_rollout(message, _control(request))))
+        return _dump(_proto_dict(self.core.feedback(message.request_id, message.labels, _control(request))))
 
     async def _infer(self, verb: str, spec: model_pb2.ModelSpec, request: web.Request,
                      call: CallInfo) -> tuple[bytes, int]:
@@ -254,14 +255,16 @@ class RestApi:
         return _dump({"models": [{"name": name, **_proto_dict(status)} for name, status in self.core.list_models()]})
 
 
-def _who(request: web.Request) -> str:
-    """The caller of a control-plane call: "REST <peer address>", and the client certificate's
-    subject under mutual TLS."""
+def _control(request: web.Request) -> CallInfo:
+    """A control-plane call's caller, for the admin rule and the decision log: "REST <peer
+    address>" (and the client certificate's subject under mutual TLS), its bearer token,
+    whether it is on this machine, whether mutual TLS verified it."""
     who = f"REST {request.remote}"
     cert = request.transport.get_extra_info("peercert") if request.transport is not None else None
     if cert and cert.get("subject"):
         who += " (" + ",".join(f"{k}={v}" for rdn in cert["subject"] for k, v in rdn) + ")"
-    return who
+    return CallInfo("", "REST", who=who, token=admin.bearer_token(request.headers.get("Authorization")),
+                    local=admin.is_local(request.remote or ""), verified_client=bool(cert))
 
 
 def _drop_result(task: asyncio.Future) -> None:
