@@ -12,6 +12,8 @@ grpc.aio Python client (which competes with the server for the 2 cores: figures 
 
 Usage: python benchmarks/predict_bench.py [--requests 10000] [--concurrency 64] [--rows 1]
        [--servers echo,naive,verso,verso-batching] [--repeat 1] [--ref OTHER_CHECKOUT]
+Also: verso-batching-2w (--num_workers=2), verso-batching-rollout (the model under a rollout:
+every answer routed, recorded and written to the prediction log).
 """
 
 from __future__ import annotations
@@ -179,6 +181,11 @@ def main() -> None:
     with open(batching_file, "w") as f:
         f.write(args.batching)
     model_dir = os.path.join(tmp, "mlp")
+    # verso-batching-rollout: the model under a rollout (stable only), so that every answer is
+    # routed, recorded as evidence and written to the prediction log (its cost, issue 17).
+    rollout_file = os.path.join(tmp, "rollouts.config")
+    with open(rollout_file, "w") as f:
+        f.write('models { model: "mlp" stable: 1 }\n')
     verso = [sys.executable, "-m", "server", "--bind_address=127.0.0.1", "--model_name=mlp",
              f"--model_base_path={model_dir}", "--enable_grpc_healthcheck_service=false"] + args.verso_flags.split()
     servers = {
@@ -190,6 +197,9 @@ def main() -> None:
         "verso": ("verso, no batching", lambda port: verso + [f"--port={port}"]),
         "verso-batching": ("verso, batching", lambda port: verso + [
             f"--port={port}", "--enable_batching", f"--batching_parameters_file={batching_file}"]),
+        "verso-batching-rollout": ("verso, batching, under a rollout (logged)", lambda port: verso + [
+            f"--port={port}", "--enable_batching", f"--batching_parameters_file={batching_file}",
+            f"--rollout_config_file={rollout_file}", f"--rollout_state_file={os.path.join(tmp, f'state-{port}.sqlite')}"]),
         "verso-batching-2w": ("verso, batching, --num_workers=2", lambda port: verso + [
             f"--port={port}", "--enable_batching", f"--batching_parameters_file={batching_file}",
             "--num_workers=2"]),

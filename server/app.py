@@ -319,5 +319,9 @@ class App:
             await self.manager.stop()
         if self._watcher is not None:
             self._watcher.stop()
+        if getattr(self, "rollouts", None) is not None:
+            # The answers logged so far reach the state file before the process goes.
+            await asyncio.get_running_loop().run_in_executor(None, self.rollouts.log.close)
+            self.rollouts.store.close()
         for pool in self._pools.values():
             pool.shutdown(wait=False, cancel_futures=True)

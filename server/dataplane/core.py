@@ -391,11 +391,11 @@ class ServingCore:
         self._admin(call, "SetRollout")
         return await rollouts.set_checked(rollout, who=call.who if call is not None else "")
 
-    def feedback(self, request_id: str, labels, call: Optional[CallInfo] = None):
+    async def feedback(self, request_id: str, labels, call: Optional[CallInfo] = None):
         """Feedback: ground truth for an earlier answer; a ``verso.rollout.FeedbackResponse``."""
         rollouts = self._rollouts()
         self._admin(call, "Feedback")
-        return rollouts.feedback(request_id, labels)
+        return await rollouts.feedback(request_id, labels)
 
     # ---- HandleReloadConfigRequest and the polled config file ----------------------------------
 

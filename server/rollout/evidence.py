@@ -236,6 +236,19 @@ def top1(outputs: Mapping[str, np.ndarray], alias: Optional[str]) -> Optional[np
     return None
 
 
+def class_scores(outputs: Mapping[str, np.ndarray], alias: Optional[str]) -> Optional[np.ndarray]:
+    """A response's class scores: ``alias`` when it is a float ``[rows, classes]`` output
+    (classes >= 2), else the first such output in sorted order; None when there is none."""
+    for name in ([alias] if alias else []) + sorted(outputs):
+        a = outputs.get(name)
+        if a is None:
+            continue
+        a = _normalized(np.asarray(a))
+        if a.dtype.kind == "f" and a.ndim == 2 and a.shape[1] >= 2:
+            return a
+    return None
+
+
 def _equal(x: object, y: object) -> bool:
     try:
         return bool(x == y)

@@ -13,25 +13,24 @@ import asyncio
 import collections
 import logging
 import random
+import secrets
 import time
-import uuid
 from concurrent.futures import Executor
 from typing import Callable, Optional
 
-import numpy as np
 
 from protos import rollout_pb2
 from protos.errors import Code, ServingError, invalid_argument
 from server.lifecycle.manager import Manager
 from server.rollout import routing
 from server.rollout.config import gates_of, validated
-from server.rollout.evidence import Evidence, Window, divergence, per_output, top1
+from server.rollout.evidence import Evidence, Window, class_scores, divergence, per_output, top1
+from server.rollout.predlog import Answer, PredictionLog
 from server.rollout.store import DECISIONS_KEPT, MEMORY, RolloutStore, entry_bytes
 from server.rollout.verdict import HOLD, ROLLBACK, Verdict, decide, is_stale, next_percent
 
 log = logging.getLogger("verso.rollout")
 
-REQUEST_IDS_KEPT = 10_000  # answers remembered for feedback, oldest forgotten first
 WORKERS_SET_REFUSED = ("SetRollout is refused with --num_workers: each worker process keeps its own rollout "
                        "state, so a call would change one worker only; change --rollout_config_file, which every "
                        "worker reads")
@@ -67,8 +66,7 @@ class RolloutManager:
         self.clock, self.wall, self.rand = clock, wall, rand
         self.configs: dict[str, rollout_pb2.ModelRollout] = {}
         self._windows: dict[tuple[str, int], Window] = {}
-        self._answers: collections.OrderedDict[str, tuple[str, int, Optional[np.ndarray]]] = \
-            collections.OrderedDict()
+        self.log = PredictionLog(self.store, clock=wall)  # every answer under a rollout, for feedback
         self._file_entries: dict[str, bytes] = {}  # the rollout config file's entry last applied, by model
         self._shadow_in_flight: dict[str, int] = collections.Counter()
         self._shadow_dropped: dict[tuple[str, int], int] = collections.Counter()
@@ -225,18 +223,24 @@ class RolloutManager:
 
     def observe(self, name: str, version: int, latency_s: float, code: str,
                 outputs: Optional[dict] = None) -> Optional[str]:
-        """Record one call of a model under rollout; returns the request id that feedback may
-        name (for a successful call with outputs), else None."""
+        """Record one call of a model under rollout; for a successful call with outputs, log the
+        answer (off the request path: a full log queue drops it, counted) and return its request
+        id, which feedback may name; else None."""
         mr = self.configs.get(name)
         if mr is None:
             return None
         self.window(name, version).record_call(latency_s, code)
         if outputs is None or code != "OK":
             return None
-        request_id = uuid.uuid4().hex
-        self._answers[request_id] = (name, version, top1(outputs, mr.evidence_output or None))
-        while len(self._answers) > REQUEST_IDS_KEPT:
-            self._answers.popitem(last=False)
+        request_id = secrets.token_hex(16)  # 128 random bits: an id cannot be guessed
+        alias = mr.evidence_output or None
+        answers = top1(outputs, alias)
+        scores = class_scores(outputs, alias)
+        role = "stable" if version == mr.stable else "canary" if version == mr.canary else "not in rollout"
+        self.log.append(Answer(request_id, name, version, role, self.wall(),
+                               [_text(a) for a in answers.tolist()] if answers is not None else None,
+                               scores.astype("<f4").tobytes() if scores is not None else None,
+                               int(scores.shape[-1]) if scores is not None else 0))
         return request_id
 
     def maybe_shadow(self, name: str, version: int, sig_name: str, inputs: dict, aliases, outputs: dict) -> None:
@@ -284,22 +288,17 @@ class RolloutManager:
 
     # ---- feedback --------------------------------------------------------------------------
 
-    def feedback(self, request_id: str, labels) -> rollout_pb2.FeedbackResponse:
-        """Ground truth for an earlier answer: one label per row, compared with the evidence
-        output's top-1 and counted in that version's accuracy. Each id takes feedback once."""
-        answer = self._answers.pop(request_id, None)
-        if answer is None:
-            raise ServingError(Code.NOT_FOUND, f"Unknown or expired request id: {request_id}")
-        name, version, predicted = answer
-        labels = list(labels)
-        if predicted is None:
-            raise invalid_argument(f"Answers of {name} have no top-1 output to compare feedback with")
-        if len(labels) != len(predicted):
-            self._answers[request_id] = answer  # a caller's mistake does not use the id up
-            raise invalid_argument(f"Feedback has {len(labels)} labels for an answer of {len(predicted)} rows")
-        correct = [_text(p) == str(label) for p, label in zip(predicted.tolist(), labels)]
-        self.window(name, version).record_feedback(correct)
-        return rollout_pb2.FeedbackResponse(model=name, version=version, rows=len(correct), correct=sum(correct))
+    async def feedback(self, request_id: str, labels) -> rollout_pb2.FeedbackResponse:
+        """Ground truth for an earlier answer (any age within the log's retention, answered by
+        this or another worker): one label per row, compared with the answer's top-1 and
+        counted in that version's accuracy. Each id takes feedback once (ALREADY_EXISTS after)."""
+        loop = asyncio.get_running_loop()
+        future = await loop.run_in_executor(None, self.log.feedback, request_id, [_text(x) for x in labels])
+        judged = await asyncio.wrap_future(future)
+        if judged.model in self.configs:
+            self.window(judged.model, judged.version).record_feedback(judged.correct)
+        return rollout_pb2.FeedbackResponse(model=judged.model, version=judged.version, rows=len(judged.correct),
+                                            correct=sum(judged.correct))
 
     # ---- evidence, verdicts, status ----------------------------------------------------------
 

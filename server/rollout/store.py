@@ -11,15 +11,18 @@ its own transaction, so a process killed mid-write (SIGKILL) leaves the last com
 ``BUSY_TIMEOUT_S`` (sqlite3's busy handler backs off), then ``StoreError``.
 
 Owned by the event loop that owns the rollout manager; the writes are small (one row) and
-synchronous.
+synchronous. The prediction log's writer thread shares the connection: every use holds
+``lock``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
+import threading
 from dataclasses import dataclass
-from typing import Optional
+from typing import Iterator, Optional
 
 from protos import rollout_pb2
 from protos.errors import Code, ServingError
@@ -68,6 +71,7 @@ def entry_bytes(mr: rollout_pb2.ModelRollout) -> bytes:
 class RolloutStore:
     def __init__(self, path: str = MEMORY):
         self.path = path
+        self.lock = threading.Lock()
         try:
             if path != MEMORY:
                 os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -86,20 +90,42 @@ class RolloutStore:
         except OSError as e:
             raise StoreError(f"--rollout_state_file {path} cannot be used: {e.strerror}") from None
 
+    @property
+    def db(self) -> sqlite3.Connection:
+        """The connection (autocommit); hold ``lock`` while using it, ``transaction()`` for several
+        statements at once."""
+        return self._db
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """``lock`` held, one write transaction (committed at the end, rolled back on error)."""
+        with self.lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
     def close(self) -> None:
-        self._db.close()
+        with self.lock:
+            self._db.close()
 
     def _write(self, sql: str, args: tuple) -> None:
         try:
-            self._db.execute(sql, args)
+            with self.lock:
+                self._db.execute(sql, args)
         except sqlite3.OperationalError as e:  # locked past the busy timeout, disk full, read-only ...
             raise ServingError(Code.UNAVAILABLE, f"The rollout state file {self.path} cannot be written: {e}") from None
 
     def load(self) -> dict[str, Saved]:
         """Every saved rollout by model. Raises StoreError on a row that does not parse."""
         out = {}
-        for model, config, file_entry, final, failed in self._db.execute(
-                "SELECT model, config, file_entry, final_rollback, failed_analyses FROM rollouts"):
+        with self.lock:
+            rows = self._db.execute("SELECT model, config, file_entry, final_rollback, failed_analyses "
+                                    "FROM rollouts").fetchall()
+        for model, config, file_entry, final, failed in rows:
             mr = rollout_pb2.ModelRollout()
             try:
                 mr.ParseFromString(config)
@@ -126,6 +152,7 @@ class RolloutStore:
 
     def decisions(self, name: str, limit: int = DECISIONS_KEPT) -> list[tuple[float, str, str]]:
         """The newest ``limit`` decisions of ``name``, oldest first: (unix time, who, text)."""
-        rows = self._db.execute("SELECT unix_time, who, text FROM decisions WHERE model = ? ORDER BY id DESC "
-                                "LIMIT ?", (name, limit)).fetchall()
+        with self.lock:
+            rows = self._db.execute("SELECT unix_time, who, text FROM decisions WHERE model = ? ORDER BY id DESC "
+                                    "LIMIT ?", (name, limit)).fetchall()
         return [(float(t), who, text) for t, who, text in reversed(rows)]

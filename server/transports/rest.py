@@ -201,7 +201,7 @@ class RestApi:
                 raise ServingError(Code.INVALID_ARGUMENT, f"Body names model {message.model}, path {target}")
             message.model = target
             return _dump(_proto_dict(await self.core.set_rollout(message, _control(request))))
-        return _dump(_proto_dict(self.core.feedback(message.request_id, message.labels, _control(request))))
+        return _dump(_proto_dict(await self.core.feedback(message.request_id, message.labels, _control(request))))
 
     async def _infer(self, verb: str, spec: model_pb2.ModelSpec, request: web.Request,
                      call: CallInfo) -> tuple[bytes, int]:

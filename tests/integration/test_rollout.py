@@ -172,15 +172,18 @@ def test_feedback_gives_exact_accuracy_per_version(server, client):
     assert (stable.feedback, stable.accuracy) == (10, 0.7)
     assert [(p.accuracy, p.rows) for p in stable.accuracy_history] == [(1.0, 1)] * 7 + [(0.0, 1)] * 3
     assert len(stable.latency_deciles_ms) == 11 and list(stable.latency_deciles_ms) == sorted(stable.latency_deciles_ms)
-    e = pytest.raises(VersoError, client.feedback, predicted[0][0], [1]).value
-    assert e.code == grpc.StatusCode.NOT_FOUND and e.message == f"Unknown or expired request id: {predicted[0][0]}"
+    e = pytest.raises(VersoError, client.feedback, predicted[0][0], [1]).value  # once per id
+    assert e.code == grpc.StatusCode.ALREADY_EXISTS
+    assert e.message == f"Feedback for request id {predicted[0][0]} was already given"
+    e = pytest.raises(VersoError, client.feedback, "f" * 32, [1]).value
+    assert e.code == grpc.StatusCode.NOT_FOUND and e.message == f"Unknown or expired request id: {'f' * 32}"
     # REST: the request id comes back as a header; feedback over /v1/feedback
     with RestClient(f"http://127.0.0.1:{server.rest_port}") as r:
         p = r.predict("digits", {"images": data["images"][:3]}, details=True)
         assert p.request_id and p.version == 1
         assert r.feedback(p.request_id, data["labels"][:3]).rows == 3
-        e = pytest.raises(VersoError, r.feedback, p.request_id, [1, 2, 3]).value
-        assert e.code == grpc.StatusCode.NOT_FOUND and e.http_status == 404
+        e = pytest.raises(VersoError, r.feedback, p.request_id, [1, 2, 3]).value  # ALREADY_EXISTS: HTTP 409
+        assert e.http_status == 409 and e.message == f"Feedback for request id {p.request_id} was already given"
         e = pytest.raises(VersoError, r.feedback, r.predict("digits", {"images": data["images"][:2]},
                                                              details=True).request_id, [1]).value
         assert e.code == grpc.StatusCode.INVALID_ARGUMENT

@@ -126,6 +126,11 @@ def make_rm(fm: FakeManager | None = None, *configs: rollout_pb2.ModelRollout, c
     return rm
 
 
+def fb(rm: RolloutManager, request_id: str, labels) -> rollout_pb2.FeedbackResponse:
+    """Feedback as a transport gives it (the manager's coroutine, on a loop of its own)."""
+    return asyncio.run(rm.feedback(request_id, labels))
+
+
 def versions_of(st: rollout_pb2.RolloutStatus) -> dict[int, rollout_pb2.VersionEvidence]:
     return {v.version: v for v in st.versions}
 
@@ -450,16 +455,17 @@ def test_observe_without_rollout_records_nothing():
     rm = make_rm(None, mr_of())
     assert rm.observe("other", 1, 0.01, "OK", CLASSES) is None
     assert ("other", 1) not in rm._windows
-    assert len(rm._answers) == 0
+    rm.log.flush()
+    assert rm.log.written == 0
 
 
 def test_feedback_counts_correct_rows_exactly():
     rm = make_rm(None, mr_of())
     a = rm.observe("m", 2, 0.01, "OK", {"scores": np.array([[0.1, 0.9], [0.8, 0.2], [0.3, 0.7]])})  # 1, 0, 1
     b = rm.observe("m", 2, 0.01, "OK", {"scores": np.array([[0.6, 0.4], [0.2, 0.8], [0.9, 0.1]])})  # 0, 1, 0
-    r = rm.feedback(a, ["1", "1", "1"])
+    r = fb(rm, a, ["1", "1", "1"])
     assert (r.model, r.version, r.rows, r.correct) == ("m", 2, 3, 2)
-    r = rm.feedback(b, ["0", "1", "0"])
+    r = fb(rm, b, ["0", "1", "0"])
     assert (r.rows, r.correct) == (3, 3)
     e = rm.evidence("m", 2)
     assert e.feedback == 6
@@ -473,18 +479,17 @@ def test_feedback_counts_correct_rows_exactly():
 def test_feedback_uses_the_id_up():
     rm = make_rm(None, mr_of())
     rid = rm.observe("m", 1, 0.01, "OK", CLASSES)
-    assert rm.feedback(rid, ["3"]).correct == 1
+    assert fb(rm, rid, ["3"]).correct == 1
     with pytest.raises(ServingError) as e:
-        rm.feedback(rid, ["3"])
-    assert e.value.code == Code.NOT_FOUND
-    assert rid in e.value.message
+        fb(rm, rid, ["3"])
+    assert (e.value.code, e.value.message) == (Code.ALREADY_EXISTS, f"Feedback for request id {rid} was already given")
     assert rm.evidence("m", 1).feedback == 1
 
 
 def test_feedback_unknown_id_is_not_found():
     rm = make_rm(None, mr_of())
     with pytest.raises(ServingError) as e:
-        rm.feedback("nope", ["1"])
+        fb(rm, "nope", ["1"])
     assert e.value.code == Code.NOT_FOUND
     assert e.value.message == "Unknown or expired request id: nope"
 
@@ -494,11 +499,11 @@ def test_feedback_wrong_label_count_keeps_the_id():
     rid = rm.observe("m", 1, 0.01, "OK", {"classes": np.array([1, 2])})
     for labels in (["1"], ["1", "2", "3"], []):
         with pytest.raises(ServingError) as e:
-            rm.feedback(rid, labels)
+            fb(rm, rid, labels)
         assert e.value.code == Code.INVALID_ARGUMENT
         assert e.value.message == f"Feedback has {len(labels)} labels for an answer of 2 rows"
     assert rm.evidence("m", 1).feedback == 0
-    r = rm.feedback(rid, ["1", "5"])
+    r = fb(rm, rid, ["1", "5"])
     assert (r.rows, r.correct) == (2, 1)
 
 
@@ -507,7 +512,7 @@ def test_feedback_without_top1_is_invalid_argument():
     rid = rm.observe("m", 1, 0.01, "OK", {"score": np.array([0.5, 0.7])})  # float, 1-D: no top-1
     assert rid is not None
     with pytest.raises(ServingError) as e:
-        rm.feedback(rid, ["1", "0"])
+        fb(rm, rid, ["1", "0"])
     assert e.value.code == Code.INVALID_ARGUMENT
     assert rm.evidence("m", 1).feedback == 0
 
@@ -521,7 +526,7 @@ def test_feedback_without_top1_is_invalid_argument():
 def test_feedback_compares_byte_labels_as_text(classes):
     rm = make_rm(None, mr_of())
     rid = rm.observe("m", 1, 0.01, "OK", {"classes": classes})
-    r = rm.feedback(rid, ["cat", "cat", "cat"])
+    r = fb(rm, rid, ["cat", "cat", "cat"])
     assert (r.rows, r.correct) == (3, 2)
 
 
@@ -529,25 +534,60 @@ def test_feedback_uses_evidence_output():
     rm = make_rm(None, mr_of(evidence_output="b"))
     outputs = {"a": np.array([7, 7]), "b": np.array([1, 2])}
     rid = rm.observe("m", 1, 0.01, "OK", outputs)
-    assert rm.feedback(rid, ["1", "2"]).correct == 2
+    assert fb(rm, rid, ["1", "2"]).correct == 2
     rm2 = make_rm(None, mr_of())  # default: the first alias in sorted order ("a")
     rid = rm2.observe("m", 1, 0.01, "OK", outputs)
-    assert rm2.feedback(rid, ["1", "2"]).correct == 0
+    assert fb(rm2, rid, ["1", "2"]).correct == 0
 
 
-def test_request_ids_kept_are_bounded_oldest_forgotten(monkeypatch):
-    monkeypatch.setattr(rollout_manager, "REQUEST_IDS_KEPT", 3)
+def test_feedback_hours_later_and_after_many_answers_then_expired():
+    wall = Clock(1000.0)
+    rm = make_rm(None, mr_of(), wall=wall)
+    first = [rm.observe("m", 1, 0.01, "OK", CLASSES) for _ in range(50)]
+    assert len(set(first)) == 50 and all(len(rid) == 32 for rid in first)  # 128 random bits each
+    for _ in range(12_000):  # more than the 10 000 answers the in-memory store used to keep
+        rm.observe("m", 1, 0.01, "OK", CLASSES)
+    wall.t += 6 * 3600  # six hours later
+    assert all(fb(rm, rid, ["3"]).correct == 1 for rid in first[:25])
+    wall.t += 7 * 86400  # past the retention (7 days)
+    with pytest.raises(ServingError) as e:
+        fb(rm, first[25], ["3"])
+    assert e.value.code == Code.NOT_FOUND
+    assert rm.log.dropped == 0
+
+
+def test_the_log_is_pruned_by_age_and_count():
+    wall = Clock(1000.0)
+    rm = make_rm(None, mr_of(), wall=wall)
+    rm.log.max_rows = 30
+    rm.log._pruned_at = wall.t  # the writer's own minutely prune is not due on this clock
+    for _ in range(40):
+        rm.observe("m", 1, 0.01, "OK", CLASSES)
+    rm.log.flush()
+    assert rm.log.prune() == 10
+    wall.t += 8 * 86400
+    assert rm.log.prune() == 30
+
+
+def test_a_full_log_queue_drops_and_counts_never_blocks(monkeypatch):
+    import queue
     rm = make_rm(None, mr_of())
+    rm.log._queue = queue.Queue(maxsize=1)
+    rm.log._thread = object()  # no writer: the queue stays full
     ids = [rm.observe("m", 1, 0.01, "OK", CLASSES) for _ in range(5)]
-    assert len(set(ids)) == 5
-    assert list(rm._answers) == ids[2:]
-    for rid in ids[:2]:
-        with pytest.raises(ServingError) as e:
-            rm.feedback(rid, ["3"])
-        assert e.value.code == Code.NOT_FOUND
-    for rid in ids[2:]:
-        assert rm.feedback(rid, ["3"]).correct == 1
-    assert rm.evidence("m", 1).feedback == 3
+    assert all(ids) and rm.log.dropped == 4
+
+
+def test_answers_are_logged_with_role_top1_and_class_scores():
+    rm = make_rm(None, mr_of())
+    rid = rm.observe("m", 2, 0.01, "OK", {"scores": np.array([[0.25, 0.75], [0.5, 0.5]], np.float32)})
+    rm.log.flush()
+    with rm.store.lock:
+        row = rm.store.db.execute("SELECT model, version, role, top1, scores, classes FROM predictions "
+                                  "WHERE request_id = ?", (rid,)).fetchone()
+    model, version, role, top1_text, scores, classes = row
+    assert (model, version, role, top1_text, classes) == ("m", 2, "canary", '["1", "0"]', 2)
+    assert np.frombuffer(scores, "<f4").reshape(-1, classes).tolist() == [[0.25, 0.75], [0.5, 0.5]]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -944,7 +984,7 @@ def good_evidence(rm, n=5):
     for v in (1, 2):
         for _ in range(n):
             rid = rm.observe("m", v, 0.010, "OK", CLASSES)
-            assert rm.feedback(rid, ["3"]).correct == 1
+            assert fb(rm, rid, ["3"]).correct == 1
 
 
 def bad_canary_evidence(rm, n=10):
