@@ -24,7 +24,7 @@ from protos.errors import Code, ServingError, invalid_argument
 from server.lifecycle.manager import Manager
 from server.rollout import routing
 from server.rollout.config import gates_of, validated
-from server.rollout.evidence import Evidence, Window, class_scores, divergence, per_output, top1
+from server.rollout.evidence import Evidence, Window, divergence, per_output
 from server.rollout.predlog import Answer, PredictionLog
 from server.rollout.store import DECISIONS_KEPT, MEMORY, RolloutStore, entry_bytes
 from server.rollout.verdict import HOLD, ROLLBACK, Verdict, decide, is_stale, next_percent
@@ -233,14 +233,8 @@ class RolloutManager:
         if outputs is None or code != "OK":
             return None
         request_id = secrets.token_hex(16)  # 128 random bits: an id cannot be guessed
-        alias = mr.evidence_output or None
-        answers = top1(outputs, alias)
-        scores = class_scores(outputs, alias)
         role = "stable" if version == mr.stable else "canary" if version == mr.canary else "not in rollout"
-        self.log.append(Answer(request_id, name, version, role, self.wall(),
-                               [_text(a) for a in answers.tolist()] if answers is not None else None,
-                               scores.astype("<f4").tobytes() if scores is not None else None,
-                               int(scores.shape[-1]) if scores is not None else 0))
+        self.log.append(Answer(request_id, name, version, role, self.wall(), outputs, mr.evidence_output or None))
         return request_id
 
     def maybe_shadow(self, name: str, version: int, sig_name: str, inputs: dict, aliases, outputs: dict) -> None:
@@ -292,9 +286,7 @@ class RolloutManager:
         """Ground truth for an earlier answer (any age within the log's retention, answered by
         this or another worker): one label per row, compared with the answer's top-1 and
         counted in that version's accuracy. Each id takes feedback once (ALREADY_EXISTS after)."""
-        loop = asyncio.get_running_loop()
-        future = await loop.run_in_executor(None, self.log.feedback, request_id, [_text(x) for x in labels])
-        judged = await asyncio.wrap_future(future)
+        judged = await asyncio.wrap_future(self.log.feedback(request_id, [_text(x) for x in labels]))
         if judged.model in self.configs:
             self.window(judged.model, judged.version).record_feedback(judged.correct)
         return rollout_pb2.FeedbackResponse(model=judged.model, version=judged.version, rows=len(judged.correct),

@@ -5,12 +5,14 @@ A row per answer: its request id (128 random bits, unguessable), model, version,
 top-1 answers (JSON, one per row), class scores (float32 ``[rows, classes]`` where an output is
 a score matrix), an optional slice key; later the feedback (time, labels, correct rows).
 
-Writes happen off the request path: ``append`` puts a row on a bounded queue and returns at
-once; one writer thread takes rows in batches (one transaction per batch). When the queue is
-full the row is dropped and counted (``dropped``): an answer never waits for the log.
-``feedback`` goes through the same queue, so it sees every row appended before it; it waits for
-room rather than being dropped. Rows older than ``retention_s``, and the oldest beyond
-``max_rows``, are deleted by the writer once a minute.
+Writes happen off the request path: ``append`` puts the answer on a bounded deque and returns
+at once (no lock, no wake-up: a thread switch per answer would cost the loop more than the
+write); one writer thread wakes every ``interval_s``, turns what it finds into rows (top-1
+answers, class scores) and writes them in one transaction. When the deque is full an answer
+is dropped and counted (``dropped``): an answer never waits for the log. ``feedback`` and
+``flush`` wake the writer at once and are handled after every answer appended before them.
+Rows older than ``retention_s``, and the oldest beyond ``max_rows``, are deleted by the writer
+once a minute.
 """
 
 from __future__ import annotations
@@ -23,15 +25,17 @@ import threading
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence
+from collections import deque
+from typing import Callable, Mapping, NamedTuple, Optional, Sequence
 
 from protos.errors import Code, ServingError, invalid_argument
+from server.rollout.evidence import class_scores, top1
 from server.rollout.store import RolloutStore
 
 log = logging.getLogger("verso.rollout")
 
 CAPACITY = 10_000
-BATCH = 500
+INTERVAL_S = 0.05
 RETENTION_S = 7 * 86400.0
 MAX_ROWS = 1_000_000
 PRUNE_EVERY_S = 60.0
@@ -55,16 +59,18 @@ CREATE INDEX IF NOT EXISTS predictions_by_time ON predictions (unix_time);
 """
 
 
-@dataclass(frozen=True)
-class Answer:
+class Answer(NamedTuple):
+    """One answer to log. ``outputs`` (the response's arrays, never changed after the answer)
+    and ``alias`` (the rollout's evidence output) are turned into top-1 answers and class
+    scores by the writer thread, not on the request path."""
+
     request_id: str
     model: str
     version: int
     role: str
     unix_time: float
-    top1: Optional[Sequence[str]]
-    scores: Optional[bytes] = None
-    classes: int = 0
+    outputs: Mapping
+    alias: Optional[str]
     slice: Optional[str] = None
 
 
@@ -83,15 +89,18 @@ class _Feedback:
 
 
 class PredictionLog:
-    def __init__(self, store: RolloutStore, *, capacity: int = CAPACITY, batch: int = BATCH,
+    def __init__(self, store: RolloutStore, *, capacity: int = CAPACITY, interval_s: float = INTERVAL_S,
                  retention_s: float = RETENTION_S, max_rows: int = MAX_ROWS,
                  clock: Callable[[], float] = time.time):
         self.store = store
-        self.retention_s, self.max_rows, self.batch = retention_s, max_rows, batch
+        self.capacity, self.interval_s = capacity, interval_s
+        self.retention_s, self.max_rows = retention_s, max_rows
         self.clock = clock
         self.dropped = 0
         self.written = 0
-        self._queue: queue.Queue = queue.Queue(maxsize=capacity)
+        self._answers: deque = deque()
+        self._control: queue.Queue = queue.Queue()  # feedback, flush and stop, in order
+        self._wake = threading.Event()
         self._thread: Optional[threading.Thread] = None
         self._pruned_at = 0.0
         with store.lock:
@@ -100,82 +109,81 @@ class PredictionLog:
     # ---- the loop's side ------------------------------------------------------------------
 
     def append(self, answer: Answer) -> bool:
-        """Queue one answer; False (dropped, counted) when the queue is full. Never blocks."""
-        self._ensure_thread()
-        try:
-            self._queue.put_nowait(answer)
-            return True
-        except queue.Full:
+        """Keep one answer for the writer; False (dropped, counted) when ``capacity`` answers
+        wait already. Never blocks."""
+        if len(self._answers) >= self.capacity:
             self.dropped += 1
             return False
+        self._answers.append(answer)
+        if self._thread is None:
+            self._start()
+        return True
 
-    def feedback(self, request_id: str, labels: Sequence[str], timeout_s: float = 10.0) -> Future:
+    def feedback(self, request_id: str, labels: Sequence[str]) -> Future:
         """Judge ``labels`` against the logged answer ``request_id``; a Future of ``Judged`` or
         a ServingError: NOT_FOUND (unknown or expired), ALREADY_EXISTS (feedback given before),
         INVALID_ARGUMENT (no top-1 output, or a label count that differs from the answer's
-        rows: the id is not used up). Blocks for room on the queue (call it off the loop)."""
-        self._ensure_thread()
+        rows: the id is not used up)."""
         future: Future = Future()
-        try:
-            self._queue.put(_Feedback(request_id, [str(x) for x in labels], future), timeout=timeout_s)
-        except queue.Full:
-            future.set_exception(ServingError(Code.UNAVAILABLE, "The prediction log is busy; try the feedback again"))
+        self._send(_Feedback(request_id, [str(x) for x in labels], future))
         return future
 
     def flush(self, timeout_s: float = 10.0) -> None:
-        """Block until every answer queued before this call is written (tests, shutdown)."""
+        """Block until every answer appended before this call is written (tests, shutdown)."""
         if self._thread is None:
             return
         done: Future = Future()
-        self._queue.put(done, timeout=timeout_s)
+        self._send(done)
         done.result(timeout_s)
 
     def close(self) -> None:
         if self._thread is not None:
             self.flush()
-            self._queue.put(None)
+            self._send(None)
             self._thread.join(10)
             self._thread = None
 
-    def _ensure_thread(self) -> None:
+    def _send(self, item) -> None:
         if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="verso-prediction-log", daemon=True)
-            self._thread.start()
+            self._start()
+        self._control.put(item)
+        self._wake.set()
+
+    def _start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="verso-prediction-log", daemon=True)
+        self._thread.start()
 
     # ---- the writer thread -----------------------------------------------------------------
 
     def _run(self) -> None:
         while True:
-            item = self._queue.get()
-            items = [item]
-            while len(items) < self.batch:
+            self._wake.wait(self.interval_s)
+            self._wake.clear()
+            control = []
+            while True:
                 try:
-                    items.append(self._queue.get_nowait())
+                    control.append(self._control.get_nowait())
                 except queue.Empty:
                     break
+            # Every answer appended before these control items is in the deque now.
             rows = []
-            for it in items:
-                if isinstance(it, Answer):
-                    rows.append(it)
-                    continue
-                self._write(rows)
-                rows = []
-                if it is None:
-                    return
-                if isinstance(it, _Feedback):
-                    self._judge(it)
-                elif isinstance(it, Future):
-                    it.set_result(None)
+            while self._answers:
+                rows.append(self._answers.popleft())
             self._write(rows)
+            for item in control:
+                if item is None:
+                    return
+                if isinstance(item, _Feedback):
+                    self._judge(item)
+                else:
+                    item.set_result(None)
             if self.clock() - self._pruned_at > PRUNE_EVERY_S:
                 self.prune()
 
     def _write(self, rows: list[Answer]) -> None:
         if not rows:
             return
-        args = [(a.request_id, a.model, a.version, a.role, a.unix_time,
-                 json.dumps(list(a.top1)) if a.top1 is not None else None, a.scores, a.classes or None, a.slice)
-                for a in rows]
+        args = [_row(a) for a in rows]
         try:
             with self.store.transaction() as db:
                 db.executemany("INSERT OR IGNORE INTO predictions (request_id, model, version, role, unix_time, top1, "
@@ -229,3 +237,16 @@ class PredictionLog:
         except sqlite3.Error as e:
             log.error("Prediction log: pruning failed: %s", e)
             return 0
+
+
+def _text(x) -> str:
+    return x.decode("utf-8", "replace") if isinstance(x, bytes) else str(x)
+
+
+def _row(a: Answer) -> tuple:
+    answers = top1(a.outputs, a.alias)
+    scores = class_scores(a.outputs, a.alias)
+    return (a.request_id, a.model, a.version, a.role, a.unix_time,
+            json.dumps([_text(x) for x in answers.tolist()]) if answers is not None else None,
+            scores.astype("<f4").tobytes() if scores is not None else None,
+            int(scores.shape[-1]) if scores is not None else None, a.slice)
