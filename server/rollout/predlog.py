@@ -2,13 +2,15 @@
 that feedback can name it hours later, from any worker process, once.
 
 A row per answer: its request id (128 random bits, unguessable), model, version, role, time,
-top-1 answers (JSON, one per row), class scores (float32 ``[rows, classes]`` where an output is
-a score matrix), an optional slice key; later the feedback (time, labels, correct rows).
+the evidence output as it was (its alias, dtype, shape and bytes: the top-1 answers are taken
+from it when feedback comes), class scores (float32 ``[rows, classes]`` where an output is a
+score matrix), an optional slice key; later the feedback (time, labels, correct rows). Rows
+are raw bytes so that logging costs the serving process as little as it can.
 
 Writes happen off the request path: ``append`` puts the answer on a bounded deque and returns
 at once (no lock, no wake-up: a thread switch per answer would cost the loop more than the
 write); one writer thread wakes every ``interval_s``, turns what it finds into rows (top-1
-answers, class scores) and writes them in one transaction. When the deque is full an answer
+bytes) and writes them in one transaction. When the deque is full an answer
 is dropped and counted (``dropped``): an answer never waits for the log. ``feedback`` and
 ``flush`` wake the writer at once and are handled after every answer appended before them.
 Rows older than ``retention_s``, and the oldest beyond ``max_rows``, are deleted by the writer
@@ -27,6 +29,9 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from collections import deque
 from typing import Callable, Mapping, NamedTuple, Optional, Sequence
+
+import ml_dtypes
+import numpy as np
 
 from protos.errors import Code, ServingError, invalid_argument
 from server.rollout.evidence import class_scores, top1
@@ -47,7 +52,10 @@ CREATE TABLE IF NOT EXISTS predictions (
     version INTEGER NOT NULL,
     role TEXT NOT NULL,
     unix_time REAL NOT NULL,
-    top1 TEXT,              -- JSON list of the rows' top-1 answers as text (NULL: no top-1 output)
+    output TEXT,            -- the evidence output's alias (NULL: the answer had no outputs)
+    dtype TEXT,             -- its numpy dtype ("<i8", "<f4" ...; "json": text values as a JSON list)
+    shape TEXT,             -- its shape, "2,10"
+    data BLOB,              -- its bytes
     scores BLOB,            -- float32 [rows, classes] class scores (NULL: none)
     classes INTEGER,
     slice TEXT,
@@ -55,14 +63,13 @@ CREATE TABLE IF NOT EXISTS predictions (
     labels TEXT,            -- JSON list of the feedback's labels
     correct INTEGER         -- correct rows
 );
-CREATE INDEX IF NOT EXISTS predictions_by_time ON predictions (unix_time);
 """
 
 
 class Answer(NamedTuple):
     """One answer to log. ``outputs`` (the response's arrays, never changed after the answer)
-    and ``alias`` (the rollout's evidence output) are turned into top-1 answers and class
-    scores by the writer thread, not on the request path."""
+    and ``alias`` (the rollout's evidence output) are turned into bytes by the writer thread,
+    not on the request path."""
 
     request_id: str
     model: str
@@ -166,9 +173,8 @@ class PredictionLog:
                 except queue.Empty:
                     break
             # Every answer appended before these control items is in the deque now.
-            rows = []
-            while self._answers:
-                rows.append(self._answers.popleft())
+            popleft = self._answers.popleft
+            rows = [popleft() for _ in range(len(self._answers))]
             self._write(rows)
             for item in control:
                 if item is None:
@@ -186,8 +192,9 @@ class PredictionLog:
         args = [_row(a) for a in rows]
         try:
             with self.store.transaction() as db:
-                db.executemany("INSERT OR IGNORE INTO predictions (request_id, model, version, role, unix_time, top1, "
-                               "scores, classes, slice) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", args)
+                db.executemany("INSERT OR IGNORE INTO predictions (request_id, model, version, role, unix_time, output, "
+                               "dtype, shape, data, scores, classes, slice) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                               args)
             self.written += len(rows)
         except sqlite3.Error as e:  # locked past the busy timeout, disk full: these rows are lost
             self.dropped += len(rows)
@@ -204,16 +211,17 @@ class PredictionLog:
     def _judged(self, fb: _Feedback) -> Judged:
         with self.store.lock:
             db = self.store.db
-            row = db.execute("SELECT model, version, top1, feedback_time, unix_time FROM predictions "
-                             "WHERE request_id = ?", (fb.request_id,)).fetchone()
-            if row is None or row[4] < self.clock() - self.retention_s:
+            row = db.execute("SELECT model, version, output, dtype, shape, data, feedback_time, unix_time "
+                             "FROM predictions WHERE request_id = ?", (fb.request_id,)).fetchone()
+            if row is None or row[7] < self.clock() - self.retention_s:
                 raise ServingError(Code.NOT_FOUND, f"Unknown or expired request id: {fb.request_id}")
-            model, version, top1, given, _ = row
+            model, version, alias, dtype, shape, data, given, _ = row
             if given is not None:
                 raise ServingError(Code.ALREADY_EXISTS, f"Feedback for request id {fb.request_id} was already given")
-            if top1 is None:
+            answers = top1({alias: _array(dtype, shape, data)}, alias) if alias is not None else None
+            if answers is None:
                 raise invalid_argument(f"Answers of {model} have no top-1 output to compare feedback with")
-            predicted = json.loads(top1)
+            predicted = [_text(x) for x in answers.tolist()]
             if len(fb.labels) != len(predicted):
                 raise invalid_argument(f"Feedback has {len(fb.labels)} labels for an answer of {len(predicted)} rows")
             correct = tuple(p == label for p, label in zip(predicted, fb.labels))
@@ -243,10 +251,38 @@ def _text(x) -> str:
     return x.decode("utf-8", "replace") if isinstance(x, bytes) else str(x)
 
 
+_SCORES: dict[tuple, Optional[str]] = {}  # output aliases -> the alias holding class scores (per signature)
+
+
 def _row(a: Answer) -> tuple:
-    answers = top1(a.outputs, a.alias)
-    scores = class_scores(a.outputs, a.alias)
-    return (a.request_id, a.model, a.version, a.role, a.unix_time,
-            json.dumps([_text(x) for x in answers.tolist()]) if answers is not None else None,
-            scores.astype("<f4").tobytes() if scores is not None else None,
-            int(scores.shape[-1]) if scores is not None else None, a.slice)
+    """An answer as a row: bytes, no per-row numpy work beyond ``tobytes``."""
+    outputs = a.outputs
+    alias = a.alias if a.alias in outputs else (min(outputs) if outputs else None)
+    output = dtype = shape = data = scores = classes = None
+    if alias is not None:
+        arr = np.asarray(outputs[alias])
+        output, shape = alias, ",".join(map(str, arr.shape))
+        if arr.dtype.kind in "OSU":  # text and bytes: JSON of their text
+            dtype, data = "json", json.dumps([_text(x) for x in arr.ravel().tolist()]).encode()
+        else:
+            dtype, data = arr.dtype.str, arr.tobytes()
+    key = (a.alias, *outputs)
+    if key not in _SCORES:
+        found = class_scores(outputs, a.alias)
+        _SCORES[key] = next((k for k in outputs if outputs[k] is found), None) if found is not None else None
+    score_alias = _SCORES[key]
+    if score_alias is not None:
+        arr = np.asarray(outputs[score_alias])
+        if arr.ndim == 2 and arr.dtype.kind == "f":
+            scores, classes = np.asarray(arr, "<f4").tobytes(), arr.shape[1]
+    return (a.request_id, a.model, a.version, a.role, a.unix_time, output, dtype, shape, data, scores, classes,
+            a.slice)
+
+
+def _array(dtype: str, shape: str, data: bytes) -> np.ndarray:
+    dims = tuple(int(d) for d in shape.split(",")) if shape else ()
+    if dtype == "json":
+        return np.array(json.loads(data), dtype=object).reshape(dims)
+    if dtype == np.dtype(ml_dtypes.bfloat16).str:  # bfloat16 from the tensor codec ("<V2")
+        return np.frombuffer(data, ml_dtypes.bfloat16).reshape(dims)
+    return np.frombuffer(data, np.dtype(dtype)).reshape(dims)

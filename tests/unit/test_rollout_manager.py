@@ -579,16 +579,19 @@ def test_a_full_log_queue_drops_and_counts_never_blocks():
     assert all(ids) and rm.log.dropped == 4 and len(rm.log._answers) == 1
 
 
-def test_answers_are_logged_with_role_top1_and_class_scores():
-    rm = make_rm(None, mr_of())
-    rid = rm.observe("m", 2, 0.01, "OK", {"scores": np.array([[0.25, 0.75], [0.5, 0.5]], np.float32)})
+def test_answers_are_logged_with_role_output_and_class_scores():
+    rm = make_rm(None, mr_of(evidence_output="classes"))
+    outputs = {"classes": np.array([1, 0]), "scores": np.array([[0.25, 0.75], [0.5, 0.5]], np.float32)}
+    rid = rm.observe("m", 2, 0.01, "OK", outputs)
     rm.log.flush()
     with rm.store.lock:
-        row = rm.store.db.execute("SELECT model, version, role, top1, scores, classes FROM predictions "
-                                  "WHERE request_id = ?", (rid,)).fetchone()
-    model, version, role, top1_text, scores, classes = row
-    assert (model, version, role, top1_text, classes) == ("m", 2, "canary", '["1", "0"]', 2)
+        row = rm.store.db.execute("SELECT model, version, role, output, dtype, shape, data, scores, classes "
+                                  "FROM predictions WHERE request_id = ?", (rid,)).fetchone()
+    model, version, role, output, dtype, shape, data, scores, classes = row
+    assert (model, version, role, output, dtype, shape, classes) == ("m", 2, "canary", "classes", "<i8", "2", 2)
+    assert np.frombuffer(data, dtype).tolist() == [1, 0]
     assert np.frombuffer(scores, "<f4").reshape(-1, classes).tolist() == [[0.25, 0.75], [0.5, 0.5]]
+    assert fb(rm, rid, ["1", "1"]).correct == 1  # top-1 taken from the logged output at feedback time
 
 
 # ---------------------------------------------------------------------------------------------
