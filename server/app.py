@@ -133,8 +133,13 @@ class App:
         from server.rollout.manager import RolloutManager
         from server.rollout.pins import Pins
         from server.rollout.store import MEMORY, RolloutStore, StoreError
+        from server.workers import metrics_dir
+        # Workers share one state file: the flag's, else one in the supervisor's directory (gone
+        # at exit), so that feedback reaches the answer whichever worker gave it.
+        path = self.settings.rollout_state_file or (os.path.join(metrics_dir(), "rollouts.sqlite")
+                                                    if self.worker is not None and metrics_dir() else MEMORY)
         try:
-            store = RolloutStore(self.settings.rollout_state_file or MEMORY)
+            store = RolloutStore(path)
         except StoreError as e:
             raise StartupError(str(e)) from None
         rollouts = RolloutManager(self.manager, shadow_executor=self._pools["shadow"], version_age=self._version_age,

@@ -84,6 +84,16 @@ def test_two_workers_share_the_ports_replace_a_crashed_one_and_drain(server_fact
             c.set_rollout("hp", stable=1, canary=1, canary_percent=10)
         assert e.value.code == grpc.StatusCode.FAILED_PRECONDITION
         assert "refused with --num_workers" in e.value.message
+    # The workers share one state file: feedback finds an answer whichever worker gave it (each
+    # call on a new connection, so the kernel picks the worker). hp's output has no top-1, so a
+    # found answer is INVALID_ARGUMENT; an answer not found would be NOT_FOUND.
+    for _ in range(10):
+        with Client(f"127.0.0.1:{srv.port}") as c:
+            request_id = c.predict("hp", [2.0], details=True).request_id
+        with Client(f"127.0.0.1:{srv.port}") as c:
+            e = pytest.raises(VersoError, c.feedback, request_id, [1]).value
+        assert (e.code, e.message) == (grpc.StatusCode.INVALID_ARGUMENT,
+                                       "Answers of hp have no top-1 output to compare feedback with")
 
     os.kill(workers[0], signal.SIGKILL)
     _answers(srv)  # the other worker keeps serving while the first is replaced
