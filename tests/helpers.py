@@ -164,3 +164,8 @@ def _set_env(key: str, value: Optional[str]) -> None:
         os.environ.pop(key, None)
     else:
         os.environ[key] = value
+
+
+def table_rows(text: str) -> list[list[str]]:
+    """A rich table's body rows as cell lists (box-drawing characters dropped)."""
+    return [[c.strip() for c in line.strip("│").split("│")] for line in text.splitlines() if line.startswith("│")]

@@ -111,6 +111,33 @@ class Window:
         now = self._clock()
         self._feedback.extend((now, bool(c)) for c in correct)
 
+    def export(self) -> dict:
+        """The window's samples as JSON-able data, times as ages in seconds (for another process,
+        whose clock differs: ``merged``)."""
+        now = self._clock()
+        return {"size": self.size,
+                "calls": [(now - t, ms, code) for t, ms, code in self._calls],
+                "shadow": [(d, a, c, {k: list(v) for k, v in by.items()}) for d, a, c, by in self._shadow],
+                "feedback": [(now - t, ok) for t, ok in self._feedback]}
+
+    def merged(self, parts: Sequence[tuple[float, dict]]) -> "Window":
+        """A window holding this one's samples and those of ``parts`` (other processes'
+        ``export()`` data, each with how many seconds ago it was taken), in time order: the
+        evidence of every worker together."""
+        now = self._clock()
+        w = Window(self.size * (1 + len(parts)), clock=self._clock)
+        calls = list(self._calls)
+        feedback = list(self._feedback)
+        shadow = list(self._shadow)
+        for ago, data in parts:
+            calls += [(now - ago - age, ms, code) for age, ms, code in data["calls"]]
+            feedback += [(now - ago - age, bool(ok)) for age, ok in data["feedback"]]
+            shadow += [(d, a, c, {k: tuple(v) for k, v in by.items()}) for d, a, c, by in data["shadow"]]
+        w._calls.extend(sorted(calls, key=lambda e: e[0]))
+        w._feedback.extend(sorted(feedback, key=lambda e: e[0]))
+        w._shadow.extend(shadow)
+        return w
+
     def summary(self) -> Evidence:
         """Freeze the window into an ``Evidence``; ``requests_per_second`` uses ``clock()`` now."""
         requests = len(self._calls)

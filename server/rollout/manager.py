@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import json
 import logging
+import os
 import random
 import secrets
+import socket
 import time
 from concurrent.futures import Executor
 from typing import Callable, Optional
@@ -31,9 +34,8 @@ from server.rollout.verdict import HOLD, ROLLBACK, Verdict, decide, is_stale, ne
 
 log = logging.getLogger("verso.rollout")
 
-WORKERS_SET_REFUSED = ("SetRollout is refused with --num_workers: each worker process keeps its own rollout "
-                       "state, so a call would change one worker only; change --rollout_config_file, which every "
-                       "worker reads")
+EVIDENCE_FRESH_S = 5.0   # another worker's published evidence older than this is left out
+AUTO_LEASE_S = 5.0       # the worker taking automatic steps renews this lease every round
 
 
 def _text(x) -> str:
@@ -44,10 +46,11 @@ class RolloutManager:
     """Rollouts by model name. ``version_age(name, version)`` gives a version's age in seconds
     (None if unknown); ``clock`` is monotonic seconds, ``wall`` Unix time, ``rand`` uniform [0, 1).
 
-    ``workers`` (``--num_workers``): every worker reads the same ``--rollout_config_file`` and
-    routes alike (routing keys hash the same everywhere), but calls, evidence and feedback are
-    each worker's own. So that workers never diverge, SetRollout is refused (FAILED_PRECONDITION)
-    and automatic steps are not taken: the file is the one source of rollouts.
+    ``workers`` (``--num_workers``): the workers share the store (one state file). ``sync()``,
+    every round of ``run_auto``, publishes this worker's evidence windows there and takes up
+    what other workers decided (SetRollout, automatic steps, removals); verdicts and status
+    judge every worker's evidence together; one worker at a time, the holder of the ``auto``
+    lease in the store, takes the automatic steps.
 
     ``pins`` (a ``server.rollout.pins.Pins``): a rollout's stable and canary stay loaded
     whatever the model's version policy, and SetRollout checks they are on disk and load."""
@@ -61,6 +64,7 @@ class RolloutManager:
         self.pins = pins
         self.store = store if store is not None else RolloutStore(MEMORY)
         self.workers = workers
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}" if workers else None
         self.shadow_executor = shadow_executor
         self.version_age = version_age
         self.clock, self.wall, self.rand = clock, wall, rand
@@ -118,8 +122,6 @@ class RolloutManager:
     def set(self, mr: rollout_pb2.ModelRollout, source: str = "SetRollout", who: str = "") -> rollout_pb2.RolloutStatus:
         """Configure a rollout as given (validated), without checking its versions: see
         ``set_checked`` for the SetRollout call. ``who``: the caller, for the decision log."""
-        if self.workers:
-            raise ServingError(Code.FAILED_PRECONDITION, WORKERS_SET_REFUSED)
         self._set(validated(mr), source, who=who or source)
         return self.status(mr.model)
 
@@ -129,8 +131,6 @@ class RolloutManager:
         is INVALID_ARGUMENT; one that does not load (pinned, then tried once) is
         FAILED_PRECONDITION with the load's error, and the model's pins go back to what they
         were. Nothing changes on either error."""
-        if self.workers:
-            raise ServingError(Code.FAILED_PRECONDITION, WORKERS_SET_REFUSED)
         mr = validated(mr)
         if self.pins is not None:
             wanted = _pinned(mr)
@@ -154,9 +154,6 @@ class RolloutManager:
         return _pinned(mr) if mr is not None else set()
 
     def _set(self, mr: rollout_pb2.ModelRollout, source: str, who: str) -> None:
-        if self.workers and mr.auto.enabled:
-            log.warning("Rollout of %s: automatic steps are off with --num_workers (each worker would step on "
-                        "its own evidence); step canary_percent in the rollout config file", mr.model)
         old = self.configs.get(mr.model)
         if old is not None and old.window != mr.window:
             for key in [k for k in self._windows if k[0] == mr.model]:
@@ -295,7 +292,44 @@ class RolloutManager:
     # ---- evidence, verdicts, status ----------------------------------------------------------
 
     def evidence(self, name: str, version: int) -> Evidence:
-        return self.window(name, version).summary()
+        """This worker's window of ``version``, with every other worker's (``sync``) under
+        ``--num_workers``."""
+        window = self.window(name, version)
+        if self.worker_id is None:
+            return window.summary()
+        now = self.wall()
+        parts = [(max(0.0, now - updated), json.loads(data)) for updated, data in
+                 self.store.evidence_of(name, version, exclude=self.worker_id, since=now - EVIDENCE_FRESH_S)]
+        return window.merged(parts).summary() if parts else window.summary()
+
+    def sync(self) -> None:
+        """Under ``--num_workers``: publish this worker's evidence, and take up the rollouts as
+        the store has them now (another worker's SetRollout, automatic step or removal)."""
+        if self.worker_id is None:
+            return
+        self.store.put_evidence(self.worker_id, [(n, v, json.dumps(w.export())) for (n, v), w in self._windows.items()
+                                                 if n in self.configs], self.wall())
+        saved = self.store.load()
+        for name in [n for n in self.configs if n not in saved]:
+            self._forget(name)
+            del self.configs[name]
+        for name, sv in saved.items():
+            mine = self.configs.get(name)
+            if mine == sv.config and self._rolled_back.get(name) == sv.final_rollback:
+                continue
+            if mine is not None and mine.window != sv.config.window:
+                for key in [k for k in self._windows if k[0] == name]:
+                    del self._windows[key]
+            self.configs[name] = sv.config
+            self._rolled_back.pop(name, None)
+            if sv.final_rollback is not None:
+                self._rolled_back[name] = sv.final_rollback
+            self._failures[name] = sv.failed_analyses
+            if sv.file_entry is not None:
+                self._file_entries[name] = sv.file_entry
+            self._last_auto.setdefault(name, self.clock())
+            if self.pins is not None:
+                self.pins.pin(name, _pinned(sv.config))
 
     def verdict(self, name: str, evidence: Optional[dict[int, Evidence]] = None) -> Verdict:
         """The rollout's verdict: a final ROLLBACK while one stands, else an analysis now (with
@@ -398,8 +432,9 @@ class RolloutManager:
         passed, the verdict moves canary_percent one step up, to 0, or leaves it; PROMOTE at 100 %
         makes the canary the stable version. Returns (model, decision text) for each change."""
         changes: list[tuple[str, str]] = []
-        if self.workers:
-            return changes
+        if self.worker_id is not None and not self.store.take_lease("auto", self.worker_id, self.wall(),
+                                                                    AUTO_LEASE_S):
+            return changes  # another worker takes the steps
         now = self.clock()
         for name, mr in list(self.configs.items()):
             if not mr.auto.enabled or not mr.canary or name in self._rolled_back \
@@ -441,11 +476,13 @@ class RolloutManager:
         return changes
 
     async def run_auto(self, every_s: float = 1.0) -> None:
-        """``tick()`` and the staleness alarms every ``every_s`` seconds, until cancelled. A
-        failing round is logged and the next one runs: automatic mode must not stop silently."""
+        """``sync()`` (workers), ``tick()`` and the staleness alarms every ``every_s`` seconds,
+        until cancelled. A failing round is logged and the next one runs: automatic mode must
+        not stop silently."""
         while True:
             await asyncio.sleep(every_s)
             try:
+                self.sync()
                 self.tick()
                 for name in list(self.configs):
                     self.alarms(name)

@@ -48,6 +48,19 @@ CREATE TABLE IF NOT EXISTS decisions (
     text TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS decisions_by_model ON decisions (model, id);
+CREATE TABLE IF NOT EXISTS evidence (  -- under --num_workers: each worker's windows, for the others
+    worker TEXT NOT NULL,
+    model TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    updated REAL NOT NULL,
+    data TEXT NOT NULL,
+    PRIMARY KEY (worker, model, version)
+);
+CREATE TABLE IF NOT EXISTS leases (    -- under --num_workers: which worker takes the automatic steps
+    name TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,
+    until REAL NOT NULL
+);
 """
 
 
@@ -149,6 +162,38 @@ class RolloutStore:
     def log(self, name: str, unix_time: float, who: str, text: str) -> None:
         self._write("INSERT INTO decisions (model, unix_time, who, text) VALUES (?, ?, ?, ?)",
                     (name, unix_time, who, text))
+
+    # ---- shared by worker processes -------------------------------------------------------
+
+    def put_evidence(self, worker: str, rows: list[tuple[str, int, str]], now: float) -> None:
+        """``worker``'s evidence windows now, (model, version, JSON) each, replacing its last."""
+        try:
+            with self.transaction() as db:
+                db.execute("DELETE FROM evidence WHERE worker = ?", (worker,))
+                db.executemany("INSERT INTO evidence (worker, model, version, updated, data) VALUES (?, ?, ?, ?, ?)",
+                               [(worker, m, v, now, data) for m, v, data in rows])
+        except sqlite3.OperationalError as e:
+            raise ServingError(Code.UNAVAILABLE, f"The rollout state file {self.path} cannot be written: {e}") from None
+
+    def evidence_of(self, model: str, version: int, *, exclude: str, since: float) -> list[tuple[float, str]]:
+        """The other workers' windows of ``version`` published since ``since``: (when, JSON)."""
+        with self.lock:
+            return self._db.execute("SELECT updated, data FROM evidence WHERE model = ? AND version = ? AND "
+                                    "worker != ? AND updated >= ?", (model, version, exclude, since)).fetchall()
+
+    def take_lease(self, name: str, holder: str, now: float, ttl_s: float) -> bool:
+        """Hold the lease ``name`` for ``ttl_s`` more seconds if it is free, expired or already
+        ``holder``'s; True when ``holder`` holds it now. One statement: two workers cannot both win."""
+        try:
+            with self.lock:
+                self._db.execute("INSERT INTO leases (name, holder, until) VALUES (?, ?, ?) ON CONFLICT (name) DO "
+                                 "UPDATE SET holder = excluded.holder, until = excluded.until "
+                                 "WHERE leases.until < ? OR leases.holder = excluded.holder",
+                                 (name, holder, now + ttl_s, now))
+                row = self._db.execute("SELECT holder FROM leases WHERE name = ?", (name,)).fetchone()
+        except sqlite3.OperationalError:
+            return False  # locked: another worker is writing; try at the next round
+        return row is not None and row[0] == holder
 
     def decisions(self, name: str, limit: int = DECISIONS_KEPT) -> list[tuple[float, str, str]]:
         """The newest ``limit`` decisions of ``name``, oldest first: (unix time, who, text)."""

@@ -9,19 +9,11 @@ import subprocess
 import sys
 
 from tests.e2e.conftest import script
+from tests.helpers import table_rows as _rows
 
 
 def at(srv):
     return ["--target", f"127.0.0.1:{srv.port}"]
-
-
-def _rows(text: str) -> list[list[str]]:
-    """A rich table's body rows as cell lists (box-drawing characters dropped)."""
-    out = []
-    for line in text.splitlines():
-        if line.startswith("│"):
-            out.append([c.strip() for c in line.strip("│").split("│")])
-    return out
 
 
 def test_bench_shows_a_progress_bar_on_a_terminal(bundled):

@@ -77,13 +77,31 @@ def test_two_workers_share_the_ports_replace_a_crashed_one_and_drain(server_fact
     _answers(srv)
     # Whichever worker answers a scrape, it reports the totals of both.
     assert _counts(srv) == {(10, 10)}
-    # Rollouts come from the file that every worker reads; SetRollout would change one worker.
+    # The workers share the rollout state: a SetRollout through one worker reaches the other, and
+    # each worker's status counts the calls both answered (each call on a new connection).
     with Client(f"127.0.0.1:{srv.port}") as c:
         assert c.rollout("hp").config.stable == 1
-        with pytest.raises(VersoError) as e:
-            c.set_rollout("hp", stable=1, canary=1, canary_percent=10)
-        assert e.value.code == grpc.StatusCode.FAILED_PRECONDITION
-        assert "refused with --num_workers" in e.value.message
+        c.set_rollout("hp", stable=1, window=500)
+
+    def both_took_it_up() -> bool:
+        for _ in range(6):
+            with Client(f"127.0.0.1:{srv.port}") as c:
+                if c.rollout("hp").config.window != 500:
+                    return False
+        return True
+    wait_until(both_took_it_up, timeout=15, interval=0.5, what="the SetRollout on both workers")
+    for _ in range(10):
+        with Client(f"127.0.0.1:{srv.port}") as c:
+            c.predict("hp", [2.0])
+
+    def both_see_everything() -> bool:
+        for _ in range(6):
+            with Client(f"127.0.0.1:{srv.port}") as c:
+                st = c.rollout("hp")
+                if st.config.window != 500 or next(v.requests for v in st.versions if v.version == 1) != 10:
+                    return False
+        return True
+    wait_until(both_see_everything, timeout=15, interval=0.5, what="both workers' status")
     # The workers share one state file: feedback finds an answer whichever worker gave it (each
     # call on a new connection, so the kernel picks the worker). hp's output has no top-1, so a
     # found answer is INVALID_ARGUMENT; an answer not found would be NOT_FOUND.

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from tests.helpers import run_verso as verso
+from tests.helpers import table_rows as _rows
 from tests.server_proc import free_port
 
 
@@ -30,15 +31,6 @@ def one_line_error(result, code: int = 1) -> str:
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
     return lines[0]
-
-
-def _rows(text: str) -> list[list[str]]:
-    """A rich table's body rows as cell lists (box-drawing characters dropped)."""
-    out = []
-    for line in text.splitlines():
-        if line.startswith("│"):
-            out.append([c.strip() for c in line.strip("│").split("│")])
-    return out
 
 
 # ---- predict -----------------------------------------------------------------------------------

@@ -1248,17 +1248,46 @@ def test_removed_then_readded_with_other_window_uses_new_size():
     assert rm.evidence("m", 1).requests == 2
 
 
-def test_with_workers_set_rollout_is_refused_and_auto_steps_are_not_taken():
-    """--num_workers: the rollout file is the one source of rollouts, so workers never diverge."""
-    rm, clock = auto_rm(canary_percent=25, shadow_percent=40)
-    rm.workers = True
-    with pytest.raises(ServingError) as e:
-        rm.set(mr_of(canary_percent=50))
-    assert e.value.code == Code.FAILED_PRECONDITION and "refused with --num_workers" in e.value.message
-    assert rm.configs["m"].canary_percent == 25
-    bad_canary_evidence(rm)
-    assert rm.verdict("m").decision == "ROLLBACK"  # the verdict is still reported ...
-    clock.t = 30.0
-    assert rm.tick() == [] and rm.configs["m"].canary_percent == 25  # ... but not acted on
-    rm.apply({"m": mr_of(canary_percent=5)})  # the file still changes it
-    assert rm.configs["m"].canary_percent == 5
+def test_workers_share_rollouts_evidence_and_one_takes_the_automatic_steps(tmp_path):
+    """--num_workers: two managers (two worker processes) over one state file."""
+    from server.rollout.store import RolloutStore
+    path = str(tmp_path / "state.sqlite")
+    clock, wall = Clock(0.0), Clock(1000.0)
+    fm = FakeManager({"m": {1: FakeServable(), 2: FakeServable()}})
+
+    def worker(pid: int) -> RolloutManager:
+        rm = RolloutManager(fm, clock=clock, wall=wall, rand=Seq(0.5), workers=True, store=RolloutStore(path))
+        rm.worker_id = f"host:{pid}"  # two processes: two ids
+        return rm
+
+    a, b = worker(1), worker(2)
+    a.set(mr_of(canary_percent=10, gates=AUTO_GATES, auto=dict(enabled=True, interval_seconds=10)))
+    assert "m" not in b.configs
+    b.sync()  # takes up a's SetRollout
+    assert b.configs["m"].canary_percent == 10
+    # Evidence is summed: 5 calls and feedback rows of each version on each worker.
+    good_evidence(a)
+    good_evidence(b)
+    a.sync()
+    b.sync()
+    assert a.evidence("m", 2).requests == 10 and b.evidence("m", 1).feedback == 10
+    assert {v.version: v.requests for v in b.status("m").versions} == {1: 10, 2: 10}
+    # One worker takes the automatic steps; the other takes up its decision.
+    clock.t = 10.0
+    steps = a.tick() + b.tick()
+    assert len(steps) == 1 and steps[0][1].startswith("PROMOTE: canary v2 10 % -> 25 %")
+    a.sync()
+    b.sync()
+    assert a.configs["m"].canary_percent == b.configs["m"].canary_percent == 25.0
+    # A worker that stops renewing loses the lease when it expires; then another may step.
+    leader = a if a.store.take_lease("auto", "host:1", wall.t, 5) else b
+    other = b if leader is a else a
+    assert not other.store.take_lease("auto", other.worker_id, wall.t + 1, 5)
+    assert other.store.take_lease("auto", other.worker_id, wall.t + 10, 5)
+    # A removal made through one worker reaches the other.
+    a.apply({}, source="rollouts.config")  # m was set by a call: the file does not remove it
+    assert "m" in a.configs
+    a._file_entries["m"] = b"x"
+    a.apply({}, source="rollouts.config")
+    b.sync()
+    assert "m" not in b.configs
