@@ -141,6 +141,9 @@ def test_mutual_tls_refuses_clients_without_a_valid_certificate(repo, server_fac
                                          pki["client"].cert.encode())
     with Client(f"127.0.0.1:{srv.port}", credentials=creds) as c:
         assert c.predict("hp", [2.0]).tolist() == [2.0]
+        # The decision log names a mutual-TLS caller by its certificate's subject.
+        who = c.set_rollout("hp", stable=1).decisions[-1].who
+        assert who.startswith("gRPC ipv4:127.0.0.1:") and who.endswith("(CN=a client)"), who
     with Client(f"127.0.0.1:{srv.port}", max_attempts=1) as c:  # plain text against TLS
         with pytest.raises(VersoError) as e:
             c.predict("hp", [2.0])
@@ -149,6 +152,7 @@ def test_mutual_tls_refuses_clients_without_a_valid_certificate(repo, server_fac
     ctx.load_cert_chain(cert, key)
     with RestClient(f"https://127.0.0.1:{srv.rest_port}", verify=ctx) as c:
         assert c.predict("hp", [2.0]).tolist() == [2.0]
+        assert c.set_rollout("hp", stable=1).decisions[-1].who == "REST 127.0.0.1 (commonName=a client)"
     ca_file = tmp_path / "ca.pem"
     ca_file.write_text(pki["ca"].cert)
     tls = ["--tls-ca", str(ca_file), "--tls-cert", cert, "--tls-key", key, "--json"]

@@ -540,22 +540,28 @@ def test_feedback_uses_evidence_output():
     assert fb(rm2, rid, ["1", "2"]).correct == 0
 
 
-def test_feedback_hours_later_and_after_many_answers_then_expired():
+def test_feedback_a_minute_and_hours_later_and_after_many_answers_then_expired():
     wall = Clock(1000.0)
     rm = make_rm(None, mr_of(), wall=wall)
-    first = [rm.observe("m", 1, 0.01, "OK", CLASSES) for _ in range(50)]
-    assert len(set(first)) == 50 and all(len(rid) == 32 for rid in first)  # 128 random bits each
+    first = [rm.observe("m", 1, 0.01, "OK", CLASSES) for _ in range(1000)]
+    assert len(set(first)) == 1000 and all(len(rid) == 32 for rid in first)  # 128 random bits each
     for _ in range(12):  # more than the 10 000 answers the in-memory store used to keep
         for _ in range(1000):
             rm.observe("m", 1, 0.01, "OK", CLASSES)
         rm.log.flush()  # paced as traffic is: a burst beyond the queue's room would be dropped (counted)
+    later = [rm.observe("m", 1, 0.01, "OK", CLASSES) for _ in range(20)]
+    wall.t += 60  # a minute later: all 1 000 accepted
+
+    async def give(ids):
+        return await asyncio.gather(*(rm.feedback(rid, ["3"]) for rid in ids))
+    assert [r.correct for r in asyncio.run(give(first))] == [1] * 1000
     wall.t += 6 * 3600  # six hours later
-    assert all(fb(rm, rid, ["3"]).correct == 1 for rid in first[:25])
+    assert [r.correct for r in asyncio.run(give(later[:10]))] == [1] * 10
     wall.t += 7 * 86400  # past the retention (7 days)
     with pytest.raises(ServingError) as e:
-        fb(rm, first[25], ["3"])
+        fb(rm, later[10], ["3"])
     assert e.value.code == Code.NOT_FOUND
-    assert rm.log.dropped == 0
+    assert rm.log.dropped == 0 and rm.evidence("m", 1).feedback == 1000  # the window keeps the last 1 000 rows
 
 
 def test_the_log_is_pruned_by_age_and_count():
