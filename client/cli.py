@@ -600,8 +600,12 @@ def _rollout(args) -> None:
         status = c.rollout(args.model)
     if args.rollout_command == "verdict":
         if args.json:
-            _print_json({"model": args.model, "decision": status.verdict.decision,
-                         "reasons": list(status.verdict.reasons)})
+            v = status.verdict
+            _print_json({"model": args.model, "decision": v.decision, "final": v.final,
+                         "failed_analyses": v.failed_analyses, "reasons": list(v.reasons),
+                         "checks": [{"name": c.name, "result": c.result, "statistic": c.statistic, "low": c.low,
+                                     "high": c.high, "limit": c.limit, "canary_samples": c.canary_samples,
+                                     "stable_samples": c.stable_samples} for c in v.checks]})
             return
         print(status.verdict.decision)
         for reason in status.verdict.reasons:

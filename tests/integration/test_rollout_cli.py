@@ -63,6 +63,11 @@ def test_the_rollout_commands(server, tmp_path):
     assert (tmp_path / "rollout.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     r = _verso(server, "rollout", "verdict", "digits")
     assert r.returncode == 0 and r.stdout.splitlines()[0] == "PROMOTE", r.stdout  # v2 is the more accurate
+    doc = json.loads(_verso(server, "rollout", "verdict", "digits", "--json").stdout)
+    assert (doc["decision"], doc["final"], [c["name"] for c in doc["checks"]]) == (
+        "PROMOTE", False, ["errors", "latency", "accuracy"])
+    accuracy = doc["checks"][2]
+    assert accuracy["result"] == "PASS" and accuracy["high"] <= accuracy["limit"] and accuracy["canary_samples"] > 0
     r = _verso(server, "feedback", "no-such-id", "3")
     assert r.returncode == 1 and r.stderr == "verso: error: NOT_FOUND: Unknown or expired request id: no-such-id\n"
     r = _verso(server, "rollout", "status", "nope")
