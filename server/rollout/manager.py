@@ -36,6 +36,7 @@ log = logging.getLogger("verso.rollout")
 
 EVIDENCE_FRESH_S = 5.0   # another worker's published evidence older than this is left out
 AUTO_LEASE_S = 5.0       # the worker taking automatic steps renews this lease every round
+FEEDBACK_TRIES, FEEDBACK_RETRY_S = 4, 0.1  # workers: an answer another worker has not written yet
 
 
 def _text(x) -> str:
@@ -283,7 +284,17 @@ class RolloutManager:
         """Ground truth for an earlier answer (any age within the log's retention, answered by
         this or another worker): one label per row, compared with the answer's top-1 and
         counted in that version's accuracy. Each id takes feedback once (ALREADY_EXISTS after)."""
-        judged = await asyncio.wrap_future(self.log.feedback(request_id, [_text(x) for x in labels]))
+        labels = [_text(x) for x in labels]
+        for attempt in range(FEEDBACK_TRIES):
+            try:
+                judged = await asyncio.wrap_future(self.log.feedback(request_id, labels))
+                break
+            except ServingError as e:
+                # Under --num_workers the answer may come from another worker whose writer has
+                # not committed it yet (it writes every 50 ms): look again shortly.
+                if e.code != Code.NOT_FOUND or self.worker_id is None or attempt == FEEDBACK_TRIES - 1:
+                    raise
+                await asyncio.sleep(FEEDBACK_RETRY_S)
         if judged.model in self.configs:
             self.window(judged.model, judged.version).record_feedback(judged.correct)
         return rollout_pb2.FeedbackResponse(model=judged.model, version=judged.version, rows=len(judged.correct),
