@@ -574,7 +574,7 @@ def _show_status_log(status) -> None:
     console = _console()
     for d in status.decisions:
         when = datetime.datetime.fromtimestamp(d.unix_time, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
-        console.print(f"{when} UTC  {d.text}")
+        console.print(f"{when} UTC  {d.who or '-'}: {d.text}")
 
 
 def _rollout(args) -> None:

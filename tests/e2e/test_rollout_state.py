@@ -1,6 +1,7 @@
 """Rollout state across real process restarts (--rollout_state_file): an automatic ROLLBACK
-survives SIGTERM and a restart with the same, unchanged rollout config file; a store written
-to by a process killed with SIGKILL mid-write stays readable."""
+survives SIGTERM and a restart with the same, unchanged rollout config file, and so does an
+operator's promotion after it; a store written to by a process killed with SIGKILL mid-write
+stays readable."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ def test_a_rollback_survives_sigterm_and_a_restart(repo, tmp_path):
                         'max_error_rate_increase: 0.5 max_accuracy_drop: 0.5 } }\n')
     state = tmp_path / "state.sqlite"
     args = [f"--model_config_file={tmp_path / 'models.config'}", f"--rollout_config_file={rollouts}",
-            f"--rollout_state_file={state}"]
+            f"--rollout_state_file={state}", "--version_settle_seconds=0"]
     (tmp_path / "models.config").write_text(
         f'model_config_list {{ config {{ name: "m" base_path: "{repo.path("m")}" model_platform: "tensorflow" '
         'model_version_policy { all {} } } }\n')
@@ -55,8 +56,26 @@ def test_a_rollback_survives_sigterm_and_a_restart(repo, tmp_path):
             assert any(d.text.startswith("ROLLBACK: canary v2 50 % -> 0 %") and d.who == "automatic"
                        for d in st.decisions)
         assert {hp_answer(second, "m")[0] for _ in range(20)} == {1}
+        # An operator's promotion stands across a restart too, though the rollout config file
+        # (unchanged) still says stable 1: the newer decision wins (automatic promotions across
+        # a restart: tests/unit/test_rollout_store.py).
+        repo.put("m", 3, "hp1")
+        with Client(f"127.0.0.1:{second.port}") as c:
+            c.set_rollout("m", stable=3)  # v3 is checked on disk and loaded (pinned) first
+        assert {hp_answer(second, "m")[0] for _ in range(10)} == {3}
+        second.proc.send_signal(signal.SIGTERM)
+        assert second.wait_exit(60) == 0
     finally:
         second.stop()
+    third = ServerProcess(args)
+    third.start()
+    try:
+        with Client(f"127.0.0.1:{third.port}") as c:
+            st = c.rollout("m")
+            assert (st.config.stable, st.config.canary) == (3, 0) and not st.verdict.final
+        assert {hp_answer(third, "m")[0] for _ in range(10)} == {3}
+    finally:
+        third.stop()
 
 
 WRITER = """

@@ -68,6 +68,8 @@ def test_the_rollout_commands(server, tmp_path):
         "PROMOTE", False, ["errors", "latency", "accuracy"])
     accuracy = doc["checks"][2]
     assert accuracy["result"] == "PASS" and accuracy["high"] <= accuracy["limit"] and accuracy["canary_samples"] > 0
+    log = _verso(server, "rollout", "status", "digits").stdout
+    assert "gRPC ipv4:127.0.0.1:" in log and ": stable v1, canary v2 at 50 % (SetRollout)" in log  # who, what
     r = _verso(server, "feedback", "no-such-id", "3")
     assert r.returncode == 1 and r.stderr == "verso: error: NOT_FOUND: Unknown or expired request id: no-such-id\n"
     r = _verso(server, "rollout", "status", "nope")
