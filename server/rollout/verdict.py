@@ -104,15 +104,22 @@ def _interval(i: stats.Interval, unit: str = "points", scale: float = 100.0) -> 
     return f"{i.estimate * scale:+.2f} {unit} [{i.low * scale:+.2f}, {i.high * scale:+.2f}]"
 
 
+def _difference_check(name: str, what: str, worse: tuple[int, int], base: tuple[int, int], limit: float,
+                      limit_text: str, samples: tuple[int, int], detail: str, confidence: float) -> Check:
+    """A check on the difference of two proportions (``worse`` minus ``base``, each as
+    (successes, n)), higher being worse, against ``limit``."""
+    d = stats.proportion_difference(*worse, *base, confidence)
+    result = _judge(d.low, d.high, limit)
+    return Check(name, result, d.estimate, d.low, d.high, limit, *samples,
+                 f"{name} {result}: {what} {_interval(d)} vs at most {limit_text} ({detail})")
+
+
 def check_errors(stable: Evidence, canary: Evidence, gates: Gates) -> Check:
     """Canary error rate minus stable's, against ``max_error_rate_increase``."""
-    d = stats.proportion_difference(canary.error_count, canary.requests, stable.error_count, stable.requests,
-                                    gates.confidence)
-    result = _judge(d.low, d.high, gates.max_error_rate_increase)
-    return Check("errors", result, d.estimate, d.low, d.high, gates.max_error_rate_increase,
-                 canary.requests, stable.requests,
-                 f"errors {result}: canary - stable error rate {_interval(d)} vs at most "
-                 f"+{gates.max_error_rate_increase * 100:.2f} ({canary.requests} and {stable.requests} calls)")
+    return _difference_check("errors", "canary - stable error rate", (canary.error_count, canary.requests),
+                             (stable.error_count, stable.requests), gates.max_error_rate_increase,
+                             f"+{gates.max_error_rate_increase * 100:.2f}", (canary.requests, stable.requests),
+                             f"{canary.requests} and {stable.requests} calls", gates.confidence)
 
 
 def check_latency(stable: Evidence, canary: Evidence, gates: Gates) -> Check:
@@ -138,14 +145,11 @@ def check_quality(stable: Evidence, canary: Evidence, gates: Gates) -> Check:
     better, not worse."""
     need = gates.min_samples
     if canary.feedback >= max(need, 1) and stable.feedback >= max(need, 1):
-        d = stats.proportion_difference(stable.correct, stable.feedback, canary.correct, canary.feedback,
-                                        gates.confidence)
-        result = _judge(d.low, d.high, gates.max_accuracy_drop)
-        return Check("accuracy", result, d.estimate, d.low, d.high, gates.max_accuracy_drop,
-                     canary.feedback, stable.feedback,
-                     f"accuracy {result}: stable - canary accuracy {_interval(d)} vs at most "
-                     f"{gates.max_accuracy_drop * 100:.2f} (canary {_pct(canary.accuracy or 0)}, stable "
-                     f"{_pct(stable.accuracy or 0)}; {canary.feedback} and {stable.feedback} feedback rows)")
+        return _difference_check("accuracy", "stable - canary accuracy", (stable.correct, stable.feedback),
+                                 (canary.correct, canary.feedback), gates.max_accuracy_drop,
+                                 f"{gates.max_accuracy_drop * 100:.2f}", (canary.feedback, stable.feedback),
+                                 f"canary {_pct(canary.accuracy or 0)}, stable {_pct(stable.accuracy or 0)}; "
+                                 f"{canary.feedback} and {stable.feedback} feedback rows", gates.confidence)
     if canary.shadow_compared >= max(need, 1) and canary.compared_rows:
         a = stats.wilson(canary.agreeing_rows, canary.compared_rows, gates.confidence)
         # Higher is worse for _judge: the shortfall below full agreement against the allowed one.
