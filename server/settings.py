@@ -623,8 +623,21 @@ def server_config(settings: Settings, *, bundled_default: bool = False) -> Serve
     metrics_path = prometheus_path(settings)
     if bundled_default:
         settings, metrics_path = verso_serve_defaults(settings, metrics_path)
+    check_rollout_state_file(settings)
     return ServerConfig(settings, tuple(models), batching, metrics_path, rollouts, tls, session,
                         os.path.dirname(bundled) if bundled else None, platform, texts, admin_token(settings))
+
+
+def check_rollout_state_file(settings: Settings) -> None:
+    """Open ``--rollout_state_file`` once now, before TensorFlow is imported, so that a corrupt or
+    unusable file stops the start with one line (the server opens it again when it builds)."""
+    if not settings.rollout_state_file:
+        return
+    from server.rollout.store import RolloutStore, StoreError
+    try:
+        RolloutStore(settings.rollout_state_file).close()
+    except StoreError as e:
+        raise SettingsError(str(e)) from None
 
 
 def admin_token(settings: Settings) -> Optional[str]:

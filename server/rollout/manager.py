@@ -29,7 +29,7 @@ from server.rollout import routing
 from server.rollout.config import gates_of, validated
 from server.rollout.evidence import Evidence, Window, divergence, per_output
 from server.rollout.predlog import Answer, PredictionLog
-from server.rollout.store import DECISIONS_KEPT, MEMORY, RolloutStore, entry_bytes
+from server.rollout.store import DECISIONS_KEPT, MEMORY, RolloutStore, Saved, entry_bytes
 from server.rollout.verdict import HOLD, ROLLBACK, Verdict, decide, is_stale, next_percent
 
 log = logging.getLogger("verso.rollout")
@@ -37,10 +37,6 @@ log = logging.getLogger("verso.rollout")
 EVIDENCE_FRESH_S = 5.0   # another worker's published evidence older than this is left out
 AUTO_LEASE_S = 5.0       # the worker taking automatic steps renews this lease every round
 FEEDBACK_TRIES, FEEDBACK_RETRY_S = 4, 0.1  # workers: an answer another worker has not written yet
-
-
-def _text(x) -> str:
-    return x.decode("utf-8", "replace") if isinstance(x, bytes) else str(x)
 
 
 class RolloutManager:
@@ -64,7 +60,6 @@ class RolloutManager:
         self.manager = manager
         self.pins = pins
         self.store = store if store is not None else RolloutStore(MEMORY)
-        self.workers = workers
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}" if workers else None
         self.shadow_executor = shadow_executor
         self.version_age = version_age
@@ -87,16 +82,7 @@ class RolloutManager:
         """Take up the state the store kept (before ``apply`` of the config file at start-up):
         the rollouts as they stood, final ROLLBACKs, failed-analysis counts. Returns the models."""
         for name, saved in self.store.load().items():
-            self.configs[name] = saved.config
-            if saved.file_entry is not None:
-                self._file_entries[name] = saved.file_entry
-            if saved.final_rollback is not None:
-                self._rolled_back[name] = saved.final_rollback
-            if saved.failed_analyses:
-                self._failures[name] = saved.failed_analyses
-            self._last_auto[name] = self.clock()
-            if self.pins is not None:
-                self.pins.pin(name, _pinned(saved.config))
+            self._take_up(name, saved)
             log.info("Rollout of %s restored: stable v%d, canary %s%s", name, saved.config.stable,
                      f"v{saved.config.canary} at {saved.config.canary_percent:g} %" if saved.config.canary else "none",
                      "; final ROLLBACK stands" if saved.final_rollback else "")
@@ -284,7 +270,7 @@ class RolloutManager:
         """Ground truth for an earlier answer (any age within the log's retention, answered by
         this or another worker): one label per row, compared with the answer's top-1 and
         counted in that version's accuracy. Each id takes feedback once (ALREADY_EXISTS after)."""
-        labels = [_text(x) for x in labels]
+        labels = list(labels)
         for attempt in range(FEEDBACK_TRIES):
             try:
                 judged = await asyncio.wrap_future(self.log.feedback(request_id, labels))
@@ -331,16 +317,20 @@ class RolloutManager:
             if mine is not None and mine.window != sv.config.window:
                 for key in [k for k in self._windows if k[0] == name]:
                     del self._windows[key]
-            self.configs[name] = sv.config
-            self._rolled_back.pop(name, None)
-            if sv.final_rollback is not None:
-                self._rolled_back[name] = sv.final_rollback
-            self._failures[name] = sv.failed_analyses
-            if sv.file_entry is not None:
-                self._file_entries[name] = sv.file_entry
-            self._last_auto.setdefault(name, self.clock())
-            if self.pins is not None:
-                self.pins.pin(name, _pinned(sv.config))
+            self._take_up(name, sv)
+
+    def _take_up(self, name: str, saved: Saved) -> None:
+        """Make ``saved`` (the store's row) this process's state of the rollout of ``name``."""
+        self.configs[name] = saved.config
+        self._rolled_back.pop(name, None)
+        if saved.final_rollback is not None:
+            self._rolled_back[name] = saved.final_rollback
+        self._failures[name] = saved.failed_analyses
+        if saved.file_entry is not None:
+            self._file_entries[name] = saved.file_entry
+        self._last_auto.setdefault(name, self.clock())
+        if self.pins is not None:
+            self.pins.pin(name, _pinned(saved.config))
 
     def verdict(self, name: str, evidence: Optional[dict[int, Evidence]] = None) -> Verdict:
         """The rollout's verdict: a final ROLLBACK while one stands, else an analysis now (with

@@ -132,7 +132,7 @@ class PredictionLog:
         INVALID_ARGUMENT (no top-1 output, or a label count that differs from the answer's
         rows: the id is not used up)."""
         future: Future = Future()
-        self._send(_Feedback(request_id, [str(x) for x in labels], future))
+        self._send(_Feedback(request_id, [_text(x) for x in labels], future))
         return future
 
     def flush(self, timeout_s: float = 10.0) -> None:

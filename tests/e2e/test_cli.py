@@ -46,6 +46,19 @@ def test_a_bad_rollout_config_file_stops_the_start_in_one_line(tmp_path, text, m
     _assert_one_line_startup_error(["--model_base_path=/tmp/x", f"--rollout_config_file={path}"], message)
 
 
+def test_a_bad_admin_token_file_or_rollout_state_file_stops_the_start_in_one_line(tmp_path):
+    token = tmp_path / "admin.token"
+    token.write_text("\n")
+    _assert_one_line_startup_error(["--model_base_path=/tmp/x", f"--admin_token_file={token}"],
+                                   f"Failed to start server. Error: --admin_token_file {token} is empty")
+    _assert_one_line_startup_error(["--model_base_path=/tmp/x", f"--admin_token_file={tmp_path}/none"],
+                                   f"Cannot read --admin_token_file {tmp_path}/none")
+    state = tmp_path / "state.sqlite"
+    state.write_bytes(b"not a database " * 100)
+    _assert_one_line_startup_error(["--model_base_path=/tmp/x", f"--rollout_state_file={state}"],
+                                   f"Failed to start server. Error: --rollout_state_file {state} cannot be used: ")
+
+
 def _assert_one_line_startup_error(args, message):
     r = run(script("tensorflow_model_server"), *args)
     assert r.returncode == 255
