@@ -177,6 +177,7 @@ class Api:
     def predict(self, model: str, inputs, *, version: Optional[int] = None, label: Optional[str] = None,
                 signature: Optional[str] = None, output_filter=None, timeout: Optional[float] = None,
                 with_version: bool = False, as_dict: bool = False, routing_key: Optional[str] = None,
+                slice: Optional[str] = None,
                 details: bool = False):
         """Run a Predict signature.
 
@@ -189,12 +190,13 @@ class Api:
         return (REST: filtered here, the server computes every output).
         ``details=True`` returns a ``Prediction`` (outputs by alias, the answering version, the
         request id that ``feedback`` takes). ``routing_key``: Verso's rollout extension, so one
-        user always lands on the same side of a canary split.
+        user always lands on the same side of a canary split. ``slice``: the slice key (e.g. a
+        region or device class) the rollout's per-slice accuracy and bias gate count it under.
         """
         spec = make_spec(model, version, label, signature)
         return self._run(self._predict(spec, inputs, output_filter, self._deadline(timeout),
                                        "details" if details else ("version" if with_version else ""),
-                                       as_dict, routing_key))
+                                       as_dict, routing_key, slice))
 
     def classify(self, model: str, examples, *, context=None, version: Optional[int] = None,
                  label: Optional[str] = None, signature: Optional[str] = None,
@@ -252,15 +254,22 @@ class Api:
         return self._run(self._simple("set_rollout", codec.set_rollout_request, codec.set_rollout_result, message,
                                          self._deadline(timeout)))
 
-    def feedback(self, request_id: str, labels, *, timeout: Optional[float] = None):
+    def feedback(self, request_id: str, labels=(), *, targets=(), timeout: Optional[float] = None):
         """Ground truth for an earlier answer (its ``Prediction.request_id``): one label per
-        row. Returns a ``verso.rollout.FeedbackResponse`` (model, version, rows, correct)."""
+        row (classifiers) and/or one numeric target per row (regressors). Returns a
+        ``verso.rollout.FeedbackResponse`` (model, version, rows, correct)."""
         if isinstance(labels, (str, bytes)) or not hasattr(labels, "__iter__"):
             labels = [labels]
         texts = [x.decode("utf-8", "replace") if isinstance(x, bytes) else str(x) for x in np.asarray(labels).tolist()]
+        if not hasattr(targets, "__iter__"):
+            targets = [targets]
+        try:
+            numbers = [float(t) for t in np.asarray(targets, dtype=np.float64).ravel().tolist()]
+        except (TypeError, ValueError):
+            raise VersoError.invalid(f"feedback targets must be numbers: {targets!r}") from None
         codec = self._codec
         return self._run(self._simple("feedback", codec.feedback_request, codec.feedback_result,
-                                         (str(request_id), texts), self._deadline(timeout)))
+                                         (str(request_id), texts, numbers), self._deadline(timeout)))
 
     def reload(self, config, *, timeout: Optional[float] = None) -> None:
         """HandleReloadConfigRequest with the full desired ``ModelServerConfig`` (a proto, a
@@ -310,7 +319,7 @@ class Api:
         return decode(raw)
 
     def _predict(self, spec: Spec, inputs, output_filter, timeout: float, shape: str, as_dict: bool,
-                 routing_key: Optional[str]):
+                 routing_key: Optional[str], slice: Optional[str] = None):
         single = not isinstance(inputs, Mapping)
         sig: Optional[Signature] = None
         if single or self._codec.needs_signature or not all(isinstance(v, np.ndarray) for v in inputs.values()):
@@ -319,7 +328,7 @@ class Api:
         wanted = None if output_filter is None else (
             [output_filter] if isinstance(output_filter, str) else [str(o) for o in output_filter])
         try:
-            request = self._codec.predict_request(spec, arrays, wanted, routing_key)
+            request = self._codec.predict_request(spec, arrays, wanted, routing_key, slice)
         except tensor_codec.TensorCodecError as e:
             raise VersoError.invalid(str(e)) from None
         try:

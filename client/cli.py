@@ -35,6 +35,13 @@ ROLLOUT_GATES = (
                           "pass only when within it, with this confidence [0.95]"),
     ("failure_threshold", int, "consecutive failed analyses before ROLLBACK (one is HOLD) [3]"),
     ("warmup_calls", int, "first calls of each version left out of its latency (negative: none) [20]"),
+    ("max_loss_increase", float, "feedback: canary mean loss (log-loss; regressors: squared error) at most "
+                                 "this above stable's [0: no loss gate]"),
+    ("max_class_drop", float, "bias: no class's recall or slice's accuracy at most this below stable's, e.g. "
+                              "0.05 for 5 points [0: no bias gate]"),
+    ("min_class_samples", int, "bias: feedback rows a class or slice needs in each version to be judged [30]"),
+    ("max_cost_ratio", float, "cost: canary CPU seconds per prediction at most this times stable's "
+                              "[0: no cost gate]"),
 )
 
 
@@ -58,6 +65,12 @@ def _add_rollout_parser(sub, conn: argparse.ArgumentParser) -> None:
     rs.add_argument("--evidence-output", default="", help="the output compared for divergence and top-1 "
                                                           "(default: the signature's first)")
     rs.add_argument("--window", type=int, default=0, help="calls per version kept as evidence (1000)")
+    rs.add_argument("--scores-output", default="", help="the output holding class scores for log-loss and Brier "
+                                                        "score (default: detected, a float [batch, classes] output)")
+    rs.add_argument("--cost-per-cpu-hour", type=float, default=0.0, help="price of a CPU hour: money per 1000 "
+                                                                         "predictions in status")
+    rs.add_argument("--cost-per-gib-hour", type=float, default=0.0, help="price of a GiB-hour of resident memory")
+    rs.add_argument("--currency", default="", help="currency label of the prices (USD)")
     rs.add_argument("--max-age", type=float, default=0.0, help="staleness alarm age in seconds (0: off)")
     rs.add_argument("--auto", action="store_true", help="let the verdict move the canary share stepwise")
     rs.add_argument("--steps", default="", help="comma-separated canary percents of the automatic steps "
@@ -590,9 +603,15 @@ def _rollout(args) -> None:
             for field, value in (("max_age_seconds", args.max_age), ("window", args.window),
                                  ("shadow_max_in_flight", args.shadow_max_in_flight),
                                  ("evidence_output", args.evidence_output),
+                                 ("scores_output", args.scores_output),
                                  ("labels", [x.strip() for x in args.labels.split(",") if x.strip()])):
                 if value:
                     fields[field] = value
+            prices = {k: v for k, v in (("cost_per_cpu_hour", args.cost_per_cpu_hour),
+                                        ("cost_per_gib_hour", args.cost_per_gib_hour),
+                                        ("currency", args.currency)) if v}
+            if prices:
+                fields["prices"] = prices
             status = c.set_rollout(args.model, stable=args.stable, canary=args.canary, canary_percent=args.percent,
                                    shadow_percent=args.shadow, **fields)
             _show_compare(status, args.json)

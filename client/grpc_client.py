@@ -133,14 +133,15 @@ class GrpcCodec:
     retries_here = False     # the channel's retry policy does it
 
     @staticmethod
-    def predict_request(spec: Spec, arrays: dict, output_filter, routing_key: Optional[str] = None) -> PredictCall:
+    def predict_request(spec: Spec, arrays: dict, output_filter, routing_key: Optional[str] = None,
+                        slice: Optional[str] = None) -> PredictCall:
         request = predict_pb2.PredictRequest(model_spec=_model_spec(spec))
         for alias, arr in arrays.items():
             # Raw bytes for numbers (one memcpy); strings always go to string_val.
             tensor_codec.fill_proto(request.inputs[alias], arr, tensor_content=True)
         if output_filter:
             request.output_filter.extend(output_filter)
-        return PredictCall(request, ((ROUTING_KEY, routing_key),) if routing_key else ())
+        return PredictCall(request, tuple((k, v) for k, v in ((ROUTING_KEY, routing_key), (SLICE, slice)) if v))
 
     @staticmethod
     def predict_result(raw, signature) -> tuple[dict, Optional[int], Optional[str]]:
@@ -204,8 +205,8 @@ class GrpcCodec:
 
     @staticmethod
     def feedback_request(arg):
-        request_id, labels = arg
-        return rollout_pb2.FeedbackRequest(request_id=request_id, labels=labels)
+        request_id, labels, targets = arg
+        return rollout_pb2.FeedbackRequest(request_id=request_id, labels=labels, targets=targets)
 
     rollout_result = set_rollout_result = feedback_result = staticmethod(lambda response: response)
 
@@ -225,7 +226,7 @@ _METHODS = {  # call name -> (stub, gRPC method)
     "reload": (1, "HandleReloadConfigRequest"),
     "rollout": (2, "GetRollout"), "set_rollout": (2, "SetRollout"), "feedback": (2, "Feedback"),
 }
-ROUTING_KEY, REQUEST_ID = "verso-routing-key", "verso-request-id"
+ROUTING_KEY, REQUEST_ID, SLICE = "verso-routing-key", "verso-request-id", "verso-slice"
 
 
 class PredictCall(NamedTuple):

@@ -34,7 +34,7 @@ from protos import rest_json
 from protos.errors import ServingError
 
 VERSION_HEADER = rest_json.VERSION_HEADER
-ROUTING_KEY_HEADER, REQUEST_ID_HEADER = "Verso-Routing-Key", "Verso-Request-Id"
+ROUTING_KEY_HEADER, REQUEST_ID_HEADER, SLICE_HEADER = "Verso-Routing-Key", "Verso-Request-Id", "Verso-Slice"
 _JSON = {"Content-Type": "application/json"}
 
 
@@ -93,12 +93,14 @@ class RestCodec:
     retries_here = True      # HTTP has no retry policy of its own
 
     @staticmethod
-    def predict_request(spec: Spec, arrays: dict, output_filter, routing_key: Optional[str] = None):
+    def predict_request(spec: Spec, arrays: dict, output_filter, routing_key: Optional[str] = None,
+                        slice: Optional[str] = None):
         try:
             body = rest_json.encode_predict_request(arrays, spec.signature)
         except ServingError as e:
             raise from_serving_error(e) from None
-        return "POST", _path(spec, ":predict"), body, ({ROUTING_KEY_HEADER: routing_key} if routing_key else None)
+        headers = {k: v for k, v in ((ROUTING_KEY_HEADER, routing_key), (SLICE_HEADER, slice)) if v}
+        return "POST", _path(spec, ":predict"), body, headers or None
 
     @staticmethod
     def predict_result(reply: Reply, signature) -> tuple[dict, Optional[int], Optional[str]]:
@@ -178,8 +180,11 @@ class RestCodec:
 
     @staticmethod
     def feedback_request(arg):
-        request_id, labels = arg
-        return "POST", "/v1/feedback", _body({"request_id": request_id, "labels": labels})
+        request_id, labels, targets = arg
+        body = {"request_id": request_id, "labels": labels}
+        if targets:
+            body["targets"] = targets
+        return "POST", "/v1/feedback", _body(body)
 
     @staticmethod
     def feedback_result(reply: Reply):

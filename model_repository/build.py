@@ -34,8 +34,15 @@ What it builds (all paths relative to this file's directory, ``model_repository/
   (``model_platform: "onnx"``; needs onnxruntime, the ``onnx`` extra, to serve and the
   ``onnx`` package to build).
 
+* ``digits/1/assets.extra`` and ``digits/2/assets.extra``: provenance and drift reference
+  (README "Provenance and reference samples"): ``verso_model.json`` (fixed ``trained_at`` and
+  ``data_until`` dates, so a rebuild is reproducible, and the held-out accuracy measured on
+  the saved version) and ``reference.npz`` (``images``: a fixed sample of 1000 rows of the
+  training split, float32 [1000, 64], pixels 0..16).
+
 It also writes ``ACCURACY.md`` (held-out test accuracy of each digits version),
-``digits_holdout.npz`` (those held-out images and labels, for the rollout demo) and
+``digits_holdout.npz`` (those held-out images and labels, for the rollout demo),
+``digits_inverted.npz`` (the same rows with inverted pixels, ``16 - x``: a drift demo) and
 ``samples/digit_N.png`` (the first held-out image of each digit, as the PNG hook expects).
 ``models.config`` and ``README.md`` next to this file are maintained by hand.
 
@@ -44,7 +51,10 @@ verified by loading it back, and only then renamed into place, replacing the old
 
 Usage (needs the ``dev`` extra: scikit-learn, onnx)::
 
-    python model_repository/build.py
+    python model_repository/build.py                # everything (retrains)
+    python model_repository/build.py --assets-only  # only the digits assets.extra files and
+                                                    # digits_inverted.npz, for the versions
+                                                    # already there (no retraining)
 """
 
 from __future__ import annotations
@@ -53,9 +63,13 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import argparse
 import hashlib
+import io
+import json
 import random
 import shutil
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -281,15 +295,19 @@ def write_holdout(x_test: np.ndarray, y_test: np.ndarray) -> Path:
     return path
 
 
-def build_digits() -> list[dict]:
+def digits_split():
+    """``x_train, x_test, y_train, y_test``: the fixed stratified split every digits file uses."""
     digits = load_digits()
     x = digits.data.astype(np.float32)  # raw pixel values 0..16
     y = digits.target
-    x_train, x_test, y_train, y_test = train_test_split(
-        x, y, test_size=0.3, random_state=SEED, stratify=y
-    )
+    return train_test_split(x, y, test_size=0.3, random_state=SEED, stratify=y)
+
+
+def build_digits() -> list[dict]:
+    x_train, x_test, y_train, y_test = digits_split()
     x_train_scaled = x_train / PIXEL_MAX
     write_holdout(x_test, y_test)
+    write_inverted(x_test, y_test)
 
     n_small = 60
     specs = {
@@ -322,7 +340,7 @@ def build_digits() -> list[dict]:
         sk_proba = clf.predict_proba(x_test / PIXEL_MAX)
         accuracy = float(np.mean(sk_pred == y_test))
 
-        def save(path: Path, clf=clf) -> None:
+        def save(path: Path, clf=clf, version=version, accuracy=accuracy) -> None:
             module = DigitsClassifier(sklearn_layers(clf))
             tf.saved_model.save(
                 module,
@@ -330,8 +348,10 @@ def build_digits() -> list[dict]:
                 signatures={"serving_default": module.predict, "classify": module.classify},
             )
             set_method_name(path, "classify", CLASSIFY_METHOD_NAME)
+            write_digits_assets(path, version, x_train, accuracy, len(x_test))
 
-        def verify(path: Path, sk_pred=sk_pred, sk_proba=sk_proba) -> None:
+        def verify(path: Path, sk_pred=sk_pred, sk_proba=sk_proba, version=version) -> None:
+            verify_digits_assets(path, version)
             sigs = read_signature_defs(path)
             assert set(sigs) == {"serving_default", "classify"}, set(sigs)
             assert sigs["classify"].method_name == CLASSIFY_METHOD_NAME
@@ -382,6 +402,135 @@ def write_accuracy(results: list[dict]) -> None:
     (ROOT / "ACCURACY.md").write_text("\n".join(lines) + "\n")
 
 
+# ------------------------------------------------------- digits provenance and drift assets
+
+# Fixed dates (not the build's clock), so rebuilding writes the same bytes.
+DIGITS_PROVENANCE = {
+    1: dict(
+        trained_at="2026-11-01T00:00:00Z",
+        data_until="2026-10-28T00:00:00Z",
+        training_samples=60,
+        description="LogisticRegression (multinomial, C=1.0) on the first 60 images of the "
+                    "training split of sklearn's load_digits (deliberately weak).",
+    ),
+    2: dict(
+        trained_at="2026-11-20T00:00:00Z",
+        data_until="2026-11-17T00:00:00Z",
+        training_samples=1257,
+        description="MLPClassifier (64-32-10, ReLU) on the full training split (1257 images) "
+                    "of sklearn's load_digits.",
+    ),
+}
+REFERENCE_ROWS = 1000
+INFO_FILE = "verso_model.json"
+REFERENCE_FILE = "reference.npz"
+
+
+def npz_bytes(**arrays: np.ndarray) -> bytes:
+    """An ``.npz`` (deflated, readable by ``np.load``) with fixed zip timestamps:
+    ``np.savez_compressed`` stamps each member with the current time, so the same arrays
+    would give different bytes (and a git diff) on every build."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for name, array in arrays.items():
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            member = io.BytesIO()
+            np.lib.format.write_array(member, np.asarray(array), allow_pickle=False)
+            zf.writestr(info, member.getvalue())
+    return buf.getvalue()
+
+
+def write_file_atomic(path: Path, data: bytes) -> None:
+    """Write beside, then rename over ``path``: a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.tmp"
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def reference_sample(x_train: np.ndarray) -> np.ndarray:
+    """A fixed sample of ``REFERENCE_ROWS`` training rows (in split order), float32 [n, 64].
+
+    Both versions get this sample of the whole training split. Version 1 was fitted on only
+    its first 60 rows, but those are a stratified random draw from the same split, so they
+    come from the same input distribution; 60 rows are too few to describe it per pixel
+    (the drift check bins each feature at the reference's deciles and runs a KS test against
+    it), so the larger sample of that distribution is the better reference for both."""
+    n = min(REFERENCE_ROWS, len(x_train))
+    rows = np.sort(np.random.default_rng(SEED).choice(len(x_train), size=n, replace=False))
+    return np.asarray(x_train[rows], np.float32)
+
+
+def holdout_accuracy(version_dir: Path, x_test: np.ndarray, y_test: np.ndarray) -> float:
+    """Held-out accuracy of the SavedModel at ``version_dir`` (``serving_default``)."""
+    loaded = tf.saved_model.load(str(version_dir))
+    pred = loaded.signatures["serving_default"](images=tf.constant(x_test))["classes"].numpy()
+    return float(np.mean(pred == y_test))
+
+
+def write_digits_assets(version_dir: Path, version: int, x_train: np.ndarray,
+                        accuracy: float, n_test: int) -> dict:
+    """Write ``assets.extra/verso_model.json`` and ``assets.extra/reference.npz`` into the
+    digits version at ``version_dir`` (each file written beside and renamed).
+
+    ``accuracy`` is the version's held-out accuracy: the full build passes scikit-learn's
+    (its ``verify`` checks the SavedModel's answers equal them; loading the model here would
+    shift the traced functions' numbering and so change the next version's saved_model.pb),
+    ``--assets-only`` measures the SavedModel already there (``holdout_accuracy``)."""
+    prov = DIGITS_PROVENANCE[version]
+    info = {
+        "trained_at": prov["trained_at"],
+        "data_until": prov["data_until"],
+        "metrics": {
+            "holdout_accuracy": round(float(accuracy), 4),
+            "holdout_samples": int(n_test),
+            "training_samples": prov["training_samples"],
+        },
+        "description": prov["description"],
+    }
+    extra = version_dir / "assets.extra"
+    write_file_atomic(extra / INFO_FILE, (json.dumps(info, indent=2) + "\n").encode())
+    write_file_atomic(extra / REFERENCE_FILE, npz_bytes(images=reference_sample(x_train)))
+    return info
+
+
+def verify_digits_assets(version_dir: Path, version: int) -> None:
+    info = json.loads((version_dir / "assets.extra" / INFO_FILE).read_text())
+    assert info["trained_at"] == DIGITS_PROVENANCE[version]["trained_at"], info
+    assert all(isinstance(v, (int, float)) for v in info["metrics"].values()), info
+    with np.load(version_dir / "assets.extra" / REFERENCE_FILE) as ref:
+        assert set(ref.files) == {"images"}, ref.files
+        images = ref["images"]
+    assert images.dtype == np.float32 and images.ndim == 2 and images.shape[1] == NUM_PIXELS, images.shape
+    assert 0 <= images.min() and images.max() <= PIXEL_MAX
+
+
+def write_inverted(x_test: np.ndarray, y_test: np.ndarray) -> Path:
+    """``digits_inverted.npz``: the held-out rows with inverted pixels (``16 - x``; float32
+    [n, 64]) and their labels: the same digits, drawn light on dark, so the inputs drift far
+    from every version's reference sample (README "Provenance and reference samples")."""
+    path = ROOT / "digits_inverted.npz"
+    write_file_atomic(path, npz_bytes(images=(PIXEL_MAX - x_test).astype(np.float32),
+                                      labels=y_test.astype(np.int64)))
+    return path
+
+
+def build_digits_assets() -> None:
+    """``--assets-only``: the digits versions' assets.extra files and digits_inverted.npz,
+    for the versions already built (nothing is retrained)."""
+    x_train, x_test, _, y_test = digits_split()
+    for version in sorted(DIGITS_PROVENANCE):
+        version_dir = ROOT / "digits" / str(version)
+        accuracy = holdout_accuracy(version_dir, x_test, y_test)
+        info = write_digits_assets(version_dir, version, x_train, accuracy, len(y_test))
+        verify_digits_assets(version_dir, version)
+        print(f"digits/{version}/assets.extra: {INFO_FILE} (trained_at {info['trained_at']}, "
+              f"holdout_accuracy {info['metrics']['holdout_accuracy']}), {REFERENCE_FILE}")
+    path = write_inverted(x_test, y_test)
+    print("wrote", path.relative_to(ROOT.parent))
+
+
 # ----------------------------------------------------------------------------- hooks, ONNX
 
 DIGITS_PNG_HOOKS = '''"""Verso hooks: the digits model takes 8x8 grayscale PNG images (one per row) instead of
@@ -425,7 +574,9 @@ def build_digits_png() -> None:
         (samples / f"digit_{digit}.png").write_bytes(digits_png(holdout["images"][first]))
 
     def save(path: Path) -> None:
-        shutil.copytree(ROOT / "digits" / "2", path)
+        # Not digits/2's assets.extra: its reference sample is keyed by `images`, which the
+        # hooked signature does not take (clients send `image`, PNG bytes).
+        shutil.copytree(ROOT / "digits" / "2", path, ignore=shutil.ignore_patterns("assets.extra"))
         (path / "assets.extra").mkdir()
         (path / "assets.extra" / "verso_hooks.py").write_text(DIGITS_PNG_HOOKS)
 
@@ -468,6 +619,14 @@ def build_half_plus_two_onnx() -> None:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description="Rebuild the bundled demo models.")
+    parser.add_argument("--assets-only", action="store_true",
+                        help="only write digits/{1,2}/assets.extra (verso_model.json, reference.npz) "
+                             "and digits_inverted.npz for the existing versions; no retraining")
+    args = parser.parse_args()
+    if args.assets_only:
+        build_digits_assets()
+        return
     set_seeds()
     build_half_plus_two()
     results = build_digits()

@@ -13,7 +13,7 @@ class RolloutConfig(_message.Message):
     def __init__(self, models: _Optional[_Iterable[_Union[ModelRollout, _Mapping]]] = ...) -> None: ...
 
 class ModelRollout(_message.Message):
-    __slots__ = ("model", "stable", "canary", "canary_percent", "labels", "shadow_percent", "shadow_max_in_flight", "evidence_output", "max_age_seconds", "gates", "auto", "window")
+    __slots__ = ("model", "stable", "canary", "canary_percent", "labels", "shadow_percent", "shadow_max_in_flight", "evidence_output", "max_age_seconds", "gates", "auto", "window", "scores_output", "prices")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     STABLE_FIELD_NUMBER: _ClassVar[int]
     CANARY_FIELD_NUMBER: _ClassVar[int]
@@ -26,6 +26,8 @@ class ModelRollout(_message.Message):
     GATES_FIELD_NUMBER: _ClassVar[int]
     AUTO_FIELD_NUMBER: _ClassVar[int]
     WINDOW_FIELD_NUMBER: _ClassVar[int]
+    SCORES_OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    PRICES_FIELD_NUMBER: _ClassVar[int]
     model: str
     stable: int
     canary: int
@@ -38,10 +40,22 @@ class ModelRollout(_message.Message):
     gates: Gates
     auto: Auto
     window: int
-    def __init__(self, model: _Optional[str] = ..., stable: _Optional[int] = ..., canary: _Optional[int] = ..., canary_percent: _Optional[float] = ..., labels: _Optional[_Iterable[str]] = ..., shadow_percent: _Optional[float] = ..., shadow_max_in_flight: _Optional[int] = ..., evidence_output: _Optional[str] = ..., max_age_seconds: _Optional[float] = ..., gates: _Optional[_Union[Gates, _Mapping]] = ..., auto: _Optional[_Union[Auto, _Mapping]] = ..., window: _Optional[int] = ...) -> None: ...
+    scores_output: str
+    prices: Prices
+    def __init__(self, model: _Optional[str] = ..., stable: _Optional[int] = ..., canary: _Optional[int] = ..., canary_percent: _Optional[float] = ..., labels: _Optional[_Iterable[str]] = ..., shadow_percent: _Optional[float] = ..., shadow_max_in_flight: _Optional[int] = ..., evidence_output: _Optional[str] = ..., max_age_seconds: _Optional[float] = ..., gates: _Optional[_Union[Gates, _Mapping]] = ..., auto: _Optional[_Union[Auto, _Mapping]] = ..., window: _Optional[int] = ..., scores_output: _Optional[str] = ..., prices: _Optional[_Union[Prices, _Mapping]] = ...) -> None: ...
+
+class Prices(_message.Message):
+    __slots__ = ("cost_per_cpu_hour", "cost_per_gib_hour", "currency")
+    COST_PER_CPU_HOUR_FIELD_NUMBER: _ClassVar[int]
+    COST_PER_GIB_HOUR_FIELD_NUMBER: _ClassVar[int]
+    CURRENCY_FIELD_NUMBER: _ClassVar[int]
+    cost_per_cpu_hour: float
+    cost_per_gib_hour: float
+    currency: str
+    def __init__(self, cost_per_cpu_hour: _Optional[float] = ..., cost_per_gib_hour: _Optional[float] = ..., currency: _Optional[str] = ...) -> None: ...
 
 class Gates(_message.Message):
-    __slots__ = ("max_error_rate_increase", "max_p99_ratio", "min_top1_agreement", "max_accuracy_drop", "min_samples", "confidence", "failure_threshold", "warmup_calls")
+    __slots__ = ("max_error_rate_increase", "max_p99_ratio", "min_top1_agreement", "max_accuracy_drop", "min_samples", "confidence", "failure_threshold", "warmup_calls", "max_loss_increase", "max_class_drop", "min_class_samples", "max_cost_ratio")
     MAX_ERROR_RATE_INCREASE_FIELD_NUMBER: _ClassVar[int]
     MAX_P99_RATIO_FIELD_NUMBER: _ClassVar[int]
     MIN_TOP1_AGREEMENT_FIELD_NUMBER: _ClassVar[int]
@@ -50,6 +64,10 @@ class Gates(_message.Message):
     CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
     FAILURE_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     WARMUP_CALLS_FIELD_NUMBER: _ClassVar[int]
+    MAX_LOSS_INCREASE_FIELD_NUMBER: _ClassVar[int]
+    MAX_CLASS_DROP_FIELD_NUMBER: _ClassVar[int]
+    MIN_CLASS_SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    MAX_COST_RATIO_FIELD_NUMBER: _ClassVar[int]
     max_error_rate_increase: float
     max_p99_ratio: float
     min_top1_agreement: float
@@ -58,7 +76,11 @@ class Gates(_message.Message):
     confidence: float
     failure_threshold: int
     warmup_calls: int
-    def __init__(self, max_error_rate_increase: _Optional[float] = ..., max_p99_ratio: _Optional[float] = ..., min_top1_agreement: _Optional[float] = ..., max_accuracy_drop: _Optional[float] = ..., min_samples: _Optional[int] = ..., confidence: _Optional[float] = ..., failure_threshold: _Optional[int] = ..., warmup_calls: _Optional[int] = ...) -> None: ...
+    max_loss_increase: float
+    max_class_drop: float
+    min_class_samples: int
+    max_cost_ratio: float
+    def __init__(self, max_error_rate_increase: _Optional[float] = ..., max_p99_ratio: _Optional[float] = ..., min_top1_agreement: _Optional[float] = ..., max_accuracy_drop: _Optional[float] = ..., min_samples: _Optional[int] = ..., confidence: _Optional[float] = ..., failure_threshold: _Optional[int] = ..., warmup_calls: _Optional[int] = ..., max_loss_increase: _Optional[float] = ..., max_class_drop: _Optional[float] = ..., min_class_samples: _Optional[int] = ..., max_cost_ratio: _Optional[float] = ...) -> None: ...
 
 class Auto(_message.Message):
     __slots__ = ("enabled", "steps", "interval_seconds")
@@ -77,7 +99,7 @@ class RolloutRequest(_message.Message):
     def __init__(self, model: _Optional[str] = ...) -> None: ...
 
 class VersionEvidence(_message.Message):
-    __slots__ = ("version", "role", "traffic_percent", "requests", "errors", "error_rate", "p50_ms", "p99_ms", "requests_per_second", "shadow_compared", "max_abs_diff", "top1_agreement", "feedback", "accuracy", "age_seconds", "stale", "shadow_dropped", "latency_deciles_ms", "outputs", "accuracy_history", "available")
+    __slots__ = ("version", "role", "traffic_percent", "requests", "errors", "error_rate", "p50_ms", "p99_ms", "requests_per_second", "shadow_compared", "max_abs_diff", "top1_agreement", "feedback", "accuracy", "age_seconds", "stale", "shadow_dropped", "latency_deciles_ms", "outputs", "accuracy_history", "available", "loss", "classes", "slices", "confusion", "cost", "drift", "info")
     class ErrorsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -113,6 +135,13 @@ class VersionEvidence(_message.Message):
     OUTPUTS_FIELD_NUMBER: _ClassVar[int]
     ACCURACY_HISTORY_FIELD_NUMBER: _ClassVar[int]
     AVAILABLE_FIELD_NUMBER: _ClassVar[int]
+    LOSS_FIELD_NUMBER: _ClassVar[int]
+    CLASSES_FIELD_NUMBER: _ClassVar[int]
+    SLICES_FIELD_NUMBER: _ClassVar[int]
+    CONFUSION_FIELD_NUMBER: _ClassVar[int]
+    COST_FIELD_NUMBER: _ClassVar[int]
+    DRIFT_FIELD_NUMBER: _ClassVar[int]
+    INFO_FIELD_NUMBER: _ClassVar[int]
     version: int
     role: str
     traffic_percent: float
@@ -134,7 +163,133 @@ class VersionEvidence(_message.Message):
     outputs: _containers.MessageMap[str, OutputDivergence]
     accuracy_history: _containers.RepeatedCompositeFieldContainer[AccuracyPoint]
     available: bool
-    def __init__(self, version: _Optional[int] = ..., role: _Optional[str] = ..., traffic_percent: _Optional[float] = ..., requests: _Optional[int] = ..., errors: _Optional[_Mapping[str, int]] = ..., error_rate: _Optional[float] = ..., p50_ms: _Optional[float] = ..., p99_ms: _Optional[float] = ..., requests_per_second: _Optional[float] = ..., shadow_compared: _Optional[int] = ..., max_abs_diff: _Optional[float] = ..., top1_agreement: _Optional[float] = ..., feedback: _Optional[int] = ..., accuracy: _Optional[float] = ..., age_seconds: _Optional[float] = ..., stale: _Optional[bool] = ..., shadow_dropped: _Optional[int] = ..., latency_deciles_ms: _Optional[_Iterable[float]] = ..., outputs: _Optional[_Mapping[str, OutputDivergence]] = ..., accuracy_history: _Optional[_Iterable[_Union[AccuracyPoint, _Mapping]]] = ..., available: _Optional[bool] = ...) -> None: ...
+    loss: Loss
+    classes: _containers.RepeatedCompositeFieldContainer[ClassStats]
+    slices: _containers.RepeatedCompositeFieldContainer[SliceStats]
+    confusion: _containers.RepeatedCompositeFieldContainer[ConfusionCell]
+    cost: Cost
+    drift: Drift
+    info: VersionInfo
+    def __init__(self, version: _Optional[int] = ..., role: _Optional[str] = ..., traffic_percent: _Optional[float] = ..., requests: _Optional[int] = ..., errors: _Optional[_Mapping[str, int]] = ..., error_rate: _Optional[float] = ..., p50_ms: _Optional[float] = ..., p99_ms: _Optional[float] = ..., requests_per_second: _Optional[float] = ..., shadow_compared: _Optional[int] = ..., max_abs_diff: _Optional[float] = ..., top1_agreement: _Optional[float] = ..., feedback: _Optional[int] = ..., accuracy: _Optional[float] = ..., age_seconds: _Optional[float] = ..., stale: _Optional[bool] = ..., shadow_dropped: _Optional[int] = ..., latency_deciles_ms: _Optional[_Iterable[float]] = ..., outputs: _Optional[_Mapping[str, OutputDivergence]] = ..., accuracy_history: _Optional[_Iterable[_Union[AccuracyPoint, _Mapping]]] = ..., available: _Optional[bool] = ..., loss: _Optional[_Union[Loss, _Mapping]] = ..., classes: _Optional[_Iterable[_Union[ClassStats, _Mapping]]] = ..., slices: _Optional[_Iterable[_Union[SliceStats, _Mapping]]] = ..., confusion: _Optional[_Iterable[_Union[ConfusionCell, _Mapping]]] = ..., cost: _Optional[_Union[Cost, _Mapping]] = ..., drift: _Optional[_Union[Drift, _Mapping]] = ..., info: _Optional[_Union[VersionInfo, _Mapping]] = ...) -> None: ...
+
+class Loss(_message.Message):
+    __slots__ = ("rows", "log_loss", "brier", "mse", "mae")
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    LOG_LOSS_FIELD_NUMBER: _ClassVar[int]
+    BRIER_FIELD_NUMBER: _ClassVar[int]
+    MSE_FIELD_NUMBER: _ClassVar[int]
+    MAE_FIELD_NUMBER: _ClassVar[int]
+    rows: int
+    log_loss: float
+    brier: float
+    mse: float
+    mae: float
+    def __init__(self, rows: _Optional[int] = ..., log_loss: _Optional[float] = ..., brier: _Optional[float] = ..., mse: _Optional[float] = ..., mae: _Optional[float] = ...) -> None: ...
+
+class ClassStats(_message.Message):
+    __slots__ = ("label", "support", "predicted", "recall", "precision")
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    SUPPORT_FIELD_NUMBER: _ClassVar[int]
+    PREDICTED_FIELD_NUMBER: _ClassVar[int]
+    RECALL_FIELD_NUMBER: _ClassVar[int]
+    PRECISION_FIELD_NUMBER: _ClassVar[int]
+    label: str
+    support: int
+    predicted: int
+    recall: float
+    precision: float
+    def __init__(self, label: _Optional[str] = ..., support: _Optional[int] = ..., predicted: _Optional[int] = ..., recall: _Optional[float] = ..., precision: _Optional[float] = ...) -> None: ...
+
+class SliceStats(_message.Message):
+    __slots__ = ("slice", "rows", "accuracy", "loss")
+    SLICE_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    ACCURACY_FIELD_NUMBER: _ClassVar[int]
+    LOSS_FIELD_NUMBER: _ClassVar[int]
+    slice: str
+    rows: int
+    accuracy: float
+    loss: float
+    def __init__(self, slice: _Optional[str] = ..., rows: _Optional[int] = ..., accuracy: _Optional[float] = ..., loss: _Optional[float] = ...) -> None: ...
+
+class ConfusionCell(_message.Message):
+    __slots__ = ("label", "predicted", "count")
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    PREDICTED_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    label: str
+    predicted: str
+    count: int
+    def __init__(self, label: _Optional[str] = ..., predicted: _Optional[str] = ..., count: _Optional[int] = ...) -> None: ...
+
+class Cost(_message.Message):
+    __slots__ = ("predictions", "cpu_seconds", "cpu_seconds_per_1000", "shadow_predictions", "shadow_cpu_seconds", "shadow_cpu_seconds_per_1000", "resident_bytes", "money_per_1000", "currency")
+    PREDICTIONS_FIELD_NUMBER: _ClassVar[int]
+    CPU_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    CPU_SECONDS_PER_1000_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_PREDICTIONS_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_CPU_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_CPU_SECONDS_PER_1000_FIELD_NUMBER: _ClassVar[int]
+    RESIDENT_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MONEY_PER_1000_FIELD_NUMBER: _ClassVar[int]
+    CURRENCY_FIELD_NUMBER: _ClassVar[int]
+    predictions: int
+    cpu_seconds: float
+    cpu_seconds_per_1000: float
+    shadow_predictions: int
+    shadow_cpu_seconds: float
+    shadow_cpu_seconds_per_1000: float
+    resident_bytes: int
+    money_per_1000: float
+    currency: str
+    def __init__(self, predictions: _Optional[int] = ..., cpu_seconds: _Optional[float] = ..., cpu_seconds_per_1000: _Optional[float] = ..., shadow_predictions: _Optional[int] = ..., shadow_cpu_seconds: _Optional[float] = ..., shadow_cpu_seconds_per_1000: _Optional[float] = ..., resident_bytes: _Optional[int] = ..., money_per_1000: _Optional[float] = ..., currency: _Optional[str] = ...) -> None: ...
+
+class FeatureDrift(_message.Message):
+    __slots__ = ("feature", "psi", "ks_statistic", "ks_pvalue")
+    FEATURE_FIELD_NUMBER: _ClassVar[int]
+    PSI_FIELD_NUMBER: _ClassVar[int]
+    KS_STATISTIC_FIELD_NUMBER: _ClassVar[int]
+    KS_PVALUE_FIELD_NUMBER: _ClassVar[int]
+    feature: str
+    psi: float
+    ks_statistic: float
+    ks_pvalue: float
+    def __init__(self, feature: _Optional[str] = ..., psi: _Optional[float] = ..., ks_statistic: _Optional[float] = ..., ks_pvalue: _Optional[float] = ...) -> None: ...
+
+class Drift(_message.Message):
+    __slots__ = ("has_reference", "live_rows", "drifting", "worst", "problem")
+    HAS_REFERENCE_FIELD_NUMBER: _ClassVar[int]
+    LIVE_ROWS_FIELD_NUMBER: _ClassVar[int]
+    DRIFTING_FIELD_NUMBER: _ClassVar[int]
+    WORST_FIELD_NUMBER: _ClassVar[int]
+    PROBLEM_FIELD_NUMBER: _ClassVar[int]
+    has_reference: bool
+    live_rows: int
+    drifting: bool
+    worst: _containers.RepeatedCompositeFieldContainer[FeatureDrift]
+    problem: str
+    def __init__(self, has_reference: _Optional[bool] = ..., live_rows: _Optional[int] = ..., drifting: _Optional[bool] = ..., worst: _Optional[_Iterable[_Union[FeatureDrift, _Mapping]]] = ..., problem: _Optional[str] = ...) -> None: ...
+
+class VersionInfo(_message.Message):
+    __slots__ = ("age_source", "trained_at", "data_until", "metrics", "problems")
+    class MetricsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    AGE_SOURCE_FIELD_NUMBER: _ClassVar[int]
+    TRAINED_AT_FIELD_NUMBER: _ClassVar[int]
+    DATA_UNTIL_FIELD_NUMBER: _ClassVar[int]
+    METRICS_FIELD_NUMBER: _ClassVar[int]
+    PROBLEMS_FIELD_NUMBER: _ClassVar[int]
+    age_source: str
+    trained_at: float
+    data_until: float
+    metrics: _containers.ScalarMap[str, float]
+    problems: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, age_source: _Optional[str] = ..., trained_at: _Optional[float] = ..., data_until: _Optional[float] = ..., metrics: _Optional[_Mapping[str, float]] = ..., problems: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class OutputDivergence(_message.Message):
     __slots__ = ("max_abs_diff", "top1_agreement")
@@ -145,17 +300,19 @@ class OutputDivergence(_message.Message):
     def __init__(self, max_abs_diff: _Optional[float] = ..., top1_agreement: _Optional[float] = ...) -> None: ...
 
 class AccuracyPoint(_message.Message):
-    __slots__ = ("seconds_ago", "accuracy", "rows")
+    __slots__ = ("seconds_ago", "accuracy", "rows", "loss")
     SECONDS_AGO_FIELD_NUMBER: _ClassVar[int]
     ACCURACY_FIELD_NUMBER: _ClassVar[int]
     ROWS_FIELD_NUMBER: _ClassVar[int]
+    LOSS_FIELD_NUMBER: _ClassVar[int]
     seconds_ago: float
     accuracy: float
     rows: int
-    def __init__(self, seconds_ago: _Optional[float] = ..., accuracy: _Optional[float] = ..., rows: _Optional[int] = ...) -> None: ...
+    loss: float
+    def __init__(self, seconds_ago: _Optional[float] = ..., accuracy: _Optional[float] = ..., rows: _Optional[int] = ..., loss: _Optional[float] = ...) -> None: ...
 
 class Check(_message.Message):
-    __slots__ = ("name", "result", "statistic", "low", "high", "limit", "canary_samples", "stable_samples")
+    __slots__ = ("name", "result", "statistic", "low", "high", "limit", "canary_samples", "stable_samples", "subject")
     NAME_FIELD_NUMBER: _ClassVar[int]
     RESULT_FIELD_NUMBER: _ClassVar[int]
     STATISTIC_FIELD_NUMBER: _ClassVar[int]
@@ -164,6 +321,7 @@ class Check(_message.Message):
     LIMIT_FIELD_NUMBER: _ClassVar[int]
     CANARY_SAMPLES_FIELD_NUMBER: _ClassVar[int]
     STABLE_SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    SUBJECT_FIELD_NUMBER: _ClassVar[int]
     name: str
     result: str
     statistic: float
@@ -172,7 +330,8 @@ class Check(_message.Message):
     limit: float
     canary_samples: int
     stable_samples: int
-    def __init__(self, name: _Optional[str] = ..., result: _Optional[str] = ..., statistic: _Optional[float] = ..., low: _Optional[float] = ..., high: _Optional[float] = ..., limit: _Optional[float] = ..., canary_samples: _Optional[int] = ..., stable_samples: _Optional[int] = ...) -> None: ...
+    subject: str
+    def __init__(self, name: _Optional[str] = ..., result: _Optional[str] = ..., statistic: _Optional[float] = ..., low: _Optional[float] = ..., high: _Optional[float] = ..., limit: _Optional[float] = ..., canary_samples: _Optional[int] = ..., stable_samples: _Optional[int] = ..., subject: _Optional[str] = ...) -> None: ...
 
 class Verdict(_message.Message):
     __slots__ = ("decision", "reasons", "checks", "failed_analyses", "final")
@@ -213,12 +372,14 @@ class RolloutStatus(_message.Message):
     def __init__(self, config: _Optional[_Union[ModelRollout, _Mapping]] = ..., versions: _Optional[_Iterable[_Union[VersionEvidence, _Mapping]]] = ..., verdict: _Optional[_Union[Verdict, _Mapping]] = ..., decisions: _Optional[_Iterable[_Union[Decision, _Mapping]]] = ..., alarms: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class FeedbackRequest(_message.Message):
-    __slots__ = ("request_id", "labels")
+    __slots__ = ("request_id", "labels", "targets")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
+    TARGETS_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     labels: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, request_id: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ...) -> None: ...
+    targets: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, request_id: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., targets: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class FeedbackResponse(_message.Message):
     __slots__ = ("model", "version", "rows", "correct")

@@ -60,6 +60,8 @@ class App:
         self.address: Optional[str] = None  # the gRPC host:port, once started (None: socket only)
         self.socket_path: Optional[str] = None
         self._pools: dict[str, ThreadPoolExecutor] = {}
+        self._facts: dict[tuple[str, int], object] = {}  # (model, version) -> VersionFacts, set at load
+        self.rollouts = None
         self._tasks: list[asyncio.Task] = []
         self._grpc = None
         self._rest = None
@@ -95,7 +97,7 @@ class App:
         saved_model.configure_runtime(session.intra_op_threads, session.inter_op_threads, config=session.config,
                                       gpu_memory_fraction=session.gpu_memory_fraction)
         self.worker = worker_number()  # None in a single process
-        self.metrics = Metrics(versions=self._version_mtimes, multiprocess_dir=metrics_dir())
+        self.metrics = Metrics(versions=self._version_births, multiprocess_dir=metrics_dir())
         # TF Serving: 0 load/unload threads = one at a time; the initial loads use 4 x CPUs.
         cpus = os.cpu_count() or 1
         pools = self._pools
@@ -143,19 +145,25 @@ class App:
         except StoreError as e:
             raise StartupError(str(e)) from None
         rollouts = RolloutManager(self.manager, shadow_executor=self._pools["shadow"], version_age=self._version_age,
-                                  workers=self.worker is not None, pins=Pins(self.source, self.manager), store=store)
+                                  workers=self.worker is not None, pins=Pins(self.source, self.manager), store=store,
+                                  facts=self._facts_of)
         rollouts.restore()  # the state kept across restarts first; then the file's entries, if newer
         if self.config.rollouts:
             rollouts.apply(dict(self.config.rollouts), source=self.settings.rollout_config_file)
         self.metrics.add_rollouts(lambda: [rollouts.status(name) for name in list(rollouts.configs)])
+        self.metrics.add_costs(self._version_costs)
         return rollouts
 
     def _load_version(self, name: str, version: int, path: str):
         """The manager's loader (runs in a load pool thread): the version's platform from the
         applied config, the load flags, and the load metrics."""
+        from server.rollout.cost import resident_bytes
+        from server.rollout.facts import read_facts
         from server.servables.loader import load_servable
         s = self.settings
         t0 = time.perf_counter()
+        # Resident memory the load adds (process-wide: loads running at the same time blur it).
+        rss_before = resident_bytes()
         platform = next((e.platform for e in self.served.entries if e.name == name), TENSORFLOW_PLATFORM)
         try:
             servable = load_servable(path, platform, tags=s.saved_model_tag_list, warmup=s.enable_model_warmup,
@@ -167,19 +175,43 @@ class App:
             self.metrics.load(path, False, time.perf_counter() - t0)
             raise
         self.metrics.load(path, True, time.perf_counter() - t0)
+        rss_after = resident_bytes()
+        self._facts[(name, version)] = read_facts(
+            path, None if rss_before is None or rss_after is None else max(0, rss_after - rss_before))
         return servable
 
-    def _version_mtimes(self):
-        from server.transports.metrics import version_mtime
+    def _facts_of(self, name: str, version: int):
+        """What the loaded ``version`` said about itself at its load (``VersionFacts``), or None."""
+        return self._facts.get((name, version))
+
+    def _version_costs(self):
+        """(model, version, {kind: (cpu s, predictions)}, resident bytes, drifting, worst PSI)
+        per version that served or loaded, for ``verso_version_*``."""
+        kinds: dict[tuple[str, int], dict] = {}
+        for name, version, kind, seconds, rows in self.rollouts.costs.all_totals():
+            kinds.setdefault((name, version), {})[kind] = (seconds, rows)
+        loaded = {(n, st.version) for n in self.manager.model_names() for st in self.manager.status(n)}
+        for name, version in sorted(loaded | set(kinds)):
+            facts = self._facts.get((name, version))
+            report = self.rollouts.drift(name, version)
+            yield (name, version, kinds.get((name, version), {}),
+                   getattr(facts, "resident_bytes", None), None if report is None else report.drifting,
+                   report.worst[0].psi if report is not None and report.worst else None)
+
+    def _version_births(self):
+        """(model, version, state, the time its age counts from) for the state and age gauges."""
+        now = time.time()
         for name in self.manager.model_names():
             for st in self.manager.status(name):
-                yield name, st.version, st.state, version_mtime(st.path)
+                age = self.rollouts.age(name, st.version) if self.rollouts is not None else None
+                yield name, st.version, st.state, None if age is None else now - age
 
     def _version_age(self, name: str, version: int):
-        from server.transports.metrics import version_mtime
+        """A version not loaded (yet): the age of its model files on disk."""
+        from server.rollout.facts import files_time
         path = next((v.path for v in self.manager.status(name) if v.version == version), "")
-        mtime = version_mtime(path)
-        return None if mtime is None else max(0.0, time.time() - mtime)
+        born = files_time(path) if path else None
+        return None if born is None else max(0.0, time.time() - born)
 
     def ready(self) -> bool:
         """Every configured model has an AVAILABLE version and no stop was asked for."""

@@ -66,9 +66,15 @@ class _Batch:
 
 
 class BatchQueue:
-    def __init__(self, scheduler: "BatchScheduler", run: RunFn, options: BatchingOptions, name: str = ""):
+    def __init__(self, scheduler: "BatchScheduler", run: RunFn, options: BatchingOptions, name: str = "",
+                 cpu=None, on_cost: Optional[Callable[[float, int], None]] = None):
+        """``cpu`` (a ``server.rollout.cost.CpuShare``-like object with ``timed``) and
+        ``on_cost(cpu_seconds, rows)``: each batch's CPU share and its real rows (padding
+        excluded: the padding's cost is the real rows'), reported from the executor thread."""
         self._scheduler = scheduler
         self._run = run
+        self._cpu = cpu
+        self._on_cost = on_cost
         self.options = options
         self.name = name
         self._open: Optional[_Batch] = None
@@ -195,7 +201,11 @@ class BatchQueue:
                 filler = np.repeat(merged[alias][row:row + 1], target - batch.size, axis=0)
                 merged[alias] = np.concatenate([merged[alias], filler])
         t0 = time.perf_counter()
-        outputs = self._run(merged)
+        if self._cpu is not None and self._on_cost is not None:
+            outputs, cpu = self._cpu.timed(self._run, merged)
+            self._on_cost(cpu, batch.size)
+        else:
+            outputs = self._run(merged)
         return outputs, target, time.perf_counter() - t0
 
     # ---- completion (loop) ----------------------------------------------------------------------

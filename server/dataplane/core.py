@@ -27,6 +27,7 @@ from server.lifecycle.model_config import ServedModels, parse_model_config, vali
 from server.dataplane.examples import serialized_examples
 from server.dataplane.predict import DEFAULT_SIGNATURE, MAX_TENSOR_BYTES, check_inputs, prepare_predict
 from server.lifecycle.servable import is_hooked
+from server.rollout.cost import CostMeter
 
 log = logging.getLogger("verso.handlers")
 
@@ -48,6 +49,7 @@ class CallInfo:
     api: str = ""
     entrypoint: str = ""
     routing_key: Optional[str] = None
+    slice: Optional[str] = None       # the rollout slice key (``verso-slice`` / ``Verso-Slice``)
     request_id: Optional[str] = None
     model: str = ""
     version: Optional[int] = None
@@ -83,6 +85,9 @@ class ServingCore:
         self.max_tensor_bytes = max_tensor_bytes  # --max_tensor_bytes: per decoded Predict input
         self.config_root = config_root
         self.admin_token = admin_token  # --admin_token_file's token; None: loopback and mTLS callers only
+        # CPU per version (server/rollout/cost.py): the rollout manager's meter, so that status
+        # and the cost gate see what the serving path measured.
+        self.costs = rollouts.costs if rollouts is not None else CostMeter()
 
     # ---- model spec --------------------------------------------------------------------
 
@@ -115,7 +120,8 @@ class ServingCore:
         """Evidence for a model under rollout: the call, its request id, maybe a shadow call."""
         if self.rollouts is None or handle.name not in self.rollouts.configs:
             return
-        request_id = self.rollouts.observe(handle.name, handle.version, time.perf_counter() - t0, code, outputs)
+        request_id = self.rollouts.observe(handle.name, handle.version, time.perf_counter() - t0, code, outputs,
+                                           call.slice if call is not None else None)
         if call is not None:
             call.request_id = request_id
         if shadow is not None and outputs is not None:
@@ -179,6 +185,8 @@ class ServingCore:
             t0 = time.perf_counter()
             try:
                 sig_name, inputs, aliases = prepare(handle)
+                if self.rollouts is not None:
+                    self.rollouts.observe_inputs(handle.name, handle.version, inputs)
                 outputs = await self.run(handle, sig_name, inputs, aliases, "Predict")
             except ServingError as e:
                 self._observe(handle, t0, e.code.name, call)
@@ -197,18 +205,29 @@ class ServingCore:
         t0 = time.perf_counter()
         servable = handle.servable
         loop = asyncio.get_running_loop()
+        costs = self.costs
         if self.batching is None:
-            outputs = await loop.run_in_executor(self.executor, servable.run, sig_name, inputs, aliases)
+            outputs, cpu = await loop.run_in_executor(self.executor, costs.share.timed, servable.run, sig_name,
+                                                      inputs, aliases)
+            costs.add(handle.name, handle.version, cpu, _rows(inputs))
         elif is_hooked(servable) and servable.hooked(sig_name):
             # Hooks run per request on each side of the batch, so the model call stays batched;
-            # a side without a hook costs no thread hop.
-            model_inputs = (await loop.run_in_executor(self.executor, servable.preprocess, sig_name, inputs)
-                            if servable.has_preprocess() else inputs)
+            # a side without a hook costs no thread hop. Their CPU is the version's too (no rows:
+            # the batch counts them).
+            if servable.has_preprocess():
+                model_inputs, cpu = await loop.run_in_executor(self.executor, costs.share.timed,
+                                                               servable.preprocess, sig_name, inputs)
+                costs.add(handle.name, handle.version, cpu, 0)
+            else:
+                model_inputs = inputs
             queue = self._batch_queue(handle, sig_name, tuple(servable.model_aliases(sig_name)))
             model_outputs = await queue.submit(model_inputs)
-            outputs = (await loop.run_in_executor(self.executor, servable.postprocess, sig_name, model_outputs,
-                                                  aliases)
-                       if servable.has_postprocess() else servable.postprocess(sig_name, model_outputs, aliases))
+            if servable.has_postprocess():
+                outputs, cpu = await loop.run_in_executor(self.executor, costs.share.timed, servable.postprocess,
+                                                          sig_name, model_outputs, aliases)
+                costs.add(handle.name, handle.version, cpu, 0)
+            else:
+                outputs = servable.postprocess(sig_name, model_outputs, aliases)
         else:
             outputs = await self._batch_queue(handle, sig_name, tuple(aliases)).submit(inputs)
         if self.metrics is not None:
@@ -296,8 +315,10 @@ class ServingCore:
             # A servable with hooks batches its model call alone (``run_model``).
             servable = handle.servable
             run = servable.run_model if is_hooked(servable) else servable.run
+            costs, name, version = self.costs, handle.name, handle.version
             queue = BatchQueue(scheduler, lambda merged: run(sig_name, merged, aliases), options,
-                               name=f"{handle.name}/{handle.version}/{sig_name}")
+                               name=f"{handle.name}/{handle.version}/{sig_name}", cpu=costs.share,
+                               on_cost=lambda cpu, rows: costs.add(name, version, cpu, rows))
             handle.batch_queues[key] = queue
         return queue
 
@@ -391,11 +412,12 @@ class ServingCore:
         self._admin(call, "SetRollout")
         return await rollouts.set_checked(rollout, who=call.who if call is not None else "")
 
-    async def feedback(self, request_id: str, labels, call: Optional[CallInfo] = None):
-        """Feedback: ground truth for an earlier answer; a ``verso.rollout.FeedbackResponse``."""
+    async def feedback(self, request_id: str, labels, call: Optional[CallInfo] = None, targets=()):
+        """Feedback: ground truth (labels and/or numeric targets) for an earlier answer; a
+        ``verso.rollout.FeedbackResponse``."""
         rollouts = self._rollouts()
         self._admin(call, "Feedback")
-        return await rollouts.feedback(request_id, labels)
+        return await rollouts.feedback(request_id, labels, targets)
 
     # ---- HandleReloadConfigRequest and the polled config file ----------------------------------
 
@@ -423,3 +445,10 @@ def _named(call: Optional[CallInfo], spec: model_pb2.ModelSpec) -> None:
     counted for the model it named."""
     if call is not None:
         call.model = spec.name
+
+
+def _rows(inputs: dict) -> int:
+    """Predictions in a request: the first input's 0th dimension (1 for a scalar)."""
+    for a in inputs.values():
+        return int(a.shape[0]) if getattr(a, "ndim", 0) else 1
+    return 0

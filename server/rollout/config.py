@@ -63,8 +63,14 @@ def validated(mr: rollout_pb2.ModelRollout) -> rollout_pb2.ModelRollout:
         raise bad("shadow_max_in_flight, window and max_age_seconds must not be negative")
     g = mr.gates
     if min(g.max_error_rate_increase, g.max_p99_ratio, g.min_top1_agreement, g.max_accuracy_drop,
-           g.min_samples, g.failure_threshold) < 0 or g.min_top1_agreement > 1:
+           g.min_samples, g.failure_threshold, g.max_loss_increase, g.max_class_drop, g.min_class_samples,
+           g.max_cost_ratio) < 0 or g.min_top1_agreement > 1:
         raise bad("gates must not be negative (min_top1_agreement within 0..1)")
+    if g.max_class_drop > 1:
+        raise bad(f"gates.max_class_drop is a fraction within 0..1, not {g.max_class_drop:g}")
+    if min(mr.prices.cost_per_cpu_hour, mr.prices.cost_per_gib_hour) < 0 or not all(
+            math.isfinite(x) for x in (mr.prices.cost_per_cpu_hour, mr.prices.cost_per_gib_hour)):
+        raise bad("prices must be finite and not negative")
     if g.confidence and not 0.5 < g.confidence < 1:
         raise bad(f"gates.confidence must be within (0.5, 1), not {g.confidence:g}")
     steps = list(mr.auto.steps)
@@ -92,4 +98,7 @@ def gates_of(mr: rollout_pb2.ModelRollout) -> Gates:
                  min_samples=int(g.min_samples or d.min_samples),
                  confidence=g.confidence or d.confidence,
                  failure_threshold=int(g.failure_threshold or d.failure_threshold),
-                 warmup_calls=max(0, int(g.warmup_calls or d.warmup_calls)))
+                 warmup_calls=max(0, int(g.warmup_calls or d.warmup_calls)),
+                 max_loss_increase=g.max_loss_increase, max_class_drop=g.max_class_drop,
+                 min_class_samples=int(g.min_class_samples or d.min_class_samples),
+                 max_cost_ratio=g.max_cost_ratio)

@@ -12,10 +12,12 @@ import math
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Optional, Sequence
+from typing import Callable, Mapping, NamedTuple, Optional, Sequence, Union
 
 import ml_dtypes
 import numpy as np
+
+from server.rollout.quality import ClassRow, SliceRow, class_table, slice_table
 
 OK = "OK"
 ACCURACY_POINTS = 10
@@ -27,6 +29,28 @@ _BFLOAT16 = np.dtype(ml_dtypes.bfloat16)
 # Kinds whose 1-D values are already the answer: integer and bool labels, byte/str/object classes.
 _LABEL_KINDS = "iubSUO"
 _NUMERIC_KINDS = "biuf"
+
+
+class FeedbackRow(NamedTuple):
+    """One row's ground truth joined with the answer the version gave (None: not known)."""
+
+    correct: Optional[bool] = None      # the label against the top-1 answer
+    label: Optional[str] = None
+    predicted: Optional[str] = None     # the top-1 answer, as text
+    slice: Optional[str] = None
+    log_loss: Optional[float] = None    # classifiers with class scores
+    brier: Optional[float] = None
+    sq_error: Optional[float] = None    # a numeric target against the answer's value
+    abs_error: Optional[float] = None
+
+    @property
+    def loss(self) -> Optional[float]:
+        """The loss the gate compares: log-loss for classifiers, else squared error."""
+        return self.log_loss if self.log_loss is not None else self.sq_error
+
+
+def _mean(values: list) -> Optional[float]:
+    return sum(values) / len(values) if values else None
 
 
 @dataclass(frozen=True)
@@ -49,14 +73,30 @@ class Evidence:
     # Per output alias over the shadow window: (max abs difference or None, top-1 agreement or None).
     by_output: dict[str, tuple[Optional[float], Optional[float]]] = field(default_factory=dict)
     # Accuracy over time: the feedback window cut into up to ACCURACY_POINTS consecutive slices,
-    # oldest first, each (seconds before summary() of its last row, accuracy, rows).
-    accuracy_history: tuple[tuple[float, float, int], ...] = ()
+    # oldest first, each (seconds before summary() of its last row, accuracy or None, rows,
+    # mean loss or None).
+    accuracy_history: tuple[tuple[float, Optional[float], int, Optional[float]], ...] = ()
     # The samples the verdict's statistics need: OK latencies (ms) past the version's warmup
     # calls, oldest first; correct feedback rows; agreeing and compared top-1 rows of the shadow.
     latencies_ms: tuple[float, ...] = ()
     correct: int = 0
     agreeing_rows: int = 0
     compared_rows: int = 0
+    # Loss over the feedback window's rows that give one (means; None: no such row); ``losses``
+    # the per-row samples of the gated loss (log-loss, else squared error), oldest first.
+    loss_rows: int = 0
+    log_loss: Optional[float] = None
+    brier: Optional[float] = None
+    mse: Optional[float] = None
+    mae: Optional[float] = None
+    losses: tuple[float, ...] = ()
+    # Bias: per class (by label) and the confusion counts {(true, answer): rows}; per slice.
+    classes: tuple[ClassRow, ...] = ()
+    confusion: dict = field(default_factory=dict)
+    slices: tuple[SliceRow, ...] = ()
+    # Cost: CPU seconds per prediction of the version's last model calls (the rollout manager
+    # adds them from its CostMeter; a Window knows nothing of CPU).
+    cost_samples: tuple[float, ...] = ()
 
     @property
     def error_count(self) -> int:
@@ -85,7 +125,7 @@ class Window:
         # (recorded at, latency ms or None for a warmup call, code)
         self._calls: deque[tuple[float, Optional[float], str]] = deque(maxlen=size)
         self._shadow: deque[tuple[Optional[float], int, int, Mapping]] = deque(maxlen=size)
-        self._feedback: deque[tuple[float, bool]] = deque(maxlen=size)  # (recorded at, correct)
+        self._feedback: deque[tuple[float, FeedbackRow]] = deque(maxlen=size)  # (recorded at, row)
 
     def record_call(self, latency_s: float, code: str = OK) -> None:
         """One finished call: its latency in seconds and its gRPC code name ("OK" or an error
@@ -105,11 +145,12 @@ class Window:
             raise ValueError(f"invalid shadow rows: {agreeing_rows} agreeing of {compared_rows} compared")
         self._shadow.append((max_abs_diff, agreeing_rows, compared_rows, dict(by_output or {})))
 
-    def record_feedback(self, correct: Sequence[bool]) -> None:
-        """Ground truth for some rows: one bool per row (True: the version's answer was right).
-        Each row is one entry of the feedback window."""
+    def record_feedback(self, rows: Sequence[Union[FeedbackRow, bool]]) -> None:
+        """Ground truth for some rows: a ``FeedbackRow`` per row (or just whether the answer was
+        right). Each row is one entry of the feedback window."""
         now = self._clock()
-        self._feedback.extend((now, bool(c)) for c in correct)
+        self._feedback.extend((now, r if isinstance(r, FeedbackRow) else FeedbackRow(correct=bool(r)))
+                              for r in rows)
 
     def export(self) -> dict:
         """The window's samples as JSON-able data, times as ages in seconds (for another process,
@@ -118,7 +159,7 @@ class Window:
         return {"size": self.size,
                 "calls": [(now - t, ms, code) for t, ms, code in self._calls],
                 "shadow": [(d, a, c, {k: list(v) for k, v in by.items()}) for d, a, c, by in self._shadow],
-                "feedback": [(now - t, ok) for t, ok in self._feedback]}
+                "feedback": [(now - t, list(row)) for t, row in self._feedback]}
 
     def merged(self, parts: Sequence[tuple[float, dict]]) -> "Window":
         """A window holding this one's samples and those of ``parts`` (other processes'
@@ -131,7 +172,7 @@ class Window:
         shadow = list(self._shadow)
         for ago, data in parts:
             calls += [(now - ago - age, ms, code) for age, ms, code in data["calls"]]
-            feedback += [(now - ago - age, bool(ok)) for age, ok in data["feedback"]]
+            feedback += [(now - ago - age, FeedbackRow(*row)) for age, row in data["feedback"]]
             shadow += [(d, a, c, {k: tuple(v) for k, v in by.items()}) for d, a, c, by in data["shadow"]]
         w._calls.extend(sorted(calls, key=lambda e: e[0]))
         w._feedback.extend(sorted(feedback, key=lambda e: e[0]))
@@ -166,8 +207,14 @@ class Window:
         compared = sum(c for _, _, c, _ in self._shadow)
         by_output = _by_output(entry[3] for entry in self._shadow)
 
-        feedback = len(self._feedback)
-        correct = sum(c for _, c in self._feedback)
+        rows = [r for _, r in self._feedback]
+        labelled = [r for r in rows if r.correct is not None]
+        feedback = len(labelled)
+        correct = sum(r.correct for r in labelled)
+        lossy = [r for r in rows if r.loss is not None]
+        classes, confusion = class_table((r.label, r.predicted) for r in labelled
+                                         if r.label is not None and r.predicted is not None)
+        slices = slice_table((r.slice, r.correct, r.loss) for r in rows if r.slice is not None)
         return Evidence(
             requests=requests,
             errors=errors,
@@ -187,9 +234,18 @@ class Window:
             correct=correct,
             agreeing_rows=agreeing,
             compared_rows=compared,
+            loss_rows=len(lossy),
+            log_loss=_mean([r.log_loss for r in rows if r.log_loss is not None]),
+            brier=_mean([r.brier for r in rows if r.brier is not None]),
+            mse=_mean([r.sq_error for r in rows if r.sq_error is not None]),
+            mae=_mean([r.abs_error for r in rows if r.abs_error is not None]),
+            losses=tuple(r.loss for r in lossy),
+            classes=tuple(classes),
+            confusion=confusion,
+            slices=tuple(slices),
         )
 
-    def _accuracy_history(self) -> tuple[tuple[float, float, int], ...]:
+    def _accuracy_history(self) -> tuple[tuple[float, Optional[float], int, Optional[float]], ...]:
         rows = list(self._feedback)
         if not rows:
             return ()
@@ -199,7 +255,9 @@ class Window:
         out = []
         for lo, hi in zip(bounds[:-1], bounds[1:]):
             chunk = rows[lo:hi]
-            out.append((max(0.0, now - chunk[-1][0]), sum(c for _, c in chunk) / len(chunk), len(chunk)))
+            labelled = [r.correct for _, r in chunk if r.correct is not None]
+            losses = [r.loss for _, r in chunk if r.loss is not None]
+            out.append((max(0.0, now - chunk[-1][0]), _mean(labelled), len(chunk), _mean(losses)))
         return tuple(out)
 
 

@@ -18,6 +18,7 @@ import random
 import secrets
 import socket
 import time
+import dataclasses
 from concurrent.futures import Executor
 from typing import Callable, Optional
 
@@ -27,7 +28,11 @@ from protos.errors import Code, ServingError, invalid_argument
 from server.lifecycle.manager import Manager
 from server.rollout import routing
 from server.rollout.config import gates_of, validated
+from server.rollout.cost import SHADOW, CostMeter, money_per_1000
+from server.rollout.drift import DriftMonitor, DriftReport
 from server.rollout.evidence import Evidence, Window, divergence, per_output
+from server.rollout.facts import VersionFacts
+from server.rollout.quality import slice_key
 from server.rollout.predlog import Answer, PredictionLog
 from server.rollout.store import DECISIONS_KEPT, MEMORY, RolloutStore, Saved, entry_bytes
 from server.rollout.verdict import HOLD, ROLLBACK, Verdict, decide, is_stale, next_percent
@@ -50,14 +55,27 @@ class RolloutManager:
     lease in the store, takes the automatic steps.
 
     ``pins`` (a ``server.rollout.pins.Pins``): a rollout's stable and canary stay loaded
-    whatever the model's version policy, and SetRollout checks they are on disk and load."""
+    whatever the model's version policy, and SetRollout checks they are on disk and load.
+
+    ``facts(name, version)``: what a loaded version says about itself
+    (``server.rollout.facts.VersionFacts``: its age's origin, its reference sample, its
+    resident memory), or None; a version's age counts from its ``born_at`` when known, else
+    from ``version_age``. ``costs`` (a ``CostMeter``) is fed by the serving path (every model
+    call, rollout or not) and by shadow calls."""
 
     def __init__(self, manager: Manager, *, shadow_executor: Optional[Executor] = None,
                  version_age: Callable[[str, int], Optional[float]] = lambda name, version: None,
                  clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time,
                  rand: Callable[[], float] = random.random, workers: bool = False, pins=None,
-                 store: Optional[RolloutStore] = None):
+                 store: Optional[RolloutStore] = None,
+                 facts: Callable[[str, int], Optional[VersionFacts]] = lambda name, version: None,
+                 costs: Optional[CostMeter] = None):
         self.manager = manager
+        self.facts = facts
+        self.costs = costs if costs is not None else CostMeter()
+        self._drift: dict[tuple[str, int], Optional[DriftMonitor]] = {}
+        self._slices: dict[str, set[str]] = collections.defaultdict(set)
+        self._slice_notes: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
         self.pins = pins
         self.store = store if store is not None else RolloutStore(MEMORY)
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}" if workers else None
@@ -206,20 +224,44 @@ class RolloutManager:
         return version
 
     def observe(self, name: str, version: int, latency_s: float, code: str,
-                outputs: Optional[dict] = None) -> Optional[str]:
+                outputs: Optional[dict] = None, slice: Optional[str] = None) -> Optional[str]:
         """Record one call of a model under rollout; for a successful call with outputs, log the
-        answer (off the request path: a full log queue drops it, counted) and return its request
-        id, which feedback may name; else None."""
+        answer (off the request path: a full log queue drops it, counted) with its slice key
+        (bounded: see ``quality.slice_key``) and return its request id, which feedback may
+        name; else None."""
         mr = self.configs.get(name)
         if mr is None:
             return None
         self.window(name, version).record_call(latency_s, code)
         if outputs is None or code != "OK":
             return None
+        if slice:
+            slice, why = slice_key(slice, self._slices[name])
+            if why:
+                if not self._slice_notes[name][why]:
+                    log.warning("Rollout of %s: %s counted as slice %r", name, why, slice)
+                self._slice_notes[name][why] += 1
         request_id = secrets.token_hex(16)  # 128 random bits: an id cannot be guessed
         role = "stable" if version == mr.stable else "canary" if version == mr.canary else "not in rollout"
-        self.log.append(Answer(request_id, name, version, role, self.wall(), outputs, mr.evidence_output or None))
+        self.log.append(Answer(request_id, name, version, role, self.wall(), outputs, mr.evidence_output or None,
+                               slice, mr.scores_output or None))
         return request_id
+
+    def observe_inputs(self, name: str, version: int, inputs: dict) -> None:
+        """A Predict's inputs, for the drift check of a version that ships a reference sample
+        (any model, under rollout or not); a dict lookup for the others."""
+        key = (name, version)
+        monitor = self._drift.get(key, False)
+        if monitor is False:
+            facts = self.facts(name, version)
+            monitor = self._drift[key] = (DriftMonitor(facts.reference, clock=self.clock)
+                                          if facts is not None and facts.reference else None)
+        if monitor is not None:
+            monitor.add(inputs)
+
+    def drift(self, name: str, version: int) -> Optional[DriftReport]:
+        monitor = self._drift.get((name, version))
+        return monitor.report() if monitor else None
 
     def maybe_shadow(self, name: str, version: int, sig_name: str, inputs: dict, aliases, outputs: dict) -> None:
         """After a stable answer: with the configured probability, run the same inputs on the
@@ -247,8 +289,9 @@ class RolloutManager:
         version cannot unload meanwhile) and releases it."""
         handle = lease.handle
         try:
-            shadow = await asyncio.get_running_loop().run_in_executor(
-                self.shadow_executor, handle.servable.run, sig_name, inputs, aliases)
+            shadow, cpu = await asyncio.get_running_loop().run_in_executor(
+                self.shadow_executor, self.costs.share.timed, handle.servable.run, sig_name, inputs, aliases)
+            self.costs.add(handle.name, handle.version, cpu, _rows(inputs), SHADOW)
             diff, agreeing, rows = divergence(primary, shadow, alias)
             self.window(handle.name, handle.version).record_shadow(diff, agreeing, rows,
                                                                    per_output(primary, shadow))
@@ -266,14 +309,16 @@ class RolloutManager:
 
     # ---- feedback --------------------------------------------------------------------------
 
-    async def feedback(self, request_id: str, labels) -> rollout_pb2.FeedbackResponse:
+    async def feedback(self, request_id: str, labels, targets=()) -> rollout_pb2.FeedbackResponse:
         """Ground truth for an earlier answer (any age within the log's retention, answered by
-        this or another worker): one label per row, compared with the answer's top-1 and
-        counted in that version's accuracy. Each id takes feedback once (ALREADY_EXISTS after)."""
-        labels = list(labels)
+        this or another worker): one label per row (compared with the answer's top-1: accuracy,
+        per-class and per-slice tables, and with class scores the log-loss and Brier score)
+        and/or one numeric target per row (squared and absolute error), counted in that
+        version's evidence. Each id takes feedback once (ALREADY_EXISTS after)."""
+        labels, targets = list(labels), list(targets)
         for attempt in range(FEEDBACK_TRIES):
             try:
-                judged = await asyncio.wrap_future(self.log.feedback(request_id, labels))
+                judged = await asyncio.wrap_future(self.log.feedback(request_id, labels, targets))
                 break
             except ServingError as e:
                 # Under --num_workers the answer may come from another worker whose writer has
@@ -282,8 +327,8 @@ class RolloutManager:
                     raise
                 await asyncio.sleep(FEEDBACK_RETRY_S)
         if judged.model in self.configs:
-            self.window(judged.model, judged.version).record_feedback(judged.correct)
-        return rollout_pb2.FeedbackResponse(model=judged.model, version=judged.version, rows=len(judged.correct),
+            self.window(judged.model, judged.version).record_feedback(judged.rows)
+        return rollout_pb2.FeedbackResponse(model=judged.model, version=judged.version, rows=len(judged.rows),
                                             correct=sum(judged.correct))
 
     # ---- evidence, verdicts, status ----------------------------------------------------------
@@ -292,12 +337,13 @@ class RolloutManager:
         """This worker's window of ``version``, with every other worker's (``sync``) under
         ``--num_workers``."""
         window = self.window(name, version)
+        costs = self.costs.samples(name, version)
         if self.worker_id is None:
-            return window.summary()
+            return dataclasses.replace(window.summary(), cost_samples=costs)
         now = self.wall()
         parts = [(max(0.0, now - updated), json.loads(data)) for updated, data in
                  self.store.evidence_of(name, version, exclude=self.worker_id, since=now - EVIDENCE_FRESH_S)]
-        return window.merged(parts).summary() if parts else window.summary()
+        return dataclasses.replace(window.merged(parts).summary() if parts else window.summary(), cost_samples=costs)
 
     def sync(self) -> None:
         """Under ``--num_workers``: publish this worker's evidence, and take up the rollouts as
@@ -345,11 +391,33 @@ class RolloutManager:
         evidence = evidence or {}
         stable = evidence.get(mr.stable) or self.evidence(name, mr.stable)
         canary = evidence.get(mr.canary) or self.evidence(name, mr.canary)
-        return decide(stable, canary, gates_of(mr), self._failures[name])
+        return decide(stable, canary, gates_of(mr), self._failures[name], self.holds(name))
+
+    def holds(self, name: str) -> list[str]:
+        """Reasons not to promote the canary that no check measures: it is older than the
+        stable version it would replace, or its live inputs drift from its reference sample."""
+        mr = self._config(name)
+        out = []
+        a_canary, a_stable = self.age(name, mr.canary), self.age(name, mr.stable)
+        if mr.canary and a_canary is not None and a_stable is not None and a_canary > a_stable:
+            out.append(f"canary v{mr.canary} is older than stable v{mr.stable} ({_days(a_canary)} against "
+                       f"{_days(a_stable)})")
+        drift = self.drift(name, mr.canary) if mr.canary else None
+        if drift is not None and drift.drifting:
+            out.append(f"canary v{mr.canary}'s inputs drift from its reference sample ({_worst(drift)})")
+        return out
+
+    def age(self, name: str, version: int) -> Optional[float]:
+        """Seconds since the version was trained (``verso_model.json``) or its model files were
+        written; else ``version_age``'s answer."""
+        facts = self.facts(name, version)
+        if facts is not None and facts.born_at is not None:
+            return max(0.0, self.wall() - facts.born_at)
+        return self.version_age(name, version)
 
     def _ages(self, name: str) -> dict[int, Optional[float]]:
         model = self.manager.snapshot.get(name)
-        return {v: self.version_age(name, v) for v in (model.versions if model else ())}
+        return {v: self.age(name, v) for v in (model.versions if model else ())}
 
     def alarms(self, name: str, ages: Optional[dict[int, Optional[float]]] = None) -> list[str]:
         """Staleness flags: a served version older than max_age_seconds; a canary older than
@@ -371,6 +439,13 @@ class RolloutManager:
         a_canary, a_stable = ages.get(mr.canary), ages.get(mr.stable)
         if mr.canary and a_canary is not None and a_stable is not None and a_canary > a_stable:
             found.append(((name, "older canary", mr.canary), f"canary v{mr.canary} is older than stable v{mr.stable}"))
+        for role, v in (("stable", mr.stable), ("canary", mr.canary)):
+            drift = self.drift(name, v) if v and v in ages else None
+            if drift is not None and drift.drifting:
+                found.append(((name, "drifting", v), f"{role} v{v}'s inputs drift from its reference sample "
+                                                      f"({_worst(drift)})"))
+        for why, n in sorted(self._slice_notes[name].items()):
+            found.append(((name, "slices", why), f"{n} answers had {why}: counted as slice \"other\""))
         keys = {key for key, _ in found}
         self._alarmed -= {k for k in self._alarmed if k[0] == name and k not in keys}  # cleared: may recur
         for key, text in found:
@@ -390,7 +465,7 @@ class RolloutManager:
         versions = sorted(set(model.versions if model else ()) | {v for (n, v) in self._windows if n == name}
                           | ({mr.stable} | ({mr.canary} if mr.canary else set())))
         # One stat per version and one summary per window, shared by the rows, verdict and alarms.
-        ages = {v: self.version_age(name, v) for v in versions}
+        ages = {v: self.age(name, v) for v in versions}
         served = {v: ages[v] for v in (model.versions if model else ())}  # staleness concerns these
         evidence = {v: self.evidence(name, v) for v in versions}
         for v in versions:
@@ -412,13 +487,75 @@ class RolloutManager:
             for alias, (diff, agreement) in e.by_output.items():
                 entry.outputs[alias].max_abs_diff = _or(diff)
                 entry.outputs[alias].top1_agreement = _or(agreement)
-            for seconds_ago, accuracy, rows in e.accuracy_history:
-                entry.accuracy_history.add(seconds_ago=seconds_ago, accuracy=accuracy, rows=rows)
+            for seconds_ago, accuracy, rows, loss in e.accuracy_history:
+                entry.accuracy_history.add(seconds_ago=seconds_ago, accuracy=_or(accuracy), rows=rows, loss=_or(loss))
+            self._fill_quality(entry, e)
+            self._fill_version(entry, name, v, mr)
         _fill_verdict(st.verdict, self.verdict(name, evidence))
         for t, who, text in self.store.decisions(name, DECISIONS_KEPT):
             st.decisions.add(unix_time=t, text=text, who=who)
         st.alarms.extend(self.alarms(name, served))
         return st
+
+    @staticmethod
+    def _fill_quality(entry: rollout_pb2.VersionEvidence, e: Evidence) -> None:
+        entry.loss.rows = e.loss_rows
+        entry.loss.log_loss, entry.loss.brier = _or(e.log_loss), _or(e.brier)
+        entry.loss.mse, entry.loss.mae = _or(e.mse), _or(e.mae)
+        for c in e.classes:
+            entry.classes.add(label=c.label, support=c.support, predicted=c.predicted, recall=_or(c.recall),
+                              precision=_or(c.precision))
+        for sl in e.slices:
+            entry.slices.add(slice=sl.slice, rows=sl.rows, accuracy=_or(sl.accuracy), loss=_or(sl.loss))
+        for (label, predicted), n in e.confusion.items():
+            entry.confusion.add(label=label, predicted=predicted, count=n)
+
+    def _fill_version(self, entry, name: str, version: int, mr: Optional[rollout_pb2.ModelRollout] = None) -> None:
+        """Cost, drift and what the version says about itself (status and the dashboard)."""
+        cpu, rows = self.costs.totals(name, version)
+        shadow_cpu, shadow_rows = self.costs.totals(name, version, SHADOW)
+        facts = self.facts(name, version)
+        resident = facts.resident_bytes if facts is not None and facts.resident_bytes is not None else -1
+        c = entry.cost
+        c.predictions, c.cpu_seconds = rows, cpu
+        c.cpu_seconds_per_1000 = cpu / rows * 1000 if rows else -1.0
+        c.shadow_predictions, c.shadow_cpu_seconds = shadow_rows, shadow_cpu
+        c.shadow_cpu_seconds_per_1000 = shadow_cpu / shadow_rows * 1000 if shadow_rows else -1.0
+        c.resident_bytes = resident
+        if mr is not None:
+            rps = getattr(entry, "requests_per_second", 0.0)
+            money = money_per_1000(cpu / rows * 1000 if rows else None, resident, rps, mr.prices.cost_per_cpu_hour,
+                                   mr.prices.cost_per_gib_hour)
+            c.money_per_1000 = _or(money)
+            c.currency = mr.prices.currency or ("USD" if money is not None else "")
+        else:
+            c.money_per_1000 = -1.0
+        d = entry.drift
+        report = self.drift(name, version)
+        d.has_reference = bool(facts is not None and facts.reference)
+        if report is not None:
+            d.live_rows, d.drifting = report.live_rows, report.drifting
+            for f in report.worst:
+                d.worst.add(feature=f.feature, psi=f.psi, ks_statistic=f.ks_statistic, ks_pvalue=f.ks_pvalue)
+        if facts is not None:
+            i = entry.info
+            i.age_source = facts.age_source
+            i.trained_at, i.data_until = facts.trained_at or 0.0, facts.data_until or 0.0
+            i.metrics.update(facts.metrics)
+            i.problems.extend(facts.problems)
+            if any(p.startswith("assets.extra/reference.npz") for p in facts.problems):
+                d.problem = next(p for p in facts.problems if p.startswith("assets.extra/reference.npz"))
+
+    def version_overview(self, name: str, version: int) -> dict:
+        """A loaded version's age, drift, memory and cost for the dashboard (JSON-ready)."""
+        from google.protobuf import json_format
+        entry = rollout_pb2.VersionEvidence(version=version)
+        self._fill_version(entry, name, version)
+        doc = json_format.MessageToDict(entry, preserving_proto_field_name=True,
+                                        always_print_fields_with_no_presence=True)
+        age = self.age(name, version)
+        return {"age_seconds": age, "age_source": entry.info.age_source, "info": doc["info"], "drift": doc["drift"],
+                "resident_bytes": entry.cost.resident_bytes, "cost": doc["cost"]}
 
     def _config(self, name: str) -> rollout_pb2.ModelRollout:
         mr = self.configs.get(name)
@@ -507,3 +644,17 @@ def _fill_verdict(out: rollout_pb2.Verdict, verdict: Verdict) -> None:
 
 def _or(x: Optional[float]) -> float:
     return -1.0 if x is None else float(x)
+
+
+def _rows(inputs: dict) -> int:
+    for a in inputs.values():
+        return int(a.shape[0]) if getattr(a, "ndim", 0) else 1
+    return 0
+
+
+def _days(seconds: float) -> str:
+    return f"{seconds / 86400:.1f} d" if seconds >= 86400 else f"{seconds / 3600:.1f} h"
+
+
+def _worst(report: DriftReport) -> str:
+    return ", ".join(f"{f.feature} PSI {f.psi:.2f}" for f in report.worst[:3])

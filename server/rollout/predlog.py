@@ -34,7 +34,8 @@ import ml_dtypes
 import numpy as np
 
 from protos.errors import Code, ServingError, invalid_argument
-from server.rollout.evidence import class_scores, top1
+from server.rollout.evidence import FeedbackRow, class_scores, top1
+from server.rollout.quality import classification_losses, regression_errors
 from server.rollout.store import RolloutStore
 
 log = logging.getLogger("verso.rollout")
@@ -79,20 +80,25 @@ class Answer(NamedTuple):
     outputs: Mapping
     alias: Optional[str]
     slice: Optional[str] = None
+    scores_alias: Optional[str] = None   # the rollout's scores_output (None: detected)
 
 
 @dataclass(frozen=True)
 class Judged:
-    """A feedback's outcome: which answer it was for and which rows were right."""
+    """A feedback's outcome: which answer it was for, and each row joined with its truth."""
 
     model: str
     version: int
-    correct: tuple[bool, ...]
+    rows: tuple[FeedbackRow, ...]
+
+    @property
+    def correct(self) -> tuple[bool, ...]:
+        return tuple(bool(r.correct) for r in self.rows if r.correct is not None)
 
 
 class _Feedback:
-    def __init__(self, request_id: str, labels: list[str], future: Future):
-        self.request_id, self.labels, self.future = request_id, labels, future
+    def __init__(self, request_id: str, labels: list[str], targets: list[float], future: Future):
+        self.request_id, self.labels, self.targets, self.future = request_id, labels, targets, future
 
 
 class PredictionLog:
@@ -126,13 +132,16 @@ class PredictionLog:
             self._start()
         return True
 
-    def feedback(self, request_id: str, labels: Sequence[str]) -> Future:
-        """Judge ``labels`` against the logged answer ``request_id``; a Future of ``Judged`` or
-        a ServingError: NOT_FOUND (unknown or expired), ALREADY_EXISTS (feedback given before),
-        INVALID_ARGUMENT (no top-1 output, or a label count that differs from the answer's
-        rows: the id is not used up)."""
+    def feedback(self, request_id: str, labels: Sequence[str], targets: Sequence[float] = ()) -> Future:
+        """Judge ``labels`` (against the top-1 answers; with class scores, the log-loss and
+        Brier score) and/or numeric ``targets`` (against the answer's value per row: squared
+        and absolute error) against the logged answer ``request_id``. A Future of ``Judged``
+        or a ServingError: NOT_FOUND (unknown or expired), ALREADY_EXISTS (feedback given
+        before), INVALID_ARGUMENT (neither labels nor targets, a count that differs from the
+        answer's rows, a target that is not finite, labels for an answer with no top-1, targets
+        for an answer that is not one number per row: the id is not used up)."""
         future: Future = Future()
-        self._send(_Feedback(request_id, [_text(x) for x in labels], future))
+        self._send(_Feedback(request_id, [_text(x) for x in labels], [float(t) for t in targets], future))
         return future
 
     def flush(self, timeout_s: float = 10.0) -> None:
@@ -211,27 +220,23 @@ class PredictionLog:
     def _judged(self, fb: _Feedback) -> Judged:
         with self.store.lock:
             db = self.store.db
-            row = db.execute("SELECT model, version, output, dtype, shape, data, feedback_time, unix_time "
-                             "FROM predictions WHERE request_id = ?", (fb.request_id,)).fetchone()
+            row = db.execute("SELECT model, version, output, dtype, shape, data, feedback_time, unix_time, scores, "
+                             "classes, slice FROM predictions WHERE request_id = ?", (fb.request_id,)).fetchone()
             if row is None or row[7] < self.clock() - self.retention_s:
                 raise ServingError(Code.NOT_FOUND, f"Unknown or expired request id: {fb.request_id}")
-            model, version, alias, dtype, shape, data, given, _ = row
+            model, version, alias, dtype, shape, data, given, _, scores, classes, key = row
             if given is not None:
                 raise ServingError(Code.ALREADY_EXISTS, f"Feedback for request id {fb.request_id} was already given")
-            answers = top1({alias: _array(dtype, shape, data)}, alias) if alias is not None else None
-            if answers is None:
-                raise invalid_argument(f"Answers of {model} have no top-1 output to compare feedback with")
-            predicted = [_text(x) for x in answers.tolist()]
-            if len(fb.labels) != len(predicted):
-                raise invalid_argument(f"Feedback has {len(fb.labels)} labels for an answer of {len(predicted)} rows")
-            correct = tuple(p == label for p, label in zip(predicted, fb.labels))
+            rows = _joined(model, fb, _array(dtype, shape, data) if alias is not None else None, alias,
+                           np.frombuffer(scores, "<f4").reshape(-1, classes) if scores is not None else None, key)
+            correct = sum(1 for r in rows if r.correct)
             # Another worker may have judged it since the SELECT: only one UPDATE wins (autocommit).
             done = db.execute("UPDATE predictions SET feedback_time = ?, labels = ?, correct = ? "
                               "WHERE request_id = ? AND feedback_time IS NULL",
-                              (self.clock(), json.dumps(fb.labels), sum(correct), fb.request_id)).rowcount
+                              (self.clock(), json.dumps(fb.labels or fb.targets), correct, fb.request_id)).rowcount
             if not done:
                 raise ServingError(Code.ALREADY_EXISTS, f"Feedback for request id {fb.request_id} was already given")
-            return Judged(model, int(version), correct)
+            return Judged(model, int(version), rows)
 
     def prune(self) -> int:
         """Delete rows past the retention age and the oldest beyond ``max_rows``; the count."""
@@ -245,6 +250,48 @@ class PredictionLog:
         except sqlite3.Error as e:
             log.error("Prediction log: pruning failed: %s", e)
             return 0
+
+
+def _joined(model: str, fb: _Feedback, answer: Optional[np.ndarray], alias: Optional[str],
+            scores: Optional[np.ndarray], key: Optional[str]) -> tuple[FeedbackRow, ...]:
+    """The feedback's rows joined with the logged answer (see ``PredictionLog.feedback``)."""
+    if not fb.labels and not fb.targets:
+        raise invalid_argument("Feedback needs labels (classifiers) or targets (regressors), one per row")
+    rows = int(answer.shape[0]) if answer is not None and answer.ndim else None
+    predicted: list = [None] * (rows or 0)
+    correct: list = [None] * (rows or 0)
+    log_loss: list = [None] * (rows or 0)
+    brier: list = [None] * (rows or 0)
+    sq: list = [None] * (rows or 0)
+    ab: list = [None] * (rows or 0)
+    if fb.labels:
+        answers = top1({alias: answer}, alias) if answer is not None else None
+        if answers is None:
+            raise invalid_argument(f"Answers of {model} have no top-1 output to compare feedback labels with")
+        predicted = [_text(x) for x in answers.tolist()]
+        if len(fb.labels) != len(predicted):
+            raise invalid_argument(f"Feedback has {len(fb.labels)} labels for an answer of {len(predicted)} rows")
+        correct = [p == label for p, label in zip(predicted, fb.labels)]
+        if scores is not None and len(scores) == len(fb.labels):
+            log_loss, brier = (list(x) for x in zip(*classification_losses(scores, fb.labels)))
+    if fb.targets:
+        if not all(np.isfinite(fb.targets)):
+            raise invalid_argument("Feedback targets must be finite numbers")
+        values = None
+        if answer is not None and answer.ndim and answer.dtype.kind in "biuf" and answer[0:1].size <= 1:
+            values = answer.reshape(len(answer), -1)[:, 0].astype(np.float64) if answer.size else answer
+        if values is None:
+            raise invalid_argument(f"Feedback targets need an answer with one number per row; the answer of {model} "
+                                   f"({alias or 'no output'}) is {answer.dtype if answer is not None else 'none'} "
+                                   f"{list(answer.shape) if answer is not None else ''}")
+        if len(fb.targets) != len(values):
+            raise invalid_argument(f"Feedback has {len(fb.targets)} targets for an answer of {len(values)} rows")
+        sq, ab = (list(x) for x in zip(*regression_errors(values, fb.targets)))
+        if not fb.labels:
+            predicted = correct = [None] * len(values)
+    labels = fb.labels or [None] * len(sq)
+    return tuple(FeedbackRow(c, lab, p, key, ll, b, s, a)
+                 for c, lab, p, ll, b, s, a in zip(correct, labels, predicted, log_loss, brier, sq, ab))
 
 
 def _text(x) -> str:
@@ -266,9 +313,9 @@ def _row(a: Answer) -> tuple:
             dtype, data = "json", json.dumps([_text(x) for x in arr.ravel().tolist()]).encode()
         else:
             dtype, data = arr.dtype.str, arr.tobytes()
-    key = (a.alias, *outputs)
+    key = (a.scores_alias or a.alias, *outputs)
     if key not in _SCORES:
-        found = class_scores(outputs, a.alias)
+        found = class_scores(outputs, a.scores_alias or a.alias)
         _SCORES[key] = next((k for k in outputs if outputs[k] is found), None) if found is not None else None
     score_alias = _SCORES[key]
     if score_alias is not None:

@@ -8,6 +8,8 @@ low end, "is it within the margin?" the high end, each at the configured confide
   method 10), built from the two Wilson score intervals that ``scipy.stats.binomtest`` gives.
   It stays inside [-1, 1], behaves at 0 and n successes, and needs no normal approximation of
   the difference itself.
+- ``mean_difference``: Welch's t interval for a difference of means (the loss gate).
+- ``mean_ratio``: a percentile bootstrap of a ratio of means (the cost gate).
 - ``p99_ratio``: a percentile bootstrap (``scipy.stats.bootstrap``, two independent samples)
   of canary p99 / stable p99, with a fixed seed, so the same evidence always gives the same
   verdict.
@@ -74,6 +76,45 @@ def p99_ratio(canary_ms: Sequence[float], stable_ms: Sequence[float], confidence
     if not math.isfinite(estimate):
         raise ValueError("stable's p99 latency is 0")
     result = stats.bootstrap((c, s), _p99_ratio, n_resamples=resamples, confidence_level=_two_sided(confidence),
+                             method="percentile", vectorized=True, paired=False,
+                             rng=np.random.default_rng(BOOTSTRAP_SEED))
+    ci = result.confidence_interval
+    return Interval(estimate, float(ci.low), float(ci.high))
+
+
+def mean_difference(canary: Sequence[float], stable: Sequence[float], confidence: float) -> Interval:
+    """mean(canary) - mean(stable) with Welch's t interval (``scipy.stats.ttest_ind`` with
+    unequal variances; each sample >= 2 values). Two constant samples give a zero-width
+    interval at their difference."""
+    c = np.asarray(canary, dtype=np.float64)
+    s = np.asarray(stable, dtype=np.float64)
+    if c.size < 2 or s.size < 2:
+        raise ValueError("each sample needs at least 2 values")
+    d = float(c.mean() - s.mean())
+    if c.var() == 0 and s.var() == 0:  # t is undefined; the difference is known exactly
+        return Interval(d, d, d)
+    ci = stats.ttest_ind(c, s, equal_var=False).confidence_interval(_two_sided(confidence))
+    return Interval(d, float(ci.low), float(ci.high))
+
+
+def _mean_ratio(canary: np.ndarray, stable: np.ndarray, axis: int = -1) -> np.ndarray:
+    return np.mean(canary, axis=axis) / np.mean(stable, axis=axis)
+
+
+def mean_ratio(canary: Sequence[float], stable: Sequence[float], confidence: float,
+               resamples: int = BOOTSTRAP_RESAMPLES) -> Interval:
+    """mean(canary) / mean(stable) with a percentile-bootstrap interval (fixed seed; each
+    sample >= 2 values, stable's mean > 0)."""
+    c = np.asarray(canary, dtype=np.float64)
+    s = np.asarray(stable, dtype=np.float64)
+    if c.size < 2 or s.size < 2:
+        raise ValueError("each sample needs at least 2 values")
+    if not s.mean() > 0:
+        raise ValueError("stable's mean is 0")
+    estimate = float(_mean_ratio(c, s))
+    if np.ptp(c) == 0 and np.ptp(s) == 0:
+        return Interval(estimate, estimate, estimate)
+    result = stats.bootstrap((c, s), _mean_ratio, n_resamples=resamples, confidence_level=_two_sided(confidence),
                              method="percentile", vectorized=True, paired=False,
                              rng=np.random.default_rng(BOOTSTRAP_SEED))
     ci = result.confidence_interval

@@ -40,6 +40,10 @@ class Gates:
     confidence: float = 0.95                 # one-sided, per check
     failure_threshold: int = 3               # consecutive failed analyses before ROLLBACK
     warmup_calls: int = 20                   # first calls of a version left out of its latency
+    max_loss_increase: float = 0.0           # canary mean loss - stable's at most this (0: no loss gate)
+    max_class_drop: float = 0.0              # no class/slice may lose more than this (0: no bias gate)
+    min_class_samples: int = 30              # feedback rows of a class/slice in each version to judge it
+    max_cost_ratio: float = 0.0              # canary CPU per prediction / stable's at most this (0: no cost gate)
 
     def __post_init__(self):
         if self.max_error_rate_increase < 0:
@@ -56,6 +60,9 @@ class Gates:
             raise ValueError(f"confidence must be within (0.5, 1), got {self.confidence}")
         if self.failure_threshold < 1:
             raise ValueError(f"failure_threshold must be >= 1, got {self.failure_threshold}")
+        if min(self.max_loss_increase, self.max_class_drop, self.max_cost_ratio) < 0 or self.min_class_samples < 1:
+            raise ValueError("max_loss_increase, max_class_drop and max_cost_ratio must be >= 0, "
+                             "min_class_samples >= 1")
 
 
 @dataclass(frozen=True)
@@ -71,6 +78,7 @@ class Check:
     canary_samples: int
     stable_samples: int
     text: str
+    subject: str = ""             # bias: the class or slice it is about
 
 
 @dataclass(frozen=True)
@@ -165,20 +173,114 @@ def check_quality(stable: Evidence, canary: Evidence, gates: Gates) -> Check:
                  f"{stable.feedback}) or {need} shadow comparisons (have {canary.shadow_compared})")
 
 
-def decide(stable: Evidence, canary: Evidence, gates: Gates, failed_before: int = 0) -> Verdict:
+MIN_COST_SAMPLES = 30  # model calls of each version the cost gate needs
+
+
+def _nan_check(name: str, limit: float, nc: int, ns: int, text: str, subject: str = "") -> Check:
+    nan = float("nan")
+    return Check(name, INCONCLUSIVE, nan, nan, nan, limit, nc, ns, f"{name} {INCONCLUSIVE}: {text}", subject)
+
+
+def check_loss(stable: Evidence, canary: Evidence, gates: Gates) -> Check:
+    """Canary mean loss minus stable's (Welch's interval), against ``max_loss_increase``; the
+    loss is log-loss where the rows have class scores, else squared error."""
+    limit, need = gates.max_loss_increase, max(gates.min_samples, 2)
+    nc, ns = len(canary.losses), len(stable.losses)
+    if min(nc, ns) < need:
+        return _nan_check("loss", limit, nc, ns, f"need {need} feedback rows with a loss of each version, "
+                                                 f"have {nc} and {ns}")
+    d = stats.mean_difference(canary.losses, stable.losses, gates.confidence)
+    result = _judge(d.low, d.high, limit)
+    what = "log-loss" if canary.log_loss is not None else "squared error"
+    return Check("loss", result, d.estimate, d.low, d.high, limit, nc, ns,
+                 f"loss {result}: canary - stable mean {what} {d.estimate:+.4f} [{d.low:+.4f}, {d.high:+.4f}] vs at "
+                 f"most +{limit:g} ({nc} and {ns} rows)")
+
+
+def _subjects(stable: Evidence, canary: Evidence, need: int) -> list[tuple[str, tuple[int, int], tuple[int, int]]]:
+    """(subject, stable (right, rows), canary (right, rows)) for each class (recall) and slice
+    (accuracy) with ``need`` rows in both versions."""
+    out = []
+    cs = {c.label: c for c in canary.classes}
+    for s in stable.classes:
+        c = cs.get(s.label)
+        if c is not None and min(s.support, c.support) >= need:
+            out.append((f"class {s.label}", (s.correct, s.support), (c.correct, c.support)))
+    cl = {c.slice: c for c in canary.slices}
+    for s in stable.slices:
+        c = cl.get(s.slice)
+        if c is not None and min(s.labelled, c.labelled) >= need:
+            out.append((f"slice {s.slice}", (s.correct, s.labelled), (c.correct, c.labelled)))
+    return out
+
+
+def check_bias(stable: Evidence, canary: Evidence, gates: Gates) -> Check:
+    """No class (recall) or slice (accuracy) with ``min_class_samples`` feedback rows in both
+    versions may drop by more than ``max_class_drop``. Each subject's drop (stable minus
+    canary) gets Newcombe's interval at a Bonferroni-corrected confidence (1 - (1 - c) / k for k
+    subjects), so judging many classes at once does not multiply false alarms. FAIL names the
+    subject that failed worst; PASS needs every subject within the gate; else INCONCLUSIVE,
+    naming the subject closest to failing."""
+    limit, need = gates.max_class_drop, gates.min_class_samples
+    subjects = _subjects(stable, canary, need)
+    if not subjects:
+        return _nan_check("bias", limit, 0, 0, f"no class or slice has {need} feedback rows in both versions")
+    confidence = 1 - (1 - gates.confidence) / len(subjects)
+    judged = []
+    for name, (sk, sn), (ck, cn) in subjects:
+        d = stats.proportion_difference(sk, sn, ck, cn, confidence)
+        judged.append((_judge(d.low, d.high, limit), d, name, cn, sn))
+    failed = [j for j in judged if j[0] == FAIL]
+    if failed:
+        result, d, name, cn, sn = max(failed, key=lambda j: j[1].low)
+    elif all(j[0] == PASS for j in judged):
+        result, d, name, cn, sn = max(judged, key=lambda j: j[1].estimate)
+    else:
+        result, d, name, cn, sn = max((j for j in judged if j[0] != PASS), key=lambda j: j[1].high)
+    return Check("bias", result, d.estimate, d.low, d.high, limit, cn, sn,
+                 f"bias {result}: {name} drops {_interval(d)} vs at most {limit * 100:.2f} points (worst of "
+                 f"{len(subjects)} classes and slices with {need} rows, each at {confidence * 100:.2f} % confidence; "
+                 f"{cn} and {sn} rows)", subject=name)
+
+
+def check_cost(stable: Evidence, canary: Evidence, gates: Gates) -> Check:
+    """Canary CPU seconds per prediction / stable's (bootstrap of the ratio of means over the
+    last model calls), against ``max_cost_ratio``."""
+    limit = gates.max_cost_ratio
+    nc, ns = len(canary.cost_samples), len(stable.cost_samples)
+    if min(nc, ns) < MIN_COST_SAMPLES or not sum(stable.cost_samples) > 0:
+        return _nan_check("cost", limit, nc, ns, f"need {MIN_COST_SAMPLES} model calls of each version with CPU "
+                                                 f"time, have {nc} and {ns}")
+    r = stats.mean_ratio(canary.cost_samples, stable.cost_samples, gates.confidence)
+    result = _judge(r.low, r.high, limit)
+    return Check("cost", result, r.estimate, r.low, r.high, limit, nc, ns,
+                 f"cost {result}: canary / stable CPU per prediction {r.estimate:.2f}x [{r.low:.2f}, {r.high:.2f}] "
+                 f"vs at most {limit:g}x ({nc} and {ns} model calls)")
+
+
+def decide(stable: Evidence, canary: Evidence, gates: Gates, failed_before: int = 0,
+           holds: Sequence[str] = ()) -> Verdict:
     """One analysis of the canary against the stable version.
 
     ``failed_before``: consecutive failed analyses before this one. Fewer than ``min_samples``
     calls of either version -> HOLD at once ("need more data", with the counts; not a failed
-    analysis). Otherwise the three checks; any FAIL makes the analysis failed, and the
-    ``failure_threshold``-th failed analysis in a row is ROLLBACK (before it: HOLD); all PASS
-    is PROMOTE; else HOLD (inconclusive)."""
+    analysis). Otherwise the checks: errors, latency, quality, and loss, bias and cost where
+    their gates are set; any FAIL makes the analysis failed, and the ``failure_threshold``-th
+    failed analysis in a row is ROLLBACK (before it: HOLD); all PASS is PROMOTE unless
+    ``holds`` (reasons to wait that are not checks: an older or drifting canary) says HOLD;
+    else HOLD (inconclusive)."""
     need = gates.min_samples
     if canary.requests < max(need, 1) or stable.requests < max(need, 1):
         return Verdict(HOLD, (f"need more data: {need} calls of each version, have {canary.requests} (canary) "
-                              f"and {stable.requests} (stable)",))
+                              f"and {stable.requests} (stable)", *holds))
     checks = (check_errors(stable, canary, gates), check_latency(stable, canary, gates),
               check_quality(stable, canary, gates))
+    if gates.max_loss_increase > 0:
+        checks += (check_loss(stable, canary, gates),)
+    if gates.max_class_drop > 0:
+        checks += (check_bias(stable, canary, gates),)
+    if gates.max_cost_ratio > 0:
+        checks += (check_cost(stable, canary, gates),)
     reasons = [c.text for c in checks]
     if any(c.result == FAIL for c in checks):
         failed = failed_before + 1
@@ -187,9 +289,11 @@ def decide(stable: Evidence, canary: Evidence, gates: Gates, failed_before: int 
                        + ("" if decision == ROLLBACK else ": HOLD until it fails again or recovers"))
         return Verdict(decision, tuple(reasons), checks, failed)
     if all(c.result == PASS for c in checks):
+        if holds:
+            return Verdict(HOLD, tuple(reasons) + tuple(f"hold: {h}" for h in holds), checks)
         return Verdict(PROMOTE, tuple(reasons), checks)
     reasons.append("inconclusive: need more data")
-    return Verdict(HOLD, tuple(reasons), checks)
+    return Verdict(HOLD, tuple(reasons) + tuple(f"hold: {h}" for h in holds), checks)
 
 
 def next_percent(current: float, decision: str, steps: Sequence[float] = (10, 25, 50, 100)) -> float:

@@ -55,13 +55,18 @@ def _parser(message_cls):
 
 ROUTING_KEY = "verso-routing-key"
 REQUEST_ID = "verso-request-id"
+SLICE = "verso-slice"
 
 
-def _routing_key(context: grpc.aio.ServicerContext) -> Optional[str]:
+def _rollout_keys(info: CallInfo, context: grpc.aio.ServicerContext) -> None:
+    """The rollout's routing key and slice key from the call's metadata, into ``info``."""
     for key, value in context.invocation_metadata() or ():
-        if key == ROUTING_KEY:
-            return value if isinstance(value, str) else value.decode("utf-8", "replace")
-    return None
+        if key == ROUTING_KEY or key == SLICE:
+            text = value if isinstance(value, str) else value.decode("utf-8", "replace")
+            if key == ROUTING_KEY:
+                info.routing_key = text
+            else:
+                info.slice = text
 
 
 def _who(context: grpc.aio.ServicerContext) -> str:
@@ -101,7 +106,7 @@ def _method(name: str, call: Callable[..., Any], request_cls, response_cls, core
             if request is UNPARSABLE:
                 raise ServingError(Code.INTERNAL, f"Failed to parse {request_cls.DESCRIPTOR.full_name}")
             if routed:
-                info.routing_key = _routing_key(context)
+                _rollout_keys(info, context)
             if control:
                 _control(info, context)
             answer = call(request, info)
@@ -163,7 +168,7 @@ def service_handlers(core: ServingCore) -> list[grpc.GenericRpcHandler]:
                                   rollout_pb2.RolloutRequest, rollout_pb2.RolloutStatus),
             "SetRollout": _method("SetRollout", core.set_rollout, rollout_pb2.ModelRollout,
                                   rollout_pb2.RolloutStatus, control=True),
-            "Feedback": _method("Feedback", lambda r, info: core.feedback(r.request_id, r.labels, info),
+            "Feedback": _method("Feedback", lambda r, info: core.feedback(r.request_id, r.labels, info, r.targets),
                                 rollout_pb2.FeedbackRequest, rollout_pb2.FeedbackResponse, control=True),
         }))
     return handlers

@@ -24,12 +24,11 @@ from __future__ import annotations
 
 import math
 import operator
-import os
 import time
 from typing import Callable, Iterable, Optional, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.multiprocess import MultiProcessCollector
 
@@ -129,6 +128,13 @@ class Metrics:
         model under rollout (called on the loop at each scrape)."""
         self.local.register(_RolloutCollector(statuses))
 
+    def add_costs(self, versions: Callable[[], Iterable[tuple]]) -> None:
+        """Export what each version costs and whether it drifts: ``versions()`` yields
+        (model, version, {kind: (cpu seconds, predictions)}, resident bytes or None,
+        drifting or None (no reference sample), worst PSI or None), on the loop at each scrape.
+        Counted by this process (under ``--num_workers``, the answering worker's own)."""
+        self.local.register(_CostCollector(versions))
+
     # ---- recording ------------------------------------------------------------------------------
 
     def request(self, model: str, version: Optional[int], api: str, entrypoint: str, status: str,
@@ -207,7 +213,8 @@ class Metrics:
 
 class _VersionCollector:
     """``verso_model_version_state`` (1 for the state each version is in) and
-    ``verso_model_version_age_seconds`` (since its directory's mtime), read at scrape time."""
+    ``verso_model_version_age_seconds`` (since it was trained, as its ``verso_model.json`` says,
+    else since its model files were written), read at scrape time."""
 
     def __init__(self, versions, clock):
         self._versions = versions
@@ -220,13 +227,14 @@ class _VersionCollector:
         state = GaugeMetricFamily("verso_model_version_state", "1 for the state each model version is in.",
                                   labels=["model_name", "version", "state"])
         age = GaugeMetricFamily("verso_model_version_age_seconds",
-                                "Seconds since the version directory was last modified.",
+                                "Seconds since the version was trained (verso_model.json), else since its model "
+                                "files were written.",
                                 labels=["model_name", "version"])
         now = self._clock()
-        for name, version, st, mtime in self._versions():
+        for name, version, st, born in self._versions():
             state.add_metric([name, str(version), st.name], 1)
-            if mtime is not None:
-                age.add_metric([name, str(version)], max(0.0, now - mtime))
+            if born is not None:
+                age.add_metric([name, str(version)], max(0.0, now - born))
         yield state
         yield age
 
@@ -250,6 +258,17 @@ class _RolloutCollector:
                                         "that is not (an alarm: its traffic goes to the other)."),
     )
 
+    _NESTED = (  # (metric suffix, VersionEvidence message.field, help)
+        ("log_loss", "loss.log_loss", "Mean log-loss (cross-entropy) of the feedback rows with class scores."),
+        ("brier", "loss.brier", "Mean Brier score of the feedback rows with class scores."),
+        ("mse", "loss.mse", "Mean squared error of the feedback rows with a numeric target."),
+        ("mae", "loss.mae", "Mean absolute error of the feedback rows with a numeric target."),
+        ("cpu_seconds_per_1000_predictions", "cost.cpu_seconds_per_1000",
+         "Process CPU seconds the version's model calls took per 1000 predictions."),
+        ("money_per_1000_predictions", "cost.money_per_1000",
+         "Money per 1000 predictions at the rollout's prices (CPU and resident memory)."),
+    )
+
     def __init__(self, statuses):
         self._statuses = statuses
 
@@ -261,6 +280,10 @@ class _RolloutCollector:
                     for name, _, _, text in self._GAUGES}
         verdict = GaugeMetricFamily("verso_rollout_verdict", "1 for the current verdict of each rollout.",
                                     labels=["model_name", "decision"])
+        recall = GaugeMetricFamily("verso_rollout_class_recall", "Recall of each class from feedback in the window.",
+                                   labels=["model_name", "version", "role", "class"])
+        nested = {name: GaugeMetricFamily(f"verso_rollout_{name}", text, labels=["model_name", "version", "role"])
+                  for name, _, text in self._NESTED}
         alarms = GaugeMetricFamily("verso_rollout_alarms", "Alarms raised by each rollout now (staleness, "
                                    "an older canary, a stable or canary that is not available).",
                                    labels=["model_name"])
@@ -272,11 +295,57 @@ class _RolloutCollector:
                     value = float(getattr(v, field))
                     if value >= 0:  # -1 marks an unknown figure
                         families[name].add_metric(labels, value * scale)
+                for name, path, _ in self._NESTED:
+                    message, field = path.split(".")
+                    value = float(getattr(getattr(v, message), field))
+                    if value >= 0:
+                        nested[name].add_metric(labels, value)
+                for c in v.classes:
+                    if c.recall >= 0:
+                        recall.add_metric(labels + [c.label], c.recall)
             verdict.add_metric([model, st.verdict.decision], 1)
             alarms.add_metric([model], len(st.alarms))
         yield from families.values()
+        yield from nested.values()
+        yield recall
         yield verdict
         yield alarms
+
+
+class _CostCollector:
+    """``verso_version_*``: CPU and predictions per version and kind (serve, shadow), resident
+    memory, drift."""
+
+    def __init__(self, versions):
+        self._versions = versions
+
+    def describe(self):
+        return []
+
+    def collect(self):
+        labels = ["model_name", "version"]
+        cpu = CounterMetricFamily("verso_version_cpu_seconds", "Process CPU seconds of the version's model calls "
+                                  "(shared among the calls running at once).", labels=labels + ["kind"])
+        rows = CounterMetricFamily("verso_version_predictions", "Predictions (rows) the version's model calls made.",
+                                   labels=labels + ["kind"])
+        memory = GaugeMetricFamily("verso_version_resident_memory_bytes", "Resident memory the version's load added.",
+                                   labels=labels)
+        drifting = GaugeMetricFamily("verso_version_drifting", "1 when the version's live inputs drift from its "
+                                     "reference sample (versions with one).", labels=labels)
+        psi = GaugeMetricFamily("verso_version_drift_psi", "Population stability index of the version's most "
+                                "drifted input feature.", labels=labels)
+        for name, version, kinds, resident, drift, worst in self._versions():
+            v = [name, str(version)]
+            for kind, (seconds, n) in sorted(kinds.items()):
+                cpu.add_metric(v + [kind], seconds)
+                rows.add_metric(v + [kind], n)
+            if resident is not None and resident >= 0:
+                memory.add_metric(v, resident)
+            if drift is not None:
+                drifting.add_metric(v, 1.0 if drift else 0.0)
+            if worst is not None:
+                psi.add_metric(v, worst)
+        yield from (cpu, rows, memory, drifting, psi)
 
 
 def _escape(value: str) -> str:
@@ -324,9 +393,3 @@ def render(families: Iterable, label_order: Optional[dict[str, Sequence[str]]] =
             lines.append(f"{sample}{{{labels}}} {_number(s.value)}" if labels else f"{sample} {_number(s.value)}")
     return ("\n".join(lines) + "\n").encode() if lines else b""
 
-
-def version_mtime(path: str) -> Optional[float]:
-    try:
-        return os.stat(path).st_mtime
-    except OSError:
-        return None

@@ -32,6 +32,7 @@ from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
 from protos import rollout_pb2
 from protos import rest_json
 from server.dataplane import admin
+from server.transports import dashboard
 from server.dataplane.core import SIGNATURE_DEF_FIELD, CallInfo, ServingCore
 from protos.errors import Code, ServingError
 
@@ -44,12 +45,13 @@ _V1 = re.compile(r"(?i)/v1/.*")
 # Verso's rollout extension: /v1/rollouts/MODEL and /v1/feedback.
 _ROLLOUT = re.compile(r"/v1/(?:rollouts/([^/:]+)|feedback)")
 ROUTING_KEY_HEADER = "Verso-Routing-Key"
+SLICE_HEADER = "Verso-Slice"
 REQUEST_ID_HEADER = "Verso-Request-Id"
 _INFER = re.compile(r"(?i)/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?:(classify|regress|predict)")
 _STATUS = re.compile(r"(?i)/v1/models(?:/([^/:]+))?(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?(?:/(metadata))?")
 _ORIGIN = re.compile(r"https?://.+")
 _CORS = {"Access-Control-Allow-Origin": "*", "Access-Control-Allow-Methods": "POST, GET",
-         "Access-Control-Allow-Headers": "Content-Type, Verso-Routing-Key, Authorization",
+         "Access-Control-Allow-Headers": "Content-Type, Verso-Routing-Key, Verso-Slice, Authorization",
          "Access-Control-Expose-Headers": f"{rest_json.VERSION_HEADER}, Verso-Request-Id"}
 _JSON = "application/json"
 
@@ -90,6 +92,8 @@ class RestApi:
         method = request.method
         if self.metrics_path is not None and path == self.metrics_path and method == "GET":
             return web.Response(body=self.metrics.render(), content_type="text/plain")
+        if path in (dashboard.PAGE_PATH, dashboard.DATA_PATH) and method == "GET":
+            return self._dashboard(path)
         if path == "/readyz" and method in ("GET", "HEAD"):
             ok = self.ready()
             return web.Response(status=200 if ok else 503, text="ready\n" if ok else "not ready\n")
@@ -98,7 +102,8 @@ class RestApi:
         if method == "OPTIONS":
             return self._preflight(request)
         version = None
-        call = CallInfo("GetModelStatus", "REST", routing_key=request.headers.get(ROUTING_KEY_HEADER), tf_api="")
+        call = CallInfo("GetModelStatus", "REST", routing_key=request.headers.get(ROUTING_KEY_HEADER), tf_api="",
+                        slice=request.headers.get(SLICE_HEADER))
         try:
             m = _INFER.fullmatch(path)
             r = _ROLLOUT.fullmatch(path)
@@ -182,7 +187,8 @@ class RestApi:
     async def _rollout(self, method: str, m: re.Match, request: web.Request) -> bytes:
         """Verso's rollout extension over REST: ``GET /v1/rollouts/MODEL`` (RolloutStatus),
         ``POST /v1/rollouts/MODEL`` (a ModelRollout, as SetRollout), ``POST /v1/feedback``
-        (``{"request_id": ..., "labels": [...]}``). Bodies and answers are the protos' JSON."""
+        (``{"request_id": ..., "labels": [...], "targets": [...]}``). Bodies and answers are the
+        protos' JSON."""
         target = urllib.parse.unquote(m.group(1) or "")
         if method == "GET" and target:
             return _dump(_proto_dict(self.core.get_rollout(target)))
@@ -201,7 +207,8 @@ class RestApi:
                 raise ServingError(Code.INVALID_ARGUMENT, f"Body names model {message.model}, path {target}")
             message.model = target
             return _dump(_proto_dict(await self.core.set_rollout(message, _control(request))))
-        return _dump(_proto_dict(await self.core.feedback(message.request_id, message.labels, _control(request))))
+        return _dump(_proto_dict(await self.core.feedback(message.request_id, message.labels, _control(request),
+                                                          message.targets)))
 
     async def _infer(self, verb: str, spec: model_pb2.ModelSpec, request: web.Request,
                      call: CallInfo) -> tuple[bytes, int]:
@@ -250,6 +257,16 @@ class RestApi:
         response.metadata[SIGNATURE_DEF_FIELD].Unpack(sig_map)
         return _dump({"model_spec": _proto_dict(response.model_spec),
                       "metadata": {SIGNATURE_DEF_FIELD: _proto_dict(sig_map)}})
+
+    def _dashboard(self, path: str) -> web.Response:
+        if path == dashboard.PAGE_PATH:
+            return web.Response(body=dashboard.page(), content_type="text/html", charset="utf-8")
+        try:
+            return web.Response(body=_dump(dashboard.data(self.core)), content_type="application/json")
+        except Exception as e:  # a bug in Verso: one line to the page, the traceback to the log
+            log.exception("Dashboard data failed")
+            return web.Response(status=500, body=_dump({"error": f"{type(e).__name__}: {e}"}),
+                                content_type="application/json")
 
     def _list_models(self) -> bytes:
         return _dump({"models": [{"name": name, **_proto_dict(status)} for name, status in self.core.list_models()]})

@@ -19,7 +19,7 @@ def test_verso_help_lists_every_command(capsys):
 
 # ModelRollout fields whose flag is not the field's name with dashes.
 RENAMED = {"canary_percent": "--percent", "shadow_percent": "--shadow", "max_age_seconds": "--max-age",
-           "auto": "--auto", "gates": None, "model": None}
+           "auto": "--auto", "gates": None, "model": None, "prices": "--cost-per-cpu-hour"}
 
 
 def test_rollout_set_has_a_flag_for_every_field_and_gate(capsys):

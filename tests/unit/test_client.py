@@ -461,7 +461,7 @@ class _ScriptedTransport:
     def metadata_result(self, raw):
         return raw
 
-    def predict_request(self, spec, arrays, output_filter, routing_key=None):
+    def predict_request(self, spec, arrays, output_filter, routing_key=None, slice=None):
         return arrays
 
     def predict_result(self, raw, sig):

@@ -422,9 +422,10 @@ def test_accuracy_history_cuts_the_feedback_window_into_time_ordered_slices():
         w.record_feedback([i < 10])
     clock.t = 30.0
     history = w.summary().accuracy_history
-    assert [acc for _, acc, _ in history] == [1.0] * 5 + [0.0] * 5
-    assert [rows for _, _, rows in history] == [2] * 10
-    assert [ago for ago, _, _ in history] == [29.0, 27.0, 25.0, 23.0, 21.0, 19.0, 17.0, 15.0, 13.0, 11.0]
+    assert [acc for _, acc, _, _ in history] == [1.0] * 5 + [0.0] * 5
+    assert [rows for _, _, rows, _ in history] == [2] * 10
+    assert [ago for ago, _, _, _ in history] == [29.0, 27.0, 25.0, 23.0, 21.0, 19.0, 17.0, 15.0, 13.0, 11.0]
+    assert [loss for _, _, _, loss in history] == [None] * 10  # rows without scores or targets give no loss
     few = Window(clock=clock)
     few.record_feedback([True, False, True])
-    assert few.summary().accuracy_history == ((0.0, 1.0, 1), (0.0, 0.0, 1), (0.0, 1.0, 1))
+    assert few.summary().accuracy_history == ((0.0, 1.0, 1, None), (0.0, 0.0, 1, None), (0.0, 1.0, 1, None))

@@ -501,7 +501,8 @@ def test_feedback_wrong_label_count_keeps_the_id():
         with pytest.raises(ServingError) as e:
             fb(rm, rid, labels)
         assert e.value.code == Code.INVALID_ARGUMENT
-        assert e.value.message == f"Feedback has {len(labels)} labels for an answer of 2 rows"
+        assert e.value.message == (f"Feedback has {len(labels)} labels for an answer of 2 rows" if labels else
+                                   "Feedback needs labels (classifiers) or targets (regressors), one per row")
     assert rm.evidence("m", 1).feedback == 0
     r = fb(rm, rid, ["1", "5"])
     assert (r.rows, r.correct) == (2, 1)
