@@ -121,6 +121,9 @@ def read_reference(path: str) -> tuple[Optional[dict], list[str]]:
     try:
         if os.path.getsize(file) > MAX_REFERENCE_BYTES:
             raise ValueError(f"larger than {MAX_REFERENCE_BYTES} bytes")
+        with open(file, "rb") as f:
+            if f.read(4) != b"PK\x03\x04":  # np.load would take other bytes for a pickle
+                raise ValueError("not an .npz file (numpy.savez's zip of arrays)")
         out = {}
         with np.load(file, allow_pickle=False) as npz:
             for alias in npz.files:

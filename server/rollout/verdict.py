@@ -272,7 +272,7 @@ def decide(stable: Evidence, canary: Evidence, gates: Gates, failed_before: int 
     need = gates.min_samples
     if canary.requests < max(need, 1) or stable.requests < max(need, 1):
         return Verdict(HOLD, (f"need more data: {need} calls of each version, have {canary.requests} (canary) "
-                              f"and {stable.requests} (stable)", *holds))
+                              f"and {stable.requests} (stable)", *(f"hold: {h}" for h in holds)))
     checks = (check_errors(stable, canary, gates), check_latency(stable, canary, gates),
               check_quality(stable, canary, gates))
     if gates.max_loss_increase > 0:
