@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Callable, NamedTuple, Optional
 
 import numpy as np
 
@@ -48,21 +48,49 @@ def generated_inputs(signature: Signature, rows: int, seed: int = 0) -> dict[str
     return out
 
 
-def dataset_batches(data: dict, aliases, rows: int) -> list[tuple[dict, Optional[np.ndarray]]]:
-    """A labelled dataset cut into requests: ``data`` maps each input alias (and optionally
-    ``labels``) to an array of the same length; each batch is ``({alias: rows rows}, labels of
-    those rows or None)``. Trailing rows that do not fill a batch are left out."""
+class Batch(NamedTuple):
+    """One request of a dataset run: its inputs, and what feedback and the slice key carry."""
+
+    inputs: dict
+    labels: Optional[np.ndarray] = None   # classifiers: one per row
+    targets: Optional[np.ndarray] = None  # regressors: one number per row
+    slice: Optional[str] = None           # the request's slice key (``verso-slice``)
+
+
+def dataset_batches(data: dict, aliases, rows: int) -> list[Batch]:
+    """A dataset cut into requests: ``data`` maps each input alias (and optionally ``labels``,
+    numeric ``targets`` and ``slices``, one per row) to an array of the same length. With
+    ``slices``, rows are grouped by slice first so that each request carries one slice key
+    (its rows'); trailing rows that do not fill a batch (per slice) are left out."""
     missing = [a for a in aliases if a not in data]
     if missing:
         raise ValueError(f"the dataset has no array for input {missing[0]} (it has {', '.join(sorted(data))})")
     n = len(data[aliases[0]])
-    if any(len(data[a]) != n for a in aliases) or ("labels" in data and len(data["labels"]) != n):
+    extra = [k for k in ("labels", "targets", "slices") if k in data]
+    if any(len(data[a]) != n for a in list(aliases) + extra):
         raise ValueError("the dataset's arrays differ in length")
     if n < rows:
         raise ValueError(f"the dataset has {n} rows, fewer than --rows {rows}")
-    labels = data.get("labels")
-    return [({a: data[a][i:i + rows] for a in aliases}, None if labels is None else labels[i:i + rows])
-            for i in range(0, n - rows + 1, rows)]
+    labels, targets = data.get("labels"), data.get("targets")
+    if targets is not None and targets.dtype.kind not in "biuf":
+        raise ValueError(f"the dataset's targets must be numbers, not {targets.dtype}")
+    if "slices" in data:
+        keys = [x.decode("utf-8", "replace") if isinstance(x, bytes) else str(x) for x in data["slices"].tolist()]
+        groups = {}
+        for i, k in enumerate(keys):
+            groups.setdefault(k, []).append(i)
+        order = [(k, np.asarray(idx)) for k, idx in sorted(groups.items())]
+    else:
+        order = [(None, np.arange(n))]
+    out = []
+    for key, idx in order:
+        for i in range(0, len(idx) - rows + 1, rows):
+            sel = idx[i:i + rows]
+            out.append(Batch({a: data[a][sel] for a in aliases}, None if labels is None else labels[sel],
+                             None if targets is None else targets[sel], key))
+    if not out:
+        raise ValueError(f"no slice of the dataset has --rows {rows} rows")
+    return out
 
 
 @dataclass

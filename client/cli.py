@@ -144,9 +144,12 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--json", action="store_true", help="print the summary as JSON")
     b.add_argument("--no-progress", action="store_true", help="no progress bar")
     b.add_argument("--dataset", metavar="FILE.npz",
-                   help="inputs by alias (and optionally 'labels'): call i sends the next ROWS rows, cycling")
+                   help="inputs by alias (and optionally 'labels', numeric 'targets' and 'slices', one per row): "
+                        "call i sends the next ROWS rows, cycling; with 'slices', each call carries its rows' "
+                        "slice key")
     b.add_argument("--feedback", action="store_true",
-                   help="after each answer, send the dataset's labels of its rows as feedback (rollouts)")
+                   help="after each answer, send the dataset's labels (or targets) of its rows as feedback "
+                        "(rollouts)")
     b.add_argument("--routing-keys", type=int, default=0, metavar="N",
                    help="send routing keys user-0 .. user-N-1 in turn (sticky rollout assignment)")
 
@@ -239,7 +242,7 @@ def _console(stderr: bool = False):
 
     stream = sys.stderr if stderr else sys.stdout
     # Not a terminal (a pipe, a file, a test): wide enough that no column is cut.
-    width = None if stream.isatty() or "COLUMNS" in os.environ else 160
+    width = None if stream.isatty() or "COLUMNS" in os.environ else 240
     return Console(stderr=stderr, highlight=False, soft_wrap=False, width=width)
 
 
@@ -461,27 +464,28 @@ def _bench(args) -> None:
                     batches = bench.dataset_batches(dataset, list(signature.inputs), args.rows)
                 except ValueError as e:
                     raise CliError(str(e)) from None
-                if args.feedback and batches[0][1] is None:
-                    raise CliError(f"--feedback: {args.dataset} has no 'labels' array")
+                if args.feedback and batches[0].labels is None and batches[0].targets is None:
+                    raise CliError(f"--feedback: {args.dataset} has no 'labels' or 'targets' array")
             else:
                 arrays = bench.generated_inputs(signature, args.rows) if given is None else \
                     bind_inputs(given, signature)
-                batches = [(arrays, None)]
-            first = next(iter(batches[0][0].values()), None)
+                batches = [bench.Batch(arrays)]
+            first = next(iter(batches[0].inputs.values()), None)
             rows = int(first.shape[0]) if first is not None and first.ndim else 1
             # Encoded once each: the loop below measures the server, not the client's encoding.
             keys = [f"user-{i}" for i in range(args.routing_keys)] or [None]
-            calls = [(client._codec.predict_request(spec, arrays, None, key), labels)
-                     for arrays, labels in batches for key in keys]
+            calls = [(client._codec.predict_request(spec, b.inputs, None, key, b.slice), b)
+                     for b in batches for key in keys]
             turn = itertools.count()
             fed = [0]
 
             async def send():
-                request, labels = calls[next(turn) % len(calls)]
+                request, b = calls[next(turn) % len(calls)]
                 raw = await client._io("predict", request, client.timeout)
                 request_id = client._codec.request_id_of(raw)
                 if args.feedback and request_id:
-                    await client.feedback(request_id, labels)
+                    await client.feedback(request_id, b.labels if b.labels is not None else (),
+                                          targets=b.targets if b.targets is not None else ())
                     fed[0] += 1
 
             measured = await _with_progress(bench.run, send, args, requests)
@@ -545,6 +549,8 @@ def _age(seconds: float) -> str:
 
 
 def _show_compare(status, as_json: bool) -> None:
+    """Side by side: traffic, latency, errors, quality, loss, cost, age and drift per version;
+    per-class and per-slice tables worst first; each check; the verdict."""
     from rich.table import Table
 
     if as_json:
@@ -558,27 +564,90 @@ def _show_compare(status, as_json: bool) -> None:
                   + (", automatic" if cfg.auto.enabled else ""))
     table = Table()
     for col in ("version", "role", "traffic %", "calls", "req/s", "errors", "p50 ms", "p99 ms",
-                "top-1 agree", "max diff", "accuracy", "age"):
-        table.add_column(col, justify="left" if col == "role" else "right")
+                "top-1 agree", "max diff", "accuracy", "loss", "CPU s/1k", "cost/1k", "age", "drift"):
+        table.add_column(col, justify="left" if col in ("role", "drift") else "right")
     for v in status.versions:
         errors = ", ".join(f"{k} {n}" for k, n in sorted(v.errors.items())) or "0"
         agree = f"{_known(v.top1_agreement, '{:.1f}', 100)} % ({v.shadow_compared})" if v.top1_agreement >= 0 else "-"
         acc = f"{_known(v.accuracy, '{:.1f}', 100)} % ({v.feedback})" if v.accuracy >= 0 else "-"
         table.add_row(str(v.version), v.role or "-", f"{v.traffic_percent:g}", str(v.requests),
                       f"{v.requests_per_second:.1f}", errors, _known(v.p50_ms), _known(v.p99_ms), agree,
-                      _known(v.max_abs_diff, "{:.3g}"), acc, _age(v.age_seconds) + (" STALE" if v.stale else ""))
+                      _known(v.max_abs_diff, "{:.3g}"), acc, _loss(v.loss), _known(v.cost.cpu_seconds_per_1000, "{:.3f}"),
+                      (f"{v.cost.money_per_1000:.6f} {v.cost.currency}" if v.cost.money_per_1000 >= 0 else "-"),
+                      _age(v.age_seconds) + (" STALE" if v.stale else ""), _drift(v.drift))
     console.print(table)
+    roles = {v.role: v for v in status.versions if v.role in ("stable", "canary")}
+    if roles:
+        _side_by_side(console, "class", "recall", {r: {c.label: (c.recall, c.support) for c in v.classes}
+                                                   for r, v in roles.items()})
+        _side_by_side(console, "slice", "accuracy", {r: {sl.slice: (sl.accuracy, sl.rows) for sl in v.slices}
+                                                     for r, v in roles.items()})
     for v in status.versions:
         if v.outputs:
             parts = [f"{alias}: max diff {_known(d.max_abs_diff, '{:.3g}')}"
                      + (f", top-1 agree {d.top1_agreement * 100:.1f} %" if d.top1_agreement >= 0 else "")
                      for alias, d in sorted(v.outputs.items())]
             console.print(f"v{v.version} vs stable, per output: " + "; ".join(parts))
-    console.print(f"verdict: {status.verdict.decision}")
+        if v.info.problems:
+            console.print(f"v{v.version} problems: " + "; ".join(v.info.problems))
+    if status.verdict.checks:
+        checks = Table(title="checks (canary against stable)")
+        for col in ("check", "result", "estimate", "interval", "gate", "about", "samples"):
+            checks.add_column(col, justify="left" if col in ("check", "result", "about") else "right")
+        for c in status.verdict.checks:
+            known = c.statistic == c.statistic  # NaN: not measured yet
+            checks.add_row(c.name, c.result, f"{c.statistic:.4g}" if known else "-",
+                           f"[{c.low:.4g}, {c.high:.4g}]" if known else "-", f"{c.limit:g}", c.subject or "",
+                           f"{c.canary_samples} / {c.stable_samples}")
+        console.print(checks)
+    console.print(f"verdict: {status.verdict.decision}" + (" (final)" if status.verdict.final else ""))
     for reason in status.verdict.reasons:
         console.print(f"  {reason}")
     for alarm in status.alarms:
         console.print(f"alarm: {alarm}")
+
+
+def _loss(loss) -> str:
+    if loss.log_loss >= 0:
+        return f"{loss.log_loss:.3f} log ({loss.rows})"
+    if loss.mse >= 0:
+        return f"{loss.mse:.3g} mse ({loss.rows})"
+    return "-"
+
+
+def _drift(drift) -> str:
+    if drift.problem:
+        return "reference unreadable"
+    if not drift.has_reference:
+        return "-"
+    if not drift.worst:
+        return f"no data ({drift.live_rows} rows)"
+    worst = ", ".join(f"{f.feature} PSI {f.psi:.2f}" for f in drift.worst[:2])
+    return ("DRIFTING: " if drift.drifting else "ok: ") + worst
+
+
+def _side_by_side(console, what: str, measure: str, by_role: dict) -> None:
+    """A per-class or per-slice table of stable against canary, the largest drop first."""
+    from rich.table import Table
+
+    stable, canary = by_role.get("stable", {}), by_role.get("canary", {})
+    keys = sorted(set(stable) | set(canary))
+    if not keys:
+        return
+
+    def drop(k):
+        s, c = stable.get(k, (-1, 0))[0], canary.get(k, (-1, 0))[0]
+        return s - c if s >= 0 and c >= 0 else float("-inf")
+
+    table = Table(title=f"per {what} ({measure} from feedback; worst first)")
+    for col in (what, f"stable {measure}", f"canary {measure}", "change, points"):
+        table.add_column(col, justify="left" if col == what else "right")
+    for k in sorted(keys, key=drop, reverse=True):
+        s, c = stable.get(k, (-1, 0)), canary.get(k, (-1, 0))
+        d = drop(k)
+        table.add_row(k, f"{_known(s[0], '{:.1f}', 100)} % ({s[1]})", f"{_known(c[0], '{:.1f}', 100)} % ({c[1]})",
+                      f"{-d * 100:+.1f}" if d != float("-inf") else "-")
+    console.print(table)
 
 
 def _show_status_log(status) -> None:
@@ -624,7 +693,7 @@ def _rollout(args) -> None:
                          "failed_analyses": v.failed_analyses, "reasons": list(v.reasons),
                          "checks": [{"name": c.name, "result": c.result, "statistic": c.statistic, "low": c.low,
                                      "high": c.high, "limit": c.limit, "canary_samples": c.canary_samples,
-                                     "stable_samples": c.stable_samples} for c in v.checks]})
+                                     "stable_samples": c.stable_samples, "subject": c.subject} for c in v.checks]})
             return
         print(status.verdict.decision)
         for reason in status.verdict.reasons:

@@ -54,8 +54,9 @@ def test_the_rollout_commands(server, tmp_path):
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     assert lines[0] == "rollout of digits: stable v1, canary v2 at 50 %"
+    first_table = lines[:next(i for i, ln in enumerate(lines) if ln.startswith("└"))]
     rows = {cells[0]: cells for cells in
-            ([c.strip() for c in ln.strip("│").split("│")] for ln in lines if ln.startswith("│"))}
+            ([c.strip() for c in ln.strip("│").split("│")] for ln in first_table if ln.startswith("│"))}
     assert rows["1"][1:3] == ["stable", "50"] and rows["2"][1:3] == ["canary", "50"]
     assert int(rows["1"][3]) + int(rows["2"][3]) == 54
     feedback_rows = [int(rows[v][10].rsplit("(", 1)[1].rstrip(")")) for v in ("1", "2")]  # "87.0 % (270)"

@@ -538,3 +538,17 @@ def test_bench_datasets_are_npz_files_read_like_inputs(tmp_path):
         bench.dataset_batches({"images": np.zeros(3)}, ["x"], 1)
     batches = bench.dataset_batches(_load_dataset(str(tmp_path / "d.npz")), ["images"], 3)
     assert len(batches) == 1 and batches[0][1].tolist() == [0, 1, 2]  # the trailing row is left out
+
+
+def test_bench_dataset_slices_group_rows_and_targets_travel():
+    data = {"x": np.arange(10, dtype=np.float32)[:, None], "slices": np.array(list("abababab") + ["c", "c"]),
+            "targets": np.arange(10) * 0.5}
+    batches = bench.dataset_batches(data, ["x"], 2)
+    assert [(b.slice, b.inputs["x"][:, 0].tolist(), b.targets.tolist()) for b in batches] == [
+        ("a", [0, 2], [0.0, 1.0]), ("a", [4, 6], [2.0, 3.0]), ("b", [1, 3], [0.5, 1.5]), ("b", [5, 7], [2.5, 3.5]),
+        ("c", [8, 9], [4.0, 4.5])]
+    assert batches[0].labels is None
+    with pytest.raises(ValueError, match="targets must be numbers"):
+        bench.dataset_batches({**data, "targets": np.array(["x"] * 10)}, ["x"], 2)
+    with pytest.raises(ValueError, match="differ in length"):
+        bench.dataset_batches({**data, "slices": np.array(["a"])}, ["x"], 2)
