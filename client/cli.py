@@ -158,7 +158,10 @@ def _parser() -> argparse.ArgumentParser:
     cp.add_argument("model")
     cp.add_argument("--json", action="store_true", help="print JSON")
     cp.add_argument("--plot", metavar="FILE.png",
-                    help="also draw latency percentiles and accuracy per version (needs matplotlib)")
+                    help="also draw latency CDFs (p99 and the gate marked), accuracy and loss over time, per-class "
+                         "recall and cost per version (needs matplotlib)")
+    cp.add_argument("--html", metavar="FILE.html",
+                    help="also write one self-contained HTML report (opens without a network or a server)")
     fb = sub.add_parser("feedback", parents=[conn], help="ground truth for an earlier answer")
     fb.add_argument("request_id", help="the answer's verso-request-id")
     fb.add_argument("labels", nargs="+", help="one label per row of that answer")
@@ -710,33 +713,34 @@ def _compare(args) -> None:
     _show_compare(status, args.json)
     if args.plot:
         _plot(status, args.plot)
+    if args.html:
+        _html(status, args.html)
 
 
 def _plot(status, path: str) -> None:
     try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        from client import report
+        report.plot(status, path)
     except ImportError:
         raise CliError("--plot needs matplotlib: pip install 'verso[plot]'") from None
-    versions = [v for v in status.versions if v.latency_deciles_ms or v.accuracy_history]
-    fig, (lat, acc) = plt.subplots(1, 2, figsize=(11, 4))
-    for v in versions:
-        name = f"v{v.version} {v.role}".strip()
-        if v.latency_deciles_ms:  # the distribution as a CDF through its deciles
-            lat.plot(list(v.latency_deciles_ms), [q / 10 for q in range(11)], marker=".", label=name)
-        if v.accuracy_history:
-            acc.plot([-p.seconds_ago for p in v.accuracy_history], [p.accuracy * 100 for p in v.accuracy_history],
-                     marker="o", label=name)
-    lat.set_xlabel("latency, ms (successful calls in the window)")
-    lat.set_ylabel("fraction of calls at or below")
-    lat.legend()
-    acc.set_xlabel("seconds before now")
-    acc.set_ylabel("accuracy from feedback, %")
-    acc.legend()
-    fig.suptitle(f"{status.config.model}: {status.verdict.decision}")
-    fig.tight_layout()
-    fig.savefig(path)
+    print(f"wrote {path}")
+
+
+def _html(status, path: str) -> None:
+    """One self-contained page (the dashboard's renderer with the data embedded)."""
+    from google.protobuf import json_format
+
+    from client import report
+
+    def doc(message) -> dict:
+        return json_format.MessageToDict(message, preserving_proto_field_name=True,
+                                         always_print_fields_with_no_presence=True)
+
+    versions = [{"version": v.version, "state": "AVAILABLE" if v.available else "not loaded", "error": "",
+                 "age_seconds": v.age_seconds if v.age_seconds >= 0 else None, "age_source": v.info.age_source,
+                 "info": doc(v.info), "drift": doc(v.drift), "resident_bytes": v.cost.resident_bytes,
+                 "cost": doc(v.cost)} for v in status.versions]
+    report.write_html(report.status_document(status, [{"name": status.config.model, "versions": versions}]), path)
     print(f"wrote {path}")
 
 
@@ -792,7 +796,7 @@ commands:
   rollout set|verdict|status MODEL
                              a model's canary rollout: configure the split, shadow traffic
                              and gates; its verdict; its evidence per version
-  compare MODEL              side-by-side evidence of a model's versions (--plot FILE.png)
+  compare MODEL              side-by-side evidence of a model's versions (--plot FILE.png, --html FILE.html)
   feedback REQUEST_ID LABEL...
                              ground truth for an earlier answer (rollout accuracy)
 

@@ -50,8 +50,22 @@ def test_the_rollout_commands(server, tmp_path):
                "-c", "2", "--json")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["feedback_sent"] == 54  # every answer carried a request id
-    r = _verso(server, "compare", "digits", "--plot", str(tmp_path / "rollout.png"))
+    r = _verso(server, "compare", "digits", "--plot", str(tmp_path / "rollout.png"), "--html",
+               str(tmp_path / "rollout.html"))
     assert r.returncode == 0, r.stderr
+    # The report is the dashboard page with the status embedded: it parses, and holds this rollout.
+    import html.parser
+    embedded = []
+
+    class Scripts(html.parser.HTMLParser):
+        def handle_data(self, data):
+            if data.startswith("window.VERSO_DATA = "):
+                embedded.append(json.loads(data[len("window.VERSO_DATA = "):].rstrip().rstrip(";")))
+
+    Scripts().feed((tmp_path / "rollout.html").read_text())
+    (doc,) = embedded
+    assert doc["rollouts"][0]["config"]["model"] == "digits" and doc["models"][0]["name"] == "digits"
+    assert sum(int(v["requests"]) for v in doc["rollouts"][0]["versions"]) == 54
     lines = r.stdout.splitlines()
     assert lines[0] == "rollout of digits: stable v1, canary v2 at 50 %"
     first_table = lines[:next(i for i, ln in enumerate(lines) if ln.startswith("└"))]
