@@ -16,14 +16,15 @@ from tests.e2e.test_readme import README, ROOT
 from tests.server_proc import ServerProcess
 
 
-def _demo_lines() -> list[str]:
+def demo_lines(heading: str = "### Demo: promote a better model, roll back a broken one") -> list[str]:
+    """The shell lines of the README's first ```sh block under ``heading`` (comments cut)."""
     text = README.read_text(encoding="utf-8")
-    start = text.index("### Demo: promote a better model, roll back a broken one")
+    start = text.index(heading)
     block = re.search(r"```sh\n(.*?)```", text[start:], flags=re.S).group(1)
     return [ln.split("  #")[0].strip() for ln in block.splitlines() if ln.strip() and not ln.startswith("#")]
 
 
-def _argv(line: str) -> list[str]:
+def argv_of(line: str) -> list[str]:
     argv = shlex.split(line)
     if argv[0] == "verso":
         return [script("verso"), *argv[1:]]
@@ -44,10 +45,10 @@ def test_readme_rollout_demo(tmp_path):
     try:
         env = dict(os.environ, VERSO_TARGET=f"127.0.0.1:{srv.port}", COLUMNS="200")
         outputs = {}
-        lines = _demo_lines()
+        lines = demo_lines()
         assert len(lines) == 9, lines
         for line in lines:
-            r = subprocess.run(_argv(line), capture_output=True, text=True, timeout=180, cwd=work, env=env)
+            r = subprocess.run(argv_of(line), capture_output=True, text=True, timeout=180, cwd=work, env=env)
             assert r.returncode == 0, (line, r.stdout, r.stderr)
             outputs[line] = r.stdout
         compare = next(out for line, out in outputs.items() if line.startswith("verso compare"))

@@ -67,3 +67,16 @@ def test_monitor_caches_its_report_until_new_rows_and_time_pass():
     assert m.report() is first          # new rows, but within REPORT_EVERY_S
     t[0] = drift.REPORT_EVERY_S
     assert m.report() is not first and m.report().live_rows == 10
+
+
+def test_the_report_reads_recent_inputs_so_late_drift_shows():
+    rng = np.random.default_rng(2)
+    ref = {"x": rng.integers(0, 5, (1000, 2)).astype(np.float32)}
+    m = drift.DriftMonitor(ref, clock=iter(range(0, 1000, 10)).__next__)
+    for _ in range(10):
+        m.add({"x": rng.integers(0, 5, (500, 2)).astype(np.float32)})  # 5000 ordinary rows
+    assert not m.report().drifting
+    for _ in range(5):
+        m.add({"x": 16 - rng.integers(0, 5, (500, 2)).astype(np.float32)})  # then 2500 inverted ones
+    r = m.report()
+    assert r.drifting and m.seen == 7500 and r.live_rows <= drift.RESERVOIR_ROWS
