@@ -29,6 +29,7 @@ def _config(root: Path) -> str:
            version_labels {{ key: "plain" value: 1 }} version_labels {{ key: "routed" value: 1 }} }}
   config {{ name: "digits" base_path: "{root}/digits" model_platform: "tensorflow"
            model_version_policy {{ all {{}} }} }}
+  config {{ name: "badinfo" base_path: "{root}/badinfo" model_platform: "tensorflow" }}
 }}
 """
 
@@ -40,6 +41,11 @@ def server(built_models, tmp_path_factory):
     shutil.copytree(built_models["hp2"], root / "half" / "2")
     for v in (1, 2):
         shutil.copytree(DIGITS / str(v), root / "digits" / str(v))
+    # A version whose provenance files are malformed: it must load all the same.
+    shutil.copytree(built_models["hp1"], root / "badinfo" / "1")
+    (root / "badinfo" / "1" / "assets.extra").mkdir()
+    (root / "badinfo" / "1" / "assets.extra" / "verso_model.json").write_text('{"trained_at": "yesterday"}')
+    (root / "badinfo" / "1" / "assets.extra" / "reference.npz").write_bytes(b"not a zip")
     (root / "models.config").write_text(_config(root))
     rollouts = root / "rollouts.config"
     rollouts.write_text('models { model: "half" stable: 1 canary: 2 canary_percent: 25 }\n')
@@ -188,6 +194,48 @@ def test_feedback_gives_exact_accuracy_per_version(server, client):
                                                              details=True).request_id, [1]).value
         assert e.code == grpc.StatusCode.INVALID_ARGUMENT
         assert e.message == "Feedback has 1 labels for an answer of 2 rows"
+
+
+def test_regressor_targets_slices_and_cost_over_both_transports(server, client):
+    _set(client, "half", stable=1, canary=2, canary_percent=0, window=100, gates={"warmup_calls": -1})
+    p = client.predict("half", {"x": np.array([1.0, 2.0], np.float32)}, details=True, slice="mobile")
+    assert p.version == 1 and p.outputs["y"].tolist() == [1.5, 2.0]  # 0.5 x + 1
+    r = client.feedback(p.request_id, targets=[1.0, 3.0])
+    assert (r.rows, r.correct) == (2, 0)
+    with RestClient(f"http://127.0.0.1:{server.rest_port}") as rc:
+        q = rc.predict("half", {"x": np.array([4.0], np.float32)}, details=True, slice="web")
+        assert rc.feedback(q.request_id, targets=[3.0]).rows == 1  # answered 3.0: no error
+        import httpx
+        bad = httpx.post(f"http://127.0.0.1:{server.rest_port}/v1/feedback",
+                         json={"request_id": q.request_id, "targets": ["four"]})
+        assert bad.status_code == 400 and "targets" in bad.json()["error"]
+    e = pytest.raises(VersoError, client.feedback, client.predict("half", {"x": np.ones(2, np.float32)},
+                                                                   details=True).request_id, targets=[1.0]).value
+    assert e.code == grpc.StatusCode.INVALID_ARGUMENT and e.message == "Feedback has 1 targets for an answer of 2 rows"
+    v1 = _evidence(client, "half", 1)
+    # squared errors 0.25, 1.0 and 0.0; absolute 0.5, 1.0 and 0.0
+    assert (v1.loss.rows, v1.loss.mse, v1.loss.mae, v1.loss.log_loss) == (3, pytest.approx(1.25 / 3),
+                                                                          pytest.approx(0.5), -1)
+    assert [(s.slice, s.rows, s.loss) for s in v1.slices] == [("mobile", 2, pytest.approx(0.625)),
+                                                              ("web", 1, 0.0)]
+    assert v1.cost.predictions >= 5 and v1.cost.cpu_seconds > 0 and v1.cost.cpu_seconds_per_1000 > 0
+
+
+def test_malformed_provenance_files_load_and_are_shown(server, client):
+    st = _set(client, "badinfo", stable=1)
+    (v,) = st.versions
+    assert v.available and v.info.age_source == "model files" and v.age_seconds >= 0
+    assert len(v.info.problems) == 2
+    assert "trained_at 'yesterday' is not an ISO 8601 time" in v.info.problems[0]
+    assert v.info.problems[1] == "assets.extra/reference.npz: ValueError: not an .npz file (numpy.savez's zip of arrays)"
+    assert not v.drift.has_reference and v.drift.problem == v.info.problems[1]
+    import httpx
+    doc = httpx.get(f"http://127.0.0.1:{server.rest_port}/dashboard/data.json").json()
+    model = next(m for m in doc["models"] if m["name"] == "badinfo")
+    assert model["versions"][0]["state"] == "AVAILABLE" and len(model["versions"][0]["info"]["problems"]) == 2
+    assert any(r["config"]["model"] == "badinfo" for r in doc["rollouts"])
+    page = httpx.get(f"http://127.0.0.1:{server.rest_port}/dashboard")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
 
 
 # ---- configuration and the extension service ----------------------------------------------------------------
