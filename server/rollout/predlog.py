@@ -267,7 +267,7 @@ def _joined(model: str, fb: _Feedback, answer: Optional[np.ndarray], alias: Opti
     if fb.labels:
         answers = top1({alias: answer}, alias) if answer is not None else None
         if answers is None:
-            raise invalid_argument(f"Answers of {model} have no top-1 output to compare feedback labels with")
+            raise invalid_argument(f"Answers of {model} have no top-1 output to compare feedback with")
         predicted = [_text(x) for x in answers.tolist()]
         if len(fb.labels) != len(predicted):
             raise invalid_argument(f"Feedback has {len(fb.labels)} labels for an answer of {len(predicted)} rows")

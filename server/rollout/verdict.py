@@ -135,14 +135,19 @@ def check_latency(stable: Evidence, canary: Evidence, gates: Gates) -> Check:
     nc, ns = len(canary.latencies_ms), len(stable.latencies_ms)
     limit = gates.max_p99_ratio
     if min(nc, ns) < max(gates.min_samples, 2) or not stable.p99_ms:
-        return Check("latency", INCONCLUSIVE, float("nan"), float("nan"), float("nan"), limit, nc, ns,
-                     f"latency {INCONCLUSIVE}: need {max(gates.min_samples, 2)} timed calls of each version, "
-                     f"have {nc} and {ns} (the first {gates.warmup_calls} of each are not timed)")
+        return _nan_check("latency", limit, nc, ns, f"need {max(gates.min_samples, 2)} timed calls of each version, "
+                                                    f"have {nc} and {ns} (the first {gates.warmup_calls} of each are "
+                                                    "not timed)")
     r = stats.p99_ratio(canary.latencies_ms, stable.latencies_ms, gates.confidence)
+    return _interval_check("latency", r, limit, (nc, ns),
+                           f"canary / stable p99 {r.estimate:.2f}x [{r.low:.2f}, {r.high:.2f}] vs at most {limit:g}x "
+                           f"(p99 {canary.p99_ms:.2f} vs {stable.p99_ms:.2f} ms; {nc} and {ns} timed calls)")
+
+
+def _interval_check(name: str, r: stats.Interval, limit: float, samples: tuple[int, int], what: str) -> Check:
+    """A check of a measure where higher is worse, from its interval: ``what`` says it for people."""
     result = _judge(r.low, r.high, limit)
-    return Check("latency", result, r.estimate, r.low, r.high, limit, nc, ns,
-                 f"latency {result}: canary / stable p99 {r.estimate:.2f}x [{r.low:.2f}, {r.high:.2f}] vs at most "
-                 f"{limit:g}x (p99 {canary.p99_ms:.2f} vs {stable.p99_ms:.2f} ms; {nc} and {ns} timed calls)")
+    return Check(name, result, r.estimate, r.low, r.high, limit, *samples, f"{name} {result}: {what}")
 
 
 def check_quality(stable: Evidence, canary: Evidence, gates: Gates) -> Check:
@@ -190,11 +195,10 @@ def check_loss(stable: Evidence, canary: Evidence, gates: Gates) -> Check:
         return _nan_check("loss", limit, nc, ns, f"need {need} feedback rows with a loss of each version, "
                                                  f"have {nc} and {ns}")
     d = stats.mean_difference(canary.losses, stable.losses, gates.confidence)
-    result = _judge(d.low, d.high, limit)
     what = "log-loss" if canary.log_loss is not None else "squared error"
-    return Check("loss", result, d.estimate, d.low, d.high, limit, nc, ns,
-                 f"loss {result}: canary - stable mean {what} {d.estimate:+.4f} [{d.low:+.4f}, {d.high:+.4f}] vs at "
-                 f"most +{limit:g} ({nc} and {ns} rows)")
+    return _interval_check("loss", d, limit, (nc, ns), f"canary - stable mean {what} {d.estimate:+.4f} "
+                                                       f"[{d.low:+.4f}, {d.high:+.4f}] vs at most +{limit:g} "
+                                                       f"({nc} and {ns} rows)")
 
 
 def _subjects(stable: Evidence, canary: Evidence, need: int) -> list[tuple[str, tuple[int, int], tuple[int, int]]]:
@@ -252,10 +256,9 @@ def check_cost(stable: Evidence, canary: Evidence, gates: Gates) -> Check:
         return _nan_check("cost", limit, nc, ns, f"need {MIN_COST_SAMPLES} model calls of each version with CPU "
                                                  f"time, have {nc} and {ns}")
     r = stats.mean_ratio(canary.cost_samples, stable.cost_samples, gates.confidence)
-    result = _judge(r.low, r.high, limit)
-    return Check("cost", result, r.estimate, r.low, r.high, limit, nc, ns,
-                 f"cost {result}: canary / stable CPU per prediction {r.estimate:.2f}x [{r.low:.2f}, {r.high:.2f}] "
-                 f"vs at most {limit:g}x ({nc} and {ns} model calls)")
+    return _interval_check("cost", r, limit, (nc, ns), f"canary / stable CPU per prediction {r.estimate:.2f}x "
+                                                       f"[{r.low:.2f}, {r.high:.2f}] vs at most {limit:g}x "
+                                                       f"({nc} and {ns} model calls)")
 
 
 def decide(stable: Evidence, canary: Evidence, gates: Gates, failed_before: int = 0,

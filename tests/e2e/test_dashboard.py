@@ -11,7 +11,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import shutil
 import subprocess
 import urllib.request
 from pathlib import Path
@@ -19,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import script
-from tests.server_proc import ServerProcess, wait_until
+from tests.e2e.test_rollout_demo import demo_server
+from tests.server_proc import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
@@ -65,14 +65,8 @@ def test_dashboard_live_and_offline(tmp_path):
 
     from client.report import write_html
 
-    repo = tmp_path / "model_repository"
-    shutil.copytree(ROOT / "model_repository", repo, ignore=shutil.ignore_patterns("3", "*.tmp", "__pycache__"))
-    _save_broken_digits(repo / "digits" / "3")
-    config = tmp_path / "models.config"
-    config.write_text(f'model_config_list {{ config {{ name: "digits" base_path: "{repo}/digits" '
-                      'model_platform: "tensorflow" model_version_policy { all {} } } }\n')
-    srv = ServerProcess([f"--model_config_file={config}"], entry=[script("verso"), "serve"], rest=True)
-    srv.start()
+    srv, work, repo = demo_server(tmp_path)
+    _save_broken_digits(repo / "digits" / "3")  # appears after the start: loaded under the "all" policy
     errors: list[str] = []
     try:
         def v3_available() -> bool:
@@ -84,7 +78,7 @@ def test_dashboard_live_and_offline(tmp_path):
         env = dict(os.environ, VERSO_TARGET=f"127.0.0.1:{srv.port}", COLUMNS="200")
         _verso(["rollout", "set", "digits", "--stable", "2", "--canary", "3", "--percent", "50", "--auto",
                 "--interval", "1", "--min-samples", "30", "--max-p99-ratio", "2",
-                "--max-error-rate-increase", "0.02"], env, tmp_path)
+                "--max-error-rate-increase", "0.02"], env, work)
 
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
@@ -108,7 +102,7 @@ def test_dashboard_live_and_offline(tmp_path):
 
                 # traffic with feedback: the canary's calls grow on the page, then it rolls back
                 _verso(["bench", "digits", "--dataset", "model_repository/digits_holdout.npz", "--feedback",
-                        "--duration", "5", "--concurrency", "4", "--no-progress"], env, tmp_path, timeout=90)
+                        "--duration", "5", "--concurrency", "4", "--no-progress"], env, work, timeout=90)
                 page.wait_for_function(
                     "n => { const e = document.querySelector('[data-testid=\"calls-digits-3\"]');"
                     " return e && /^\\d+$/.test(e.textContent.trim()) && Number(e.textContent) > n; }",

@@ -6,24 +6,14 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 
 from tests.e2e.conftest import script
-from tests.e2e.test_readme import ROOT
-from tests.e2e.test_rollout_demo import argv_of, demo_lines
-from tests.server_proc import ServerProcess
+from tests.e2e.test_rollout_demo import argv_of, demo_lines, demo_server
 
 
 def test_readme_bias_and_drift_demo(tmp_path):
-    work = tmp_path / "work"
-    repo = work / "model_repository"
-    shutil.copytree(ROOT / "model_repository", repo, ignore=shutil.ignore_patterns("3", "4", "*.tmp", "__pycache__"))
-    config = tmp_path / "models.config"
-    config.write_text(f'model_config_list {{ config {{ name: "digits" base_path: "{repo}/digits" '
-                      'model_platform: "tensorflow" model_version_policy { all {} } } }\n')
-    srv = ServerProcess([f"--model_config_file={config}"], entry=[script("verso"), "serve"], rest=True)
-    srv.start()
+    srv, work, repo = demo_server(tmp_path)
     try:
         env = dict(os.environ, VERSO_TARGET=f"127.0.0.1:{srv.port}", COLUMNS="250")
         lines = demo_lines("### Demo: a biased version, and drifting inputs")
@@ -56,7 +46,7 @@ def test_readme_bias_and_drift_demo(tmp_path):
             assert int(cost["resident_bytes"]) > 0, (v, cost)
         assert versions[2]["info"]["age_source"] == "verso_model.json trained_at"
         assert versions[2]["drift"]["drifting"] and versions[2]["drift"]["has_reference"]
-        rollback = next(d for d in doc["decisions"] if d["text"].startswith("ROLLBACK"))
+        rollback = next(d for d in doc["decisions"] if d["text"].startswith("ROLLBACK: canary v4"))
         assert "class 7" in rollback["text"]
         # The classes of v4 against v2: 7's recall is where the loss went.
         recall = {c["label"]: c["recall"] for c in versions[4]["classes"]}

@@ -33,15 +33,24 @@ def argv_of(line: str) -> list[str]:
     return argv
 
 
-def test_readme_rollout_demo(tmp_path):
+def demo_server(tmp_path) -> tuple[ServerProcess, object, object]:
+    """``verso serve`` on a copy of the bundled repository (digits only, every version loaded,
+    no demo versions): (the started server, the working directory, the repository copy)."""
     work = tmp_path / "work"
     repo = work / "model_repository"
-    shutil.copytree(ROOT / "model_repository", repo, ignore=shutil.ignore_patterns("3", "*.tmp", "__pycache__"))
+    shutil.copytree(ROOT / "model_repository", repo, ignore=shutil.ignore_patterns("3", "4", "*.tmp", "__pycache__"))
     config = tmp_path / "models.config"
     config.write_text(f'model_config_list {{ config {{ name: "digits" base_path: "{repo}/digits" '
                       'model_platform: "tensorflow" model_version_policy { all {} } } }\n')
-    srv = ServerProcess([f"--model_config_file={config}"], entry=[script("verso"), "serve"], rest=True)
+    # A state file of its own: the session's default one holds other tests' rollouts of digits.
+    srv = ServerProcess([f"--model_config_file={config}", f"--rollout_state_file={tmp_path}/rollouts.sqlite"],
+                        entry=[script("verso"), "serve"], rest=True)
     srv.start()
+    return srv, work, repo
+
+
+def test_readme_rollout_demo(tmp_path):
+    srv, work, repo = demo_server(tmp_path)
     try:
         env = dict(os.environ, VERSO_TARGET=f"127.0.0.1:{srv.port}", COLUMNS="200")
         outputs = {}

@@ -274,7 +274,7 @@ def test_cors(server):
     assert headers["access-control-allow-origin"] == "*"
     assert headers["access-control-allow-methods"] == "POST, GET"
     # TF Serving allows Content-Type; Verso adds its rollout routing-key header (README "Where Verso differs").
-    assert headers["access-control-allow-headers"] == "Content-Type, Verso-Routing-Key, Authorization"
+    assert headers["access-control-allow-headers"] == "Content-Type, Verso-Routing-Key, Verso-Slice, Authorization"
     status, body = server.rest_json("OPTIONS", "/v1/models/hp:predict")
     assert (status, body) == (400, {"error": "Origin header is missing in CORS preflight"})
     status, headers, _ = server.http("POST", "/v1/models/hp:predict", json.dumps({"instances": [1.0]}))
