@@ -172,7 +172,9 @@ class Window:
         shadow = list(self._shadow)
         for ago, data in parts:
             calls += [(now - ago - age, ms, code) for age, ms, code in data["calls"]]
-            feedback += [(now - ago - age, FeedbackRow(*row)) for age, row in data["feedback"]]
+            # A worker of an older Verso published bare booleans (correct or not).
+            feedback += [(now - ago - age, FeedbackRow(*row) if isinstance(row, list) else FeedbackRow(bool(row)))
+                         for age, row in data["feedback"]]
             shadow += [(d, a, c, {k: tuple(v) for k, v in by.items()}) for d, a, c, by in data["shadow"]]
         w._calls.extend(sorted(calls, key=lambda e: e[0]))
         w._feedback.extend(sorted(feedback, key=lambda e: e[0]))

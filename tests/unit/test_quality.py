@@ -80,6 +80,9 @@ def test_window_summarizes_loss_classes_and_slices():
     # Workers exchange windows as JSON: the rows survive the trip.
     merged = Window(100).merged([(0.0, w.export())]).summary()
     assert (merged.losses, merged.confusion) == (e.losses, e.confusion)
+    # ... and a worker of an older Verso, which published whether each row was right, still counts.
+    old = Window(100).merged([(0.0, {"size": 100, "calls": [], "shadow": [], "feedback": [(1.0, True), (1.0, False)]})])
+    assert (old.summary().feedback, old.summary().correct) == (2, 1)
 
 
 class FakeCpu:
