@@ -27,7 +27,7 @@ from server.lifecycle.model_config import ServedModels, parse_model_config, vali
 from server.dataplane.examples import serialized_examples
 from server.dataplane.predict import DEFAULT_SIGNATURE, MAX_TENSOR_BYTES, check_inputs, prepare_predict
 from server.lifecycle.servable import is_hooked
-from server.rollout.cost import CostMeter
+from server.rollout.cost import CostMeter, rows_of
 
 log = logging.getLogger("verso.handlers")
 
@@ -209,7 +209,7 @@ class ServingCore:
         if self.batching is None:
             outputs, cpu = await loop.run_in_executor(self.executor, costs.share.timed, servable.run, sig_name,
                                                       inputs, aliases)
-            costs.add(handle.name, handle.version, cpu, _rows(inputs))
+            costs.add(handle.name, handle.version, cpu, rows_of(inputs))
         elif is_hooked(servable) and servable.hooked(sig_name):
             # Hooks run per request on each side of the batch, so the model call stays batched;
             # a side without a hook costs no thread hop. Their CPU is the version's too (no rows:
@@ -445,10 +445,3 @@ def _named(call: Optional[CallInfo], spec: model_pb2.ModelSpec) -> None:
     counted for the model it named."""
     if call is not None:
         call.model = spec.name
-
-
-def _rows(inputs: dict) -> int:
-    """Predictions in a request: the first input's 0th dimension (1 for a scalar)."""
-    for a in inputs.values():
-        return int(a.shape[0]) if getattr(a, "ndim", 0) else 1
-    return 0

@@ -104,6 +104,13 @@ class CostMeter:
             return [(n, v, k, self._cpu[(n, v, k)], self._rows[(n, v, k)]) for (n, v, k) in sorted(self._cpu)]
 
 
+def rows_of(inputs) -> int:
+    """Predictions in a request: its first input's 0th dimension (1 for a scalar)."""
+    for a in inputs.values():
+        return int(a.shape[0]) if getattr(a, "ndim", 0) else 1
+    return 0
+
+
 def money_per_1000(cpu_s_per_1000: Optional[float], resident_bytes: Optional[int], predictions_per_s: float,
                    cost_per_cpu_hour: float, cost_per_gib_hour: float) -> Optional[float]:
     """Money per 1000 predictions: their CPU hours at ``cost_per_cpu_hour``, plus the version's

@@ -28,7 +28,7 @@ from protos.errors import Code, ServingError, invalid_argument
 from server.lifecycle.manager import Manager
 from server.rollout import routing
 from server.rollout.config import gates_of, validated
-from server.rollout.cost import SHADOW, CostMeter, money_per_1000
+from server.rollout.cost import SHADOW, CostMeter, money_per_1000, rows_of
 from server.rollout.drift import DriftMonitor, DriftReport
 from server.rollout.evidence import Evidence, Window, divergence, per_output
 from server.rollout.facts import VersionFacts
@@ -291,7 +291,7 @@ class RolloutManager:
         try:
             shadow, cpu = await asyncio.get_running_loop().run_in_executor(
                 self.shadow_executor, self.costs.share.timed, handle.servable.run, sig_name, inputs, aliases)
-            self.costs.add(handle.name, handle.version, cpu, _rows(inputs), SHADOW)
+            self.costs.add(handle.name, handle.version, cpu, rows_of(inputs), SHADOW)
             diff, agreeing, rows = divergence(primary, shadow, alias)
             self.window(handle.name, handle.version).record_shadow(diff, agreeing, rows,
                                                                    per_output(primary, shadow))
@@ -644,12 +644,6 @@ def _fill_verdict(out: rollout_pb2.Verdict, verdict: Verdict) -> None:
 
 def _or(x: Optional[float]) -> float:
     return -1.0 if x is None else float(x)
-
-
-def _rows(inputs: dict) -> int:
-    for a in inputs.values():
-        return int(a.shape[0]) if getattr(a, "ndim", 0) else 1
-    return 0
 
 
 def _days(seconds: float) -> str:
