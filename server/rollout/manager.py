@@ -639,7 +639,7 @@ def _fill_verdict(out: rollout_pb2.Verdict, verdict: Verdict) -> None:
     out.final = verdict.final
     for c in verdict.checks:
         out.checks.add(name=c.name, result=c.result, statistic=c.statistic, low=c.low, high=c.high, limit=c.limit,
-                       canary_samples=c.canary_samples, stable_samples=c.stable_samples)
+                       canary_samples=c.canary_samples, stable_samples=c.stable_samples, subject=c.subject)
 
 
 def _or(x: Optional[float]) -> float:

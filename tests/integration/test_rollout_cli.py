@@ -89,3 +89,27 @@ def test_the_rollout_commands(server, tmp_path):
     assert r.returncode == 1 and r.stderr == "verso: error: NOT_FOUND: Unknown or expired request id: no-such-id\n"
     r = _verso(server, "rollout", "status", "nope")
     assert r.returncode == 1 and r.stderr == "verso: error: NOT_FOUND: No rollout configured for model nope\n"
+
+
+def test_bench_sends_the_datasets_slices_and_the_bias_gate_reads_them(server, tmp_path):
+    import numpy as np
+    data = np.load(HOLDOUT)
+    n = 200
+    np.savez(tmp_path / "sliced.npz", images=data["images"][:n], labels=data["labels"][:n],
+             slices=np.array(["mobile", "web"] * (n // 2)))
+    r = _verso(server, "rollout", "set", "digits", "--stable", "1", "--canary", "2", "--percent", "50",
+               "--window", "3000", "--min-samples", "5", "--max-class-drop", "0.05", "--min-class-samples", "10",
+               "--json")
+    assert r.returncode == 0, r.stderr
+    r = _verso(server, "bench", "digits", "--dataset", str(tmp_path / "sliced.npz"), "--feedback", "--rows", "10",
+               "-n", "20", "-c", "2", "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["feedback_sent"] == 20, r.stderr
+    doc = json.loads(_verso(server, "rollout", "status", "digits", "--json").stdout)
+    slices = {}
+    for v in doc["versions"]:
+        for s in v["slices"]:
+            slices[s["slice"]] = slices.get(s["slice"], 0) + int(s["rows"])
+    assert slices == {"mobile": 100, "web": 100}  # each request carried its rows' slice key
+    bias = next(c for c in doc["verdict"]["checks"] if c["name"] == "bias")
+    assert bias["subject"].startswith(("class ", "slice ")), bias  # v2 is better everywhere: no FAIL to name
+    assert bias["result"] != "FAIL"
