@@ -10,10 +10,17 @@ N requests of R rows, per-request latencies from its --log-file (p50/p99); other
 grpc.aio Python client (which competes with the server for the 2 cores: figures are lower).
 127.0.0.1 only. Each model server's answer is checked with the official client first.
 
+Per server it reports req/s, p50/p99, the server's CPU time per request (its process tree's
+user + system CPU over the measured run, from /proc, divided by the requests), the ratios to
+echo and naive of the same run, and the growth of the server's resident memory from after the
+warm-up to the end of the run (``--requests 100000`` for the flat-memory check).
+
 Usage: python benchmarks/predict_bench.py [--requests 10000] [--concurrency 64] [--rows 1]
        [--servers echo,naive,verso,verso-batching] [--repeat 1] [--ref OTHER_CHECKOUT]
 Also: verso-batching-2w (--num_workers=2), verso-batching-rollout (the model under a rollout:
-every answer routed, recorded and written to the prediction log).
+every answer routed, recorded and written to the prediction log), verso-rest and
+verso-batching-rest (REST predict, ``{"instances": [...]}`` of the same rows, over HTTP/1.1
+keep-alive connections, one per request in flight, by ``h2load --h1``).
 """
 
 from __future__ import annotations
@@ -70,6 +77,56 @@ def request_bytes(rows: int = 1) -> bytes:
     return b"\x00" + struct.pack(">I", len(body)) + body
 
 
+def rest_body(rows: int = 1) -> bytes:
+    """The same rows as ``request_bytes`` as a REST predict body."""
+    import json
+    x = np.random.default_rng(1).random((rows, 784), dtype=np.float32)
+    return json.dumps({"instances": x.tolist()}).encode()
+
+
+def _tree(pid: int) -> list[int]:
+    """``pid`` and its descendants, from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, []))
+    return out
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of ``pid`` and its descendants (threads included)."""
+    total = 0
+    for p in _tree(pid):
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+        except (OSError, ValueError, IndexError):
+            continue
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def tree_rss_bytes(pid: int) -> int:
+    total = 0
+    for p in _tree(pid):
+        try:
+            with open(f"/proc/{p}/statm") as f:
+                total += int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, ValueError, IndexError):
+            continue
+    return total
+
+
 def wait_ready(port: int, timeout: float = 120) -> None:
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
@@ -102,6 +159,24 @@ def h2load(port: int, body_file: str, requests: int, concurrency: int, connectio
     os.unlink(log_file)
     return {"rps": rps, "failed": int(status.group(5)), "p50": float(np.percentile(lat, 50)),
             "p99": float(np.percentile(lat, 99))}
+
+
+def h2load_rest(port: int, body_file: str, requests: int, concurrency: int, connections: int = 1) -> dict:
+    """REST predict by h2load over HTTP/1.1: ``concurrency`` keep-alive connections, one request
+    in flight on each (HTTP/1.1 has no multiplexing)."""
+    log_file = body_file + ".log"
+    cmd = ["h2load", "--h1", "-n", str(requests), "-c", str(concurrency), "-m", "1", "-d", body_file,
+           "--log-file", log_file, "-H", "content-type: application/json",
+           f"http://127.0.0.1:{port}/v1/models/mlp:predict"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600).stdout
+    rps = float(re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", out).group(1))
+    status = re.search(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed", out)
+    codes = re.search(r"status codes: (\d+) 2xx", out)
+    with open(log_file) as f:
+        lat = np.array([int(line.split()[2]) for line in f if line.strip()], dtype=np.float64) / 1e3
+    os.unlink(log_file)
+    failed = int(status.group(5)) + (requests - int(codes.group(1)) if codes else 0)
+    return {"rps": rps, "failed": failed, "p50": float(np.percentile(lat, 50)), "p99": float(np.percentile(lat, 99))}
 
 
 def python_load(port: int, body_file: str, requests: int, concurrency: int, connections: int = 1) -> dict:
@@ -152,6 +227,16 @@ def run_server(cmd: list[str], port: int, log_path: str, check: bool = True, cwd
     return proc
 
 
+def _free(port: int) -> bool:
+    import socket
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
 BATCHING = ("max_batch_size { value: 64 } batch_timeout_micros { value: 0 } "
             "max_enqueued_batches { value: 1000 } num_batch_threads { value: 1 }")
 
@@ -177,6 +262,9 @@ def main() -> None:
     body = os.path.join(tmp, "request.bin")
     with open(body, "wb") as f:
         f.write(request_bytes(args.rows))
+    body_rest = os.path.join(tmp, "request.json")
+    with open(body_rest, "wb") as f:
+        f.write(rest_body(args.rows))
     batching_file = os.path.join(tmp, "batching.config")
     with open(batching_file, "w") as f:
         f.write(args.batching)
@@ -203,6 +291,12 @@ def main() -> None:
         "verso-batching-2w": ("verso, batching, --num_workers=2", lambda port: verso + [
             f"--port={port}", "--enable_batching", f"--batching_parameters_file={batching_file}",
             "--num_workers=2"]),
+        # REST: the load goes to the REST port (gRPC on the next port, unused).
+        "verso-rest": ("verso REST, no batching", lambda port: verso + [
+            f"--port={port + 1}", f"--rest_api_port={port}"]),
+        "verso-batching-rest": ("verso REST, batching", lambda port: verso + [
+            f"--port={port + 1}", f"--rest_api_port={port}", "--enable_batching",
+            f"--batching_parameters_file={batching_file}"]),
     }
     if args.ref:
         servers["verso-ref"] = (f"verso at {os.path.basename(args.ref.rstrip('/'))}, no batching",
@@ -214,9 +308,17 @@ def main() -> None:
     for _ in range(args.repeat):
         for key in chosen:
             port = free_port()
+            rest = key.endswith("-rest")
+            if rest:
+                while not _free(port + 1):
+                    port = free_port()
             # `python -m server` imports the package from its working directory: the ref tree's.
-            proc = run_server(servers[key][1](port), port, os.path.join(tmp, f"{key}.log"), check=key != "echo",
-                              cwd=args.ref if key.endswith("-ref") else ROOT)
+            proc = run_server(servers[key][1](port), port + 1 if rest else port, os.path.join(tmp, f"{key}.log"),
+                              check=key != "echo", cwd=args.ref if key.endswith("-ref") else ROOT)
+            run_load, payload = ((h2load_rest if shutil.which("h2load") else None), body_rest) if rest else \
+                (load, body)
+            if run_load is None:
+                raise SystemExit("REST servers need h2load (apt-get install nghttp2-client)")
             try:
                 if key.endswith("-2w"):  # wait_ready saw one worker; wait for both to be serving
                     log_path = os.path.join(tmp, f"{key}.log")
@@ -225,8 +327,13 @@ def main() -> None:
                         if time.monotonic() > deadline:
                             raise RuntimeError("the second worker did not start")
                         time.sleep(0.2)
-                load(port, body, min(1000, args.requests), args.concurrency, args.connections)  # warm up
-                results[key].append(load(port, body, args.requests, args.concurrency, args.connections))
+                run_load(port, payload, min(1000, args.requests), args.concurrency, args.connections)  # warm up
+                cpu0, rss0 = tree_cpu_seconds(proc.pid), tree_rss_bytes(proc.pid)
+                r = run_load(port, payload, args.requests, args.concurrency, args.connections)
+                r["cpu_us"] = (tree_cpu_seconds(proc.pid) - cpu0) / args.requests * 1e6
+                r["rss_growth"] = tree_rss_bytes(proc.pid) / rss0 - 1 if rss0 else float("nan")
+                r["rss_mib"] = tree_rss_bytes(proc.pid) / 2 ** 20
+                results[key].append(r)
             finally:
                 proc.terminate()
                 proc.wait(timeout=60)
@@ -234,13 +341,17 @@ def main() -> None:
     print(f"\n{args.requests} requests of {args.rows} row(s) of 784 floats, {args.concurrency} in flight "
           f"over {args.connections} connection(s), "
           f"load by {'h2load' if load is h2load else 'Python grpc.aio client'}, best of {args.repeat}")
-    print(f"{'server':52} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'failed':>6} {'x naive':>8} {'% echo':>7}")
+    print(f"{'server':40} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'failed':>6} {'x naive':>7} {'% echo':>6} "
+          f"{'CPU us/req':>10} {'CPU x echo':>10} {'CPU x naive':>11} {'RSS MiB':>8} {'RSS grew':>8}")
     for k in chosen:
         r = best[k]
         vs_naive = f"{r['rps'] / best['naive']['rps']:.2f}" if "naive" in best else "-"
         vs_echo = f"{r['rps'] / best['echo']['rps'] * 100:.0f}" if "echo" in best else "-"
-        print(f"{servers[k][0]:52} {r['rps']:8.0f} {r['p50']:8.2f} {r['p99']:8.2f} {r['failed']:6d} "
-              f"{vs_naive:>8} {vs_echo:>7}")
+        cpu_echo = f"{r['cpu_us'] / best['echo']['cpu_us']:.2f}" if "echo" in best else "-"
+        cpu_naive = f"{r['cpu_us'] / best['naive']['cpu_us']:.2f}" if "naive" in best else "-"
+        print(f"{servers[k][0]:40} {r['rps']:7.0f} {r['p50']:7.2f} {r['p99']:7.2f} {r['failed']:6d} "
+              f"{vs_naive:>7} {vs_echo:>6} {r['cpu_us']:10.0f} {cpu_echo:>10} {cpu_naive:>11} "
+              f"{r['rss_mib']:8.0f} {r['rss_growth'] * 100:7.1f}%")
     shutil.rmtree(tmp, ignore_errors=True)
 
 

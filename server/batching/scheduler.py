@@ -306,11 +306,13 @@ class BatchScheduler:
         self._auto = auto
         self._queues: collections.OrderedDict[int, BatchQueue] = collections.OrderedDict()
         self._timer: Optional[asyncio.TimerHandle] = None
-        self._running: set[asyncio.Future] = set()
+        self._running: set = set()  # concurrent.futures.Future of the batches running
 
     def notify(self, queue: BatchQueue) -> None:
         self._queues[id(queue)] = queue
-        if self._auto:
+        # With every thread busy nothing can start, and a finishing batch steps again: under
+        # load most submits stop here (no scan of the queues, no timer re-armed).
+        if self._auto and self._free > 0:
             self.step()
 
     def step(self) -> int:
@@ -340,10 +342,12 @@ class BatchScheduler:
         self._free -= 1
         batch.started = self.clock()
         loop = asyncio.get_running_loop()
-        fut = loop.run_in_executor(self._executor, q._execute, batch)
+        # One wake-up of the loop per batch: the executor's future calls back into the loop
+        # directly (run_in_executor would chain an asyncio future and wake the loop twice).
+        fut = self._executor.submit(q._execute, batch)
         self._running.add(fut)
 
-        def done(f: asyncio.Future) -> None:
+        def done(f) -> None:
             self._running.discard(f)
             self._free += 1
             exc = f.exception()
@@ -351,7 +355,13 @@ class BatchScheduler:
             if self._auto:
                 self.step()
 
-        fut.add_done_callback(done)
+        def finished(f) -> None:  # an executor thread
+            try:
+                loop.call_soon_threadsafe(done, f)
+            except RuntimeError:  # the loop closed meanwhile (shutdown): nobody waits
+                pass
+
+        fut.add_done_callback(finished)
 
     def _arm_timer(self, now: float) -> None:
         deadlines = [d for d in (q.next_deadline() for q in self._queues.values()) if d is not None]
@@ -363,7 +373,7 @@ class BatchScheduler:
             self._timer = asyncio.get_running_loop().call_later(delay, self.step)
 
     async def drain(self) -> None:
-        """Wait for every running batch (tests)."""
+        """Wait for every running batch and its completion on the loop (tests, shutdown)."""
         while self._running:
-            await asyncio.gather(*list(self._running), return_exceptions=True)
+            await asyncio.gather(*(asyncio.wrap_future(f) for f in list(self._running)), return_exceptions=True)
             await asyncio.sleep(0)

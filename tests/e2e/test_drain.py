@@ -54,3 +54,23 @@ def test_sigterm_with_requests_in_flight_loses_none(repo, server_factory, tmp_pa
             assert f.result(timeout=30) == (200, {"predictions": [0.5 * i + 1]})
     assert srv.wait_exit(timeout=60) == 0
     assert time.monotonic() - t0 < 20  # within the grace period
+
+
+def test_under_load_every_answer_is_its_callers_own(repo, server_factory, tmp_path):
+    """Many small batches (timeout 0, one batch thread): 300 calls of 1 to 3 rows, 64 in flight,
+    each gets 0.5 x + 1 of its own rows, whatever batch it shared."""
+    repo.put("hp", 1, "hp1")
+    batching = tmp_path / "batching.config"
+    batching.write_text("max_batch_size { value: 64 } batch_timeout_micros { value: 0 } "
+                        "max_enqueued_batches { value: 1000 } num_batch_threads { value: 1 }")
+    srv = server_factory("--model_name=hp", f"--model_base_path={repo.path('hp')}", "--enable_batching",
+                         f"--batching_parameters_file={batching}")
+    stub = srv.predict_stub
+    inputs = [np.arange(i * 10, i * 10 + 1 + i % 3, dtype=np.float32) for i in range(300)]
+    pending = []
+    for x in inputs:
+        pending.append(stub.Predict.future(predict_request("hp", {"x": x}), timeout=30))
+        if len(pending) >= 64:
+            pending[-64].result(timeout=30)  # keep about 64 in flight
+    for x, f in zip(inputs, pending):
+        assert list(f.result(timeout=30).outputs["y"].float_val) == (0.5 * x + 1).tolist()

@@ -96,6 +96,35 @@ def test_zero_timeout_runs_when_a_thread_is_free_and_slots_bound_concurrency():
     run(body, threads=1)
 
 
+def test_a_submit_while_every_thread_is_busy_waits_for_the_running_batch():
+    """Automatic stepping (as the server runs it): with the one thread busy a submit starts
+    nothing and arms no timer; the finishing batch starts what queued meanwhile, in one batch."""
+    release = threading.Event()
+    calls = []
+
+    def slow(inputs):
+        calls.append(len(inputs["x"]))
+        release.wait(5)
+        return {"y": inputs["x"] * 2}
+
+    async def main():
+        with ThreadPoolExecutor(1) as pool:
+            sched = BatchScheduler(pool, 1, auto=True)
+            q = BatchQueue(sched, slow, BatchingOptions(max_batch_size=8, batch_timeout_micros=0))
+            first = q.submit(rows(0, 1))          # starts at once: a thread was free
+            later = [q.submit(rows(i, 1)) for i in range(1, 4)]
+            assert len(calls) <= 1 and sched._timer is None  # the first may not have reached the model yet
+            assert not any(f.done() for f in later)
+            release.set()
+            outs = [await first] + [await f for f in later]
+            await sched.drain()
+            return outs
+
+    outs = asyncio.run(main())
+    assert [o["y"][0, 0] for o in outs] == [rows(i, 1)["x"][0, 0] * 2 for i in range(4)]
+    assert calls == [1, 3]  # the three that waited ran together
+
+
 def test_padding_to_allowed_batch_sizes_never_reaches_callers():
     model = Model()
 
