@@ -181,15 +181,27 @@ class Metrics:
     def batch(self, queue: str, thread_pool_name: str, task_sizes: list[int], waits_s: list[float],
               rows: int, padded: int, cap: int) -> None:
         """One batch run (called on the loop when it finishes)."""
+        key = ("batch", queue, thread_pool_name)
+        children = self._children.get(key)
+        if children is None:  # .labels() costs a lock and a validation per call: once per queue
+            children = (self.queuing_latency.labels(thread_pool_name), self.batch_cap.labels(queue),
+                        self.batches.labels(queue), self.batch_rows.labels(queue))
+            if len(self._children) < _MAX_CACHED:
+                self._children[key] = children
+        queuing, batch_cap, batches, batch_rows = children
+        observe_size, observe_wait = self.input_batch_size.observe, queuing.observe
         for size, wait in zip(task_sizes, waits_s):
-            self.input_batch_size.observe(size)
-            self.queuing_latency.labels(thread_pool_name).observe(wait * 1e6)
+            observe_size(size)
+            observe_wait(wait * 1e6)
         self.wrapped_run_count.inc()
         self.processed_batch_size.observe(padded)
-        self.padding_size.labels(str(padded)).observe(padded - rows)
-        self.batch_cap.labels(queue).set(cap)
-        self.batches.labels(queue).inc()
-        self.batch_rows.labels(queue).inc(rows)
+        padding = self._children.get(("padding", padded))
+        if padding is None:
+            padding = self._children[("padding", padded)] = self.padding_size.labels(str(padded))
+        padding.observe(padded - rows)
+        batch_cap.set(cap)
+        batches.inc()
+        batch_rows.inc(rows)
 
     def load(self, path: str, ok: bool, seconds: float) -> None:
         """One SavedModel load attempt (called from the load executor)."""
