@@ -109,7 +109,7 @@ class App:
         pools["shadow"] = ThreadPoolExecutor(1, thread_name_prefix="verso-shadow")
         self.manager = Manager(self._load_version, load_executor=pools["initial_load"],
                                unload_executor=pools["unload"], max_load_retries=s.max_num_load_retries,
-                               load_retry_interval_s=s.load_retry_interval_micros / 1e6, on_unloaded=gc.unfreeze)
+                               load_retry_interval_s=s.load_retry_interval_micros / 1e6, on_unloaded=self._unloaded)
         self.source = FileSystemSource([], self.manager.set_aspired_versions,
                                        settle_seconds=s.version_settle_seconds, executor=pools["fs"],
                                        clock=time.monotonic)
@@ -179,6 +179,14 @@ class App:
         self._facts[(name, version)] = read_facts(
             path, None if rss_before is None or rss_after is None else max(0, rss_after - rss_before))
         return servable
+
+    def _unloaded(self, name: str, version: int) -> None:
+        """After a version unloads (on the loop): what was kept about it goes (its reference
+        sample, its drift reservoir), and the heap frozen after start-up may be collected."""
+        self._facts.pop((name, version), None)
+        if self.rollouts is not None:
+            self.rollouts.forget_version(name, version)
+        gc.unfreeze()
 
     def _facts_of(self, name: str, version: int):
         """What the loaded ``version`` said about itself at its load (``VersionFacts``), or None."""

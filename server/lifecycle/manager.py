@@ -108,14 +108,14 @@ class Manager:
     def __init__(self, loader: Loader, *, load_executor: Executor, unload_executor: Executor,
                  max_load_retries: int = 0, load_retry_interval_s: float = 0.0,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-                 on_unloaded: Optional[Callable[[], None]] = None):
+                 on_unloaded: Optional[Callable[[str, int], None]] = None):
         self._loader = loader
         self._load_executor = load_executor
         self._unload_executor = unload_executor
         self._max_load_retries = max(0, max_load_retries)
         self._retry_interval_s = max(0.0, load_retry_interval_s)
         self._sleep = sleep
-        self._on_unloaded = on_unloaded  # called on the loop after each unload
+        self._on_unloaded = on_unloaded  # on_unloaded(name, version): on the loop after each unload
         self._models: dict[str, dict[int, Harness]] = {}
         self._snapshot: Mapping[str, ModelSnapshot] = MappingProxyType({})
         self._tasks: set[asyncio.Task] = set()
@@ -305,7 +305,7 @@ class Manager:
             await asyncio.get_running_loop().run_in_executor(self._unload_executor, servable.unload)
         h.state = State.END
         if self._on_unloaded is not None:
-            self._on_unloaded()
+            self._on_unloaded(h.name, h.version)
         log.info("Unloaded servable version {name: %s version: %d}", h.name, h.version)
         self._changed.set()
         self._wake.set()

@@ -259,6 +259,11 @@ class RolloutManager:
         if monitor is not None:
             monitor.add(inputs)
 
+    def forget_version(self, name: str, version: int) -> None:
+        """A version unloaded: its drift monitor goes (a reload starts a new one). Evidence
+        windows stay (a rollout's verdict may still name the version)."""
+        self._drift.pop((name, version), None)
+
     def drift(self, name: str, version: int) -> Optional[DriftReport]:
         monitor = self._drift.get((name, version))
         return monitor.report() if monitor else None

@@ -52,7 +52,8 @@ def test_new_version_loads_beside_old_then_old_unloads():
     unloaded = []
 
     async def body(load, unload):
-        m = Manager(loader, load_executor=load, unload_executor=unload, on_unloaded=lambda: unloaded.append(1))
+        m = Manager(loader, load_executor=load, unload_executor=unload,
+                    on_unloaded=lambda name, version: unloaded.append((name, version)))
         m.set_aspired_versions("m", {1: "/m/1"})
         await m.run_until_idle()
         assert states(m) == {1: State.AVAILABLE}
@@ -66,7 +67,7 @@ def test_new_version_loads_beside_old_then_old_unloads():
             assert h.version == 1  # still serving while 2 loads
         await m.run_until_idle()
         assert states(m) == {2: State.AVAILABLE, 1: State.END}
-        assert old.servable is None and unloaded == [1]  # the unload hook ran once
+        assert old.servable is None and unloaded == [("m", 1)]  # the unload hook ran once, naming it
         with m.lease("m") as h:
             assert h.version == 2
 

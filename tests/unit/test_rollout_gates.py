@@ -237,3 +237,5 @@ def test_drift_of_a_version_with_a_reference_sample_in_status_and_alarms():
     assert v[2].drift.worst[0].psi > 0.25 and not v[1].drift.drifting
     assert any("canary v2's inputs drift from its reference sample" in a for a in rm.status("m").alarms)
     assert any("drift" in h for h in rm.holds("m"))
+    rm.forget_version("m", 2)  # unloaded: its reservoir goes with it
+    assert rm.drift("m", 2) is None
