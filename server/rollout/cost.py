@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import collections
 import itertools
+import os
 import threading
 import time
 from typing import Callable, Optional
@@ -74,7 +75,6 @@ class CostMeter:
         self._cpu: dict[tuple, float] = collections.defaultdict(float)
         self._rows: dict[tuple, int] = collections.defaultdict(int)
         self._samples: dict[tuple, collections.deque] = {}
-        self.resident: dict[tuple[str, int], int] = {}  # bytes the load of each version added
 
     def add(self, name: str, version: int, cpu_s: float, rows: int, kind: str = SERVE) -> None:
         """One model call of ``rows`` predictions (0: a hook's share of a call already counted)."""
@@ -137,5 +137,4 @@ def resident_bytes() -> Optional[int]:
             pages = int(f.read().split()[1])
     except (OSError, ValueError, IndexError):
         return None
-    import os
     return pages * os.sysconf("SC_PAGE_SIZE")

@@ -56,6 +56,7 @@ class VersionFacts:
     reference: Optional[dict] = None           # input alias -> rows (numeric)
     problems: tuple[str, ...] = ()
     resident_bytes: Optional[int] = None       # what the load added to the process's RSS
+    reference_problem: str = ""                # why reference.npz was left out (one of ``problems``)
 
     @property
     def born_at(self) -> Optional[float]:
@@ -166,11 +167,11 @@ def files_time(path: str) -> Optional[float]:
 def read_facts(path: str, resident_bytes: Optional[int] = None) -> VersionFacts:
     """Everything above for the version at ``path``; problems are logged here, once."""
     info, problems = read_info(path)
-    reference, more = read_reference(path)
-    problems += more
+    reference, reference_problems = read_reference(path)
+    problems += reference_problems
     for p in problems:
         log.warning("Version at %s: %s (the version loads; this is left out)", path, p)
     return VersionFacts(trained_at=info.get("trained_at"), data_until=info.get("data_until"),
                         metrics=info.get("metrics", {}), description=info.get("description", ""),
                         files_time=files_time(path), reference=reference, problems=tuple(problems),
-                        resident_bytes=resident_bytes)
+                        resident_bytes=resident_bytes, reference_problem="".join(reference_problems))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import json
 import logging
 import os
@@ -18,7 +19,6 @@ import random
 import secrets
 import socket
 import time
-import dataclasses
 from concurrent.futures import Executor
 from typing import Callable, Optional
 
@@ -404,7 +404,7 @@ class RolloutManager:
         mr = self._config(name)
         out = []
         a_canary, a_stable = self.age(name, mr.canary), self.age(name, mr.stable)
-        if mr.canary and a_canary is not None and a_stable is not None and a_canary > a_stable:
+        if _canary_older(mr, a_canary, a_stable):
             out.append(f"canary v{mr.canary} is older than stable v{mr.stable} ({_days(a_canary)} against "
                        f"{_days(a_stable)})")
         drift = self.drift(name, mr.canary) if mr.canary else None
@@ -441,8 +441,7 @@ class RolloutManager:
                 found.append(((name, "unavailable", v), f"{role} v{v} is not available: its traffic goes to "
                                                           f"{'canary' if role == 'stable' else 'stable'} v{other}"
                                if other and other in ages else f"{role} v{v} is not available"))
-        a_canary, a_stable = ages.get(mr.canary), ages.get(mr.stable)
-        if mr.canary and a_canary is not None and a_stable is not None and a_canary > a_stable:
+        if _canary_older(mr, ages.get(mr.canary), ages.get(mr.stable)):
             found.append(((name, "older canary", mr.canary), f"canary v{mr.canary} is older than stable v{mr.stable}"))
         for role, v in (("stable", mr.stable), ("canary", mr.canary)):
             drift = self.drift(name, v) if v and v in ages else None
@@ -528,9 +527,8 @@ class RolloutManager:
         c.shadow_cpu_seconds_per_1000 = shadow_cpu / shadow_rows * 1000 if shadow_rows else -1.0
         c.resident_bytes = resident
         if mr is not None:
-            rps = getattr(entry, "requests_per_second", 0.0)
-            money = money_per_1000(cpu / rows * 1000 if rows else None, resident, rps, mr.prices.cost_per_cpu_hour,
-                                   mr.prices.cost_per_gib_hour)
+            money = money_per_1000(cpu / rows * 1000 if rows else None, resident, entry.requests_per_second,
+                                   mr.prices.cost_per_cpu_hour, mr.prices.cost_per_gib_hour)
             c.money_per_1000 = _or(money)
             c.currency = mr.prices.currency or ("USD" if money is not None else "")
         else:
@@ -548,8 +546,7 @@ class RolloutManager:
             i.trained_at, i.data_until = facts.trained_at or 0.0, facts.data_until or 0.0
             i.metrics.update(facts.metrics)
             i.problems.extend(facts.problems)
-            if any(p.startswith("assets.extra/reference.npz") for p in facts.problems):
-                d.problem = next(p for p in facts.problems if p.startswith("assets.extra/reference.npz"))
+            d.problem = facts.reference_problem
 
     def version_overview(self, name: str, version: int) -> dict:
         """A loaded version's age, drift, memory and cost for the dashboard (JSON-ready)."""
@@ -649,6 +646,10 @@ def _fill_verdict(out: rollout_pb2.Verdict, verdict: Verdict) -> None:
 
 def _or(x: Optional[float]) -> float:
     return -1.0 if x is None else float(x)
+
+
+def _canary_older(mr: rollout_pb2.ModelRollout, a_canary: Optional[float], a_stable: Optional[float]) -> bool:
+    return bool(mr.canary) and a_canary is not None and a_stable is not None and a_canary > a_stable
 
 
 def _days(seconds: float) -> str:

@@ -254,16 +254,11 @@ class PredictionLog:
 
 def _joined(model: str, fb: _Feedback, answer: Optional[np.ndarray], alias: Optional[str],
             scores: Optional[np.ndarray], key: Optional[str]) -> tuple[FeedbackRow, ...]:
-    """The feedback's rows joined with the logged answer (see ``PredictionLog.feedback``)."""
+    """The feedback's rows joined with the logged answer (see ``PredictionLog.feedback``): a
+    column per ``FeedbackRow`` field the feedback gives, one value per row."""
     if not fb.labels and not fb.targets:
         raise invalid_argument("Feedback needs labels (classifiers) or targets (regressors), one per row")
-    rows = int(answer.shape[0]) if answer is not None and answer.ndim else None
-    predicted: list = [None] * (rows or 0)
-    correct: list = [None] * (rows or 0)
-    log_loss: list = [None] * (rows or 0)
-    brier: list = [None] * (rows or 0)
-    sq: list = [None] * (rows or 0)
-    ab: list = [None] * (rows or 0)
+    columns: dict[str, list] = {}
     if fb.labels:
         answers = top1({alias: answer}, alias) if answer is not None else None
         if answers is None:
@@ -271,27 +266,24 @@ def _joined(model: str, fb: _Feedback, answer: Optional[np.ndarray], alias: Opti
         predicted = [_text(x) for x in answers.tolist()]
         if len(fb.labels) != len(predicted):
             raise invalid_argument(f"Feedback has {len(fb.labels)} labels for an answer of {len(predicted)} rows")
-        correct = [p == label for p, label in zip(predicted, fb.labels)]
+        columns.update(label=fb.labels, predicted=predicted,
+                       correct=[p == label for p, label in zip(predicted, fb.labels)])
         if scores is not None and len(scores) == len(fb.labels):
-            log_loss, brier = (list(x) for x in zip(*classification_losses(scores, fb.labels)))
+            columns["log_loss"], columns["brier"] = map(list, zip(*classification_losses(scores, fb.labels)))
     if fb.targets:
         if not all(np.isfinite(fb.targets)):
             raise invalid_argument("Feedback targets must be finite numbers")
-        values = None
-        if answer is not None and answer.ndim and answer.dtype.kind in "biuf" and answer[0:1].size <= 1:
-            values = answer.reshape(len(answer), -1)[:, 0].astype(np.float64) if answer.size else answer
-        if values is None:
+        if answer is None or not answer.ndim or answer.dtype.kind not in "biuf" or answer[0:1].size > 1:
             raise invalid_argument(f"Feedback targets need an answer with one number per row; the answer of {model} "
                                    f"({alias or 'no output'}) is {answer.dtype if answer is not None else 'none'} "
                                    f"{list(answer.shape) if answer is not None else ''}")
+        values = answer.reshape(len(answer), -1)[:, 0].astype(np.float64) if answer.size else answer
         if len(fb.targets) != len(values):
             raise invalid_argument(f"Feedback has {len(fb.targets)} targets for an answer of {len(values)} rows")
-        sq, ab = (list(x) for x in zip(*regression_errors(values, fb.targets)))
-        if not fb.labels:
-            predicted = correct = [None] * len(values)
-    labels = fb.labels or [None] * len(sq)
-    return tuple(FeedbackRow(c, lab, p, key, ll, b, s, a)
-                 for c, lab, p, ll, b, s, a in zip(correct, labels, predicted, log_loss, brier, sq, ab))
+        columns["sq_error"], columns["abs_error"] = map(list, zip(*regression_errors(values, fb.targets)))
+    rows = len(fb.labels or fb.targets)
+    return tuple(FeedbackRow(slice=key, **{field: values[i] for field, values in columns.items()})
+                 for i in range(rows))
 
 
 def _text(x) -> str:

@@ -108,6 +108,11 @@ def _judge(worse_low: float, worse_high: float, limit: float) -> str:
     return INCONCLUSIVE
 
 
+def _nan_check(name: str, limit: float, nc: int, ns: int, text: str, subject: str = "") -> Check:
+    nan = float("nan")
+    return Check(name, INCONCLUSIVE, nan, nan, nan, limit, nc, ns, f"{name} {INCONCLUSIVE}: {text}", subject)
+
+
 def _interval(i: stats.Interval, unit: str = "points", scale: float = 100.0) -> str:
     return f"{i.estimate * scale:+.2f} {unit} [{i.low * scale:+.2f}, {i.high * scale:+.2f}]"
 
@@ -172,18 +177,12 @@ def check_quality(stable: Evidence, canary: Evidence, gates: Gates) -> Check:
                      f"agreement {result}: canary agrees with stable on {_pct(a.estimate)} of top-1 answers "
                      f"[{_pct(a.low)}, {_pct(a.high)}] vs at least {_pct(gates.min_top1_agreement)} "
                      f"({canary.shadow_compared} shadow comparisons, {canary.compared_rows} rows)")
-    return Check("quality", INCONCLUSIVE, float("nan"), float("nan"), float("nan"), gates.max_accuracy_drop,
-                 canary.feedback, stable.feedback,
-                 f"quality {INCONCLUSIVE}: need {need} feedback rows of each version (have {canary.feedback} and "
-                 f"{stable.feedback}) or {need} shadow comparisons (have {canary.shadow_compared})")
+    return _nan_check("quality", gates.max_accuracy_drop, canary.feedback, stable.feedback,
+                      f"need {need} feedback rows of each version (have {canary.feedback} and {stable.feedback}) "
+                      f"or {need} shadow comparisons (have {canary.shadow_compared})")
 
 
 MIN_COST_SAMPLES = 30  # model calls of each version the cost gate needs
-
-
-def _nan_check(name: str, limit: float, nc: int, ns: int, text: str, subject: str = "") -> Check:
-    nan = float("nan")
-    return Check(name, INCONCLUSIVE, nan, nan, nan, limit, nc, ns, f"{name} {INCONCLUSIVE}: {text}", subject)
 
 
 def check_loss(stable: Evidence, canary: Evidence, gates: Gates) -> Check:

@@ -279,3 +279,17 @@ def test_rollout_evidence_is_exported_to_prometheus(server, client):
     assert 'verso_rollout_traffic_percent{model_name="half",version="1",role="stable"} 75\n' in text
     assert 'verso_rollout_verdict{model_name="half",decision="HOLD"} 1\n' in text
     assert 'verso_rollout_window_requests{model_name="half",version="1",role="stable"}' in text
+
+
+def test_a_failing_dashboard_document_is_one_line_and_the_server_serves_on(server, client, monkeypatch):
+    import httpx
+
+    from server.transports import dashboard
+
+    def broken(core):
+        raise KeyError("no such thing")
+
+    monkeypatch.setattr(dashboard, "data", broken)
+    r = httpx.get(f"http://127.0.0.1:{server.rest_port}/dashboard/data.json")
+    assert r.status_code == 500 and r.json() == {"error": "KeyError: 'no such thing'"}
+    assert client.predict("half", {"x": np.array([1.0], np.float32)}, version=1).tolist() == [1.5]
