@@ -17,7 +17,8 @@ warm-up to the end of the run (``--requests 100000`` for the flat-memory check).
 
 Usage: python benchmarks/predict_bench.py [--requests 10000] [--concurrency 64] [--rows 1]
        [--servers echo,naive,verso,verso-batching] [--repeat 1] [--ref OTHER_CHECKOUT]
-Also: verso-batching-2w (--num_workers=2), verso-batching-rollout (the model under a rollout:
+Also: floor (benchmarks/floor_server.py: the least a batching grpc.aio server does, with
+Verso's model runner: the floor any Python batcher stands on), verso-batching-2w (--num_workers=2), verso-batching-rollout (the model under a rollout:
 every answer routed, recorded and written to the prediction log), verso-rest and
 verso-batching-rest (REST predict, ``{"instances": [...]}`` of the same rows, over HTTP/1.1
 keep-alive connections, one per request in flight, by ``h2load --h1``).
@@ -281,6 +282,10 @@ def main() -> None:
                  lambda port: [sys.executable, os.path.join(HERE, "echo_server.py"), str(port)]),
         "naive": ("naive: sync grpc, make_ndarray, 1 TF call/request",
                   lambda port: [sys.executable, os.path.join(HERE, "naive_server.py"), "mlp",
+                                os.path.join(model_dir, "1"), str(port)]),
+        # The least a batching Python server on grpc.aio does (no checks, metrics, deadlines).
+        "floor": ("floor: minimal grpc.aio batcher, same model run",
+                  lambda port: [sys.executable, os.path.join(HERE, "floor_server.py"),
                                 os.path.join(model_dir, "1"), str(port)]),
         "verso": ("verso, no batching", lambda port: verso + [f"--port={port}"]),
         "verso-batching": ("verso, batching", lambda port: verso + [

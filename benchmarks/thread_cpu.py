@@ -1,11 +1,11 @@
 """CPU per request of each thread of a server under h2load: where a server's time goes.
 
-Starts echo or Verso (batching) on the MLP of predict_bench.py, warms it up, reads every
+Starts echo, the floor batcher (floor_server.py) or Verso (batching) on the MLP of predict_bench.py, warms it up, reads every
 thread's user + system CPU from /proc/PID/task/*/stat, sends N batch-1 Predict requests with C
 in flight, reads again, and prints the CPU per request per thread (threads grouped by name;
 the main thread, the event loop, apart). 127.0.0.1 only; needs h2load.
 
-Usage: python benchmarks/thread_cpu.py [--server verso-batching|verso|echo] [--requests 30000] [--concurrency 64]
+Usage: python benchmarks/thread_cpu.py [--server verso-batching|verso|echo|floor] [--requests 30000] [--concurrency 64]
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def thread_cpu(pid: int) -> dict[str, tuple[str, int]]:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--server", default="verso-batching", choices=["verso-batching", "verso", "echo"])
+    ap.add_argument("--server", default="verso-batching", choices=["verso-batching", "verso", "echo", "floor"])
     ap.add_argument("--requests", type=int, default=30000)
     ap.add_argument("--concurrency", type=int, default=64)
     args = ap.parse_args()
@@ -53,6 +53,8 @@ def main() -> None:
     port = pb.free_port()
     if args.server == "echo":
         cmd = [sys.executable, os.path.join(HERE, "echo_server.py"), str(port)]
+    elif args.server == "floor":
+        cmd = [sys.executable, os.path.join(HERE, "floor_server.py"), os.path.join(tmp, "mlp", "1"), str(port)]
     else:
         cmd = [sys.executable, "-m", "server", "--bind_address=127.0.0.1", "--model_name=mlp",
                f"--model_base_path={os.path.join(tmp, 'mlp')}", "--enable_grpc_healthcheck_service=false",
