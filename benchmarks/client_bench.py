@@ -118,7 +118,7 @@ def main() -> None:
                "--json", "--no-progress", "--target", f"127.0.0.1:{port}"]
         subprocess.run(cmd[:4] + ["-n", "500"] + cmd[6:], capture_output=True, check=True)  # warm up
         report = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
-        print(f"  verso bench  {report['requests_per_s']:8.0f} req/s  p50 {report['latency_ms']['p50']:.2f} ms  "
+        print(f"  verso bench  {report['requests_per_s']:8.0f} req/s  p50 {report['latency_ms']['all']['p50']:.2f} ms  "
               f"errors {report['errors']}")
         if shutil.which("h2load"):
             body = os.path.join(tmp, "request.bin")

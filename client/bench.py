@@ -1,25 +1,14 @@
-"""``verso bench``: a bounded stress test of one model against any TF Serving API server.
-
-``run`` keeps ``concurrency`` Predict calls in flight on one asyncio client until ``requests``
-calls are done or ``duration`` seconds have passed (whichever is given; both bound the run).
-The request is encoded once before the run, so the loop measures the server and the
-transport, not the client's tensor encoding. ``summarize`` is a pure function of what was
-measured. Errors are counted by status code and never stop the run.
+"""What ``verso bench`` sends: inputs generated from a signature, or a dataset cut into
+requests. How it sends them and what it reports is ``client/stress.py``.
 """
 
 from __future__ import annotations
 
-import asyncio
-import time
-from dataclasses import dataclass, field
-from typing import Callable, NamedTuple, Optional
+from typing import NamedTuple, Optional
 
 import numpy as np
 
-from client.errors import VersoError
 from client.types import Signature
-
-MAX_REQUESTS = 10_000_000  # a duration run still stops by count, so nothing runs unbounded
 
 
 def generated_inputs(signature: Signature, rows: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -91,72 +80,3 @@ def dataset_batches(data: dict, aliases, rows: int) -> list[Batch]:
     if not out:
         raise ValueError(f"no slice of the dataset has --rows {rows} rows")
     return out
-
-
-@dataclass
-class Measured:
-    """What a run recorded: successful latencies (seconds), error counts by code name, the
-    first error message of each code, wall time."""
-
-    latencies: list[float] = field(default_factory=list)
-    errors: dict[str, int] = field(default_factory=dict)
-    first_error: dict[str, str] = field(default_factory=dict)
-    wall_s: float = 0.0
-
-
-def summarize(m: Measured, *, rows: int, concurrency: int, target: str, model: str) -> dict:
-    """The run's report (JSON-ready): counts, throughput, latency percentiles in ms."""
-    ok = len(m.latencies)
-    failed = sum(m.errors.values())
-    total = ok + failed
-    wall = max(m.wall_s, 1e-9)
-    lat = np.asarray(m.latencies, dtype=np.float64) * 1e3
-    if ok:
-        p50, p90, p99 = (float(x) for x in np.percentile(lat, [50, 90, 99]))
-        latency = {"p50": p50, "p90": p90, "p99": p99, "mean": float(lat.mean()),
-                   "min": float(lat.min()), "max": float(lat.max())}
-    else:
-        latency = {k: None for k in ("p50", "p90", "p99", "mean", "min", "max")}
-    return {
-        "target": target, "model": model, "concurrency": concurrency, "rows_per_request": rows,
-        "requests": total, "ok": ok, "errors": dict(sorted(m.errors.items())),
-        "error_examples": dict(sorted(m.first_error.items())),
-        "duration_s": m.wall_s, "requests_per_s": total / wall, "ok_per_s": ok / wall,
-        "rows_per_s": ok * rows / wall, "latency_ms": latency,
-    }
-
-
-async def run(send: Callable, *, concurrency: int, requests: Optional[int] = None,
-              duration: Optional[float] = None, on_done: Optional[Callable[[], None]] = None,
-              clock: Callable[[], float] = time.perf_counter) -> Measured:
-    """Call ``await send()`` with ``concurrency`` calls in flight until ``requests`` calls have
-    completed or ``duration`` seconds have passed. ``send`` raises VersoError on a failed call.
-    ``on_done`` is called on the loop after every call (progress display)."""
-    if concurrency < 1:
-        raise ValueError("concurrency must be at least 1")
-    if requests is None and duration is None:
-        raise ValueError("give requests or duration")
-    budget = min(requests if requests is not None else MAX_REQUESTS, MAX_REQUESTS)
-    m = Measured()
-    started = clock()
-    end = started + duration if duration is not None else float("inf")
-    issued = 0
-
-    async def worker():
-        nonlocal issued
-        while issued < budget and clock() < end:
-            issued += 1
-            t0 = clock()
-            try:
-                await send()
-                m.latencies.append(clock() - t0)
-            except VersoError as e:
-                name = e.code.name
-                m.errors[name] = m.errors.get(name, 0) + 1
-                m.first_error.setdefault(name, e.message)
-            if on_done is not None:
-                on_done()
-
-    await asyncio.gather(*(worker() for _ in range(min(concurrency, budget))))
-    m.wall_s = clock() - started
-    return m

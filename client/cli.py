@@ -20,6 +20,7 @@ import sys
 from typing import Optional
 
 EXIT_ERROR = 1
+EXIT_USAGE = 2  # as argparse: input that makes no sense, nothing was started
 EXIT_USAGE = 2
 COMMANDS = ("predict", "status", "metadata", "reload", "bench", "rollout", "compare", "feedback")
 # verso.rollout.Gates, each a `verso rollout set` flag (0: the server's default, in brackets).
@@ -47,6 +48,10 @@ ROLLOUT_GATES = (
 
 class CliError(Exception):
     """A command-line mistake or a failed call: printed as one line."""
+
+
+class UsageError(CliError):
+    """Input that makes no sense, found before anything started: one line, exit 2."""
 
 
 def _add_rollout_parser(sub, conn: argparse.ArgumentParser) -> None:
@@ -132,17 +137,49 @@ def _parser() -> argparse.ArgumentParser:
     rl = sub.add_parser("reload", parents=[conn], help="send a model config file (ReloadConfig)")
     rl.add_argument("config", help="text-format ModelServerConfig file")
     b = sub.add_parser("bench", parents=[servable, inputs, conn],
-                       help="stress test: Predict calls in flight, latency and throughput",
-                       description="Sends Predict calls with CONCURRENCY in flight until REQUESTS are done "
-                                   "or DURATION seconds have passed. Without INPUTs, random inputs of ROWS "
-                                   "rows are made from the signature.")
-    n = b.add_mutually_exclusive_group()
-    n.add_argument("--requests", "-n", type=int, help="number of calls (default 1000)")
-    n.add_argument("--duration", "-d", type=float, help="run for this many seconds")
-    b.add_argument("--concurrency", "-c", type=int, default=8, help="calls in flight (8)")
+                       help="stress test: closed loop, open-loop rates and stages, the limit search, faults",
+                       description="Closed loop (default): CONCURRENCY calls in flight until REQUESTS are done or "
+                                   "DURATION has passed. Open loop: --rate R (calls sent on a fixed schedule; "
+                                   "latency counts from the scheduled send time) or --stages. --find-limit: the "
+                                   "highest rate that meets --slo-p99. Without INPUTs, random inputs of ROWS rows "
+                                   "are made from the signature.")
+    b.add_argument("--requests", "-n", type=int, help="number of calls (default 1000 in a closed loop)")
+    b.add_argument("--duration", "-d", help="run for this long (30s, 2m; bare numbers are seconds)")
+    b.add_argument("--concurrency", "-c", type=int, help="closed loop: calls in flight (8)")
+    b.add_argument("--rate", help="open loop: calls per second on a fixed schedule (with --duration, default 10s)")
+    b.add_argument("--stages", help="open loop: DURATION:RATE,... each ramping the rate linearly to RATE "
+                                    "(e.g. 30s:100,30s:500,10s:0)")
+    b.add_argument("--find-limit", action="store_true",
+                   help="search the highest rate whose p99 and error rate meet --slo-p99 and --max-error-rate")
+    b.add_argument("--slo-p99", help="--find-limit: the p99 latency to meet, e.g. 50ms")
+    b.add_argument("--max-error-rate", default="0.1%", help="--find-limit: errors allowed (0.1%%)")
+    b.add_argument("--start-rate", default="10", help="--find-limit: the first rate probed (10)")
+    b.add_argument("--max-rate", default="100000", help="--find-limit: the highest rate probed (100000)")
+    b.add_argument("--probe-duration", default="3s", help="--find-limit: each probe's length (3s)")
+    b.add_argument("--budget", default="60s", help="--find-limit: the whole search's time limit (60s)")
+    b.add_argument("--fault", action="append", default=[], metavar="AT:KIND[:ARG]",
+                   help="during the load: AT:swap:VERSION_DIR, AT:remove:VERSION, AT:kill-worker, "
+                        "AT:reload:CONFIG_FILE (repeatable; only on servers on this machine)")
+    b.add_argument("--model-base-path", help="the model's local directory (for swap and remove faults)")
+    b.add_argument("--server-pid", type=int, help="the server's PID (for kill-worker: a --num_workers server)")
+    b.add_argument("--scenario", metavar="FILE.json",
+                   help='a run as JSON: {"rate"|"stages"|"concurrency", "duration", "faults": [...], '
+                        '"thresholds": [...]}; flags given as well win')
+    b.add_argument("--threshold", action="append", default=[], metavar="EXPR",
+                   help="fail the run (exit 1) unless EXPR holds: p50|p90|p99|p999|mean|max<VALUE[us|ms|s], "
+                        "errors<VALUE[%%], rps>VALUE (repeatable)")
+    b.add_argument("--processes", type=int, default=1,
+                   help="open loop: send from this many client processes, each 1/N of the rate (1); for rates "
+                        "past one process's ceiling (benchmarks/README.md)")
+    b.add_argument("--max-in-flight", type=int, default=10000,
+                   help="open loop: calls outstanding at most; calls due past it are dropped and counted (10000)")
     b.add_argument("--rows", type=int, default=1, help="rows per generated request (1)")
-    b.add_argument("--json", action="store_true", help="print the summary as JSON")
-    b.add_argument("--no-progress", action="store_true", help="no progress bar")
+    b.add_argument("--json", nargs="?", const="-", metavar="FILE",
+                   help="the whole report as JSON: to FILE, or to standard output without one")
+    b.add_argument("--plot", metavar="FILE.png",
+                   help="latency and throughput over time with faults marked; latency against offered rate for "
+                        "--find-limit (needs matplotlib)")
+    b.add_argument("--no-progress", action="store_true", help="no progress bar or live table")
     b.add_argument("--dataset", metavar="FILE.npz",
                    help="inputs by alias (and optionally 'labels', numeric 'targets' and 'slices', one per row): "
                         "call i sends the next ROWS rows, cycling; with 'slices', each call carries its rows' "
@@ -320,32 +357,30 @@ def _show_metadata(md, as_json: bool, show_all: bool) -> None:
         console.print(table)
 
 
-def _show_bench(report: dict, as_json: bool) -> None:
+def _show_bench(report: dict) -> None:
     from rich.table import Table
 
-    if as_json:
-        _print_json(report)
-        return
-    lat = report["latency_ms"]
+    from client import stress_view
 
-    def ms(x):
-        return "-" if x is None else f"{x:.2f}"
-
+    console = _console()
+    console.print(stress_view.headline(report))
+    if report["mode"] == "find-limit":
+        for line in stress_view.limit_lines(report):
+            console.print(line)
+        console.print("at the knee:" if report["limit"]["knee"] is not None else "the last probe:")
     table = Table(show_header=False)
     table.add_column()
     table.add_column(justify="right")
-    errors = ", ".join(f"{k} {v}" for k, v in report["errors"].items()) or "0"
-    for name, value in (("requests", str(report["requests"])), ("ok", str(report["ok"])), ("errors", errors),
-                        ("seconds", f"{report['duration_s']:.2f}"), ("req/s", f"{report['requests_per_s']:.1f}"),
-                        ("rows/s", f"{report['rows_per_s']:.1f}"), ("p50 ms", ms(lat["p50"])),
-                        ("p90 ms", ms(lat["p90"])), ("p99 ms", ms(lat["p99"])), ("max ms", ms(lat["max"]))):
+    for name, value in stress_view.summary_lines(report):
         table.add_row(name, value)
-    console = _console()
-    console.print(f"bench {report['model']} at {report['target']}: {report['concurrency']} in flight, "
-                  f"{report['rows_per_request']} rows per request")
     console.print(table)
     for code, message in report["error_examples"].items():
         console.print(f"{code}: {_one_line(message)}")
+    for line in stress_view.fault_lines(report):
+        console.print(line)
+    for t in report.get("thresholds", []):
+        actual = "-" if t["actual"] is None else f"{t['actual']:.4g}"
+        console.print(f"threshold {t['threshold']}: {'ok' if t['passed'] else 'FAILED'} (actual {actual})")
 
 
 # ---- commands -----------------------------------------------------------------------------------
@@ -438,78 +473,387 @@ def _load_dataset(path: str) -> dict:
     return _load(path)
 
 
-def _bench(args) -> None:
+_SCENARIO_KEYS = ("rate", "stages", "duration", "concurrency", "requests", "faults", "thresholds")
+
+
+def _stress_plan(args, target: str) -> dict:
+    """Everything ``verso bench`` was asked for, checked before anything starts: the mode
+    (closed, rate, stages, find-limit), its schedule, faults and thresholds. Raises
+    UsageError (exit 2, one line) for what makes no sense."""
+    from client import faults as fl
+    from client import stress
+
+    scenario = {}
+    if args.scenario:
+        try:
+            with open(args.scenario) as f:
+                scenario = json.load(f)
+        except (OSError, ValueError) as e:
+            raise UsageError(f"--scenario {args.scenario}: {e}") from None
+        if not isinstance(scenario, dict):
+            raise UsageError(f"--scenario {args.scenario}: expected a JSON object")
+        unknown = sorted(set(scenario) - set(_SCENARIO_KEYS))
+        if unknown:
+            raise UsageError(f"--scenario {args.scenario}: unknown key {unknown[0]!r} "
+                             f"(known: {', '.join(_SCENARIO_KEYS)})")
+        for key in ("faults", "thresholds"):
+            if not isinstance(scenario.get(key, []), list):
+                raise UsageError(f"--scenario {args.scenario}: {key!r} must be a list of strings")
+
+    def pick(name):
+        value = getattr(args, name)
+        return value if value is not None else scenario.get(name)
+
+    rate, stages, duration = pick("rate"), pick("stages"), pick("duration")
+    concurrency, requests = pick("concurrency"), pick("requests")
+    try:
+        modes = [m for m, on in (("rate", rate is not None), ("stages", stages is not None),
+                                 ("find-limit", args.find_limit)) if on]
+        if len(modes) > 1:
+            raise stress.StressInputError(f"choose one of --rate, --stages and --find-limit, not {' and '.join(modes)}")
+        mode = modes[0] if modes else "closed"
+        if mode != "closed" and concurrency is not None:
+            raise stress.StressInputError("--concurrency is for the closed loop; an open loop sends on its schedule")
+        if args.rows < 1:
+            raise stress.StressInputError("--rows must be positive")
+        if requests is not None and (not isinstance(requests, int) or requests < 1):
+            raise stress.StressInputError(f"--requests {requests}: must be a positive whole number")
+        if args.max_in_flight < 1:
+            raise stress.StressInputError("--max-in-flight must be positive")
+        if args.processes < 1:
+            raise stress.StressInputError("--processes must be positive")
+        if args.processes > 1 and not (rate is not None or stages is not None):
+            raise stress.StressInputError("--processes spreads an open loop (--rate or --stages)")
+        length = stress.parse_duration(str(duration), "--duration") if duration is not None else None
+        if length is not None and requests is not None:
+            raise stress.StressInputError("give --requests or --duration, not both")
+        plan = {"mode": mode, "requests": requests, "duration": length, "schedule": None}
+        if mode == "closed":
+            c = 8 if concurrency is None else concurrency
+            if not isinstance(c, int) or c < 1:
+                raise stress.StressInputError(f"--concurrency {c}: must be a positive whole number")
+            plan["concurrency"] = c
+            if length is None and requests is None:
+                plan["requests"] = 1000
+        elif mode == "rate":
+            r = stress.parse_rate(str(rate), "--rate")
+            plan["rate"] = r
+            plan["duration"] = length = requests / r if requests is not None else (length or 10.0)
+            plan["schedule"] = stress.Schedule.constant(r, length)
+        elif mode == "stages":
+            if length is not None or requests is not None:
+                raise stress.StressInputError("--stages set the run's length: no --duration or --requests with them")
+            plan["stages"] = stress.parse_stages(str(stages))
+            plan["schedule"] = stress.Schedule(plan["stages"])
+            plan["duration"] = length = plan["schedule"].duration
+        else:
+            if not args.slo_p99:
+                raise stress.StressInputError("--find-limit needs --slo-p99, e.g. --slo-p99 50ms")
+            if length is not None or requests is not None:
+                raise stress.StressInputError("--find-limit runs probes of --probe-duration within --budget: "
+                                              "no --duration or --requests")
+            plan["slo_p99_s"] = stress.parse_duration(args.slo_p99, "--slo-p99", default_unit="ms")
+            plan["max_error_rate"] = stress.parse_threshold(f"errors<{args.max_error_rate}").value
+            plan["start_rate"] = stress.parse_rate(args.start_rate, "--start-rate")
+            plan["max_rate"] = stress.parse_rate(args.max_rate, "--max-rate")
+            if plan["start_rate"] > plan["max_rate"]:
+                raise stress.StressInputError("--start-rate is above --max-rate")
+            plan["probe_s"] = stress.parse_duration(args.probe_duration, "--probe-duration")
+            plan["budget_s"] = stress.parse_duration(args.budget, "--budget")
+            if plan["budget_s"] < plan["probe_s"]:
+                raise stress.StressInputError("--budget is shorter than one --probe-duration")
+        faults = [fl.parse_fault(str(t)) for t in list(scenario.get("faults", [])) + args.fault]
+        if faults and mode == "find-limit":
+            raise stress.StressInputError("faults run under a fixed load (--rate, --stages or --duration), "
+                                          "not with --find-limit")
+        if faults and length is None:
+            raise stress.StressInputError("faults need a run of known length: --duration, --rate or --stages")
+        for f in faults:
+            if f.at >= length:
+                raise stress.StressInputError(f"fault {f.label} at {f.at:g}s comes after the run's end ({length:g}s)")
+        fl.check(faults, fl.Controls(target, args.model_base_path, args.server_pid))
+        plan["faults"] = sorted(faults, key=lambda f: f.at)
+        plan["thresholds"] = [stress.parse_threshold(str(t))
+                              for t in list(scenario.get("thresholds", [])) + args.threshold]
+    except stress.StressInputError as e:
+        raise UsageError(str(e)) from None
+    if args.feedback and not args.dataset:
+        raise UsageError("--feedback needs --dataset with labels")
+    return plan
+
+
+async def _inject(faults: list, client, controls, start: float) -> list[dict]:
+    """Each fault at its time after ``start`` (``time.monotonic``); what happened to each."""
     import asyncio
+    import time
+
+    from client import faults as fl
+
+    events = []
+    for f in faults:
+        delay = start + f.at - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        began = time.monotonic() - start
+        try:
+            if f.kind == "swap":
+                result = await asyncio.to_thread(fl.swap, controls.base_path, f.arg)
+            elif f.kind == "remove":
+                result = await asyncio.to_thread(fl.remove, controls.base_path, f.arg)
+            elif f.kind == "kill-worker":
+                result = fl.kill_worker(controls.server_pid)
+            else:
+                await client.reload(f.arg)
+                result = f"config {f.arg} applied"
+            error = None
+        except Exception as e:  # a fault that could not be done is part of the report, not a crash
+            result, error = None, f"{type(e).__name__}: {e}"
+        events.append({"label": f.label, "kind": f.kind, "arg": f.arg, "at_s": f.at, "began_s": began,
+                       "done_s": time.monotonic() - start, "result": result, "error": error})
+    return events
+
+
+async def _sender(args, client, given, dataset):
+    """The one call a run repeats: ``(send, rows per call, feedback counter)``. ``send()``
+    makes the next Predict (requests encoded once, before the run, so the run measures the
+    server, not the client's encoding) and returns the version that answered."""
     import itertools
 
     from client import bench
     from client._api import bind_inputs, make_spec
+    from client.errors import VersoError
 
-    if args.concurrency < 1 or args.rows < 1 or (args.requests is not None and args.requests < 1) or \
-            (args.duration is not None and args.duration <= 0):
-        raise CliError("--concurrency, --rows, --requests and --duration must be positive")
-    requests = None if args.duration is not None else (args.requests or 1000)
-    given = parse_inputs(args.inputs)
+    spec = make_spec(args.model, args.version, args.label, args.signature)
+    try:
+        signature = (await client.metadata(args.model, **_servable(args))).signature(args.signature)
+    except VersoError as e:
+        # A server without GetModelMetadata (benchmarks/echo_server.py: the tool's own
+        # ceiling) can still be loaded with given inputs over gRPC, which carry dtypes.
+        if not (e.code.name == "UNIMPLEMENTED" and given is not None and not client._codec.needs_signature):
+            raise
+        signature = None
+    if dataset is not None:
+        try:
+            batches = bench.dataset_batches(dataset, list(signature.inputs), args.rows)
+        except ValueError as e:
+            raise CliError(str(e)) from None
+        if args.feedback and batches[0].labels is None and batches[0].targets is None:
+            raise CliError(f"--feedback: {args.dataset} has no 'labels' or 'targets' array")
+    else:
+        arrays = bench.generated_inputs(signature, args.rows) if given is None else bind_inputs(given, signature)
+        batches = [bench.Batch(arrays)]
+    first = next(iter(batches[0].inputs.values()), None)
+    rows = int(first.shape[0]) if first is not None and first.ndim else 1
+    keys = [f"user-{i}" for i in range(args.routing_keys)] or [None]
+    codec = client._codec
+    calls = [(codec.predict_request(spec, b.inputs, None, key, b.slice), b) for b in batches for key in keys]
+    turn = itertools.count()
+    fed = [0]
+
+    async def send():
+        request, b = calls[next(turn) % len(calls)]
+        raw = await client._io("predict", request, client.timeout)
+        request_id = codec.request_id_of(raw)
+        if args.feedback and request_id:
+            await client.feedback(request_id, b.labels if b.labels is not None else (),
+                                  targets=b.targets if b.targets is not None else ())
+            fed[0] += 1
+        return codec.version_of(raw)
+
+    return send, rows, fed
+
+
+def _bench_process(args, schedule, start_at: float) -> dict:
+    """One of ``--processes``' client processes: its share of the open loop, from ``start_at``
+    (time.monotonic, the same clock in every process of this machine); the Recorder as a dict."""
+    import asyncio
+    import time
+
+    from client._light import use_protos_without_runtime
+
+    use_protos_without_runtime()  # a spawned process: as main() does, no TensorFlow runtime
+    from client import stress
+
+    async def run():
+        client = _client(args, aio=True, max_attempts=1)
+        try:
+            dataset = _load_dataset(args.dataset) if args.dataset else None
+            send, _, _ = await _sender(args, client, parse_inputs(args.inputs), dataset)
+            rec = await stress.open_loop(send, schedule, max_in_flight=args.max_in_flight, clock=time.monotonic,
+                                         start=start_at)
+            return rec.to_dict()
+        finally:
+            await client.close()
+
+    return asyncio.run(run())
+
+
+async def _open_loop_processes(args, plan: dict, start_at: float):
+    """The open loop over ``--processes`` client processes, each sending 1/N of the schedule
+    (its rates divided by N), all from the same start; their recorders merged."""
+    import asyncio
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from client import stress
+
+    n = args.processes
+    share = plan["schedule"].scaled(1 / n)
+    loop = asyncio.get_running_loop()
+    with ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn")) as pool:
+        parts = await asyncio.gather(*(loop.run_in_executor(pool, _bench_process, args, share, start_at)
+                                       for _ in range(n)))
+    rec = stress.Recorder()
+    for part in parts:
+        rec.merge(stress.Recorder.from_dict(part))
+    return rec
+
+
+def _bench(args) -> None:
+    import asyncio
+    import time
+
+    from client import stress
+    from client import faults as fl
+
     target = args.rest or args.target
-
-    if args.feedback and not args.dataset:
-        raise CliError("--feedback needs --dataset with labels")
+    plan = _stress_plan(args, target)
+    given = parse_inputs(args.inputs)
     dataset = _load_dataset(args.dataset) if args.dataset else None
+    controls = fl.Controls(target, args.model_base_path, args.server_pid)
 
     async def main() -> dict:
         # No retries: a stress test reports the server's UNAVAILABLE answers, not hides them.
         client = _client(args, aio=True, max_attempts=1)
         try:
-            spec = make_spec(args.model, args.version, args.label, args.signature)
-            signature = (await client.metadata(args.model, **_servable(args))).signature(args.signature)
-            if dataset is not None:
-                try:
-                    batches = bench.dataset_batches(dataset, list(signature.inputs), args.rows)
-                except ValueError as e:
-                    raise CliError(str(e)) from None
-                if args.feedback and batches[0].labels is None and batches[0].targets is None:
-                    raise CliError(f"--feedback: {args.dataset} has no 'labels' or 'targets' array")
-            else:
-                arrays = bench.generated_inputs(signature, args.rows) if given is None else \
-                    bind_inputs(given, signature)
-                batches = [bench.Batch(arrays)]
-            first = next(iter(batches[0].inputs.values()), None)
-            rows = int(first.shape[0]) if first is not None and first.ndim else 1
-            # Encoded once each: the loop below measures the server, not the client's encoding.
-            keys = [f"user-{i}" for i in range(args.routing_keys)] or [None]
-            calls = [(client._codec.predict_request(spec, b.inputs, None, key, b.slice), b)
-                     for b in batches for key in keys]
-            turn = itertools.count()
-            fed = [0]
-
-            async def send():
-                request, b = calls[next(turn) % len(calls)]
-                raw = await client._io("predict", request, client.timeout)
-                request_id = client._codec.request_id_of(raw)
-                if args.feedback and request_id:
-                    await client.feedback(request_id, b.labels if b.labels is not None else (),
-                                          targets=b.targets if b.targets is not None else ())
-                    fed[0] += 1
-
-            measured = await _with_progress(bench.run, send, args, requests)
-            report = bench.summarize(measured, rows=rows, concurrency=args.concurrency, target=target,
-                                     model=args.model)
+            send, rows, fed = await _sender(args, client, given, dataset)
+            mode = plan["mode"]
+            common = {"target": target, "model": args.model, "rows": rows}
+            injecting = None
+            try:
+                if mode == "closed":
+                    injecting = asyncio.ensure_future(_inject(plan["faults"], client, controls, time.monotonic()))
+                    rec = await _with_progress(send, args, plan)
+                    report = stress.summarize(rec, mode=mode, concurrency=plan["concurrency"], **common)
+                elif mode in ("rate", "stages"):
+                    if args.processes > 1:
+                        start_at = time.monotonic() + 5.0  # time for every process to start and connect
+                        injecting = asyncio.ensure_future(_inject(plan["faults"], client, controls, start_at))
+                        rec = await _open_loop_processes(args, plan, start_at)
+                    else:
+                        view = _LiveView(args)
+                        start_at = time.monotonic()
+                        injecting = asyncio.ensure_future(_inject(plan["faults"], client, controls, start_at))
+                        rec = await view.run(stress.open_loop(
+                            send, plan["schedule"], max_in_flight=args.max_in_flight, clock=time.monotonic,
+                            start=start_at, on_second=view.on_second if view.enabled else None))
+                    extra = {"rate": plan["rate"]} if mode == "rate" else {
+                        "stages": [{"duration_s": st.duration, "rate": st.rate} for st in plan["stages"]]}
+                    report = stress.summarize(rec, mode=mode, offered=plan["schedule"].expected(),
+                                              processes=args.processes, **extra, **common)
+                else:
+                    report = await _find_limit(send, plan, args, common)
+                events = await injecting if injecting is not None else []
+            finally:
+                if injecting is not None:
+                    injecting.cancel()
+            if events:
+                for e in events:
+                    e["before"] = rec.window(e["at_s"] - 5, e["at_s"])
+                    e["after"] = rec.window(e["at_s"], e["at_s"] + 5)
+                report["faults"] = events
             if args.feedback:
                 report["feedback_sent"] = fed[0]
+            report["thresholds"] = stress.check_thresholds(plan["thresholds"], report)
             return report
         finally:
             await client.close()
 
     report = asyncio.run(main())
-    _show_bench(report, args.json)
-    if report["ok"] == 0 and report["requests"]:
+    if args.json == "-":
+        _print_json(report)
+    else:
+        _show_bench(report)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(report, f, indent=2, allow_nan=True)
+    if args.plot:
+        from client import stress_view
+        try:
+            stress_view.plot(report, args.plot)
+        except RuntimeError as e:
+            raise CliError(str(e)) from None
+    if report["ok"] == 0 and report["requests"] and report["mode"] != "find-limit":
         code, message = next(iter(report["error_examples"].items()))
         raise CliError(f"every call failed: {code}: {message}")
+    failed = [t for t in report["thresholds"] if not t["passed"]]
+    if failed:
+        raise CliError("thresholds failed: " + ", ".join(
+            f"{t['threshold']} (actual {'-' if t['actual'] is None else format(t['actual'], '.4g')})" for t in failed))
 
 
-async def _with_progress(run, send, args, requests: Optional[int]):
+async def _find_limit(send, plan: dict, args, common: dict) -> dict:
+    from client import stress
+
+    recorders = {}
+    show = not args.no_progress and sys.stderr.isatty()
+
+    async def probe(rate: float):
+        rec = await stress.open_loop(send, stress.Schedule.constant(rate, plan["probe_s"]),
+                                     max_in_flight=args.max_in_flight)
+        recorders[rate] = rec
+        p99 = stress._ms(rec.all, 99)
+        p = stress.Probe(rate, None if p99 is None else p99 / 1e3, rec.error_rate(),
+                         rec.ok.get_total_count() / max(rec.wall_s, 1e-9))
+        if show:
+            print(f"probe {rate:.1f} req/s: p99 {p99 if p99 is not None else float('nan'):.2f} ms, "
+                  f"errors {p.error_rate * 100:.2f} %", file=sys.stderr)
+        return p
+
+    limit = await stress.find_limit(probe, slo_p99_s=plan["slo_p99_s"], max_error_rate=plan["max_error_rate"],
+                                    start_rate=plan["start_rate"], max_rate=plan["max_rate"],
+                                    probe_s=plan["probe_s"], budget_s=plan["budget_s"])
+    shown = limit.knee if limit.knee is not None else limit.probes[-1].rate
+    report = stress.summarize(recorders[shown], **common, mode="find-limit", rate=shown)
+    report["slo_p99_ms"] = plan["slo_p99_s"] * 1e3
+    report["max_error_rate"] = plan["max_error_rate"]
+    report["limit"] = {"knee": limit.knee, "first_bad": limit.first_bad, "stopped_by": limit.stopped_by,
+                       "probes": [{"rate": p.rate, "p99_ms": None if p.p99_s is None else p.p99_s * 1e3,
+                                   "error_rate": p.error_rate, "achieved": p.achieved, "ok": p.ok}
+                                  for p in limit.probes]}
+    return report
+
+
+class _LiveView:
+    """The live per-second table of an open loop, on a terminal only (not with --no-progress)."""
+
+    def __init__(self, args):
+        self.enabled = not args.no_progress and sys.stderr.isatty()
+        self._live = None
+
+    def on_second(self, second: int, rec) -> None:
+        from client import stress_view
+
+        if self._live is not None:
+            self._live.update(stress_view.live_table(rec, second))
+
+    async def run(self, coro):
+        if not self.enabled:
+            return await coro
+        from rich.live import Live
+
+        with Live(console=_console(stderr=True), refresh_per_second=2) as live:
+            self._live = live
+            return await coro
+
+
+async def _with_progress(send, args, plan: dict):
+    from client import stress
+
+    requests, duration = plan["requests"], plan["duration"]
+    run = dict(concurrency=plan["concurrency"], requests=requests, duration=duration)
     if args.no_progress or not sys.stderr.isatty():
-        return await run(send, concurrency=args.concurrency, requests=requests, duration=args.duration)
+        return await stress.closed_loop(send, **run)
     import time
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -518,17 +862,16 @@ async def _with_progress(run, send, args, requests: Optional[int]):
     columns = [TextColumn("bench"), BarColumn(), MofNCompleteColumn() if requests else TextColumn(""),
                TimeElapsedColumn()]
     with Progress(*columns, console=console, transient=True) as progress:
-        task = progress.add_task("bench", total=requests if requests else args.duration)
+        task = progress.add_task("bench", total=requests if requests else duration)
         start = time.perf_counter()
 
         def on_done():
             if requests:
                 progress.advance(task)
             else:
-                progress.update(task, completed=min(time.perf_counter() - start, args.duration))
+                progress.update(task, completed=min(time.perf_counter() - start, duration))
 
-        return await run(send, concurrency=args.concurrency, requests=requests, duration=args.duration,
-                         on_done=on_done)
+        return await stress.closed_loop(send, **run, on_done=on_done)
 
 
 def _rollout_doc(status) -> dict:
@@ -768,6 +1111,9 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     try:
         _HANDLERS[args.command](args)
+    except UsageError as e:
+        print(f"verso: error: {_one_line(str(e))}", file=sys.stderr)
+        return EXIT_USAGE
     except (CliError, VersoError) as e:
         print(f"verso: error: {_one_line(str(e))}", file=sys.stderr)
         return EXIT_ERROR

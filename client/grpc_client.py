@@ -196,6 +196,12 @@ class GrpcCodec:
         return raw[1]
 
     @staticmethod
+    def version_of(raw) -> Optional[int]:
+        """The version that answered a Predict (its ``model_spec.version``), None if unsaid."""
+        spec = raw[0].model_spec
+        return spec.version.value if spec.HasField("version") else None
+
+    @staticmethod
     def rollout_request(model: str):
         return rollout_pb2.RolloutRequest(model=model)
 

@@ -164,6 +164,11 @@ class RestCodec:
         return reply.request_id
 
     @staticmethod
+    def version_of(reply: Reply) -> Optional[int]:
+        """The version that answered a Predict, when the server said (Verso's version header)."""
+        return reply.version
+
+    @staticmethod
     def rollout_request(model: str):
         return "GET", "/v1/rollouts/" + urllib.parse.quote(model, safe=""), None
 

@@ -141,8 +141,9 @@ def test_bench_a_fixed_count_as_json(bundled):
     doc = json.loads(ok(verso("bench", "half_plus_two", "-n", "60", "-c", "4", "--rows", "3", "--json", *at(bundled))))
     assert (doc["requests"], doc["ok"], doc["errors"], doc["concurrency"]) == (60, 60, {}, 4)
     assert doc["rows_per_request"] == 3 and doc["rows_per_s"] == pytest.approx(3 * doc["ok_per_s"])
-    lat = doc["latency_ms"]
-    assert 0 < lat["min"] <= lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"]
+    assert doc["mode"] == "closed" and doc["versions"] == {"2": 60}  # half_plus_two's latest answered
+    lat = doc["latency_ms"]["all"]
+    assert lat["count"] == 60 and 0 < lat["min"] <= lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"]
 
 
 def test_bench_over_rest_with_given_inputs(bundled):

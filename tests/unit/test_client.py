@@ -211,47 +211,6 @@ def test_signature_lookup_uses_tf_servings_text():
 
 # ---- bench -----------------------------------------------------------------------------------------
 
-def test_summarize_counts_and_percentiles():
-    m = bench.Measured(latencies=[i / 1000 for i in range(1, 101)], errors={"UNAVAILABLE": 2},
-                       first_error={"UNAVAILABLE": "busy"}, wall_s=2.0)
-    r = bench.summarize(m, rows=4, concurrency=3, target="t", model="m")
-    assert (r["requests"], r["ok"], r["errors"]) == (102, 100, {"UNAVAILABLE": 2})
-    assert r["requests_per_s"] == 51.0 and r["rows_per_s"] == 200.0
-    assert r["latency_ms"]["p50"] == pytest.approx(50.5) and r["latency_ms"]["p99"] == pytest.approx(99.01)
-    assert r["latency_ms"]["max"] == pytest.approx(100.0)
-    empty = bench.summarize(bench.Measured(errors={"X": 1}, wall_s=1.0), rows=1, concurrency=1, target="t", model="m")
-    assert empty["ok"] == 0 and empty["latency_ms"]["p50"] is None
-
-
-def test_bench_run_stops_at_the_count_and_counts_errors_by_code():
-    calls = []
-
-    async def send():
-        calls.append(1)
-        n = len(calls)
-        await asyncio.sleep(0)
-        if n % 5 == 0:
-            raise VersoError(grpc.StatusCode.UNAVAILABLE, "busy")
-
-    done = []
-    m = asyncio.run(bench.run(send, concurrency=4, requests=50, on_done=lambda: done.append(1)))
-    assert len(calls) == 50 and len(done) == 50
-    assert len(m.latencies) == 40 and m.errors == {"UNAVAILABLE": 10} and m.first_error == {"UNAVAILABLE": "busy"}
-
-
-def test_bench_run_stops_at_the_duration_on_its_clock():
-    now = [0.0]
-
-    async def send():
-        now[0] += 0.25  # every call takes a quarter second of the fake clock
-        await asyncio.sleep(0)
-
-    m = asyncio.run(bench.run(send, concurrency=1, duration=2.0, clock=lambda: now[0]))
-    assert len(m.latencies) == 8 and m.wall_s == 2.0
-    with pytest.raises(ValueError):
-        asyncio.run(bench.run(send, concurrency=0, requests=1))
-
-
 def test_generated_inputs_follow_the_signature():
     sig = Signature("s", "", {
         "x": TensorSpec("x", "float", (-1, 3), "", 1), "n": TensorSpec("n", "int64", (-1, -1), "", 9),
