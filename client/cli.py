@@ -480,8 +480,12 @@ def _stress_plan(args, target: str) -> dict:
     """Everything ``verso bench`` was asked for, checked before anything starts: the mode
     (closed, rate, stages, find-limit), its schedule, faults and thresholds. Raises
     UsageError (exit 2, one line) for what makes no sense."""
+    import pathlib
+
     from client import faults as fl
     from client import stress
+    from client._api import reload_config
+    from client.errors import VersoError
 
     scenario = {}
     if args.scenario:
@@ -572,6 +576,12 @@ def _stress_plan(args, target: str) -> dict:
             if f.at >= length:
                 raise stress.StressInputError(f"fault {f.label} at {f.at:g}s comes after the run's end ({length:g}s)")
         fl.check(faults, fl.Controls(target, args.model_base_path, args.server_pid))
+        for f in faults:
+            if f.kind == "reload":  # a config that does not parse is refused now, not mid-run
+                try:
+                    reload_config(pathlib.Path(f.arg))
+                except VersoError as e:
+                    raise stress.StressInputError(f"fault {f.label}: {e.message}") from None
         plan["faults"] = sorted(faults, key=lambda f: f.at)
         plan["thresholds"] = [stress.parse_threshold(str(t))
                               for t in list(scenario.get("thresholds", [])) + args.threshold]
@@ -585,6 +595,7 @@ def _stress_plan(args, target: str) -> dict:
 async def _inject(faults: list, client, controls, start: float) -> list[dict]:
     """Each fault at its time after ``start`` (``time.monotonic``); what happened to each."""
     import asyncio
+    import pathlib
     import time
 
     from client import faults as fl
@@ -603,7 +614,7 @@ async def _inject(faults: list, client, controls, start: float) -> list[dict]:
             elif f.kind == "kill-worker":
                 result = fl.kill_worker(controls.server_pid)
             else:
-                await client.reload(f.arg)
+                await client.reload(pathlib.Path(f.arg))
                 result = f"config {f.arg} applied"
             error = None
         except Exception as e:  # a fault that could not be done is part of the report, not a crash

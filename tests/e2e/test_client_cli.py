@@ -16,13 +16,13 @@ def at(srv):
     return ["--target", f"127.0.0.1:{srv.port}"]
 
 
-def test_bench_shows_a_progress_bar_on_a_terminal(bundled):
+def _on_a_terminal(cmd: list[str]) -> tuple[subprocess.CompletedProcess, bytes]:
+    """Run ``cmd`` with its stderr on a pseudo-terminal; (result, what the terminal showed)."""
     import pty
 
     master, slave = pty.openpty()
     try:
-        r = subprocess.run([script("verso"), "bench", "half_plus_two", "-n", "30", "-c", "2", *at(bundled)],
-                           stdout=subprocess.PIPE, stderr=slave, text=True, timeout=60)
+        r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=slave, text=True, timeout=60)
         os.close(slave)
         slave = None
         shown = b""
@@ -38,9 +38,22 @@ def test_bench_shows_a_progress_bar_on_a_terminal(bundled):
         if slave is not None:
             os.close(slave)
         os.close(master)
+    return r, shown
+
+
+def test_bench_shows_a_progress_bar_on_a_terminal(bundled):
+    r, shown = _on_a_terminal([script("verso"), "bench", "half_plus_two", "-n", "30", "-c", "2", *at(bundled)])
     assert r.returncode == 0
     assert b"30/30" in shown and b"bench" in shown  # the bar reached the count, on the terminal only
     assert dict(_rows(r.stdout))["ok"] == "30"
+
+
+def test_an_open_loop_shows_a_live_table_on_a_terminal(bundled):
+    r, shown = _on_a_terminal([script("verso"), "bench", "half_plus_two", "--rate", "20", "-d", "3s", *at(bundled)])
+    assert r.returncode == 0, r.stdout
+    assert b"verso bench (live)" in shown and b"sent/s" in shown and b"v2:20" in shown  # a full second, by version
+    assert b"verso bench (live)" not in r.stdout.encode()  # the summary alone on stdout
+    assert dict(_rows(r.stdout))["requests"] == "60"
 
 
 # ---- the command line does not start TensorFlow ----------------------------------------------------

@@ -170,3 +170,29 @@ def test_bench_table(bundled):
     rows = dict(_rows(out))
     assert rows["requests"] == "20" and rows["ok"] == "20" and rows["errors"] == "0"
     assert float(rows["p50 ms"]) > 0
+
+
+# ---- bench's open loop, stages and a reload fault (the faults of files and processes: e2e) ---------
+
+def test_bench_stages_ramp_the_rate_and_a_reload_fault_lands_during_the_load(server_factory, repo, tmp_path):
+    repo.put("a", 1, "hp1")
+    repo.put("b", 1, "hp3")
+    srv = server_factory("--model_name=a", f"--model_base_path={repo.path('a')}")
+    config = tmp_path / "models.config"  # a keeps serving; b arrives
+    config.write_text("model_config_list { " + " ".join(
+        f'config {{ name: "{m}" base_path: "{repo.path(m)}" model_platform: "tensorflow" }}' for m in "ab") + " }\n")
+    out = tmp_path / "run.json"
+    r = verso("bench", "a", *at(srv), "--stages", "1s:40,1s:40,1s:0", "--fault", f"1s:reload:{config}",
+              "--threshold", "errors<0.1%", "--threshold", "p99<1ms", "--json", str(out), "--no-progress")
+    doc = json.loads(out.read_text())
+    # 0 -> 40/s over a second (20 calls), 40/s for a second (40), 40 -> 0 (20).
+    assert doc["mode"] == "stages" and doc["requests"] == 80 and doc["offered"] == 80
+    assert [s["sent"] for s in doc["series"]] == [20, 40, 20]
+    assert doc["errors"] == {} and doc["versions"] == {"1": 80}
+    reload = doc["faults"][0]
+    assert reload["error"] is None and reload["result"] == f"config {config} applied"
+    assert _rows(ok(verso("status", "b", *at(srv)))) == [["1", "AVAILABLE", "OK"]]
+    # p99 < 1 ms does not hold over loopback gRPC: the run fails with exit 1 and says which.
+    assert r.returncode == 1
+    assert r.stderr.startswith("verso: error: thresholds failed: p99<1ms (actual ")
+    assert "threshold errors<0.1%: ok (actual 0)" in r.stdout and "threshold p99<1ms: FAILED" in r.stdout

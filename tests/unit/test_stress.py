@@ -328,3 +328,12 @@ def test_a_scenario_file(capsys, tmp_path):
     later.write_text(json.dumps({"rate": 10, "duration": "5s", "faults": ["6s:kill-worker"]}))
     assert verso(["bench", "m", "--scenario", str(later)]) == 2
     assert "fault kill-worker at 6s comes after the run's end (5s)" in capsys.readouterr().err
+
+
+def test_a_reload_fault_with_a_config_that_does_not_parse_is_refused(capsys, tmp_path):
+    config = tmp_path / "models.config"
+    config.write_text("model_config_list { config { name: }")
+    assert verso(["bench", "m", "--target", f"127.0.0.1:{free_port()}", "--rate", "5", "-d", "3s",
+                  "--fault", f"1s:reload:{config}"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"verso: error: fault reload:{config}: not a text-format ModelServerConfig: ")
