@@ -102,6 +102,7 @@ def plot(report: dict, path: str) -> None:
         raise RuntimeError("--plot needs matplotlib (pip install 'verso[plot]')") from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import ScalarFormatter
 
     if report["mode"] == "find-limit":
         fig, ax = plt.subplots(figsize=(8, 4.5))
@@ -114,6 +115,8 @@ def plot(report: dict, path: str) -> None:
             ax.axvline(report["limit"]["knee"], color="green", linestyle=":", label="knee")
         ax.set_xscale("log")
         ax.set_yscale("log")
+        for axis in (ax.xaxis, ax.yaxis):  # plain numbers, not powers of ten
+            axis.set_major_formatter(ScalarFormatter())
         ax.set_xlabel("offered rate (req/s)")
         ax.set_ylabel("p99 latency (ms)")
         ax2 = ax.twinx()
@@ -128,6 +131,7 @@ def plot(report: dict, path: str) -> None:
         ax.plot(t, [x["p50_ms"] if x["p50_ms"] is not None else float("nan") for x in s], label="p50")
         ax.plot(t, [x["p99_ms"] if x["p99_ms"] is not None else float("nan") for x in s], label="p99")
         ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(ScalarFormatter())
         ax.set_ylabel("latency (ms)")
         ax2.plot(t, [x["ok"] for x in s], label="ok/s")
         ax2.plot(t, [x["errors"] for x in s], label="errors/s", color="red")
