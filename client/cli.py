@@ -813,7 +813,7 @@ async def _find_limit(send, plan: dict, args, common: dict) -> dict:
         rec = await stress.open_loop(send, stress.Schedule.constant(rate, plan["probe_s"]),
                                      max_in_flight=args.max_in_flight)
         recorders[rate] = rec
-        p99 = stress._ms(rec.all, 99)
+        p99 = stress.percentile_ms(rec.all, 99)
         p = stress.Probe(rate, None if p99 is None else p99 / 1e3, rec.error_rate(),
                          rec.ok.get_total_count() / max(rec.wall_s, 1e-9))
         if show:

@@ -53,8 +53,8 @@ def parse_fault(text: str) -> Fault:
     if kind == "kill-worker" and arg:
         raise StressInputError(f"fault {text!r}: kill-worker takes no argument")
     if kind != "kill-worker" and not arg:
-        raise StressInputError(f"fault {text!r}: {kind} needs an argument "
-                               f"({'a version directory' if kind == 'swap' else 'a version number' if kind == 'remove' else 'a config file'})")
+        wanted = {"swap": "a version directory", "remove": "a version number", "reload": "a config file"}[kind]
+        raise StressInputError(f"fault {text!r}: {kind} needs an argument ({wanted})")
     if kind == "remove" and not arg.isdigit():
         raise StressInputError(f"fault {text!r}: remove takes a version number")
     return Fault(when, kind, arg)

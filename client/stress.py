@@ -166,7 +166,7 @@ def _record(h: HdrHistogram, seconds: float) -> None:
     h.record_value(min(max(int(seconds * 1e6), 1), _HIST_MAX_US))
 
 
-def _ms(h: HdrHistogram, q: float) -> Optional[float]:
+def percentile_ms(h: HdrHistogram, q: float) -> Optional[float]:
     return h.get_value_at_percentile(q) / 1e3 if h.get_total_count() else None
 
 
@@ -282,15 +282,18 @@ class Recorder:
                 ok += sec.ok
                 errors += sec.errors
                 versions.update(sec.versions)
-        return {"from_s": start, "to_s": stop, "ok": ok, "errors": errors, "p50_ms": _ms(h, 50),
-                "p99_ms": _ms(h, 99), "versions": dict(sorted(versions.items()))}
+        return {"from_s": start, "to_s": stop, "ok": ok, "errors": errors, "p50_ms": percentile_ms(h, 50),
+                "p99_ms": percentile_ms(h, 99), "versions": dict(sorted(versions.items()))}
+
+
+_QUANTILES = (("p50", 50), ("p90", 90), ("p99", 99), ("p999", 99.9))
 
 
 def latency_summary(h: HdrHistogram) -> dict:
     if not h.get_total_count():
         return {"count": 0, **{k: None for k in ("p50", "p90", "p99", "p999", "mean", "min", "max")}}
-    return {"count": h.get_total_count(), "p50": _ms(h, 50), "p90": _ms(h, 90), "p99": _ms(h, 99),
-            "p999": _ms(h, 99.9), "mean": h.get_mean_value() / 1e3, "min": h.get_min_value() / 1e3,
+    return {"count": h.get_total_count(), **{k: percentile_ms(h, q) for k, q in _QUANTILES},
+            "mean": h.get_mean_value() / 1e3, "min": h.get_min_value() / 1e3,
             "max": h.get_max_value() / 1e3}
 
 
@@ -300,7 +303,7 @@ def series(rec: Recorder) -> list[dict]:
     for s in range(0, (max(rec.seconds) + 1) if rec.seconds else 0):
         sec = rec.seconds.get(s, Second())
         out.append({"t": s, "sent": sec.sent, "ok": sec.ok, "errors": sec.errors,
-                    "p50_ms": _ms(sec.latency, 50), "p99_ms": _ms(sec.latency, 99),
+                    "p50_ms": percentile_ms(sec.latency, 50), "p99_ms": percentile_ms(sec.latency, 99),
                     "versions": dict(sorted(sec.versions.items()))})
     return out
 
@@ -532,7 +535,8 @@ def summarize(rec: Recorder, *, mode: str, target: str, model: str, rows: int, *
                        "errors": latency_summary(rec.failed)},
         "failed": failed,
         "versions": dict(sorted(rec.versions.items())),
-        "tool": {"lag_p99_ms": _ms(rec.lag, 99), "lag_max_ms": rec.lag.get_max_value() / 1e3 if rec.count else None,
+        "tool": {"lag_p99_ms": percentile_ms(rec.lag, 99),
+                 "lag_max_ms": rec.lag.get_max_value() / 1e3 if rec.count else None,
                  "max_in_flight": rec.max_in_flight},
         "series": series(rec),
     }

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from client.stress import Recorder, Second, _ms
+from client.stress import Recorder, Second, percentile_ms
 
 
 def _f(x: Optional[float], fmt: str = "{:.2f}") -> str:
@@ -28,8 +28,8 @@ def live_table(rec: Recorder, last: int, rows: int = 12):
         t.add_column(name, justify="right" if name != "versions" else "left")
     for s in range(max(0, last - rows + 1), last + 1):
         sec = rec.seconds.get(s, Second())
-        t.add_row(str(s), str(sec.sent), str(sec.ok), str(sec.errors), _f(_ms(sec.latency, 50)),
-                  _f(_ms(sec.latency, 99)), _versions(dict(sec.versions)))
+        t.add_row(str(s), str(sec.sent), str(sec.ok), str(sec.errors), _f(percentile_ms(sec.latency, 50)),
+                  _f(percentile_ms(sec.latency, 99)), _versions(dict(sec.versions)))
     return t
 
 
