@@ -196,3 +196,15 @@ def test_bench_stages_ramp_the_rate_and_a_reload_fault_lands_during_the_load(ser
     assert r.returncode == 1
     assert r.stderr.startswith("verso: error: thresholds failed: p99<1ms (actual ")
     assert "threshold errors<0.1%: ok (actual 0)" in r.stdout and "threshold p99<1ms: FAILED" in r.stdout
+
+
+def test_bench_an_open_loop_over_two_client_processes(bundled, tmp_path):
+    out = tmp_path / "run.json"
+    r = verso("bench", "half_plus_two", *at(bundled), "--rate", "40", "-d", "2s", "--processes", "2",
+              "--json", str(out), "--no-progress")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(out.read_text())
+    # Each process sent half the rate from the same start; their histograms and counts merged.
+    assert (doc["processes"], doc["requests"], doc["ok"], doc["versions"]) == (2, 80, 80, {"2": 80})
+    assert [s["sent"] for s in doc["series"]] == [40, 40]
+    assert doc["latency_ms"]["all"]["count"] == 80 and doc["tool"]["max_in_flight"] >= 2
