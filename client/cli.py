@@ -1149,7 +1149,8 @@ commands:
   status MODEL               versions and their states
   metadata MODEL             signatures with dtypes and shapes
   reload CONFIG_FILE         send a model config file (ReloadConfig)
-  bench MODEL [INPUT...]     stress test: calls in flight, latency percentiles, errors by code
+  bench MODEL [INPUT...]     stress test: calls in flight or an open-loop --rate/--stages,
+                             --find-limit --slo-p99, --fault during the load, --threshold
   rollout set|verdict|status MODEL
                              a model's canary rollout: configure the split, shadow traffic
                              and gates; its verdict; its evidence per version
