@@ -240,7 +240,7 @@ def test_faults_parse_and_bad_ones_are_refused():
             fl.parse_fault(bad)
 
 
-def test_faults_only_on_servers_the_tool_controls(tmp_path):
+def test_faults_only_on_servers_the_tool_controls(tmp_path, childless_pid):
     assert fl.is_loopback("127.0.0.1:8500") and fl.is_loopback("localhost:8500") and fl.is_loopback("[::1]:9")
     assert fl.is_loopback("http://127.0.0.1:8501") and fl.is_loopback("unix:/tmp/s")
     assert not fl.is_loopback("10.1.2.3:8500") and not fl.is_loopback("http://192.0.2.7:8501")
@@ -260,26 +260,20 @@ def test_faults_only_on_servers_the_tool_controls(tmp_path):
     with pytest.raises(stress.StressInputError, match="--server-pid"):
         fl.check([fl.Fault(1, "kill-worker")], local)
     with pytest.raises(stress.StressInputError, match="no worker processes"):
-        fl.check([fl.Fault(1, "kill-worker")], fl.Controls("127.0.0.1:1", server_pid=_childless_pid()))
+        fl.check([fl.Fault(1, "kill-worker")], fl.Controls("127.0.0.1:1", server_pid=childless_pid))
     # swap and remove act as an operator's atomic moves
     assert fl.swap(str(base), str(version)) == f"version 2 added from {version}"
     assert (base / "2" / "saved_model.pb").exists()
     assert fl.remove(str(base), "1") == "version 1 removed" and sorted(os.listdir(base)) == ["2"]
 
 
-def _childless_pid() -> int:
+@pytest.fixture
+def childless_pid():
+    """A live process on this machine without children (not a --num_workers server)."""
     p = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
-    _childless_pid.procs = getattr(_childless_pid, "procs", []) + [p]
-    return p.pid
-
-
-@pytest.fixture(autouse=True)
-def _reap():
-    yield
-    for p in getattr(_childless_pid, "procs", []):
-        p.kill()
-        p.wait()
-    _childless_pid.procs = []
+    yield p.pid
+    p.kill()
+    p.wait()
 
 
 # ---- the command line refuses nonsense before starting anything --------------------------------
