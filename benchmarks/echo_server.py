@@ -23,10 +23,12 @@ async def predict(request: bytes, context) -> bytes:
     return CANNED_BYTES
 
 
-async def main(port: int) -> None:
+async def serve_predict(predict, port: int, deserializer=None, serializer=None) -> None:
+    """A grpc.aio PredictionService with only ``predict`` on 127.0.0.1:``port``; prints
+    "ready" once listening and serves until killed (also the floor server's)."""
     handler = grpc.method_handlers_generic_handler("tensorflow.serving.PredictionService", {
-        "Predict": grpc.unary_unary_rpc_method_handler(predict, request_deserializer=None,
-                                                       response_serializer=None)})
+        "Predict": grpc.unary_unary_rpc_method_handler(predict, request_deserializer=deserializer,
+                                                       response_serializer=serializer)})
     server = grpc.aio.server(handlers=[handler])
     server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
@@ -35,4 +37,4 @@ async def main(port: int) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(int(sys.argv[1])))
+    asyncio.run(serve_predict(predict, int(sys.argv[1])))

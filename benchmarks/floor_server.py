@@ -17,12 +17,14 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+sys.path.insert(0, HERE)
 
-import grpc  # noqa: E402
 import numpy as np  # noqa: E402
 from tensorflow_serving.apis import predict_pb2  # noqa: E402
 
+from echo_server import serve_predict  # noqa: E402
 from protos import tensor_codec  # noqa: E402
 from server.servables.saved_model import load_saved_model  # noqa: E402
 
@@ -76,15 +78,8 @@ class Floor:
 
 async def main(path: str, port: int) -> None:
     floor = Floor(load_saved_model(path, ["serve"]))
-    handler = grpc.method_handlers_generic_handler("tensorflow.serving.PredictionService", {
-        "Predict": grpc.unary_unary_rpc_method_handler(
-            floor.predict, request_deserializer=predict_pb2.PredictRequest.FromString,
-            response_serializer=predict_pb2.PredictResponse.SerializeToString)})
-    server = grpc.aio.server(handlers=[handler])
-    server.add_insecure_port(f"127.0.0.1:{port}")
-    await server.start()
-    print("ready", flush=True)
-    await server.wait_for_termination()
+    await serve_predict(floor.predict, port, predict_pb2.PredictRequest.FromString,
+                        predict_pb2.PredictResponse.SerializeToString)
 
 
 if __name__ == "__main__":

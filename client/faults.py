@@ -49,7 +49,7 @@ def parse_fault(text: str) -> Fault:
     kind, _, arg = rest.partition(":")
     if kind not in KINDS:
         raise StressInputError(f"fault {text!r}: unknown kind {kind!r} (one of {', '.join(KINDS)})")
-    when = parse_duration(at, f"fault {text!r}: time") if at.strip() not in ("0", "0s") else 0.0
+    when = parse_duration(at, f"fault {text!r}: time", zero=True)
     if kind == "kill-worker" and arg:
         raise StressInputError(f"fault {text!r}: kill-worker takes no argument")
     if kind != "kill-worker" and not arg:

@@ -47,14 +47,15 @@ class StressInputError(ValueError):
 _UNITS_S = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
-def parse_duration(text: str, what: str = "duration", default_unit: str = "s") -> float:
-    """``"30s"``, ``"500ms"``, ``"2m"``, ``"1.5"`` (``default_unit``) -> seconds (> 0)."""
+def parse_duration(text: str, what: str = "duration", default_unit: str = "s", zero: bool = False) -> float:
+    """``"30s"``, ``"500ms"``, ``"2m"``, ``"1.5"`` (``default_unit``) -> seconds: > 0, or >= 0
+    with ``zero`` (a time from the start of a run)."""
     m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(us|ms|s|m|h)?\s*", text or "")
     if not m:
         raise StressInputError(f"{what} {text!r}: expected a number with a unit (us, ms, s, m, h), e.g. 30s")
     value = float(m.group(1)) * _UNITS_S[m.group(2) or default_unit]
-    if not math.isfinite(value) or value <= 0:
-        raise StressInputError(f"{what} {text!r} must be positive")
+    if not math.isfinite(value) or value < 0 or (value == 0 and not zero):
+        raise StressInputError(f"{what} {text!r} must be {'zero or more' if zero else 'positive'}")
     return value
 
 
@@ -120,10 +121,8 @@ class Schedule:
 
     def scaled(self, factor: float) -> "Schedule":
         """The same shape at ``factor`` times the rate (one of several sending processes)."""
-        out = Schedule([])
-        out.segments = [(t0, t1, r0 * factor, r1 * factor) for t0, t1, r0, r1 in self.segments]
-        out.duration = self.duration
-        return out
+        return Schedule([Stage(t1 - t0, r1 * factor) for t0, t1, _, r1 in self.segments],
+                        start_rate=self.segments[0][2] * factor if self.segments else 0.0)
 
     def rate_at(self, t: float) -> float:
         for t0, t1, r0, r1 in self.segments:

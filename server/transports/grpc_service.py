@@ -105,7 +105,7 @@ def _method(name: str, call: Callable[..., Any], request_cls, response_cls, core
         try:
             if request is UNPARSABLE:
                 raise ServingError(Code.INTERNAL, f"Failed to parse {request_cls.DESCRIPTOR.full_name}")
-            if routed and core.rollouts is not None and core.rollouts.configs:
+            if routed and core.rollouts.configs:  # routed: only built when rollouts exist
                 _rollout_keys(info, context)
             if control:
                 _control(info, context)

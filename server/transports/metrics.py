@@ -137,26 +137,33 @@ class Metrics:
 
     # ---- recording ------------------------------------------------------------------------------
 
+    def _cached(self, key: tuple, make: Callable[[], object]):
+        """The metric children of a label set, made by ``make()`` once: ``.labels()`` validates
+        and locks on every call, and a request's or a batch's label set repeats. Bounded by
+        ``_MAX_CACHED`` distinct keys (model names in requests are caller-chosen); past it,
+        children are made each time."""
+        children = self._children.get(key)
+        if children is None:
+            children = make()
+            if len(self._children) < _MAX_CACHED:
+                self._children[key] = children
+        return children
+
     def request(self, model: str, version: Optional[int], api: str, entrypoint: str, status: str,
                 seconds: float, *, tf_api: Optional[str] = None, count_tf: bool = True) -> None:
         """One finished request. ``tf_api`` is TF Serving's API label (REST uses the lower-case
         verb, empty for GETs); latency is recorded for successes only, as TF Serving does."""
-        key = (model, version, api, entrypoint, status, tf_api, count_tf)
-        children = self._children.get(key)
-        if children is None:
-            # .labels() validates and locks on every call; a request's label set repeats, so its
-            # children are looked up once (bounded by the distinct label sets seen).
+        def make():
             ok = status == "OK"
             ver = "" if version is None else str(version)
-            children = (
+            return (
                 self.request_count.labels(model, status) if count_tf else None,
                 self.request_latency.labels(model, api if tf_api is None else tf_api, entrypoint)
                 if count_tf and ok else None,
                 self.version_requests.labels(model, ver, api, entrypoint, status),
                 self.version_latency.labels(model, ver, api, entrypoint) if ok else None,
             )
-            if len(self._children) < _MAX_CACHED:
-                self._children[key] = children
+        children = self._cached((model, version, api, entrypoint, status, tf_api, count_tf), make)
         tf_count, tf_latency, v_count, v_latency = children
         if tf_count is not None:
             tf_count.inc()
@@ -167,12 +174,7 @@ class Metrics:
             v_latency.observe(seconds)
 
     def runtime(self, model: str, api: str, seconds: float) -> None:
-        child = self._children.get((model, api))
-        if child is None:
-            child = self.runtime_latency.labels(model, api, "TF1")
-            if len(self._children) < _MAX_CACHED:
-                self._children[(model, api)] = child
-        child.observe(seconds * 1e6)
+        self._cached((model, api), lambda: self.runtime_latency.labels(model, api, "TF1")).observe(seconds * 1e6)
 
     def examples(self, model: str, n: int) -> None:
         self.example_counts.labels(model).observe(n)
@@ -181,24 +183,16 @@ class Metrics:
     def batch(self, queue: str, thread_pool_name: str, task_sizes: list[int], waits_s: list[float],
               rows: int, padded: int, cap: int) -> None:
         """One batch run (called on the loop when it finishes)."""
-        key = ("batch", queue, thread_pool_name)
-        children = self._children.get(key)
-        if children is None:  # .labels() costs a lock and a validation per call: once per queue
-            children = (self.queuing_latency.labels(thread_pool_name), self.batch_cap.labels(queue),
-                        self.batches.labels(queue), self.batch_rows.labels(queue))
-            if len(self._children) < _MAX_CACHED:
-                self._children[key] = children
-        queuing, batch_cap, batches, batch_rows = children
+        queuing, batch_cap, batches, batch_rows = self._cached(("batch", queue, thread_pool_name), lambda: (
+            self.queuing_latency.labels(thread_pool_name), self.batch_cap.labels(queue),
+            self.batches.labels(queue), self.batch_rows.labels(queue)))
         observe_size, observe_wait = self.input_batch_size.observe, queuing.observe
         for size, wait in zip(task_sizes, waits_s):
             observe_size(size)
             observe_wait(wait * 1e6)
         self.wrapped_run_count.inc()
         self.processed_batch_size.observe(padded)
-        padding = self._children.get(("padding", padded))
-        if padding is None:
-            padding = self._children[("padding", padded)] = self.padding_size.labels(str(padded))
-        padding.observe(padded - rows)
+        self._cached(("padding", padded), lambda: self.padding_size.labels(str(padded))).observe(padded - rows)
         batch_cap.set(cap)
         batches.inc()
         batch_rows.inc(rows)

@@ -208,3 +208,17 @@ def test_bench_an_open_loop_over_two_client_processes(bundled, tmp_path):
     assert (doc["processes"], doc["requests"], doc["ok"], doc["versions"]) == (2, 80, 80, {"2": 80})
     assert [s["sent"] for s in doc["series"]] == [40, 40]
     assert doc["latency_ms"]["all"]["count"] == 80 and doc["tool"]["max_in_flight"] >= 2
+
+
+def test_bench_a_fault_that_cannot_be_done_is_reported_and_the_load_goes_on(server_factory, repo, tmp_path):
+    repo.put("a", 1, "hp1")
+    srv = server_factory("--model_name=a", f"--model_base_path={repo.path('a')}")
+    out = tmp_path / "run.json"
+    r = verso("bench", "a", *at(srv), "--rate", "20", "-d", "2s", "--fault", "1s:remove:7",
+              "--model-base-path", repo.path("a"), "--json", str(out), "--no-progress")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(out.read_text())
+    fault = doc["faults"][0]
+    assert fault["result"] is None and fault["error"] == f"FileNotFoundError: no version 7 in {repo.path('a')}"
+    assert (doc["requests"], doc["ok"]) == (40, 40)
+    assert "fault remove:7 at 1s: FAILED: FileNotFoundError: no version 7" in r.stdout

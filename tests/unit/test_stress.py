@@ -43,7 +43,9 @@ def test_stages_ramp_linearly_and_hold():
     gaps = [b - a for a, b in zip(times[200:], times[201:])]
     assert gaps == sorted(gaps)
     assert sched.rate_at(1.0) == pytest.approx(50) and sched.rate_at(3.5) == pytest.approx(50)
-    assert sched.scaled(0.5).expected() == 125
+    half = sched.scaled(0.5)
+    assert half.expected() == 125 and half.duration == 4.0 and half.rate_at(2.5) == pytest.approx(50)
+    assert list(half.send_times())[50:100] == pytest.approx([2 + i / 50 for i in range(50)])
 
 
 class FakeTime:
@@ -234,6 +236,7 @@ def test_faults_parse_and_bad_ones_are_refused():
     assert fl.parse_fault("1m:remove:3") == fl.Fault(60.0, "remove", "3")
     assert fl.parse_fault("500ms:kill-worker") == fl.Fault(0.5, "kill-worker")
     assert fl.parse_fault("0s:reload:/c/models.config") == fl.Fault(0.0, "reload", "/c/models.config")
+    assert fl.parse_fault("0ms:remove:2") == fl.Fault(0.0, "remove", "2")
     for bad in ("20s:explode", "20s", "x:swap:/a", "20s:remove:latest", "20s:kill-worker:3", "20s:swap",
                 "-3s:remove:1"):
         with pytest.raises(stress.StressInputError):
