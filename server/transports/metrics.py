@@ -255,8 +255,6 @@ class Metrics:
         model = self.model_label(model)
         if model == UNKNOWN_MODEL:
             version = None
-        if tf_api:  # REST's verb as TF Serving labels it, whatever case the path used
-            tf_api = tf_api.lower()
         key = (model, version, api, entrypoint, status, tf_api, count_tf)
 
         def make():
