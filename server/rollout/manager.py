@@ -365,7 +365,7 @@ class RolloutManager:
         for row in rows:
             label, why_label = class_key(row.label, known)
             predicted, why_predicted = class_key(row.predicted, known)
-            for why in filter(None, (why_label, why_predicted)):
+            for why in {why_label, why_predicted} - {""}:  # a row counts once per reason
                 if not notes[why]:
                     log.warning("Rollout of %s: %s counted as class \"other\"", name, why)
                 notes[why] += 1
