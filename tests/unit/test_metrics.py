@@ -198,3 +198,34 @@ def test_many_swaps_leave_a_bounded_page():
         sizes.append(len(m.render()))
     assert max(sizes[50:]) <= max(sizes[:50]) * 1.1
     assert len(m._series) <= 7
+
+
+_SWAPS = """
+import sys
+from server.transports.metrics import Metrics
+m = Metrics(multiprocess_dir=sys.argv[1], live=lambda: [("hp", 2, "/m/hp/2")])
+if sys.argv[2] == "record":
+    for v in (1, 2):
+        m.request("hp", v, "Predict", "GRPC", "OK", 0.01)
+        m.batch(f"hp/{v}/serving_default", "batch_threads", [1], [0.001], 1, 1, 8)
+        m.load(f"/m/hp/{v}", True, 1.5)
+sys.stdout.write(m.render().decode())
+"""
+
+
+def test_workers_scrapes_leave_out_versions_that_went(tmp_path):
+    """--num_workers: the shared files keep every series ever written; a scrape leaves out
+    those of versions that are neither live nor in their grace period."""
+    import os
+    import subprocess
+    import sys
+    env = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=str(tmp_path))
+    recorded = subprocess.run([sys.executable, "-c", _SWAPS, str(tmp_path), "record"], env=env,
+                              capture_output=True, text=True, timeout=120, check=True).stdout
+    scraped = subprocess.run([sys.executable, "-c", _SWAPS, str(tmp_path), "scrape"], env=env,
+                             capture_output=True, text=True, timeout=120, check=True).stdout
+    for text in (recorded, scraped):
+        for gone in ('version="1"', 'queue="hp/1/', 'model_path="/m/hp/1"'):
+            assert gone not in text
+        for kept in ('version="2"', 'queue="hp/2/serving_default"', 'model_path="/m/hp/2"'):
+            assert kept in text
