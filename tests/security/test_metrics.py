@@ -252,3 +252,26 @@ def test_slice_keys_of_any_length_raise_one_alarm(ids_server, client):
     alarms = [a for a in client.rollout("ids").alarms if "slice" in a]
     # before: one alarm (and one alarm key kept) per length a caller chose
     assert len(alarms) == 1 and re.search(r"\d+ answers had slice keys over 64 characters", alarms[0]), alarms
+
+
+# ---- output sets a caller chooses ---------------------------------------------------------------------------
+
+def test_output_filters_cannot_multiply_a_versions_batch_queues(repo, tmp_path, started, monkeypatch):
+    """Each output_filter (in each order) had a batch queue of its own for the version's life:
+    a model with k outputs let callers make sum k!/(k-j)! of them. Now one per set, whatever the
+    order, and past MAX_OUTPUT_SETS the every-output queue (a bound of 2 here: the model has two
+    outputs), with each answer still exactly the outputs asked for."""
+    from server.dataplane import core
+    monkeypatch.setattr(core, "MAX_OUTPUT_SETS", 2)
+    repo.put("multi", 1, "multi")
+    srv = started(["--model_name=multi", f"--model_base_path={repo.path('multi')}", "--enable_batching",
+                   _batching(tmp_path)], rest=False)
+    inputs = {"a": np.array([3.0], np.float32), "b": np.array([1.0], np.float32)}
+    want = {"sum": 4.0, "diff": 2.0}
+    for _ in range(2):
+        for output_filter in (["sum", "diff"], ["diff", "sum"], ["diff"], ["sum"]):
+            r = srv.predict_stub.Predict(predict_request("multi", inputs, output_filter=output_filter), timeout=30)
+            assert sorted(r.outputs) == sorted(output_filter)
+            assert {k: v.float_val[0] for k, v in r.outputs.items()} == {k: want[k] for k in output_filter}
+    queues = srv.app.manager.snapshot["multi"].versions[1].batch_queues
+    assert sorted(queues) == [("serving_default", ("diff",)), ("serving_default", ("diff", "sum"))]
