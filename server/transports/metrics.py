@@ -239,7 +239,8 @@ class Metrics:
     def _cached(self, key: tuple, make: Callable[[], object]):
         """The metric children of a label set, made by ``make()`` once: ``.labels()`` validates
         and locks on every call, and a request's or a batch's label set repeats. Bounded by
-        ``_MAX_CACHED`` distinct keys (model names in requests are caller-chosen); past it,
+        ``_MAX_CACHED`` distinct keys (a safety net: no key holds a caller's free text, see
+        ``model_label``, and a forgotten version's keys go with its series); past it,
         children are made each time."""
         children = self._children.get(key)
         if children is None:
