@@ -97,7 +97,8 @@ class App:
         saved_model.configure_runtime(session.intra_op_threads, session.inter_op_threads, config=session.config,
                                       gpu_memory_fraction=session.gpu_memory_fraction)
         self.worker = worker_number()  # None in a single process
-        self.metrics = Metrics(versions=self._version_births, multiprocess_dir=metrics_dir())
+        self.metrics = Metrics(versions=self._version_births, multiprocess_dir=metrics_dir(), known=self._serves,
+                               live=self._live_versions)
         # TF Serving: 0 load/unload threads = one at a time; the initial loads use 4 x CPUs.
         cpus = os.cpu_count() or 1
         pools = self._pools
@@ -152,6 +153,7 @@ class App:
             rollouts.apply(dict(self.config.rollouts), source=self.settings.rollout_config_file)
         self.metrics.add_rollouts(lambda: [rollouts.status(name) for name in list(rollouts.configs)])
         self.metrics.add_costs(self._version_costs)
+        self.metrics.on_forget(rollouts.forget_versions)  # per-version state goes with its series
         return rollouts
 
     def _load_version(self, name: str, version: int, path: str):
@@ -186,7 +188,24 @@ class App:
         self._facts.pop((name, version), None)
         if self.rollouts is not None:
             self.rollouts.forget_version(name, version)
+        path = next((st.path for st in self.manager.status(name) if st.version == version), "")
+        self.metrics.version_unloaded(name, version, path)
         gc.unfreeze()
+
+    def _serves(self, name: str) -> bool:
+        """Whether ``name`` is a model this server serves (configured, or known to the manager):
+        request metrics label only those by name (server/transports/metrics.py)."""
+        return name in self.manager.snapshot or bool(self.manager.status(name)) \
+            or any(e.name == name for e in self.served.entries)
+
+    def _live_versions(self):
+        """(model, version, path) of every version loading, loaded, or that failed to load: the
+        ones whose metrics stay (an unloaded version's go after a grace period)."""
+        from server.lifecycle.policy import State
+        for name in self.manager.model_names():
+            for st in self.manager.status(name):
+                if st.state != State.END or st.error is not None:
+                    yield name, st.version, st.path
 
     def _facts_of(self, name: str, version: int):
         """What the loaded ``version`` said about itself at its load (``VersionFacts``), or None."""

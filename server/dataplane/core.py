@@ -32,6 +32,7 @@ from server.rollout.cost import CostMeter, rows_of
 log = logging.getLogger("verso.handlers")
 
 SIGNATURE_DEF_FIELD = "signature_def"
+MAX_OUTPUT_SETS = 16  # batch queues per version with an output set of their own (see _batch_queue)
 
 
 @dataclass(slots=True)
@@ -307,9 +308,19 @@ class ServingCore:
         return response
 
     def _batch_queue(self, handle, sig_name: str, aliases: tuple[str, ...]) -> BatchQueue:
-        """The version's queue for this signature and output set (created on first use)."""
+        """The version's queue for this signature and output set (created on first use). The
+        output set is a caller's ``output_filter``: the queue is the set's whatever its order,
+        and past ``MAX_OUTPUT_SETS`` sets of a version, the queue of every output (the answers
+        are picked by alias), so that callers cannot multiply a version's queues."""
+        aliases = tuple(sorted(aliases))
         key = (sig_name, aliases)
         queue = handle.batch_queues.get(key)
+        if queue is None and len(handle.batch_queues) >= MAX_OUTPUT_SETS:
+            signature = handle.servable.signature_defs.get(sig_name)
+            if signature is not None and not (is_hooked(handle.servable) and handle.servable.hooked(sig_name)):
+                aliases = tuple(sorted(signature.outputs))
+                key = (sig_name, aliases)
+                queue = handle.batch_queues.get(key)
         if queue is None:
             scheduler, options = self.batching
             # A servable with hooks batches its model call alone (``run_model``).

@@ -10,8 +10,8 @@ calls of their own with no rows. CPU used while no model call runs (decoding, th
 is not counted to any version.
 
 ``CostMeter`` keeps per (model, version, kind) totals ("serve" or "shadow") and a bounded
-window of per-call samples (CPU seconds per row) for the cost gate. Thread-safe: calls end
-in executor threads.
+window of per-call samples (CPU seconds per row) for the cost gate, until ``forget`` drops an
+unloaded version's. Thread-safe: calls end in executor threads.
 """
 
 from __future__ import annotations
@@ -98,6 +98,15 @@ class CostMeter:
         """CPU seconds per prediction of the last calls (oldest first)."""
         with self._lock:
             return tuple(self._samples.get((name, version, kind), ()))
+
+    def forget(self, keep: Callable[[str, int], bool]) -> None:
+        """Drop the totals and samples of every version for which ``keep(name, version)`` is
+        false (versions unloaded past their grace period: server/transports/metrics.py)."""
+        with self._lock:
+            for key in [k for k in self._cpu if not keep(k[0], k[1])]:
+                self._cpu.pop(key, None)
+                self._rows.pop(key, None)
+                self._samples.pop(key, None)
 
     def all_totals(self) -> list[tuple[str, int, str, float, int]]:
         with self._lock:

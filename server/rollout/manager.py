@@ -32,7 +32,7 @@ from server.rollout.cost import SHADOW, CostMeter, money_per_1000, rows_of
 from server.rollout.drift import DriftMonitor, DriftReport
 from server.rollout.evidence import Evidence, Window, divergence, per_output
 from server.rollout.facts import VersionFacts
-from server.rollout.quality import slice_key
+from server.rollout.quality import class_key, feedback_problem, slice_key
 from server.rollout.predlog import Answer, PredictionLog
 from server.rollout.store import DECISIONS_KEPT, MEMORY, RolloutStore, Saved, entry_bytes
 from server.rollout.verdict import HOLD, ROLLBACK, Verdict, decide, is_stale, next_percent
@@ -76,6 +76,8 @@ class RolloutManager:
         self._drift: dict[tuple[str, int], Optional[DriftMonitor]] = {}
         self._slices: dict[str, set[str]] = collections.defaultdict(set)
         self._slice_notes: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+        self._classes: dict[str, set[str]] = collections.defaultdict(set)
+        self._class_notes: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
         self.pins = pins
         self.store = store if store is not None else RolloutStore(MEMORY)
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}" if workers else None
@@ -261,8 +263,21 @@ class RolloutManager:
 
     def forget_version(self, name: str, version: int) -> None:
         """A version unloaded: its drift monitor goes (a reload starts a new one). Evidence
-        windows stay (a rollout's verdict may still name the version)."""
+        windows stay (a rollout's verdict may still name the version) until ``forget_versions``."""
         self._drift.pop((name, version), None)
+
+    def forget_versions(self, keep: Callable[[str, int], bool]) -> None:
+        """Drop what is kept per version (evidence window, shadow drops, drift monitor, costs)
+        of every version for which ``keep(name, version)`` is false and that is not a rollout's
+        stable or canary: called when unloaded versions' grace period ends, so that swaps do not
+        grow the process (server/transports/metrics.py)."""
+        def gone(key: tuple[str, int]) -> bool:
+            mr = self.configs.get(key[0])
+            return not keep(*key) and (mr is None or key[1] not in (mr.stable, mr.canary))
+        for table in (self._windows, self._shadow_dropped, self._drift):
+            for key in [k for k in table if gone(k)]:
+                del table[key]
+        self.costs.forget(lambda name, version: not gone((name, version)))
 
     def drift(self, name: str, version: int) -> Optional[DriftReport]:
         monitor = self._drift.get((name, version))
@@ -319,8 +334,13 @@ class RolloutManager:
         this or another worker): one label per row (compared with the answer's top-1: accuracy,
         per-class and per-slice tables, and with class scores the log-loss and Brier score)
         and/or one numeric target per row (squared and absolute error), counted in that
-        version's evidence. Each id takes feedback once (ALREADY_EXISTS after)."""
+        version's evidence. Each id takes feedback once (ALREADY_EXISTS after). Bounded
+        (``quality.feedback_problem``: INVALID_ARGUMENT, the id not used up); classes past
+        ``quality.MAX_CLASSES`` count as "other" (``_bounded_classes``)."""
         labels, targets = list(labels), list(targets)
+        problem = feedback_problem(labels, targets)
+        if problem is not None:
+            raise invalid_argument(problem)
         for attempt in range(FEEDBACK_TRIES):
             try:
                 judged = await asyncio.wrap_future(self.log.feedback(request_id, labels, targets))
@@ -332,9 +352,25 @@ class RolloutManager:
                     raise
                 await asyncio.sleep(FEEDBACK_RETRY_S)
         if judged.model in self.configs:
-            self.window(judged.model, judged.version).record_feedback(judged.rows)
+            self.window(judged.model, judged.version).record_feedback(self._bounded_classes(judged.model, judged.rows))
         return rollout_pb2.FeedbackResponse(model=judged.model, version=judged.version, rows=len(judged.rows),
                                             correct=sum(judged.correct))
+
+    def _bounded_classes(self, name: str, rows) -> list:
+        """Feedback rows with their label and answer as the class tables count them
+        (``quality.class_key``: over-long or past the model's first classes -> "other"; noted
+        for the alarms, logged once per reason). ``correct`` was judged on the full texts."""
+        known, notes = self._classes[name], self._class_notes[name]
+        out = []
+        for row in rows:
+            label, why_label = class_key(row.label, known)
+            predicted, why_predicted = class_key(row.predicted, known)
+            for why in {why_label, why_predicted} - {""}:  # a row counts once per reason
+                if not notes[why]:
+                    log.warning("Rollout of %s: %s counted as class \"other\"", name, why)
+                notes[why] += 1
+            out.append(row._replace(label=label, predicted=predicted))
+        return out
 
     # ---- evidence, verdicts, status ----------------------------------------------------------
 
@@ -450,6 +486,8 @@ class RolloutManager:
                                                       f"({_worst(drift)})"))
         for why, n in sorted(self._slice_notes[name].items()):
             found.append(((name, "slices", why), f"{n} answers had {why}: counted as slice \"other\""))
+        for why, n in sorted(self._class_notes[name].items()):
+            found.append(((name, "classes", why), f"{n} feedback rows had {why}: counted as class \"other\""))
         keys = {key for key, _ in found}
         self._alarmed -= {k for k in self._alarmed if k[0] == name and k not in keys}  # cleared: may recur
         for key, text in found:

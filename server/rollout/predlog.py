@@ -291,6 +291,7 @@ def _text(x) -> str:
 
 
 _SCORES: dict[tuple, Optional[str]] = {}  # output aliases -> the alias holding class scores (per signature)
+_SCORES_KEPT = 1024
 
 
 def _row(a: Answer) -> tuple:
@@ -307,6 +308,8 @@ def _row(a: Answer) -> tuple:
             dtype, data = arr.dtype.str, arr.tobytes()
     key = (a.scores_alias or a.alias, *outputs)
     if key not in _SCORES:
+        if len(_SCORES) >= _SCORES_KEPT:  # the aliases (and their order) follow a caller's output_filter
+            _SCORES.clear()
         found = class_scores(outputs, a.scores_alias or a.alias)
         _SCORES[key] = next((k for k in outputs if outputs[k] is found), None) if found is not None else None
     score_alias = _SCORES[key]

@@ -13,6 +13,15 @@ prediction log kept: the evidence output's top-1 answer and, where the version h
   (regressors: the evidence output's one value per row).
 - **Per class**: support (rows whose true label it is), answers (rows answered with it),
   recall and precision; the confusion matrix. **Per slice**: rows, accuracy, mean loss.
+
+Bounds (callers choose slice keys and feedback labels, and a model may echo what a caller
+sent): a slice key over ``MAX_SLICE_CHARS`` characters, or a new one past the first
+``MAX_SLICES`` of a model, counts as slice ``OTHER``; a class (a feedback label or an answer)
+over ``MAX_LABEL_CHARS`` characters, or a new one past the first ``MAX_CLASSES`` of a model,
+counts as class ``OTHER`` (accuracy still compares the full label with the full answer); each
+such change is reported in the rollout's alarms. One feedback call carries at most
+``MAX_FEEDBACK_ROWS`` labels and targets, each label at most ``MAX_LABEL_CHARS`` characters
+(``feedback_problem``: INVALID_ARGUMENT beyond).
 """
 
 from __future__ import annotations
@@ -28,6 +37,9 @@ CLIP = 1e-15
 OTHER = "other"
 MAX_SLICE_CHARS = 64     # a longer slice key counts as OTHER
 MAX_SLICES = 50          # distinct slice keys per model; further ones count as OTHER
+MAX_LABEL_CHARS = 256    # a longer feedback label is refused; a longer answer counts as class OTHER
+MAX_CLASSES = 50         # distinct classes per model in the class tables; further ones count as OTHER
+MAX_FEEDBACK_ROWS = 10_000  # labels or targets in one feedback call
 
 
 def probabilities(scores: np.ndarray) -> np.ndarray:
@@ -133,17 +145,42 @@ def slice_table(rows: Iterable[tuple[str, Optional[bool], Optional[float]]]) -> 
             for k, (n, lab, ok, tot, nl) in sorted(acc.items())]
 
 
+def _bounded(raw: Optional[str], known: set[str], chars: int, most: int, what: str) -> tuple[Optional[str], str]:
+    if raw is None:
+        return None, ""
+    if len(raw) > chars:
+        # The reason names no length: it is a key of the alarms, which a caller must not multiply.
+        return OTHER, f"{what}s over {chars} characters"
+    if raw in known:
+        return raw, ""
+    if len(known) >= most:
+        return OTHER, f"{what}s past the first {most}"
+    known.add(raw)
+    return raw, ""
+
+
 def slice_key(raw: Optional[str], known: set[str]) -> tuple[Optional[str], str]:
     """The slice a request's key counts under, and why it was changed ("" if it was not):
     None stays None; a key over ``MAX_SLICE_CHARS`` characters, or a new key once ``known``
     (the model's keys so far, updated here) holds ``MAX_SLICES``, counts as ``OTHER``."""
-    if raw is None or raw == "":
-        return None, ""
-    if len(raw) > MAX_SLICE_CHARS:
-        return OTHER, f"a slice key of {len(raw)} characters (over {MAX_SLICE_CHARS})"
-    if raw in known:
-        return raw, ""
-    if len(known) >= MAX_SLICES:
-        return OTHER, f"slice keys past the first {MAX_SLICES}"
-    known.add(raw)
-    return raw, ""
+    return _bounded(raw or None, known, MAX_SLICE_CHARS, MAX_SLICES, "slice key")
+
+
+def class_key(raw: Optional[str], known: set[str]) -> tuple[Optional[str], str]:
+    """The class a feedback label or an answer counts under in the class tables, and why it was
+    changed ("" if it was not): as ``slice_key`` (an empty label is a class of its own), with
+    ``MAX_LABEL_CHARS`` and ``MAX_CLASSES``."""
+    return _bounded(raw, known, MAX_LABEL_CHARS, MAX_CLASSES, "class label")
+
+
+def feedback_problem(labels: Sequence, targets: Sequence) -> Optional[str]:
+    """Why a feedback call is refused before anything is looked up (INVALID_ARGUMENT), or
+    None: more than ``MAX_FEEDBACK_ROWS`` labels or targets, a label over ``MAX_LABEL_CHARS``."""
+    for what, values in (("labels", labels), ("targets", targets)):
+        if len(values) > MAX_FEEDBACK_ROWS:
+            return f"Feedback has {len(values)} {what}; at most {MAX_FEEDBACK_ROWS} are taken in one call"
+    for i, label in enumerate(labels):
+        n = len(label) if isinstance(label, (str, bytes)) else len(str(label))
+        if n > MAX_LABEL_CHARS:
+            return f"Feedback label {i} has {n} characters; at most {MAX_LABEL_CHARS} are taken"
+    return None

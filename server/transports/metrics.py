@@ -16,8 +16,21 @@ reaches any worker answers the sums over every worker, dead ones included (count
 back). What is read at scrape time (version states and ages, rollout evidence, ``process_*``)
 stays the answering worker's own.
 
+Callers cannot inflate them (every label value a caller could choose is bounded):
+
+* a request's ``model_name`` is its own only for a model the server serves (``known``: in the
+  model config or known to the manager); every other name a caller makes up is counted under
+  the one label value ``UNKNOWN_MODEL`` (``__unknown__``), so a million made-up names add one
+  series, not a million (TF Serving labels them with the name as sent);
+* a version's series (``verso_request_*{version}``, ``verso_batch*{queue}``, the state and age
+  gauges, ``:tensorflow:cc:saved_model:load_*{model_path}``) and what the rollout, cost and
+  drift code keeps per version (``on_forget`` hooks) go ``VERSION_GRACE_S`` (5 minutes) after
+  the version unloads, unless it loaded again: a scrape in that time still reads its final
+  values; swaps do not grow the page or the process.
+
 Threads: recording methods may be called from any thread (prometheus_client locks);
-``render()`` runs on the event loop because the state and age collector reads the manager.
+``render()``, ``version_unloaded()`` and ``sweep()`` run on the event loop (they read the
+manager).
 """
 
 from __future__ import annotations
@@ -25,6 +38,7 @@ from __future__ import annotations
 import math
 import operator
 import time
+import warnings
 from typing import Callable, Iterable, Optional, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
@@ -41,8 +55,13 @@ BATCH_SIZE_BUCKETS = tuple(float(2 ** i) for i in range(17))
 # Example counts per Classify/Regress request.
 EXAMPLE_COUNT_BUCKETS = tuple(float(2 ** i) for i in range(17))
 
-# Label-set -> metric children cache bound (model names in requests are caller-chosen).
+# Label-set -> metric children cache bound (a safety net: every label value is bounded).
 _MAX_CACHED = 10000
+# The model_name label of every request naming a model the server does not serve. Not a name a
+# model would have, and plain in PromQL: request_count{model_name="__unknown__"}.
+UNKNOWN_MODEL = "__unknown__"
+# How long a version's series outlive its unload (so a scrape still reads its final values).
+VERSION_GRACE_S = 300.0
 
 # name -> the text TF Serving exposes for it (prometheus_client renames counters).
 _TF_COUNTERS: dict[str, str] = {}
@@ -56,11 +75,19 @@ def _tf_counter(name: str, doc: str, labels: Iterable[str], registry) -> Counter
 
 class Metrics:
     def __init__(self, *, versions: Optional[Callable[[], Iterable[tuple[str, int, State, Optional[float]]]]] = None,
-                 clock: Callable[[], float] = time.time, multiprocess_dir: Optional[str] = None):
+                 clock: Callable[[], float] = time.time, multiprocess_dir: Optional[str] = None,
+                 known: Optional[Callable[[str], bool]] = None,
+                 live: Optional[Callable[[], Iterable[tuple[str, int, str]]]] = None,
+                 grace_s: float = VERSION_GRACE_S, monotonic: Callable[[], float] = time.monotonic):
         """``versions()`` lists (model, version, state, directory mtime or None) for the
         state and age gauges; it is called on the loop at each scrape. ``multiprocess_dir``:
         the workers' shared prometheus_client directory (it must also be the process's
-        ``PROMETHEUS_MULTIPROC_DIR`` before prometheus_client is imported)."""
+        ``PROMETHEUS_MULTIPROC_DIR`` before prometheus_client is imported).
+
+        ``known(name)``: whether the server serves a model of that name (None: every name
+        counts as its own, for tests). ``live()`` lists (model, version, path) of the versions
+        whose series stay whatever their age (loading, loaded, or failed to load); an unloaded
+        version's go ``grace_s`` seconds of ``monotonic()`` after ``version_unloaded``."""
         self.tf = CollectorRegistry(auto_describe=True)
         self.verso = CollectorRegistry(auto_describe=True)
         self.local = CollectorRegistry(auto_describe=True)  # read at scrape time, per process
@@ -105,6 +132,15 @@ class Metrics:
                                         ["model_path"], t)
 
         self._children: dict[tuple, object] = {}
+        self._known = known
+        self._live = live
+        self.grace_s = grace_s
+        self.monotonic = monotonic
+        # (model, version) -> the (metric, label values) of its own series, and cache keys.
+        self._series: dict[tuple[str, int], set] = {}
+        self._queues: dict[str, tuple[str, int]] = {}   # batch queue name -> (model, version)
+        self._retiring: dict[tuple[str, int], tuple[float, str]] = {}  # -> (unloaded at, path)
+        self._on_forget: list[Callable[[Callable[[str, int], bool]], None]] = []
         v = self.verso
         self.version_requests = Counter("verso_request_count", "Requests by model version, API, transport "
                                         "and status code.", ["model_name", "version", "api", "entrypoint", "status"],
@@ -120,7 +156,7 @@ class Metrics:
         # The label order each metric was declared with: multiprocess files give labels sorted.
         self._label_order = {m._name: m._labelnames for m in vars(self).values() if isinstance(m, MetricWrapperBase)}
         if versions is not None:
-            self.local.register(_VersionCollector(versions, clock))
+            self.local.register(_VersionCollector(versions, clock, self))
         ProcessCollector(registry=self.local)
 
     def add_rollouts(self, statuses: Callable[[], Iterable]) -> None:
@@ -135,12 +171,76 @@ class Metrics:
         Counted by this process (under ``--num_workers``, the answering worker's own)."""
         self.local.register(_CostCollector(versions))
 
+    # ---- what callers may name, and versions that went -------------------------------------------
+
+    def model_label(self, name: str) -> str:
+        """``name`` when the server serves it, else ``UNKNOWN_MODEL``."""
+        return name if self._known is None or self._known(name) else UNKNOWN_MODEL
+
+    def on_forget(self, hook: Callable[[Callable[[str, int], bool]], None]) -> None:
+        """``hook(keep)`` runs (on the loop) whenever unloaded versions' grace ends: it drops
+        what it holds of every (model, version) for which ``keep(model, version)`` is false."""
+        self._on_forget.append(hook)
+
+    def version_unloaded(self, name: str, version: int, path: str = "") -> None:
+        """A version unloaded (on the loop): its series go once ``grace_s`` has passed (if it
+        has not loaded again by then). ``path``: its directory (the load metrics' label)."""
+        self._retiring[(name, version)] = (self.monotonic(), path)
+        self.sweep()
+
+    def sweep(self) -> list[tuple[str, int]]:
+        """Forget the versions whose grace has ended (called at each unload and each scrape);
+        returns them."""
+        now = self.monotonic()
+        due = [k for k, (t, _) in self._retiring.items() if now - t >= self.grace_s]
+        if not due:
+            return []
+        live = {(n, v) for n, v, _ in self._live()} if self._live is not None else set()
+        gone = []
+        for key in due:
+            _, path = self._retiring.pop(key)
+            if key not in live:  # not loaded again meanwhile
+                self._forget(key, path)
+                gone.append(key)
+        keep = self.keeper(live)
+        for hook in self._on_forget:
+            hook(keep)
+        return gone
+
+    def keeper(self, live: Optional[set] = None) -> Callable[[str, int], bool]:
+        """``keep(model, version)``: the version is live or in its grace period (always true
+        without a ``live`` callable, when ``live`` is not given)."""
+        if live is None:
+            if self._live is None:
+                return lambda name, version: True
+            live = {(n, v) for n, v, _ in self._live()}
+        retiring = set(self._retiring)
+        return lambda name, version: (name, version) in live or (name, version) in retiring
+
+    def _forget(self, key: tuple[str, int], path: str) -> None:
+        with warnings.catch_warnings():  # multiprocess mode: the files keep them; render filters
+            warnings.simplefilter("ignore")
+            for metric, labels, cache_key in self._series.pop(key, ()):
+                if labels is not None:
+                    metric.remove(*labels)
+                self._children.pop(cache_key, None)
+            if path:
+                for status in ("success", "fail"):
+                    self.load_attempt_count.remove(path, status)
+                self.load_latency.remove(path)
+
+    def _own(self, name: str, version: Optional[int], *series) -> None:
+        """Note a version's series: (metric or None, label values or None, cache key)."""
+        if version is not None:
+            self._series.setdefault((name, version), set()).update(series)
+
     # ---- recording ------------------------------------------------------------------------------
 
     def _cached(self, key: tuple, make: Callable[[], object]):
         """The metric children of a label set, made by ``make()`` once: ``.labels()`` validates
         and locks on every call, and a request's or a batch's label set repeats. Bounded by
-        ``_MAX_CACHED`` distinct keys (model names in requests are caller-chosen); past it,
+        ``_MAX_CACHED`` distinct keys (a safety net: no key holds a caller's free text, see
+        ``model_label``, and a forgotten version's keys go with its series); past it,
         children are made each time."""
         children = self._children.get(key)
         if children is None:
@@ -153,9 +253,16 @@ class Metrics:
                 seconds: float, *, tf_api: Optional[str] = None, count_tf: bool = True) -> None:
         """One finished request. ``tf_api`` is TF Serving's API label (REST uses the lower-case
         verb, empty for GETs); latency is recorded for successes only, as TF Serving does."""
+        model = self.model_label(model)
+        if model == UNKNOWN_MODEL:
+            version = None
+        key = (model, version, api, entrypoint, status, tf_api, count_tf)
+
         def make():
             ok = status == "OK"
             ver = "" if version is None else str(version)
+            self._own(model, version, (self.version_requests, (model, ver, api, entrypoint, status), key),
+                      *([(self.version_latency, (model, ver, api, entrypoint), key)] if ok else []))
             return (
                 self.request_count.labels(model, status) if count_tf else None,
                 self.request_latency.labels(model, api if tf_api is None else tf_api, entrypoint)
@@ -163,7 +270,7 @@ class Metrics:
                 self.version_requests.labels(model, ver, api, entrypoint, status),
                 self.version_latency.labels(model, ver, api, entrypoint) if ok else None,
             )
-        children = self._cached((model, version, api, entrypoint, status, tf_api, count_tf), make)
+        children = self._cached(key, make)
         tf_count, tf_latency, v_count, v_latency = children
         if tf_count is not None:
             tf_count.inc()
@@ -174,18 +281,27 @@ class Metrics:
             v_latency.observe(seconds)
 
     def runtime(self, model: str, api: str, seconds: float) -> None:
+        model = self.model_label(model)
         self._cached((model, api), lambda: self.runtime_latency.labels(model, api, "TF1")).observe(seconds * 1e6)
 
     def examples(self, model: str, n: int) -> None:
+        model = self.model_label(model)
         self.example_counts.labels(model).observe(n)
         self.example_count_total.labels(model).inc(n)
 
     def batch(self, queue: str, thread_pool_name: str, task_sizes: list[int], waits_s: list[float],
-              rows: int, padded: int, cap: int) -> None:
-        """One batch run (called on the loop when it finishes)."""
-        queuing, batch_cap, batches, batch_rows = self._cached(("batch", queue, thread_pool_name), lambda: (
-            self.queuing_latency.labels(thread_pool_name), self.batch_cap.labels(queue),
-            self.batches.labels(queue), self.batch_rows.labels(queue)))
+              rows: int, padded: int, cap: int, version: Optional[tuple[str, int]] = None) -> None:
+        """One batch run (called on the loop when it finishes). ``version``: the (model,
+        version) whose queue it is (else read from the queue's name, ``model/version/...``)."""
+        key = ("batch", queue, thread_pool_name)
+
+        def make():
+            owner = version or _queue_owner(queue)
+            if owner is not None:
+                self._own(*owner, *((m, (queue,), key) for m in (self.batch_cap, self.batches, self.batch_rows)))
+            return (self.queuing_latency.labels(thread_pool_name), self.batch_cap.labels(queue),
+                    self.batches.labels(queue), self.batch_rows.labels(queue))
+        queuing, batch_cap, batches, batch_rows = self._cached(key, make)
         observe_size, observe_wait = self.input_batch_size.observe, queuing.observe
         for size, wait in zip(task_sizes, waits_s):
             observe_size(size)
@@ -206,9 +322,13 @@ class Metrics:
     # ---- exposition ---------------------------------------------------------------------------
 
     def render(self) -> bytes:
+        self.sweep()
         if self._shared is None:
             return render(self.tf.collect()) + render(self.verso.collect()) + render(self.local.collect())
+        # The workers' files keep every series ever written: a forgotten version's are left out here.
         families = list(self._shared.collect())
+        if self._live is not None:
+            families = _without_gone(families, self._live(), self._retiring)
         tf = [f for f in families if f.name.startswith(":")]
         verso = [f for f in families if not f.name.startswith(":")]
         by_name = operator.attrgetter("name")
@@ -222,9 +342,10 @@ class _VersionCollector:
     ``verso_model_version_age_seconds`` (since it was trained, as its ``verso_model.json`` says,
     else since its model files were written), read at scrape time."""
 
-    def __init__(self, versions, clock):
+    def __init__(self, versions, clock, metrics: "Metrics"):
         self._versions = versions
         self._clock = clock
+        self._metrics = metrics
 
     def describe(self):
         return []
@@ -237,7 +358,10 @@ class _VersionCollector:
                                 "files were written.",
                                 labels=["model_name", "version"])
         now = self._clock()
+        keep = self._metrics.keeper()
         for name, version, st, born in self._versions():
+            if st == State.END and not keep(name, version):
+                continue  # unloaded, past its grace (the manager keeps END entries forever)
             state.add_metric([name, str(version), st.name], 1)
             if born is not None:
                 age.add_metric([name, str(version)], max(0.0, now - born))
@@ -352,6 +476,42 @@ class _CostCollector:
             if worst is not None:
                 psi.add_metric(v, worst)
         yield from (cpu, rows, memory, drifting, psi)
+
+
+def _queue_owner(queue: str) -> Optional[tuple[str, int]]:
+    """(model, version) of a batch queue named ``model/version/signature``, or None."""
+    parts = queue.split("/")
+    for i in range(1, len(parts)):
+        if parts[i].isdigit():
+            return "/".join(parts[:i]), int(parts[i])
+    return None
+
+
+def _without_gone(families, live, retiring) -> list:
+    """Multiprocess families without the samples of versions that are neither live nor in their
+    grace period (their ``version`` label, their batch ``queue``, their ``model_path``)."""
+    live = list(live)
+    kept = {(n, v) for n, v, _ in live} | set(retiring)
+    paths = {p for _, _, p in live} | {p for _, p in retiring.values()}
+
+    def gone(labels: dict) -> bool:
+        if labels.get("version"):
+            try:
+                return (labels.get("model_name", ""), int(labels["version"])) not in kept
+            except ValueError:
+                return False
+        if "queue" in labels:
+            owner = _queue_owner(labels["queue"])
+            return owner is not None and owner not in kept
+        if "model_path" in labels:
+            return labels["model_path"] not in paths
+        return False
+
+    out = []
+    for family in families:
+        family.samples = [s for s in family.samples if not gone(s.labels)]
+        out.append(family)
+    return out
 
 
 def _escape(value: str) -> str:

@@ -103,3 +103,129 @@ def test_workers_metrics_are_summed_and_print_as_one_process_would(tmp_path):
     expected = _metric_lines("", 2, single)
     assert ':tensorflow:serving:request_count{model_name="hp",status="OK"} 2' in expected
     assert scraped == expected
+
+
+# ---- what callers may name; versions that went (issue 26) ------------------------------------------------
+
+class FakeClock:
+    def __init__(self, t: float = 0.0):
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_names_the_server_does_not_serve_share_one_label():
+    from server.transports.metrics import UNKNOWN_MODEL
+    m = Metrics(known=lambda name: name == "m")
+    for i in range(100):
+        m.request(f"made-up-{i}", None, "Predict", "GRPC", "NOT_FOUND", 0.001)
+        m.request(f"made-up-{i}", 3, "Predict", "REST", "OK", 0.001, tf_api="predict")  # no version either
+        m.runtime(f"made-up-{i}", "Predict", 0.001)
+        m.examples(f"made-up-{i}", 2)
+    m.request("m", 1, "Predict", "GRPC", "OK", 0.001)
+    text = lines(m)
+    assert not any("made-up" in x for x in text)
+    assert f':tensorflow:serving:request_count{{model_name="{UNKNOWN_MODEL}",status="NOT_FOUND"}} 100' in text
+    assert (f'verso_request_count_total{{model_name="{UNKNOWN_MODEL}",version="",api="Predict",entrypoint="REST",'
+            f'status="OK"}} 100') in text
+    assert f':tensorflow:serving:request_example_count_total{{model="{UNKNOWN_MODEL}"}} 200' in text
+    assert ':tensorflow:serving:request_count{model_name="m",status="OK"} 1' in text
+    assert len(m._children) == 4  # label sets, not names
+
+
+def _versions_metrics(live: list, clock: FakeClock, states: list) -> Metrics:
+    return Metrics(versions=lambda: states, live=lambda: live, monotonic=clock, grace_s=300.0)
+
+
+def test_an_unloaded_versions_series_go_after_the_grace_period_and_hooks_follow():
+    clock = FakeClock()
+    live = [("m", 2, "/p/2")]
+    states = [("m", 2, State.AVAILABLE, None), ("m", 1, State.END, None)]
+    m = _versions_metrics(live, clock, states)
+    forgotten = []
+    m.on_forget(lambda keep: forgotten.append((keep("m", 1), keep("m", 2), keep("m", 3))))
+    for v in (1, 2):
+        m.request("m", v, "Predict", "GRPC", "OK", 0.001)
+        m.request("m", v, "Predict", "GRPC", "INTERNAL", 0.001)
+        m.batch(f"m/{v}/serving_default", "batch_threads", [1], [0.001], 1, 1, 8)
+        m.load(f"/p/{v}", True, 0.1)
+    m.version_unloaded("m", 1, "/p/1")
+    clock.t = 299.0
+    text = lines(m)  # within the grace period: the final values are still there
+    assert 'verso_request_count_total{model_name="m",version="1",api="Predict",entrypoint="GRPC",status="OK"} 1' in text
+    assert 'verso_model_version_state{model_name="m",version="1",state="END"} 1' in text
+    assert forgotten == []
+    clock.t = 300.0
+    text = "\n".join(lines(m))
+    for gone in ('version="1"', 'queue="m/1/', 'model_path="/p/1"'):
+        assert gone not in text
+    for kept in ('version="2"', 'queue="m/2/serving_default"', 'model_path="/p/2"'):
+        assert kept in text
+    assert ':tensorflow:serving:request_count{model_name="m",status="OK"} 2' in text  # per model: stays
+    assert forgotten == [(False, True, False)]
+    assert set(m._series) == {("m", 2)}
+    # Recording again (a version loaded again later) starts its series afresh.
+    m.request("m", 1, "Predict", "GRPC", "OK", 0.001)
+    assert 'verso_request_count_total{model_name="m",version="1",api="Predict",entrypoint="GRPC",status="OK"} 1' \
+        in lines(m)
+
+
+def test_a_version_loaded_again_within_the_grace_period_keeps_its_series():
+    clock = FakeClock()
+    live = [("m", 1, "/p/1")]  # unloaded, then loaded again
+    m = _versions_metrics(live, clock, [("m", 1, State.AVAILABLE, None)])
+    m.request("m", 1, "Predict", "GRPC", "OK", 0.001)
+    m.version_unloaded("m", 1, "/p/1")
+    clock.t = 1000.0
+    assert m.sweep() == []
+    assert 'verso_request_count_total{model_name="m",version="1",api="Predict",entrypoint="GRPC",status="OK"} 1' \
+        in lines(m)
+
+
+def test_many_swaps_leave_a_bounded_page():
+    clock = FakeClock()
+    live: list = []
+    m = _versions_metrics(live, clock, [])
+    sizes = []
+    for v in range(1, 201):
+        live[:] = [("m", v, f"/p/{v}")]
+        m.request("m", v, "Predict", "GRPC", "OK", 0.001)
+        m.batch(f"m/{v}/s", "batch_threads", [1], [0.001], 1, 1, 8)
+        m.load(f"/p/{v}", True, 0.1)
+        m.version_unloaded("m", v - 1, f"/p/{v - 1}") if v > 1 else None
+        clock.t += 60.0  # a swap a minute: five versions in their grace period at most
+        sizes.append(len(m.render()))
+    assert max(sizes[50:]) <= max(sizes[:50]) * 1.1
+    assert len(m._series) <= 7
+
+
+_SWAPS = """
+import sys
+from server.transports.metrics import Metrics
+m = Metrics(multiprocess_dir=sys.argv[1], live=lambda: [("hp", 2, "/m/hp/2")])
+if sys.argv[2] == "record":
+    for v in (1, 2):
+        m.request("hp", v, "Predict", "GRPC", "OK", 0.01)
+        m.batch(f"hp/{v}/serving_default", "batch_threads", [1], [0.001], 1, 1, 8)
+        m.load(f"/m/hp/{v}", True, 1.5)
+sys.stdout.write(m.render().decode())
+"""
+
+
+def test_workers_scrapes_leave_out_versions_that_went(tmp_path):
+    """--num_workers: the shared files keep every series ever written; a scrape leaves out
+    those of versions that are neither live nor in their grace period."""
+    import os
+    import subprocess
+    import sys
+    env = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=str(tmp_path))
+    recorded = subprocess.run([sys.executable, "-c", _SWAPS, str(tmp_path), "record"], env=env,
+                              capture_output=True, text=True, timeout=120, check=True).stdout
+    scraped = subprocess.run([sys.executable, "-c", _SWAPS, str(tmp_path), "scrape"], env=env,
+                             capture_output=True, text=True, timeout=120, check=True).stdout
+    for text in (recorded, scraped):
+        for gone in ('version="1"', 'queue="hp/1/', 'model_path="/m/hp/1"'):
+            assert gone not in text
+        for kept in ('version="2"', 'queue="hp/2/serving_default"', 'model_path="/m/hp/2"'):
+            assert kept in text

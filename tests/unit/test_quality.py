@@ -146,3 +146,27 @@ def test_money_per_1000_predictions():
     assert money_per_1000(2.0, None, 0.0, 0.36, 0.0) == pytest.approx(0.0002)
     assert money_per_1000(2.0, None, 0.0, 0.0, 0.0) is None
     assert money_per_1000(None, 2 ** 30, 100.0, 0.36, 0.0) is None
+
+
+def test_class_labels_are_bounded_in_length_and_number_and_reasons_do_not_multiply():
+    known: set[str] = set()
+    assert quality.class_key(None, known) == (None, "")
+    assert quality.class_key("", known) == ("", "")  # an empty answer is a class of its own
+    reasons = {quality.class_key("x" * n, known)[1] for n in range(257, 400)}
+    assert reasons == {"class labels over 256 characters"}
+    for i in range(quality.MAX_CLASSES - 1):
+        assert quality.class_key(f"c{i}", known) == (f"c{i}", "")
+    assert quality.class_key("one more", known) == (quality.OTHER, "class labels past the first 50")
+    assert quality.class_key("c3", known) == ("c3", "")
+    assert {quality.slice_key("k" * n, set())[1] for n in range(65, 200)} == {"slice keys over 64 characters"}
+
+
+def test_feedback_problems():
+    assert quality.feedback_problem(["a"] * 10, []) is None
+    assert quality.feedback_problem(["a"] * 10_001, []) == \
+        "Feedback has 10001 labels; at most 10000 are taken in one call"
+    assert quality.feedback_problem([], [1.0] * 10_001) == \
+        "Feedback has 10001 targets; at most 10000 are taken in one call"
+    assert quality.feedback_problem(["a", "b" * 257], []) == \
+        "Feedback label 1 has 257 characters; at most 256 are taken"
+    assert quality.feedback_problem([b"b" * 256, 7], []) is None

@@ -1298,3 +1298,51 @@ def test_workers_share_rollouts_evidence_and_one_takes_the_automatic_steps(tmp_p
     a.apply({}, source="rollouts.config")
     b.sync()
     assert "m" not in b.configs
+
+
+# ---- bounds on what callers name (issue 26) ---------------------------------------------------------------
+
+def test_feedback_over_the_bounds_is_refused_and_keeps_the_id():
+    from server.rollout import quality
+    rm = make_rm(None, mr_of())
+    rid = rm.observe("m", 1, 0.01, "OK", CLASSES)
+    for labels in (["3" * (quality.MAX_LABEL_CHARS + 1)], ["3"] * (quality.MAX_FEEDBACK_ROWS + 1)):
+        with pytest.raises(ServingError) as e:
+            fb(rm, rid, labels)
+        assert e.value.code == Code.INVALID_ARGUMENT
+    assert fb(rm, rid, ["3"]).correct == 1
+
+
+def test_classes_past_the_bound_count_as_other_and_raise_one_alarm():
+    from server.rollout import quality
+    rm = make_rm(None, mr_of())
+    n = quality.MAX_CLASSES + 10
+    for i in range(n):
+        rid = rm.observe("m", 1, 0.01, "OK", {"classes": np.array([f"c{i}"])})
+        assert fb(rm, rid, [f"c{i}"]).correct == 1  # judged on the full texts
+    rid = rm.observe("m", 1, 0.01, "OK", {"classes": np.array(["A" * 1000])})  # an over-long answer
+    assert fb(rm, rid, ["c0"]).correct == 0
+    st = rm.status("m")
+    v1 = versions_of(st)[1]
+    labels = [c.label for c in v1.classes]
+    assert len(labels) == quality.MAX_CLASSES + 1 and quality.OTHER in labels
+    other = next(c for c in v1.classes if c.label == quality.OTHER)
+    assert (other.support, other.predicted) == (10, 11)
+    assert v1.accuracy == pytest.approx(n / (n + 1))
+    assert [a for a in st.alarms if "class" in a] == [
+        '1 feedback rows had class labels over 256 characters: counted as class "other"',
+        '10 feedback rows had class labels past the first 50: counted as class "other"']
+
+
+def test_forget_versions_drops_unloaded_versions_state_but_not_the_rollouts_own():
+    rm = make_rm(None, mr_of(stable=1, canary=2))
+    for v in (1, 2, 5, 6):
+        rm.observe("m", v, 0.01, "OK", CLASSES)
+        rm.costs.add("m", v, 0.001, 1)
+        rm._shadow_dropped[("m", v)] += 1
+    rm.costs.add("other", 1, 0.001, 1)
+    rm.forget_versions(lambda name, version: (name, version) == ("m", 6))
+    assert set(rm._windows) == {("m", 1), ("m", 2), ("m", 6)}  # 1 and 2: the rollout's own
+    assert set(rm._shadow_dropped) == {("m", 1), ("m", 2), ("m", 6)}
+    assert {(n, v) for n, v, *_ in rm.costs.all_totals()} == {("m", 1), ("m", 2), ("m", 6)}
+    assert {v.version for v in rm.status("m").versions} == {1, 2, 6}  # 5: gone from the status too
