@@ -127,6 +127,7 @@ class PredictionLog:
         self.failing_since: Optional[float] = None
         self.disabled: Optional[str] = None  # set: every answer refused, uncounted (rollouts unavailable)
         self._backlog: list[tuple] = []      # rows a failing write kept (writer thread only; len read anywhere)
+        self._writing = 0                    # rows in the write under way (counted against capacity too)
         self._retry_at = 0.0
         self._answers: deque = deque()
         self._control: queue.Queue = queue.Queue()  # feedback, flush and stop, in order
@@ -145,7 +146,7 @@ class PredictionLog:
     @property
     def waiting(self) -> int:
         """Answers not written yet: queued for the writer, or kept by a failing write."""
-        return len(self._answers) + len(self._backlog)
+        return len(self._answers) + len(self._backlog) + self._writing
 
     def append(self, answer: Answer) -> bool:
         """Keep one answer for the writer; False (dropped, counted) when ``capacity`` answers
@@ -153,7 +154,7 @@ class PredictionLog:
         the answer's request id. Never blocks."""
         if self.disabled is not None:
             return False
-        if len(self._answers) + len(self._backlog) >= self.capacity:
+        if len(self._answers) + len(self._backlog) + self._writing >= self.capacity:
             self.dropped_by[QUEUE_FULL] += 1
             return False
         self._answers.append(answer)
@@ -220,7 +221,9 @@ class PredictionLog:
                     break
             # Every answer appended before these control items is in the deque now.
             popleft = self._answers.popleft
-            rows = [popleft() for _ in range(len(self._answers))]
+            n = len(self._answers)
+            self._writing = n  # before they leave the deque: ``append`` never counts fewer than there are
+            rows = [popleft() for _ in range(n)]
             self._write(rows)
             for item in control:
                 if item is None:
@@ -233,15 +236,21 @@ class PredictionLog:
                 self.prune()
 
     def _write(self, rows: list[Answer]) -> None:
-        """Write ``rows`` after the backlog; a failed write keeps them all (see the module)."""
+        """Write ``rows`` after the backlog; a failed write keeps them all (see the module).
+        ``_writing`` counts ``rows`` on entry and the rows of the write under way (up to the busy
+        timeout); each move between it and the backlog counts twice for a moment, never zero
+        times, so that ``append`` keeps the bound."""
         args = [_row(a) for a in rows]
         if self._backlog:
             # Bytes only from here on (the answers' other outputs are let go); retried when due.
             self._backlog.extend(args)
+            self._writing = 0
             if time.monotonic() < self._retry_at:
                 return
+            self._writing = len(self._backlog)
             args, self._backlog = self._backlog, []
         if not args:
+            self._writing = 0
             return
         try:
             with self.store.transaction() as db:
@@ -250,6 +259,7 @@ class PredictionLog:
                                args)
         except sqlite3.Error as e:  # disk full, read-only, locked past the busy timeout
             self._backlog = args + self._backlog
+            self._writing = 0
             self._retry_at = time.monotonic() + RETRY_S
             if self.failing is None:
                 self.failing_since = self.clock()
@@ -258,6 +268,7 @@ class PredictionLog:
                           self.store.path, e, len(self._backlog), RETRY_S, self.capacity)
             self.failing = str(e)
             return
+        self._writing = 0
         self.written += len(args)
         if self.failing is not None:
             log.warning("Prediction log: written again (%d answers that waited)", len(args))

@@ -164,8 +164,8 @@ class RolloutStore:
                 yield self._db
                 self._db.execute("COMMIT")
             except BaseException:
-                # Also a COMMIT that failed (disk full): a transaction left open would make
-                # every later BEGIN fail.
+                # SQLite rolls back itself after some errors (SQLITE_FULL at COMMIT): only an
+                # open transaction is rolled back, and a failing ROLLBACK does not hide the cause.
                 if self._db.in_transaction:
                     with contextlib.suppress(sqlite3.Error):
                         self._db.execute("ROLLBACK")
