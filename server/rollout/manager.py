@@ -58,6 +58,7 @@ AUTO_LEASE_S = 5.0       # the worker taking automatic steps renews this lease e
 FEEDBACK_TRIES, FEEDBACK_RETRY_S = 4, 0.1  # workers: an answer another worker has not written yet
 PENDING_DECISIONS = 100  # per model: decisions kept in memory while the state file cannot be written
 FULL_STEP_BACK = 50.0    # a restart at 100 %: the canary's share while stable's evidence refills
+DROP_ALARM_S = 300.0     # prediction-log drops stay an alarm this long after the last one
 
 
 class RolloutManager:
@@ -674,9 +675,11 @@ class RolloutManager:
         if self.log.failing is not None:
             out.append(f"the prediction log cannot be written ({self.log.failing}): {self.log.waiting} answers wait "
                        f"in memory; past {self.log.capacity} answers get no request id")
-        if self.log.dropped:
+        last = self.log.last_drop
+        if last is not None and self.wall() - last < DROP_ALARM_S:  # the counter stays in the metrics
             out.append(f"{self.log.dropped} answers were not logged and got no request id ("
-                       + ", ".join(f"{why}: {n}" for why, n in sorted(self.log.dropped_by.items())) + ")")
+                       + ", ".join(f"{why}: {n}" for why, n in sorted(self.log.dropped_by.items()))
+                       + f"), the last {self.wall() - last:.0f} s ago")
         return out
 
     def safety(self) -> dict:

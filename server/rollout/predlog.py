@@ -56,6 +56,7 @@ RETENTION_S = 7 * 86400.0
 MAX_ROWS = 1_000_000
 PRUNE_EVERY_S = 60.0
 RETRY_S = 1.0            # a failing write is tried again this often
+DROP_LOG_S = 60.0        # a burst of drops is logged once, when the last drop is older than this
 QUEUE_FULL, LOST_AT_EXIT = "queue full", "lost at exit"
 
 SCHEMA = """
@@ -122,6 +123,7 @@ class PredictionLog:
         self.retention_s, self.max_rows = retention_s, max_rows
         self.clock = clock
         self.dropped_by: collections.Counter = collections.Counter()  # reason -> answers refused or lost
+        self.last_drop: Optional[float] = None  # when (``clock``) the last answer was refused or lost
         self.written = 0
         self.failing: Optional[str] = None   # why the last write failed; None once one succeeds
         self.failing_since: Optional[float] = None
@@ -155,6 +157,13 @@ class PredictionLog:
         if self.disabled is not None:
             return False
         if len(self._answers) + len(self._backlog) + self._writing >= self.capacity:
+            now = self.clock()
+            if self.last_drop is None or now - self.last_drop > DROP_LOG_S:
+                log.warning("Prediction log: %d answers wait already (%s): answers are not logged and get no request "
+                            "id (counted in verso_prediction_log_dropped_total)", self.capacity,
+                            f"the state file cannot be written: {self.failing}" if self.failing else "the writer is "
+                            "behind")
+            self.last_drop = now
             self.dropped_by[QUEUE_FULL] += 1
             return False
         self._answers.append(answer)
@@ -192,6 +201,7 @@ class PredictionLog:
             self._thread = None
             lost = len(self._backlog)
             if lost:
+                self.last_drop = self.clock()
                 self.dropped_by[LOST_AT_EXIT] += lost
                 self._backlog = []
                 log.error("Prediction log: %d answers that were given request ids are lost: the rollout state file "

@@ -110,8 +110,13 @@ def _private(path: str) -> None:
         except FileNotFoundError:
             continue
         if mode & 0o077:
-            os.chmod(p, mode & ~0o077)
-            log.warning("Rollout state file %s was readable by others (mode %o): now %o", p, mode, mode & ~0o077)
+            try:
+                os.chmod(p, mode & ~0o077)
+            except OSError as e:  # another user's file: usable still, but say so
+                log.warning("Rollout state file %s is open to others (mode %o) and cannot be narrowed: %s", p, mode,
+                            e.strerror)
+                continue
+            log.warning("Rollout state file %s was open to others (mode %o): now %o", p, mode, mode & ~0o077)
 
 
 @dataclass
