@@ -378,8 +378,8 @@ class App:
         if self._watcher is not None:
             self._watcher.stop()
         if getattr(self, "rollouts", None) is not None:
-            # The answers logged so far reach the state file before the process goes.
-            await asyncio.get_running_loop().run_in_executor(None, self.rollouts.log.close)
-            self.rollouts.store.close()
+            # The answers logged so far, and rollout state not written yet, reach the state file
+            # before the process goes (or the loss is logged).
+            await self.rollouts.close()
         for pool in self._pools.values():
             pool.shutdown(wait=False, cancel_futures=True)

@@ -621,6 +621,8 @@ class RolloutManager:
         return {v for v, age in self._ages(name).items() if is_stale(age, mr.max_age_seconds)}
 
     def status(self, name: str) -> rollout_pb2.RolloutStatus:
+        if self.unavailable is not None and name not in self.configs:
+            self._check_available()  # the reason, rather than NOT_FOUND: the rollout may be in the file
         mr = self._config(name)
         st = rollout_pb2.RolloutStatus(config=mr)
         model = self.manager.snapshot.get(name)
@@ -844,6 +846,18 @@ class RolloutManager:
                     part()
                 except Exception:
                     log.exception("Rollout automatic round failed (%s)", part.__name__)
+
+    async def close(self) -> None:
+        """At shutdown: a last write of what memory holds and the file does not, logged when it
+        still fails (the next start takes up the file's older state); then the prediction log is
+        flushed and the store closed, off the loop."""
+        self.retry_unsaved()
+        for name, why in self._unsaved.items():
+            log.error("Rollout of %s: its state as it stands (%s) is lost at exit: the state file cannot be written "
+                      "(%s); the next start takes up the file's older state", name,
+                      self._rolled_back.get(name) or "failed analyses", why)
+        await asyncio.get_running_loop().run_in_executor(None, self.log.close)
+        self.store.close()
 
     def _all_alarms(self) -> None:
         for name in list(self.configs):

@@ -16,6 +16,7 @@ RolloutStore on a small tmpfs of the test's own, filled to the last block.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import sqlite3
@@ -233,3 +234,17 @@ def test_a_restart_at_100_percent_resumes_lower_and_promotes(tmp_path):
     [(_, text)] = rm.tick()
     assert text.startswith("PROMOTE: v2 is now stable")
     assert (rm.configs["m"].stable, rm.configs["m"].canary) == (2, 0)
+
+
+def test_a_rollback_still_unwritten_at_exit_is_tried_once_more_and_its_loss_logged(fs, caplog):
+    path = fs.path("state.sqlite")
+    clock = Clock(0.0)
+    rm = manager(path, clock)
+    rm.apply({"m": auto(canary_percent=10)}, source="rollouts.config")
+    fs.fill()
+    bad_canary_evidence(rm)
+    clock.t = 10.0
+    rm.tick()
+    with caplog.at_level(logging.ERROR, logger="verso.rollout"):
+        asyncio.run(rm.close())
+    assert any("is lost at exit" in r.getMessage() and "ROLLBACK" in r.getMessage() for r in caplog.records)
