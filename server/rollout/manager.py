@@ -823,7 +823,8 @@ class RolloutManager:
                                 decisions=(*self._pending.get(name, ()), (self.wall(), "automatic", text)))
             except StoreWriteError as e:
                 self._write_failed(name, e)
-                self._refused[name] = f"automatic step not taken (the state file cannot be written: {e.message}): {text}"
+                self._refused[name] = (f"automatic step not taken (the state file cannot be written: {e.message}): "
+                                       f"{text}")
                 log.error("Rollout of %s: automatic step not taken, the state file cannot be written (%s): %s",
                           name, e.message, text)
                 continue

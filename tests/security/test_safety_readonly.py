@@ -50,7 +50,8 @@ def test_a_read_only_state_directory_runs_the_server_without_rollout_changes(rep
             with Client(f"127.0.0.1:{srv.port}") as c:
                 st = c.rollout("m")
                 assert (st.config.stable, st.config.canary, st.config.canary_percent) == (1, 2, 0.0)
-                assert any(a.startswith("rollouts cannot change on this server: --rollout_state_file") for a in st.alarms)
+                assert any(a.startswith("rollouts cannot change on this server: --rollout_state_file")
+                           for a in st.alarms)
                 with pytest.raises(VersoError) as e:
                     c.set_rollout("m", stable=1, canary=2, canary_percent=90)
                 assert e.value.code == grpc.StatusCode.FAILED_PRECONDITION
