@@ -135,23 +135,36 @@ class App:
     def _build_rollouts(self):
         from server.rollout.manager import RolloutManager
         from server.rollout.pins import Pins
+        from protos.errors import ServingError
         from server.rollout.store import MEMORY, RolloutStore, StoreError
         from server.workers import metrics_dir
         # Workers share one state file: the flag's, else one in the supervisor's directory (gone
         # at exit), so that feedback reaches the answer whichever worker gave it.
         path = self.settings.rollout_state_file or (os.path.join(metrics_dir(), "rollouts.sqlite")
                                                     if self.worker is not None and metrics_dir() else MEMORY)
+        # A state file that cannot be used (read-only, unreadable, corrupt) must not stop the
+        # serving of models: the server runs without rollout changes and says so (status, log,
+        # verso_rollouts_available 0). The file is left as it is for the operator to look at.
+        unavailable = None
         try:
             store = RolloutStore(path)
         except StoreError as e:
-            raise StartupError(str(e)) from None
+            unavailable = str(e)
+            log.error("%s: the server runs without rollout changes (the rollout config file's rollouts serve their "
+                      "stable version only; SetRollout and Feedback answer FAILED_PRECONDITION) until the file is "
+                      "usable and the server restarts", e)
+            store = RolloutStore(MEMORY)
         rollouts = RolloutManager(self.manager, shadow_executor=self._pools["shadow"], version_age=self._version_age,
                                   workers=self.worker is not None, pins=Pins(self.source, self.manager), store=store,
-                                  facts=self._facts_of)
+                                  facts=self._facts_of, unavailable=unavailable)
         rollouts.restore()  # the state kept across restarts first; then the file's entries, if newer
         if self.config.rollouts:
-            rollouts.apply(dict(self.config.rollouts), source=self.settings.rollout_config_file)
+            try:
+                rollouts.apply(dict(self.config.rollouts), source=self.settings.rollout_config_file)
+            except ServingError as e:  # not durable: not applied; tried again every round (run_auto)
+                log.error("%s", e.message)
         self.metrics.add_rollouts(lambda: [rollouts.status(name) for name in list(rollouts.configs)])
+        self.metrics.add_rollout_safety(rollouts.safety)
         self.metrics.add_costs(self._version_costs)
         self.metrics.on_forget(rollouts.forget_versions)  # per-version state goes with its series
         return rollouts
@@ -384,8 +397,8 @@ class App:
         if self._watcher is not None:
             self._watcher.stop()
         if getattr(self, "rollouts", None) is not None:
-            # The answers logged so far reach the state file before the process goes.
-            await asyncio.get_running_loop().run_in_executor(None, self.rollouts.log.close)
-            self.rollouts.store.close()
+            # The answers logged so far, and rollout state not written yet, reach the state file
+            # before the process goes (or the loss is logged).
+            await self.rollouts.close()
         for pool in self._pools.values():
             pool.shutdown(wait=False, cancel_futures=True)

@@ -629,15 +629,12 @@ def server_config(settings: Settings, *, bundled_default: bool = False) -> Serve
 
 
 def check_rollout_state_file(settings: Settings) -> None:
-    """Open ``--rollout_state_file`` once now, before TensorFlow is imported, so that a corrupt or
-    unusable file stops the start with one line (the server opens it again when it builds)."""
-    if not settings.rollout_state_file:
-        return
-    from server.rollout.store import RolloutStore, StoreError
-    try:
-        RolloutStore(settings.rollout_state_file).close()
-    except StoreError as e:
-        raise SettingsError(str(e)) from None
+    """A ``--rollout_state_file`` that cannot be used (read-only, unreadable, corrupt) does not
+    stop the start: the server runs without rollout changes and says so (``server.app``), so
+    that models keep serving. Only an empty path component is refused here."""
+    path = settings.rollout_state_file
+    if path and (path.endswith(os.sep) or os.path.isdir(path)):
+        raise SettingsError(f"--rollout_state_file {path} is a directory, not a file")
 
 
 def admin_token(settings: Settings) -> Optional[str]:

@@ -5,6 +5,20 @@ Owned by the event loop that owns the ``Manager``: every method runs on it (shad
 their TF work in the ``shadow_executor``, never on the loop or in the request pool). Nothing
 here blocks. ``tick()`` takes automatic-mode steps and is called by ``run_auto`` every second;
 tests call it by hand with a fake clock.
+
+Safety fails closed when the state file cannot be written (disk full, read-only, locked):
+
+- a change that moves traffic toward the canary or away from a decision (SetRollout, the
+  rollout config file, an automatic step forward or a PROMOTE, a removal) is written first and
+  applied only once it is durable; when the write fails it is refused (UNAVAILABLE for a call;
+  an automatic step is not taken; a config file's entry is tried again every round) and
+  nothing changes in memory;
+- a ROLLBACK (and a failed-analysis count) always takes effect in memory: the safe direction.
+  Its write is tried again every round until it succeeds; meanwhile the rollout's status
+  carries an alarm, ``verso_rollout_state_unsaved`` counts it and the failure is logged;
+- with ``unavailable`` (the state file could not be opened at start-up) the server runs
+  without rollout changes: the config file's rollouts serve their stable version only,
+  SetRollout and Feedback answer FAILED_PRECONDITION with the reason, answers get no request id.
 """
 
 from __future__ import annotations
@@ -34,7 +48,7 @@ from server.rollout.evidence import Evidence, Window, divergence, per_output
 from server.rollout.facts import VersionFacts
 from server.rollout.quality import class_key, feedback_problem, slice_key
 from server.rollout.predlog import Answer, PredictionLog
-from server.rollout.store import DECISIONS_KEPT, MEMORY, RolloutStore, Saved, entry_bytes
+from server.rollout.store import DECISIONS_KEPT, MEMORY, RolloutStore, Saved, StoreWriteError, entry_bytes
 from server.rollout.verdict import HOLD, ROLLBACK, Verdict, decide, is_stale, next_percent
 
 log = logging.getLogger("verso.rollout")
@@ -42,6 +56,9 @@ log = logging.getLogger("verso.rollout")
 EVIDENCE_FRESH_S = 5.0   # another worker's published evidence older than this is left out
 AUTO_LEASE_S = 5.0       # the worker taking automatic steps renews this lease every round
 FEEDBACK_TRIES, FEEDBACK_RETRY_S = 4, 0.1  # workers: an answer another worker has not written yet
+PENDING_DECISIONS = 100  # per model: decisions kept in memory while the state file cannot be written
+FULL_STEP_BACK = 50.0    # a restart at 100 %: the canary's share while stable's evidence refills
+DROP_ALARM_S = 300.0     # prediction-log drops stay an alarm this long after the last one
 
 
 class RolloutManager:
@@ -69,8 +86,9 @@ class RolloutManager:
                  rand: Callable[[], float] = random.random, workers: bool = False, pins=None,
                  store: Optional[RolloutStore] = None,
                  facts: Callable[[str, int], Optional[VersionFacts]] = lambda name, version: None,
-                 costs: Optional[CostMeter] = None):
+                 costs: Optional[CostMeter] = None, unavailable: Optional[str] = None):
         self.manager = manager
+        self.unavailable = unavailable  # why rollouts cannot change (state file unusable at start-up)
         self.facts = facts
         self.costs = costs if costs is not None else CostMeter()
         self._drift: dict[tuple[str, int], Optional[DriftMonitor]] = {}
@@ -80,13 +98,15 @@ class RolloutManager:
         self._class_notes: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
         self.pins = pins
         self.store = store if store is not None else RolloutStore(MEMORY)
-        self.worker_id = f"{socket.gethostname()}:{os.getpid()}" if workers else None
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}" if workers and unavailable is None else None
         self.shadow_executor = shadow_executor
         self.version_age = version_age
         self.clock, self.wall, self.rand = clock, wall, rand
         self.configs: dict[str, rollout_pb2.ModelRollout] = {}
         self._windows: dict[tuple[str, int], Window] = {}
         self.log = PredictionLog(self.store, clock=wall)  # every answer under a rollout, for feedback
+        if unavailable is not None:
+            self.log.disabled = unavailable  # no feedback can come: no request ids
         self._file_entries: dict[str, bytes] = {}  # the rollout config file's entry last applied, by model
         self._shadow_in_flight: dict[str, int] = collections.Counter()
         self._shadow_dropped: dict[tuple[str, int], int] = collections.Counter()
@@ -95,6 +115,13 @@ class RolloutManager:
         self._tasks: set[asyncio.Task] = set()
         self._failures: dict[str, int] = collections.Counter()  # consecutive failed analyses (auto)
         self._rolled_back: dict[str, str] = {}  # model -> the final ROLLBACK's text, until a new rollout
+        # Fail closed (see the module): what memory holds that the state file does not yet.
+        self._unsaved: dict[str, str] = {}  # model -> why its state (a ROLLBACK ...) is not written
+        self._pending: dict[str, list[tuple[float, str, str]]] = {}  # model -> decisions not written yet
+        self._refused: dict[str, str] = {}  # model -> the automatic step last refused (not durable)
+        self._file_backlog: Optional[tuple[dict, str]] = None  # config file entries not applied yet
+        self.write_failures = 0  # state file writes that failed (refused changes, retries)
+        self.write_error: Optional[str] = None  # the last one's text, until a write succeeds
 
     # ---- configuration ---------------------------------------------------------------------
 
@@ -106,7 +133,26 @@ class RolloutManager:
             log.info("Rollout of %s restored: stable v%d, canary %s%s", name, saved.config.stable,
                      f"v{saved.config.canary} at {saved.config.canary_percent:g} %" if saved.config.canary else "none",
                      "; final ROLLBACK stands" if saved.final_rollback else "")
+            self._resume_full(name)
         return list(self.configs)
+
+    def _resume_full(self, name: str) -> None:
+        """An automatic rollout restored at 100 %: stable gets no traffic, so its evidence (gone
+        with the process) would never refill and the verdict would HOLD for good. The canary
+        steps back to the highest step below 100 % (``FULL_STEP_BACK`` without one), so that both
+        sides gather evidence and automatic mode climbs to 100 % and promotes on a fresh
+        comparison. A step back is the safe direction: taken in memory even if not written."""
+        mr = self.configs[name]
+        if not (mr.auto.enabled and mr.canary and mr.canary_percent >= 100) or name in self._rolled_back \
+                or self.evidence(name, mr.stable).requests:  # another worker's evidence of stable is fresh
+            return
+        below = [float(p) for p in mr.auto.steps if 0 < p < 100]
+        new = rollout_pb2.ModelRollout()
+        new.CopyFrom(mr)
+        new.canary_percent = max(below) if below else FULL_STEP_BACK
+        self.configs[name] = new
+        self._persist(name, f"RESUME: canary v{mr.canary} 100 % -> {new.canary_percent:g} % after a restart: stable "
+                            f"v{mr.stable} has no evidence to compare at 100 %, so the rollout gathers it again")
 
     def apply(self, configs: dict[str, rollout_pb2.ModelRollout], source: str = "config file") -> None:
         """The rollout config file's rollouts (read at start-up or re-read). An entry that
@@ -114,21 +160,44 @@ class RolloutManager:
         set (lifting a final ROLLBACK). An unchanged entry changes nothing, so automatic
         decisions and SetRollout calls made since stand, across restarts too. A model that was
         in the file and no longer is loses its rollout (a logged decision); rollouts set by a
-        call are the file's only once it lists them."""
+        call are the file's only once it lists them.
+
+        Each change is applied once it is written (see the module); the entries whose write
+        failed are tried again at every ``run_auto`` round until the file changes, and a
+        ServingError (UNAVAILABLE) names them. With ``unavailable`` each rollout is held at its
+        stable version (canary and shadow 0 %, automatic mode off): nothing can be written, and
+        the version under test gets no traffic."""
+        self._file_backlog = None
+        failed = []
         for name in [n for n in self.configs if n not in configs and n in self._file_entries]:
-            self._decide(name, "rollout removed: no longer in the rollout config file", who=source)
+            try:
+                self.store.delete(name, self._pending.get(name, []) + [
+                    (self.wall(), source, "rollout removed: no longer in the rollout config file")])
+            except StoreWriteError as e:
+                self._write_failed(name, e)
+                failed.append(name)
+                continue
+            log.info("Rollout of %s: rollout removed: no longer in the rollout config file", name)
             self._forget(name)
             del self.configs[name]
         for name, mr in configs.items():
             entry = entry_bytes(mr)
             if self._file_entries.get(name) == entry and name in self.configs:
                 continue
-            self._file_entries[name] = entry
-            self._set(mr, source, who=source)
+            try:
+                self._set(_held(mr) if self.unavailable else mr, source, who=source, file_entry=entry)
+            except StoreWriteError:
+                failed.append(name)
+        if failed:
+            self._file_backlog = (configs, source)
+            raise ServingError(Code.UNAVAILABLE, f"Rollouts of {', '.join(failed)} from {source} not applied (tried "
+                                                 f"again every second): {self.write_error}")
 
     def set(self, mr: rollout_pb2.ModelRollout, source: str = "SetRollout", who: str = "") -> rollout_pb2.RolloutStatus:
         """Configure a rollout as given (validated), without checking its versions: see
-        ``set_checked`` for the SetRollout call. ``who``: the caller, for the decision log."""
+        ``set_checked`` for the SetRollout call. ``who``: the caller, for the decision log.
+        UNAVAILABLE (nothing changes) when the state file cannot be written."""
+        self._check_available()
         self._set(validated(mr), source, who=who or source)
         return self.status(mr.model)
 
@@ -138,6 +207,7 @@ class RolloutManager:
         is INVALID_ARGUMENT; one that does not load (pinned, then tried once) is
         FAILED_PRECONDITION with the load's error, and the model's pins go back to what they
         were. Nothing changes on either error."""
+        self._check_available()
         mr = validated(mr)
         if self.pins is not None:
             wanted = _pinned(mr)
@@ -154,13 +224,39 @@ class RolloutManager:
                 self.pins.pin(mr.model, self._pins_of(mr.model))
                 raise ServingError(Code.FAILED_PRECONDITION, f"Rollout of model {mr.model}: " + "; ".join(
                     f"version {v} is not available ({self.pins.load_error(mr.model, v)})" for v in failed))
-        return self.set(mr, source, who)
+        try:
+            return self.set(mr, source, who)
+        except StoreWriteError:
+            if self.pins is not None:
+                self.pins.pin(mr.model, self._pins_of(mr.model))  # not durable: the pins as they were
+            raise
 
     def _pins_of(self, name: str) -> set[int]:
         mr = self.configs.get(name)
         return _pinned(mr) if mr is not None else set()
 
-    def _set(self, mr: rollout_pb2.ModelRollout, source: str, who: str) -> None:
+    def _check_available(self) -> None:
+        if self.unavailable is not None:
+            raise ServingError(Code.FAILED_PRECONDITION, f"Rollouts cannot change on this server: {self.unavailable}. "
+                                                         "Make the state file usable and restart the server")
+
+    def _set(self, mr: rollout_pb2.ModelRollout, source: str, who: str, file_entry: Optional[bytes] = None) -> None:
+        """Write ``mr`` (and its decision), then make it the rollout: StoreWriteError when the
+        write fails, and nothing changes. ``file_entry``: the config file's entry it comes from."""
+        text = (f"stable v{mr.stable}, canary {f'v{mr.canary} at {mr.canary_percent:g} %' if mr.canary else 'none'}"
+                f"{f', shadow {mr.shadow_percent:g} %' if mr.shadow_percent else ''} ({source})")
+        entry = file_entry if file_entry is not None else self._file_entries.get(mr.model)
+        try:
+            self.store.save(mr.model, mr, file_entry=entry, final_rollback=None, failed_analyses=0, now=self.wall(),
+                            decisions=(*self._pending.get(mr.model, ()), (self.wall(), who, text)))
+        except StoreWriteError as e:
+            if self.write_error != e.message:  # a config file entry is retried every second: logged once
+                log.error("Rollout of %s not changed (%s): %s", mr.model, text, e)
+            self._write_failed(mr.model, e)
+            raise
+        self._written(mr.model)
+        if file_entry is not None:
+            self._file_entries[mr.model] = file_entry
         old = self.configs.get(mr.model)
         if old is not None and old.window != mr.window:
             for key in [k for k in self._windows if k[0] == mr.model]:
@@ -171,15 +267,58 @@ class RolloutManager:
         self._last_auto[mr.model] = self.clock()
         self._failures.pop(mr.model, None)
         self._rolled_back.pop(mr.model, None)  # an operator's new rollout lifts a final ROLLBACK
-        self._persist(mr.model)
-        self._decide(mr.model, f"stable v{mr.stable}, canary "
-                               f"{f'v{mr.canary} at {mr.canary_percent:g} %' if mr.canary else 'none'}"
-                               f"{f', shadow {mr.shadow_percent:g} %' if mr.shadow_percent else ''} ({source})", who)
+        log.info("Rollout of %s: %s", mr.model, text)
 
-    def _persist(self, name: str) -> None:
-        self.store.save(name, self.configs[name], file_entry=self._file_entries.get(name),
-                        final_rollback=self._rolled_back.get(name), failed_analyses=self._failures[name],
-                        now=self.wall())
+    def _persist(self, name: str, decision: Optional[str] = None) -> bool:
+        """Write the rollout of ``name`` as memory holds it (with ``decision``, automatic, and
+        the decisions still pending) for a change already applied: one in the safe direction
+        (a ROLLBACK, a failed-analysis count, a step back). Never raises: a failed write leaves
+        the rollout unsaved (alarmed, retried by ``retry_unsaved``). True when written."""
+        if decision is not None:
+            log.info("Rollout of %s: %s", name, decision)
+            self._pending[name] = (self._pending.get(name, []) + [(self.wall(), "automatic", decision)]
+                                   )[-PENDING_DECISIONS:]
+        try:
+            self.store.save(name, self.configs[name], file_entry=self._file_entries.get(name),
+                            final_rollback=self._rolled_back.get(name), failed_analyses=self._failures[name],
+                            now=self.wall(), decisions=tuple(self._pending.get(name, ())))
+        except StoreWriteError as e:
+            self._write_failed(name, e, unsaved=True)
+            return False
+        self._written(name)
+        return True
+
+    def _write_failed(self, name: Optional[str], e: StoreWriteError, unsaved: bool = False) -> None:
+        """Count and log a failed write; ``unsaved``: memory now holds what the file does not."""
+        self.write_failures += 1
+        first = self.write_error is None
+        self.write_error = e.message
+        if unsaved and name is not None and name not in self._unsaved:
+            self._unsaved[name] = e.message
+            log.error("Rollout of %s: its state holds in memory only and is written again every second: %s",
+                      name, e.message)
+        elif first:
+            log.error("%s", e.message)
+
+    def _written(self, name: str) -> None:
+        """A write of ``name``'s rollout succeeded: what was pending is in the file now."""
+        self._pending.pop(name, None)
+        self.write_error = None
+        if self._unsaved.pop(name, None) is not None:
+            log.warning("Rollout of %s: its state is written to %s again", name, self.store.path)
+
+    def retry_unsaved(self) -> None:
+        """Write again what memory holds and the file does not (every ``run_auto`` round): the
+        unsaved rollouts, pending decisions, config file entries not applied yet."""
+        for name in [n for n in set(self._unsaved) | set(self._pending) if n in self.configs]:
+            self._persist(name)
+        if self._file_backlog is not None:
+            configs, source = self._file_backlog
+            try:
+                self.apply(configs, source)
+                log.info("Rollout config file %s applied (it could not be written before)", source)
+            except ServingError:
+                pass  # logged when it failed; tried again next round
 
     def _forget(self, name: str) -> None:
         """Drop a removed rollout's evidence (a later rollout of the model starts afresh) and
@@ -192,11 +331,23 @@ class RolloutManager:
         self._failures.pop(name, None)
         self._rolled_back.pop(name, None)
         self._file_entries.pop(name, None)
-        self.store.delete(name)
+        self._unsaved.pop(name, None)
+        self._pending.pop(name, None)
+        self._refused.pop(name, None)
 
     def _decide(self, name: str, text: str, who: str = "automatic") -> None:
+        """A decision that changes nothing (HOLD): logged; kept in memory (bounded) when the
+        file cannot be written, and written with the rollout's next write."""
         log.info("Rollout of %s: %s", name, text)
-        self.store.log(name, self.wall(), who, text)
+        decision = (self.wall(), who, text)
+        if name in self._pending:
+            self._pending[name] = (self._pending[name] + [decision])[-PENDING_DECISIONS:]
+            return
+        try:
+            self.store.log(name, *decision)
+        except StoreWriteError as e:
+            self._write_failed(name, e)
+            self._pending[name] = [decision]
 
     def window(self, name: str, version: int) -> Window:
         w = self._windows.get((name, version))
@@ -245,8 +396,9 @@ class RolloutManager:
                 self._slice_notes[name][why] += 1
         request_id = secrets.token_hex(16)  # 128 random bits: an id cannot be guessed
         role = "stable" if version == mr.stable else "canary" if version == mr.canary else "not in rollout"
-        self.log.append(Answer(request_id, name, version, role, self.wall(), outputs, mr.evidence_output or None,
-                               slice, mr.scores_output or None))
+        if not self.log.append(Answer(request_id, name, version, role, self.wall(), outputs,
+                                      mr.evidence_output or None, slice, mr.scores_output or None)):
+            return None  # not logged (dropped, counted): an id feedback could never name is not handed out
         return request_id
 
     def observe_inputs(self, name: str, version: int, inputs: dict) -> None:
@@ -337,6 +489,7 @@ class RolloutManager:
         version's evidence. Each id takes feedback once (ALREADY_EXISTS after). Bounded
         (``quality.feedback_problem``: INVALID_ARGUMENT, the id not used up); classes past
         ``quality.MAX_CLASSES`` count as "other" (``_bounded_classes``)."""
+        self._check_available()
         labels, targets = list(labels), list(targets)
         problem = feedback_problem(labels, targets)
         if problem is not None:
@@ -391,13 +544,18 @@ class RolloutManager:
         the store has them now (another worker's SetRollout, automatic step or removal)."""
         if self.worker_id is None:
             return
-        self.store.put_evidence(self.worker_id, [(n, v, json.dumps(w.export())) for (n, v), w in self._windows.items()
-                                                 if n in self.configs], self.wall())
+        try:
+            self.store.put_evidence(self.worker_id, [(n, v, json.dumps(w.export())) for (n, v), w in
+                                                     self._windows.items() if n in self.configs], self.wall())
+        except StoreWriteError as e:
+            self._write_failed(None, e)  # the others judge without this worker's evidence meanwhile
         saved = self.store.load()
-        for name in [n for n in self.configs if n not in saved]:
+        for name in [n for n in self.configs if n not in saved and n not in self._unsaved]:
             self._forget(name)
             del self.configs[name]
         for name, sv in saved.items():
+            if name in self._unsaved:
+                continue  # memory is ahead of the file (a ROLLBACK not written yet): it stands
             mine = self.configs.get(name)
             if mine == sv.config and self._rolled_back.get(name) == sv.final_rollback:
                 continue
@@ -501,6 +659,8 @@ class RolloutManager:
         return {v for v, age in self._ages(name).items() if is_stale(age, mr.max_age_seconds)}
 
     def status(self, name: str) -> rollout_pb2.RolloutStatus:
+        if self.unavailable is not None and name not in self.configs:
+            self._check_available()  # the reason, rather than NOT_FOUND: the rollout may be in the file
         mr = self._config(name)
         st = rollout_pb2.RolloutStatus(config=mr)
         model = self.manager.snapshot.get(name)
@@ -537,7 +697,37 @@ class RolloutManager:
         for t, who, text in self.store.decisions(name, DECISIONS_KEPT):
             st.decisions.add(unix_time=t, text=text, who=who)
         st.alarms.extend(self.alarms(name, served))
+        st.alarms.extend(self.safety_alarms(name))
         return st
+
+    def safety_alarms(self, name: str) -> list[str]:
+        """Where the rollout's state or the prediction log fails closed (see the module)."""
+        out = []
+        if self.unavailable is not None:
+            out.append(f"rollouts cannot change on this server: {self.unavailable}; this rollout is held at stable "
+                       f"v{self.configs[name].stable}")
+        if name in self._unsaved:
+            out.append(f"the rollout state file cannot be written ({self._unsaved[name]}): this rollout's state "
+                       "(a ROLLBACK, failed analyses) holds in memory only and is written again every second; a "
+                       "restart now would lose it")
+        if name in self._refused:
+            out.append(self._refused[name])
+        if self.log.failing is not None:
+            out.append(f"the prediction log cannot be written ({self.log.failing}): {self.log.waiting} answers wait "
+                       f"in memory; past {self.log.capacity} answers get no request id")
+        last = self.log.last_drop
+        if last is not None and self.wall() - last < DROP_ALARM_S:  # the counter stays in the metrics
+            out.append(f"{self.log.dropped} answers were not logged and got no request id ("
+                       + ", ".join(f"{why}: {n}" for why, n in sorted(self.log.dropped_by.items()))
+                       + f"), the last {self.wall() - last:.0f} s ago")
+        return out
+
+    def safety(self) -> dict:
+        """The fail-closed state, for the metrics: whether rollouts can change, rollouts whose
+        state holds in memory only, failed state writes, prediction-log drops by reason."""
+        return {"available": self.unavailable is None, "unsaved": len(self._unsaved),
+                "write_failures": self.write_failures, "log_failing": self.log.failing is not None,
+                "log_waiting": self.log.waiting, "log_dropped": dict(self.log.dropped_by)}
 
     @staticmethod
     def _fill_quality(entry: rollout_pb2.VersionEvidence, e: Evidence) -> None:
@@ -608,11 +798,21 @@ class RolloutManager:
     def tick(self) -> list[tuple[str, str]]:
         """Take the automatic steps that are due: for each model in auto mode whose interval has
         passed, the verdict moves canary_percent one step up, to 0, or leaves it; PROMOTE at 100 %
-        makes the canary the stable version. Returns (model, decision text) for each change."""
+        makes the canary the stable version. Returns (model, decision text) for each change.
+
+        A step forward or a PROMOTE is taken once written; when the write fails it is not taken
+        (logged, alarmed) and the next interval decides again. A ROLLBACK is taken whatever the
+        write does (see the module). Under ``--num_workers``, when the state file cannot be
+        written no worker can hold the lease: each then takes ROLLBACKs only, itself."""
         changes: list[tuple[str, str]] = []
-        if self.worker_id is not None and not self.store.take_lease("auto", self.worker_id, self.wall(),
-                                                                    AUTO_LEASE_S):
-            return changes  # another worker takes the steps
+        rollback_only = False
+        if self.worker_id is not None:
+            try:
+                if not self.store.take_lease("auto", self.worker_id, self.wall(), AUTO_LEASE_S):
+                    return changes  # another worker takes the steps
+            except StoreWriteError as e:
+                self._write_failed(None, e)
+                rollback_only = True
         now = self.clock()
         for name, mr in list(self.configs.items()):
             if not mr.auto.enabled or not mr.canary or name in self._rolled_back \
@@ -624,6 +824,8 @@ class RolloutManager:
             if failures != self._failures[name]:
                 self._failures[name] = failures
                 self._persist(name)
+            if rollback_only and verdict.decision != ROLLBACK:
+                continue
             if verdict.decision == "PROMOTE" and mr.canary_percent >= 100:
                 new = rollout_pb2.ModelRollout()
                 new.CopyFrom(mr)
@@ -645,27 +847,69 @@ class RolloutManager:
                     new.shadow_percent = 0.0
                 text = (f"{verdict.decision}: canary v{mr.canary} {mr.canary_percent:g} % -> {percent:g} %; "
                         + "; ".join(verdict.reasons))
-                if verdict.decision == ROLLBACK:
-                    self._rolled_back[name] = text  # final: no later verdict climbs back
+            if verdict.decision == ROLLBACK:
+                # The safe direction: in memory at once, written now or by a later round.
+                self.configs[name] = new
+                self._rolled_back[name] = text  # final: no later verdict climbs back
+                self._refused.pop(name, None)
+                self._persist(name, text)
+                changes.append((name, text))
+                continue
+            try:
+                self.store.save(name, new, file_entry=self._file_entries.get(name), final_rollback=None,
+                                failed_analyses=self._failures[name], now=self.wall(),
+                                decisions=(*self._pending.get(name, ()), (self.wall(), "automatic", text)))
+            except StoreWriteError as e:
+                self._write_failed(name, e)
+                self._refused[name] = (f"automatic step not taken (the state file cannot be written: {e.message}): "
+                                       f"{text}")
+                log.error("Rollout of %s: automatic step not taken, the state file cannot be written (%s): %s",
+                          name, e.message, text)
+                continue
+            self._written(name)
+            self._refused.pop(name, None)
             self.configs[name] = new
-            self._persist(name)
-            self._decide(name, text)
+            log.info("Rollout of %s: %s", name, text)
             changes.append((name, text))
         return changes
 
     async def run_auto(self, every_s: float = 1.0) -> None:
-        """``sync()`` (workers), ``tick()`` and the staleness alarms every ``every_s`` seconds,
-        until cancelled. A failing round is logged and the next one runs: automatic mode must
-        not stop silently."""
+        """``retry_unsaved()``, ``sync()`` (workers), ``tick()`` and the staleness alarms every
+        ``every_s`` seconds, until cancelled. A failing part is logged and the others and the
+        next round run: automatic mode must not stop silently, and a failing ``sync`` must not
+        keep ``tick`` from a ROLLBACK."""
         while True:
             await asyncio.sleep(every_s)
-            try:
-                self.sync()
-                self.tick()
-                for name in list(self.configs):
-                    self.alarms(name)
-            except Exception:
-                log.exception("Rollout automatic round failed")
+            for part in (self.retry_unsaved, self.sync, self.tick, self._all_alarms):
+                try:
+                    part()
+                except Exception:
+                    log.exception("Rollout automatic round failed (%s)", part.__name__)
+
+    async def close(self) -> None:
+        """At shutdown: a last write of what memory holds and the file does not, logged when it
+        still fails (the next start takes up the file's older state); then the prediction log is
+        flushed and the store closed, off the loop."""
+        self.retry_unsaved()
+        for name, why in self._unsaved.items():
+            log.error("Rollout of %s: its state as it stands (%s) is lost at exit: the state file cannot be written "
+                      "(%s); the next start takes up the file's older state", name,
+                      self._rolled_back.get(name) or "failed analyses", why)
+        await asyncio.get_running_loop().run_in_executor(None, self.log.close)
+        self.store.close()
+
+    def _all_alarms(self) -> None:
+        for name in list(self.configs):
+            self.alarms(name)
+
+
+def _held(mr: rollout_pb2.ModelRollout) -> rollout_pb2.ModelRollout:
+    """``mr`` held at its stable version: no canary traffic, no shadow, no automatic steps."""
+    held = rollout_pb2.ModelRollout()
+    held.CopyFrom(mr)
+    held.canary_percent, held.shadow_percent = 0.0, 0.0
+    held.auto.enabled = False
+    return held
 
 
 def _pinned(mr: rollout_pb2.ModelRollout) -> set[int]:

@@ -10,15 +10,25 @@ are raw bytes so that logging costs the serving process as little as it can.
 Writes happen off the request path: ``append`` puts the answer on a bounded deque and returns
 at once (no lock, no wake-up: a thread switch per answer would cost the loop more than the
 write); one writer thread wakes every ``interval_s``, turns what it finds into rows (top-1
-bytes) and writes them in one transaction. When the deque is full an answer
-is dropped and counted (``dropped``): an answer never waits for the log. ``feedback`` and
-``flush`` wake the writer at once and are handled after every answer appended before them.
-Rows older than ``retention_s``, and the oldest beyond ``max_rows``, are deleted by the writer
-once a minute.
+bytes) and writes them in one transaction. ``feedback`` and ``flush`` wake the writer at once
+and are handled after every answer appended before them. Rows older than ``retention_s``, and
+the oldest beyond ``max_rows``, are deleted by the writer once a minute.
+
+Drops are decided when an answer is appended, so that the request path knows in time whether
+to hand out a request id: ``append`` refuses (False: the answer gets no id) when ``capacity``
+answers wait already, counting the answers waiting for the writer and those a failing write
+kept. A write that fails (disk full, read-only, locked) loses nothing: its rows stay in memory
+(``backlog``, bytes only) and are written again every ``RETRY_S`` until a write succeeds;
+meanwhile ``failing`` says why, and once the backlog fills the room every later answer is
+refused at ``append``. So an answer that carries a request id has its row written, or waiting
+in memory within the bound; only a process that stops while the file still cannot be written
+loses the backlog (counted under "lost at exit", logged). ``dropped_by`` counts every refused
+or lost answer by reason, for the metrics and the rollout status alarms.
 """
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import queue
@@ -45,6 +55,9 @@ INTERVAL_S = 0.05
 RETENTION_S = 7 * 86400.0
 MAX_ROWS = 1_000_000
 PRUNE_EVERY_S = 60.0
+RETRY_S = 1.0            # a failing write is tried again this often
+DROP_LOG_S = 60.0        # a burst of drops is logged once, when the last drop is older than this
+QUEUE_FULL, LOST_AT_EXIT = "queue full", "lost at exit"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS predictions (
@@ -109,8 +122,15 @@ class PredictionLog:
         self.capacity, self.interval_s = capacity, interval_s
         self.retention_s, self.max_rows = retention_s, max_rows
         self.clock = clock
-        self.dropped = 0
+        self.dropped_by: collections.Counter = collections.Counter()  # reason -> answers refused or lost
+        self.last_drop: Optional[float] = None  # when (``clock``) the last answer was refused or lost
         self.written = 0
+        self.failing: Optional[str] = None   # why the last write failed; None once one succeeds
+        self.failing_since: Optional[float] = None
+        self.disabled: Optional[str] = None  # set: every answer refused, uncounted (rollouts unavailable)
+        self._backlog: list[tuple] = []      # rows a failing write kept (writer thread only; len read anywhere)
+        self._writing = 0                    # rows in the write under way (counted against capacity too)
+        self._retry_at = 0.0
         self._answers: deque = deque()
         self._control: queue.Queue = queue.Queue()  # feedback, flush and stop, in order
         self._wake = threading.Event()
@@ -121,11 +141,30 @@ class PredictionLog:
 
     # ---- the loop's side ------------------------------------------------------------------
 
+    @property
+    def dropped(self) -> int:
+        return sum(self.dropped_by.values())
+
+    @property
+    def waiting(self) -> int:
+        """Answers not written yet: queued for the writer, or kept by a failing write."""
+        return len(self._answers) + len(self._backlog) + self._writing
+
     def append(self, answer: Answer) -> bool:
         """Keep one answer for the writer; False (dropped, counted) when ``capacity`` answers
-        wait already. Never blocks."""
-        if len(self._answers) >= self.capacity:
-            self.dropped += 1
+        wait already (queued, or kept by a failing write): the caller must then not hand out
+        the answer's request id. Never blocks."""
+        if self.disabled is not None:
+            return False
+        if len(self._answers) + len(self._backlog) + self._writing >= self.capacity:
+            now = self.clock()
+            if self.last_drop is None or now - self.last_drop > DROP_LOG_S:
+                log.warning("Prediction log: %d answers wait already (%s): answers are not logged and get no request "
+                            "id (counted in verso_prediction_log_dropped_total)", self.capacity,
+                            f"the state file cannot be written: {self.failing}" if self.failing else "the writer is "
+                            "behind")
+            self.last_drop = now
+            self.dropped_by[QUEUE_FULL] += 1
             return False
         self._answers.append(answer)
         if self._thread is None:
@@ -145,7 +184,8 @@ class PredictionLog:
         return future
 
     def flush(self, timeout_s: float = 10.0) -> None:
-        """Block until every answer appended before this call is written (tests, shutdown)."""
+        """Block until every answer appended before this call is written, or kept by a failing
+        write (tests, shutdown)."""
         if self._thread is None:
             return
         done: Future = Future()
@@ -154,10 +194,18 @@ class PredictionLog:
 
     def close(self) -> None:
         if self._thread is not None:
+            self._retry_at = 0.0  # one last try, now
             self.flush()
             self._send(None)
             self._thread.join(10)
             self._thread = None
+            lost = len(self._backlog)
+            if lost:
+                self.last_drop = self.clock()
+                self.dropped_by[LOST_AT_EXIT] += lost
+                self._backlog = []
+                log.error("Prediction log: %d answers that were given request ids are lost: the rollout state file "
+                          "%s still cannot be written (%s)", lost, self.store.path, self.failing)
 
     def _send(self, item) -> None:
         if self._thread is None:
@@ -183,7 +231,9 @@ class PredictionLog:
                     break
             # Every answer appended before these control items is in the deque now.
             popleft = self._answers.popleft
-            rows = [popleft() for _ in range(len(self._answers))]
+            n = len(self._answers)
+            self._writing = n  # before they leave the deque: ``append`` never counts fewer than there are
+            rows = [popleft() for _ in range(n)]
             self._write(rows)
             for item in control:
                 if item is None:
@@ -196,18 +246,43 @@ class PredictionLog:
                 self.prune()
 
     def _write(self, rows: list[Answer]) -> None:
-        if not rows:
-            return
+        """Write ``rows`` after the backlog; a failed write keeps them all (see the module).
+        ``_writing`` counts ``rows`` on entry and the rows of the write under way (up to the busy
+        timeout); each move between it and the backlog counts twice for a moment, never zero
+        times, so that ``append`` keeps the bound."""
         args = [_row(a) for a in rows]
+        if self._backlog:
+            # Bytes only from here on (the answers' other outputs are let go); retried when due.
+            self._backlog.extend(args)
+            self._writing = 0
+            if time.monotonic() < self._retry_at:
+                return
+            self._writing = len(self._backlog)
+            args, self._backlog = self._backlog, []
+        if not args:
+            self._writing = 0
+            return
         try:
             with self.store.transaction() as db:
                 db.executemany("INSERT OR IGNORE INTO predictions (request_id, model, version, role, unix_time, output, "
                                "dtype, shape, data, scores, classes, slice) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                                args)
-            self.written += len(rows)
-        except sqlite3.Error as e:  # locked past the busy timeout, disk full: these rows are lost
-            self.dropped += len(rows)
-            log.error("Prediction log: %d answers not written: %s", len(rows), e)
+        except sqlite3.Error as e:  # disk full, read-only, locked past the busy timeout
+            self._backlog = args + self._backlog
+            self._writing = 0
+            self._retry_at = time.monotonic() + RETRY_S
+            if self.failing is None:
+                self.failing_since = self.clock()
+                log.error("Prediction log: the rollout state file %s cannot be written (%s): %d answers wait in "
+                          "memory and are written again every %g s; past %d, answers get no request id",
+                          self.store.path, e, len(self._backlog), RETRY_S, self.capacity)
+            self.failing = str(e)
+            return
+        self._writing = 0
+        self.written += len(args)
+        if self.failing is not None:
+            log.warning("Prediction log: written again (%d answers that waited)", len(args))
+            self.failing = self.failing_since = None
 
     def _judge(self, fb: _Feedback) -> None:
         try:
@@ -222,6 +297,10 @@ class PredictionLog:
             db = self.store.db
             row = db.execute("SELECT model, version, output, dtype, shape, data, feedback_time, unix_time, scores, "
                              "classes, slice FROM predictions WHERE request_id = ?", (fb.request_id,)).fetchone()
+            if row is None and any(r[0] == fb.request_id for r in self._backlog):
+                raise ServingError(Code.UNAVAILABLE, f"The answer {fb.request_id} is not written to the prediction "
+                                                     f"log yet (the rollout state file cannot be written: "
+                                                     f"{self.failing}); try again later")
             if row is None or row[7] < self.clock() - self.retention_s:
                 raise ServingError(Code.NOT_FOUND, f"Unknown or expired request id: {fb.request_id}")
             model, version, alias, dtype, shape, data, given, _, scores, classes, key = row

@@ -10,6 +10,15 @@ its own transaction, so a process killed mid-write (SIGKILL) leaves the last com
 (SQLite's journal). A database that another process holds locked is retried for
 ``BUSY_TIMEOUT_S`` (sqlite3's busy handler backs off), then ``StoreError``.
 
+The file holds answers and request ids: it is created 0600 (SQLite gives its ``-wal`` and
+``-shm`` files the database file's mode), a directory Verso creates for it 0700, and an
+existing file readable by others is narrowed to 0600 (logged). A file that cannot be opened
+for writing (read-only mount, no permission) is a ``StoreError`` at once, not at the first write.
+
+A write that fails (disk full, read-only, locked past the busy timeout) raises
+``StoreWriteError`` (a ``ServingError``, UNAVAILABLE) and leaves the file as it was: a rollout
+and its decision are written in one transaction (``save``/``delete`` with ``decision``).
+
 Owned by the event loop that owns the rollout manager; the writes are small (one row) and
 synchronous. The prediction log's writer thread shares the connection: every use holds
 ``lock``.
@@ -18,7 +27,9 @@ synchronous. The prediction log's writer thread shares the connection: every use
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import stat
 import sqlite3
 import threading
 from dataclasses import dataclass
@@ -27,7 +38,10 @@ from typing import Iterator, Optional
 from protos import rollout_pb2
 from protos.errors import Code, ServingError
 
+log = logging.getLogger("verso.rollout")
+
 MEMORY = ":memory:"
+FILE_MODE, DIR_MODE = 0o600, 0o700
 BUSY_TIMEOUT_S = 5.0
 DECISIONS_KEPT = 100  # per model, in the answers; the table keeps every one
 
@@ -68,6 +82,43 @@ class StoreError(Exception):
     """The state file cannot be used; ``str()`` is one line for the operator."""
 
 
+class StoreWriteError(ServingError):
+    """A write of the state file failed (UNAVAILABLE); nothing of it was written."""
+
+    def __init__(self, path: str, e: Exception):
+        super().__init__(Code.UNAVAILABLE, f"The rollout state file {path} cannot be written: {e}")
+
+
+def _locked(e: sqlite3.Error) -> bool:
+    """Another process holds the database (busy or locked): waiting may help."""
+    return getattr(e, "sqlite_errorcode", None) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED) \
+        or "locked" in str(e)
+
+
+def _private(path: str) -> None:
+    """Create the state file 0600 (its directory 0700 when Verso makes it), narrow an existing
+    one (and its -wal, -shm) that others may read, and make sure it opens for writing: a
+    read-only file system or a file without write permission is an OSError here."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        os.makedirs(directory, mode=DIR_MODE, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), FILE_MODE)
+    os.close(fd)
+    for p in (path, path + "-wal", path + "-shm"):
+        try:
+            mode = stat.S_IMODE(os.stat(p).st_mode)
+        except FileNotFoundError:
+            continue
+        if mode & 0o077:
+            try:
+                os.chmod(p, mode & ~0o077)
+            except OSError as e:  # another user's file: usable still, but say so
+                log.warning("Rollout state file %s is open to others (mode %o) and cannot be narrowed: %s", p, mode,
+                            e.strerror)
+                continue
+            log.warning("Rollout state file %s was open to others (mode %o): now %o", p, mode, mode & ~0o077)
+
+
 @dataclass
 class Saved:
     config: rollout_pb2.ModelRollout
@@ -87,7 +138,7 @@ class RolloutStore:
         self.lock = threading.Lock()
         try:
             if path != MEMORY:
-                os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+                _private(path)
             self._db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None,
                                        check_same_thread=False)
             if path != MEMORY:
@@ -116,10 +167,14 @@ class RolloutStore:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
+                self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                # SQLite rolls back itself after some errors (SQLITE_FULL at COMMIT): only an
+                # open transaction is rolled back, and a failing ROLLBACK does not hide the cause.
+                if self._db.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        self._db.execute("ROLLBACK")
                 raise
-            self._db.execute("COMMIT")
 
     def close(self) -> None:
         with self.lock:
@@ -129,8 +184,8 @@ class RolloutStore:
         try:
             with self.lock:
                 self._db.execute(sql, args)
-        except sqlite3.OperationalError as e:  # locked past the busy timeout, disk full, read-only ...
-            raise ServingError(Code.UNAVAILABLE, f"The rollout state file {self.path} cannot be written: {e}") from None
+        except sqlite3.Error as e:  # locked past the busy timeout, disk full, read-only ...
+            raise StoreWriteError(self.path, e) from None
 
     def load(self) -> dict[str, Saved]:
         """Every saved rollout by model. Raises StoreError on a row that does not parse."""
@@ -148,20 +203,33 @@ class RolloutStore:
             out[model] = Saved(mr, file_entry, final, int(failed))
         return out
 
-    def save(self, name: str, config: rollout_pb2.ModelRollout, *, file_entry: Optional[bytes],
-             final_rollback: Optional[str], failed_analyses: int, now: float) -> None:
-        self._write("INSERT INTO rollouts (model, config, file_entry, final_rollback, failed_analyses, updated) "
-                    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (model) DO UPDATE SET config = excluded.config, "
-                    "file_entry = excluded.file_entry, final_rollback = excluded.final_rollback, "
-                    "failed_analyses = excluded.failed_analyses, updated = excluded.updated",
-                    (name, config.SerializeToString(), file_entry, final_rollback, failed_analyses, now))
+    def _writes(self, statements: list[tuple[str, tuple]]) -> None:
+        """``statements`` in one transaction: all written, or none and ``StoreWriteError``."""
+        try:
+            with self.transaction() as db:
+                for sql, args in statements:
+                    db.execute(sql, args)
+        except sqlite3.Error as e:
+            raise StoreWriteError(self.path, e) from None
 
-    def delete(self, name: str) -> None:
-        self._write("DELETE FROM rollouts WHERE model = ?", (name,))
+    def save(self, name: str, config: rollout_pb2.ModelRollout, *, file_entry: Optional[bytes],
+             final_rollback: Optional[str], failed_analyses: int, now: float,
+             decisions: tuple[tuple[float, str, str], ...] = ()) -> None:
+        """The rollout of ``name`` as it stands, with ``decisions`` ((unix time, who, text) each)
+        for the log, in one transaction (``StoreWriteError``: none of it is written)."""
+        self._writes([("INSERT INTO rollouts (model, config, file_entry, final_rollback, failed_analyses, updated) "
+                       "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (model) DO UPDATE SET config = excluded.config, "
+                       "file_entry = excluded.file_entry, final_rollback = excluded.final_rollback, "
+                       "failed_analyses = excluded.failed_analyses, updated = excluded.updated",
+                       (name, config.SerializeToString(), file_entry, final_rollback, failed_analyses, now))]
+                     + [_decision(name, d) for d in decisions])
+
+    def delete(self, name: str, decisions: tuple[tuple[float, str, str], ...] = ()) -> None:
+        """Remove the rollout of ``name``, with ``decisions`` for the log, in one transaction."""
+        self._writes([("DELETE FROM rollouts WHERE model = ?", (name,))] + [_decision(name, d) for d in decisions])
 
     def log(self, name: str, unix_time: float, who: str, text: str) -> None:
-        self._write("INSERT INTO decisions (model, unix_time, who, text) VALUES (?, ?, ?, ?)",
-                    (name, unix_time, who, text))
+        self._write(*_decision(name, (unix_time, who, text)))
 
     # ---- shared by worker processes -------------------------------------------------------
 
@@ -172,8 +240,8 @@ class RolloutStore:
                 db.execute("DELETE FROM evidence WHERE worker = ?", (worker,))
                 db.executemany("INSERT INTO evidence (worker, model, version, updated, data) VALUES (?, ?, ?, ?, ?)",
                                [(worker, m, v, now, data) for m, v, data in rows])
-        except sqlite3.OperationalError as e:
-            raise ServingError(Code.UNAVAILABLE, f"The rollout state file {self.path} cannot be written: {e}") from None
+        except sqlite3.Error as e:
+            raise StoreWriteError(self.path, e) from None
 
     def evidence_of(self, model: str, version: int, *, exclude: str, since: float) -> list[tuple[float, str]]:
         """The other workers' windows of ``version`` published since ``since``: (when, JSON)."""
@@ -183,7 +251,9 @@ class RolloutStore:
 
     def take_lease(self, name: str, holder: str, now: float, ttl_s: float) -> bool:
         """Hold the lease ``name`` for ``ttl_s`` more seconds if it is free, expired or already
-        ``holder``'s; True when ``holder`` holds it now. One statement: two workers cannot both win."""
+        ``holder``'s; True when ``holder`` holds it now. One statement: two workers cannot both win.
+        False when another worker holds the database locked; ``StoreWriteError`` when the file
+        cannot be written at all (disk full, read-only): no worker can hold the lease then."""
         try:
             with self.lock:
                 self._db.execute("INSERT INTO leases (name, holder, until) VALUES (?, ?, ?) ON CONFLICT (name) DO "
@@ -191,8 +261,10 @@ class RolloutStore:
                                  "WHERE leases.until < ? OR leases.holder = excluded.holder",
                                  (name, holder, now + ttl_s, now))
                 row = self._db.execute("SELECT holder FROM leases WHERE name = ?", (name,)).fetchone()
-        except sqlite3.OperationalError:
-            return False  # locked: another worker is writing; try at the next round
+        except sqlite3.Error as e:
+            if _locked(e):
+                return False  # another worker is writing; try at the next round
+            raise StoreWriteError(self.path, e) from None
         return row is not None and row[0] == holder
 
     def decisions(self, name: str, limit: int = DECISIONS_KEPT) -> list[tuple[float, str, str]]:
@@ -201,3 +273,7 @@ class RolloutStore:
             rows = self._db.execute("SELECT unix_time, who, text FROM decisions WHERE model = ? ORDER BY id DESC "
                                     "LIMIT ?", (name, limit)).fetchall()
         return [(float(t), who, text) for t, who, text in reversed(rows)]
+
+
+def _decision(name: str, d: tuple[float, str, str]) -> tuple[str, tuple]:
+    return "INSERT INTO decisions (model, unix_time, who, text) VALUES (?, ?, ?, ?)", (name, *d)

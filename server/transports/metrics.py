@@ -336,6 +336,13 @@ class Metrics:
         return (render(sorted(tf, key=by_name), order) + render(sorted(verso, key=by_name), order)
                 + render(self.local.collect()))
 
+    def add_rollout_safety(self, state: Callable[[], dict]) -> None:
+        """Export where rollouts fail closed: ``state()`` (``RolloutManager.safety``, on the loop
+        at each scrape) gives whether rollouts can change, the rollouts whose state holds in
+        memory only, failed state-file writes, and the prediction log's state and drops by
+        reason. Counted by this process (under ``--num_workers``, the answering worker's own)."""
+        self.local.register(_RolloutSafetyCollector(state))
+
 
 class _VersionCollector:
     """``verso_model_version_state`` (1 for the state each version is in) and
@@ -559,3 +566,36 @@ def render(families: Iterable, label_order: Optional[dict[str, Sequence[str]]] =
             lines.append(f"{sample}{{{labels}}} {_number(s.value)}" if labels else f"{sample} {_number(s.value)}")
     return ("\n".join(lines) + "\n").encode() if lines else b""
 
+
+
+class _RolloutSafetyCollector:
+    """``verso_rollouts_available``, ``verso_rollout_state_unsaved``,
+    ``verso_rollout_state_write_failures_total``, ``verso_prediction_log_failing``,
+    ``verso_prediction_log_waiting`` and ``verso_prediction_log_dropped_total{reason}``."""
+
+    def __init__(self, state):
+        self._state = state
+
+    def describe(self):
+        return []
+
+    def collect(self):
+        s = self._state()
+        yield GaugeMetricFamily("verso_rollouts_available", "1 when rollouts can change; 0 when the rollout state "
+                                "file could not be used at start-up (the server runs without rollout changes).",
+                                value=1 if s["available"] else 0)
+        yield GaugeMetricFamily("verso_rollout_state_unsaved", "Rollouts whose state (a ROLLBACK, failed analyses) "
+                                "holds in memory only: the state file cannot be written; retried every second.",
+                                value=s["unsaved"])
+        yield CounterMetricFamily("verso_rollout_state_write_failures", "Writes of the rollout state file that "
+                                  "failed (the change refused, or retried).", value=s["write_failures"])
+        yield GaugeMetricFamily("verso_prediction_log_failing", "1 while the prediction log cannot be written.",
+                                value=1 if s["log_failing"] else 0)
+        yield GaugeMetricFamily("verso_prediction_log_waiting", "Answers waiting in memory to be written to the "
+                                "prediction log.", value=s["log_waiting"])
+        dropped = CounterMetricFamily("verso_prediction_log_dropped", "Answers under a rollout not logged (they got no "
+                                      "request id), or lost at exit after their id was given, by reason.",
+                                      labels=["reason"])
+        for reason in ("queue full", "lost at exit"):
+            dropped.add_metric([reason], s["log_dropped"].get(reason, 0))
+        yield dropped

@@ -42,10 +42,16 @@ EXPORTED = {
     "verso_version_drifting": "gauge",
     "verso_version_drift_psi": "gauge",
     ":tensorflow:serving:request_count": "counter",  # TF Serving's own name: no _total
+    "verso_rollouts_available": "gauge",
+    "verso_rollout_state_unsaved": "gauge",
+    "verso_rollout_state_write_failures_total": "counter",
+    "verso_prediction_log_failing": "gauge",
+    "verso_prediction_log_waiting": "gauge",
+    "verso_prediction_log_dropped_total": "counter",
 }
 
 ALERTS = {"VersoVersionStale", "VersoVersionDrifting", "VersoRollback", "VersoErrorSpike", "VersoRolloutAlarm",
-          "VersoRolloutVersionUnavailable"}
+          "VersoRolloutVersionUnavailable", "VersoRolloutSafety"}
 
 # ---- PromQL names -----------------------------------------------------------------------------------
 
@@ -137,7 +143,7 @@ def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
 def test_promtool_checks_the_rules():
     r = run(promtool(), "check", "rules", str(RULES))
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "SUCCESS: 6 rules found" in r.stdout
+    assert "SUCCESS: 7 rules found" in r.stdout
 
 
 def test_the_rules_are_the_documented_alerts():
@@ -186,6 +192,13 @@ tests:
       # calls refused before a version was chosen: the caller's mistake, not a version's
       - series: 'verso_request_count_total{{model_name="half", version="", api="Predict", entrypoint="GRPC", status="NOT_FOUND"}}'
         values: '0+100x30'
+      # replica a: a ROLLBACK not written from minute 5; replica b: healthy, no answer dropped
+      - series: 'verso_rollout_state_unsaved{{instance="a"}}'
+        values: '0x4 1x20'
+      - series: 'verso_rollouts_available{{instance="b"}}'
+        values: '1x30'
+      - series: 'verso_prediction_log_dropped_total{{instance="b", reason="queue full"}}'
+        values: '0x30'
     alert_rule_test:
       - eval_time: 1m
         alertname: VersoRollback
@@ -230,6 +243,20 @@ tests:
       - eval_time: 15m
         alertname: VersoRolloutAlarm
         exp_alerts: []
+      - eval_time: 5m
+        alertname: VersoRolloutSafety
+        exp_alerts: []
+      - eval_time: 7m
+        alertname: VersoRolloutSafety
+        exp_alerts:
+          - exp_labels: {{severity: critical, instance: a}}
+            exp_annotations:
+              summary: "Verso a: the rollout state file cannot be used or written"
+              description: >-
+                Rollouts on a fail closed for 1 minute: changes are refused, a ROLLBACK holds in
+                memory only (a restart would lose it), or answers get no request id. Check the disk
+                that holds --rollout_state_file (full, read-only) and the rollout status alarms; the
+                server log says which.
 """
 
 

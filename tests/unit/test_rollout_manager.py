@@ -583,7 +583,12 @@ def test_a_full_log_queue_drops_and_counts_never_blocks():
     rm.log.capacity = 1
     rm.log._thread = object()  # no writer: what is queued stays queued
     ids = [rm.observe("m", 1, 0.01, "OK", CLASSES) for _ in range(5)]
-    assert all(ids) and rm.log.dropped == 4 and len(rm.log._answers) == 1
+    # A dropped answer gets no request id: feedback could never name it.
+    assert ids[0] and ids[1:] == [None] * 4 and rm.log.dropped == 4 and len(rm.log._answers) == 1
+    assert rm.log.dropped_by == {"queue full": 4}
+    assert any("4 answers were not logged and got no request id" in a for a in rm.status("m").alarms)
+    rm.wall.t += rollout_manager.DROP_ALARM_S + 1  # an alarm clears once drops stop (the metric keeps counting)
+    assert not any("got no request id" in a for a in rm.status("m").alarms) and rm.log.dropped == 4
 
 
 def test_answers_are_logged_with_role_output_and_class_scores():

@@ -152,3 +152,47 @@ def test_in_memory_by_default():
     rm.apply({"m": mr_of(canary=0, canary_percent=0)})
     assert rm.store.path == ":memory:" and rm.store.load().keys() == {"m"}
     assert rm.observe("m", 1, 0.01, "OK", CLASSES)
+
+
+# ---- fail closed when the file cannot be written (tests/security/test_safety.py fills a real
+# disk; here SQLite's query_only makes every write fail, without root)
+
+
+def read_only(rm: RolloutManager, on: bool = True) -> None:
+    with rm.store.lock:
+        rm.store.db.execute(f"PRAGMA query_only = {int(on)}")
+
+
+def test_a_change_that_cannot_be_written_is_refused_and_a_rollback_is_not(tmp_path):
+    clock = Clock(0.0)
+    rm = manager(tmp_path / "state.sqlite", clock)
+    rm.apply({"m": auto(canary_percent=10)}, source="rollouts.config")
+    read_only(rm)
+    with pytest.raises(ServingError) as e:
+        rm.set(auto(canary_percent=50))
+    assert e.value.code == Code.UNAVAILABLE and rm.configs["m"].canary_percent == 10.0
+    bad_canary_evidence(rm)
+    clock.t = 10.0
+    [(_, text)] = rm.tick()
+    assert text.startswith("ROLLBACK") and rm.configs["m"].canary_percent == 0.0
+    assert rm.safety()["unsaved"] == 1 and rm.store.load()["m"].config.canary_percent == 10.0
+    read_only(rm, False)
+    rm.retry_unsaved()
+    saved = rm.store.load()["m"]
+    assert rm.safety()["unsaved"] == 0 and saved.config.canary_percent == 0.0 and saved.final_rollback == text
+    assert [t.split(":")[0] for _, _, t in rm.store.decisions("m")][-1] == "ROLLBACK"
+
+
+def test_a_refused_write_leaves_no_transaction_open_and_writes_nothing(tmp_path):
+    store = RolloutStore(str(tmp_path / "state.sqlite"))
+    with store.lock:
+        store.db.execute("PRAGMA query_only = 1")
+    with pytest.raises(ServingError):
+        store.save("m", mr_of(), file_entry=None, final_rollback=None, failed_analyses=0, now=1.0,
+                   decisions=((1.0, "who", "text"),))
+    assert not store.db.in_transaction and store.load() == {} and store.decisions("m") == []
+    with store.lock:
+        store.db.execute("PRAGMA query_only = 0")
+    store.save("m", mr_of(), file_entry=None, final_rollback=None, failed_analyses=0, now=1.0,
+               decisions=((1.0, "who", "text"),))
+    assert store.decisions("m") == [(1.0, "who", "text")]
