@@ -68,3 +68,30 @@ def test_a_failed_canary_never_breaks_the_dashboard_or_status(server):
     assert states[2][0] == get_model_status_pb2.ModelVersionStatus.END and states[2][1] != 0
     # The page itself is served, and Predict still answers from the stable version.
     assert server.http("GET", "/dashboard")[0] == 200
+
+
+def test_the_dashboard_page_shows_the_failed_version(server):
+    """The page itself, in headless Chromium: the failed canary is a row with its error, the
+    rollout card shows its alarm, and the page has no script error."""
+    from tests.e2e.test_dashboard import CHROMIUM, CHROMIUM_ARGS, WAIT_MS, _require_tools
+    _require_tools()
+    from playwright.sync_api import expect, sync_playwright
+
+    wait_until(lambda: _failed(server), timeout=30, what="v2 failed to load")
+    errors: list[str] = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page()
+            page.set_default_timeout(WAIT_MS)
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(f"http://127.0.0.1:{server.rest_port}/dashboard")
+            expect(page.get_by_test_id("conn")).to_have_text("live")
+            expect(page.get_by_test_id("state-m-2")).to_have_text("END")
+            expect(page.get_by_test_id("state-m-1")).to_have_text("AVAILABLE")
+            expect(page.locator("tr", has=page.get_by_test_id("model-m-2"))).to_contain_text("DecodeError")
+            expect(page.get_by_test_id("alarms-m")).to_contain_text("v2")
+        finally:
+            browser.close()
+    assert errors == [], errors
