@@ -43,6 +43,7 @@ log = logging.getLogger("verso.source")
 
 _VERSION_RE = re.compile(r"^[0-9]+$")
 _MAX_VERSION = 2**63 - 1
+_PROBLEM_LINES = 20  # per model and poll: a base path full of broken links is not a flood
 
 Fingerprint = tuple[int, int, int]  # (entries, total bytes, newest mtime/ctime in ns)
 
@@ -423,12 +424,19 @@ class FileSystemSource:
         if not scan.exists:
             return  # the entries' problems stand until the base path can be listed again
         before = self._problems_logged.get(m.name, {})
-        for path, problem in sorted(scan.problems.items()):
-            if before.get(path) != problem:
-                log.error("Version entry %r of model %s %s; it is left out (the model's other versions are "
-                          "not affected)", path, m.name, problem)
-        for path in sorted(set(before) - set(scan.problems)):
+        new = [(path, problem) for path, problem in sorted(scan.problems.items()) if before.get(path) != problem]
+        for path, problem in new[:_PROBLEM_LINES]:
+            log.error("Version entry %r of model %s %s; it is left out (the model's other versions are "
+                      "not affected)", path, m.name, problem)
+        if len(new) > _PROBLEM_LINES:
+            log.error("... and %d more version entries of model %s that cannot be used", len(new) - _PROBLEM_LINES,
+                      m.name)
+        mended = sorted(set(before) - set(scan.problems))
+        for path in mended[:_PROBLEM_LINES]:
             log.info("Version entry %r of model %s no longer %s", path, m.name, _mended(before[path]))
+        if len(mended) > _PROBLEM_LINES:
+            log.info("... and %d more version entries of model %s mended or gone", len(mended) - _PROBLEM_LINES,
+                     m.name)
         if scan.problems:
             self._problems_logged[m.name] = dict(scan.problems)
         else:

@@ -216,3 +216,23 @@ def test_a_version_that_failed_for_good_no_longer_holds_updates_back(tmp_path):
         assert emitted[-1] == {99999: str(base / "99999")}
 
     asyncio.run(main())
+
+
+def test_many_broken_entries_are_summed_up_not_flooded(tmp_path, caplog):
+    base = tmp_path / "m"
+    (base / "1").mkdir(parents=True)
+    for v in range(100, 150):
+        os.symlink(str(v), base / str(v))
+    emitted: list = []
+    src = _source(base, emitted)
+    caplog.set_level(logging.INFO, logger="verso.source")
+
+    async def main():
+        await src.poll()
+        await src.poll()
+
+    asyncio.run(main())
+    assert emitted == [{1: str(base / "1")}]
+    lines = [r.getMessage() for r in caplog.records]
+    assert len([line for line in lines if "symlink loop" in line]) == 20
+    assert "... and 30 more version entries of model m that cannot be used" in lines
