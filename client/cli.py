@@ -19,6 +19,8 @@ import os
 import sys
 from typing import Optional
 
+from client.terminal import printable
+
 EXIT_ERROR = 1
 EXIT_USAGE = 2  # as argparse: input that makes no sense, nothing was started
 EXIT_USAGE = 2
@@ -278,12 +280,15 @@ def parse_inputs(items: list[str]):
 # ---- output -------------------------------------------------------------------------------------
 
 def _console(stderr: bool = False):
-    from rich.console import Console
+    """Every rich output of the CLI goes through this console: what callers wrote (slice keys,
+    labels, names, messages) is shown as text, never as markup or terminal control
+    (``client.terminal``)."""
+    from client import terminal
 
     stream = sys.stderr if stderr else sys.stdout
     # Not a terminal (a pipe, a file, a test): wide enough that no column is cut.
     width = None if stream.isatty() or "COLUMNS" in os.environ else 240
-    return Console(stderr=stderr, highlight=False, soft_wrap=False, width=width)
+    return terminal.console(stderr=stderr, width=width)
 
 
 def _jsonable(arr):
@@ -305,6 +310,7 @@ def _print_json(doc) -> None:
 def _show_predict(outputs, version, as_json: bool) -> None:
     import numpy as np
     from rich.table import Table
+    from rich.text import Text
 
     if as_json:
         _print_json({"model_version": version, "outputs": {a: _jsonable(v) for a, v in outputs.items()}})
@@ -314,8 +320,9 @@ def _show_predict(outputs, version, as_json: bool) -> None:
         table.add_column(col, no_wrap=col != "value")
     for alias, arr in outputs.items():
         arr = np.asarray(arr)
-        table.add_row(alias, str(arr.dtype), str(arr.shape),
-                      np.array2string(arr, threshold=200, max_line_width=100))
+        # The value's own line breaks are kept (a matrix); anything else in it is shown as text.
+        value = np.array2string(arr, threshold=200, max_line_width=100)
+        table.add_row(alias, str(arr.dtype), str(arr.shape), Text("\n".join(map(printable, value.split("\n")))))
     _console().print(table)
 
 
@@ -464,7 +471,7 @@ def _reload(args) -> None:
     with _client(args) as c:
         c.reload(config)
     names = [m.name for m in config.model_config_list.config]
-    print(f"reloaded: {len(names)} model(s): {', '.join(names)}")
+    print(printable(f"reloaded: {len(names)} model(s): {', '.join(names)}"))
 
 
 def _load_dataset(path: str) -> dict:
@@ -1052,9 +1059,9 @@ def _rollout(args) -> None:
                                      "high": c.high, "limit": c.limit, "canary_samples": c.canary_samples,
                                      "stable_samples": c.stable_samples, "subject": c.subject} for c in v.checks]})
             return
-        print(status.verdict.decision)
+        print(printable(status.verdict.decision))
         for reason in status.verdict.reasons:
-            print(f"  {reason}")
+            print(f"  {printable(reason)}")
         return
     _show_compare(status, args.json)
     if not args.json:
@@ -1101,11 +1108,12 @@ def _html(status, path: str) -> None:
 def _feedback(args) -> None:
     with _client(args) as c:
         r = c.feedback(args.request_id, args.labels)
-    print(f"{r.model} v{r.version}: {r.correct} of {r.rows} rows correct")
+    print(printable(f"{r.model} v{r.version}: {r.correct} of {r.rows} rows correct"))
 
 
 def _one_line(text: str) -> str:
-    return " ".join(text.split())
+    """An error message (it may quote what a caller sent) as one printable line."""
+    return printable(" ".join(text.split()))
 
 
 _HANDLERS = {"predict": _predict, "status": _status, "metadata": _metadata, "reload": _reload, "bench": _bench,

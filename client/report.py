@@ -22,6 +22,8 @@ import time
 from importlib import resources
 from typing import Optional
 
+from client.terminal import printable
+
 MAIN_SCRIPT = '<script id="verso-main">'
 DEFAULT_P99_RATIO = 1.2  # Gates.max_p99_ratio when 0
 
@@ -186,7 +188,10 @@ def _recall(ax, status, colors) -> None:
                 ax.text(x, 1, "–" if r is None else "0", ha="center", va="bottom",
                         fontsize=11 if r is None else 8, color="#5f6b7a" if r is None else colors[v.version])
     ax.set_xticks(range(len(labels)))
-    ax.set_xticklabels(labels, rotation=45 if len(labels) > 12 else 0)
+    # Class labels come from callers' feedback: shown as written, never read as mathtext ("$x^{$"
+    # made savefig raise and `verso compare --plot` fail).
+    ax.set_xticklabels([printable(label) for label in labels], rotation=45 if len(labels) > 12 else 0,
+                       parse_math=False)
     ax.set_ylim(0, 122)
     ax.set_yticks(range(0, 101, 20))
     ax.set_ylabel("recall, %")
@@ -213,8 +218,9 @@ def _cost(ax, status, colors) -> None:
         note = f"{cpu:.3g} s"
         money = _known(v.cost.money_per_1000)
         if money is not None:
-            note += f"\n{money:.3g} {v.cost.currency or 'USD'}"
-        ax.annotate(note, (x, cpu), textcoords="offset points", xytext=(0, 3), ha="center", fontsize=8)
+            note += f"\n{money:.3g} {printable(v.cost.currency or 'USD')}"
+        ax.annotate(note, (x, cpu), textcoords="offset points", xytext=(0, 3), ha="center", fontsize=8,
+                    parse_math=False)  # the currency is a caller's text
         s = _known(v.cost.shadow_cpu_seconds_per_1000)
         if shadow and s is not None:
             ax.bar([i + width / 2], [s], width=width, color=colors[v.version], alpha=0.45, hatch="//")
@@ -252,5 +258,6 @@ def plot(status, path: str) -> None:
     if status.verdict.final:
         verdict += " (final)"
     roles = f"stable v{status.config.stable}" + (f", canary v{status.config.canary}" if status.config.canary else "")
-    fig.suptitle(f"{status.config.model or 'rollout'}: {verdict} ({roles})", fontsize=14, fontweight="bold")
+    fig.suptitle(printable(f"{status.config.model or 'rollout'}: {verdict} ({roles})"), fontsize=14, fontweight="bold",
+                 parse_math=False)
     fig.savefig(path)

@@ -113,7 +113,7 @@ class App:
                                load_retry_interval_s=s.load_retry_interval_micros / 1e6, on_unloaded=self._unloaded)
         self.source = FileSystemSource([], self.manager.set_aspired_versions,
                                        settle_seconds=s.version_settle_seconds, executor=pools["fs"],
-                                       clock=time.monotonic)
+                                       clock=time.monotonic, failed=self.manager.failed_versions)
         self.served = ServedModels(self.source, self.manager,
                                    allow_unavailable_labels=s.allow_version_labels_for_unavailable_models)
         self.rollouts = self._build_rollouts()

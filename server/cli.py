@@ -11,16 +11,49 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import sys
 from typing import Optional
 
 EXIT_STARTUP_FAILURE = 255
 
 
+class LogFormatter(logging.Formatter):
+    """Each log record's message is one bounded line: newlines and other control characters in
+    it (a model name, a path, an error text quoting what a caller sent) are escaped, so no caller
+    can forge a log line or write to the operator's terminal, and a message longer than
+    ``MAX_MESSAGE`` characters is cut. A traceback, appended after the message, keeps its line
+    breaks (only its other control characters are escaped)."""
+
+    MAX_MESSAGE = 16384
+    _CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+    _NAMED = {"\n": "\\n", "\r": "\\r"}
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        text = record.message
+        if len(text) > self.MAX_MESSAGE:
+            text = f"{text[:self.MAX_MESSAGE]}... [cut: {len(text) - self.MAX_MESSAGE} more characters]"
+        record.message = self._CONTROL.sub(self._escape, text)
+        return super().formatMessage(record)
+
+    def formatException(self, ei) -> str:
+        # A traceback's own lines stay; what acts on a terminal in them (an exception's text) does not.
+        return self._CONTROL.sub(lambda m: "\n" if m.group() == "\n" else self._escape(m), super().formatException(ei))
+
+    @classmethod
+    def _escape(cls, match: re.Match) -> str:
+        ch = match.group()
+        named = cls._NAMED.get(ch)
+        if named:
+            return named
+        return f"\\x{ord(ch):02x}" if ord(ch) < 0x100 else f"\\u{ord(ch):04x}"
+
+
 def _setup_logging() -> None:
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s.%(msecs)03d %(levelname).1s %(name)s] %(message)s",
-                        datefmt="%Y-%m-%d %H:%M:%S")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(LogFormatter("%(asctime)s.%(msecs)03d %(levelname).1s %(name)s] %(message)s",
+                                      datefmt="%Y-%m-%d %H:%M:%S"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
     # TensorFlow's C++ start-up chatter is noise for a server operator; VERSO users can override.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 

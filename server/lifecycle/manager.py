@@ -146,6 +146,11 @@ class Manager:
                 harnesses[version] = Harness(name, version, path)
         self._wake.set()
 
+    def failed_versions(self, name: str) -> set[int]:
+        """The versions of ``name`` whose load failed for good (END with an error); the
+        source's version policy passes them over until their directory changes."""
+        return {v for v, h in self._models.get(name, {}).items() if h.state == State.END and h.error is not None}
+
     def model_names(self) -> list[str]:
         return sorted(self._models)
 

@@ -12,6 +12,14 @@ Split in three so each part can be tested alone:
 * ``FileSystemSource`` (owned by the event loop): one ``poll()`` scans every model, applies
   its version policy to the settled versions and hands the full aspired set to the sink.
 
+Faults are kept to the entry they concern: a version entry that is a symlink loop, a dangling
+symlink or cannot be read is left out (the model's other versions still load and update), and
+what is wrong with which path is logged once, again only when it changes or is mended. A
+symlink cycle inside a version directory is walked once. A version whose load failed for good
+is left out of the version policy until its directory changes, so a planted or broken
+``99999/`` does not hold the model's updates back for ever (TF Serving's policy keeps aspiring
+it, and the model never moves to a newer good version below it).
+
 Wake-ups come from watchdog events (fast pickup) and from a periodic poll (the fallback
 that always works); both only *trigger* ``poll()``, which is the single place that decides.
 """
@@ -19,13 +27,15 @@ that always works); both only *trigger* ``poll()``, which is the single place th
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import re
+import stat
 import warnings
 from concurrent.futures import Executor
-from dataclasses import dataclass
-from typing import Callable, Mapping, Optional
+from dataclasses import dataclass, field
+from typing import Callable, Collection, Mapping, Optional
 
 from server.lifecycle.policy import Specific, VersionPolicy, aspired_versions
 
@@ -33,6 +43,7 @@ log = logging.getLogger("verso.source")
 
 _VERSION_RE = re.compile(r"^[0-9]+$")
 _MAX_VERSION = 2**63 - 1
+_PROBLEM_LINES = 20  # per model and poll: a base path full of broken links is not a flood
 
 Fingerprint = tuple[int, int, int]  # (entries, total bytes, newest mtime/ctime in ns)
 
@@ -57,16 +68,45 @@ class ScanResult:
     versions: Mapping[int, str]                  # version -> directory
     identities: Mapping[int, Identity]           # version -> directory identity
     fingerprints: Mapping[int, Fingerprint]      # only for versions not skipped
+    # Version entries left out, path -> what is wrong with it ("is a symlink loop", ...).
+    problems: Mapping[str, str] = field(default_factory=dict)
+    # Why the base path itself cannot be listed ("does not exist", ...); "" when it can.
+    error: str = ""
+
+
+def describe_error(path: str, e: OSError) -> str:
+    """What is wrong with ``path``, from the error that touching it raised, in words an operator
+    can act on (the base path's or a version entry's log line)."""
+    if e.errno == errno.ELOOP:
+        return "is a symlink loop (too many levels of symbolic links)"
+    if e.errno in (errno.ENOENT, errno.ENOTDIR):
+        try:
+            target = os.readlink(path)
+        except OSError:  # not a symlink
+            return "is not a directory" if e.errno == errno.ENOTDIR and os.path.lexists(path) else "does not exist"
+        if os.path.exists(path):
+            return f"is not a directory (a symlink to {target!r})"
+        return f"is a dangling symlink (to {target!r}, which does not exist)"
+    if e.errno in (errno.EACCES, errno.EPERM):
+        return "cannot be read (permission denied)"
+    return f"cannot be read ({e.strerror or e})"
 
 
 def fingerprint(path: str) -> Fingerprint:
-    """A cheap summary of a directory tree that changes whenever anything under it is written."""
+    """A cheap summary of a directory tree that changes whenever anything under it is written.
+
+    Symlinks are followed, but each directory is walked once: a link back up the tree (``a ->
+    .``) would otherwise make the walk exponential and hold the source's thread for good."""
     entries = size = newest = 0
     stack = [path]
+    seen: set[tuple[int, int]] = set()
     while stack:
         d = stack.pop()
         try:
             st = os.stat(d)
+            if (st.st_dev, st.st_ino) in seen:
+                continue
+            seen.add((st.st_dev, st.st_ino))
             newest = max(newest, st.st_mtime_ns, st.st_ctime_ns)
             with os.scandir(d) as it:
                 for e in it:
@@ -87,29 +127,42 @@ def fingerprint(path: str) -> Fingerprint:
 
 def scan_base_path(base_path: str, skip: Mapping[int, Identity] = {}) -> ScanResult:
     """List the numeric version directories of a model; fingerprint each one unless it is in
-    ``skip`` with the same identity (settled and not replaced since)."""
+    ``skip`` with the same identity (settled and not replaced since).
+
+    Never raises and never logs (the source logs, once per problem). A base path that cannot
+    be listed gives ``exists=False`` and the reason in ``error``; a numeric entry that cannot be
+    followed or read (a symlink loop, a dangling symlink, no permission) is left out with the
+    reason in ``problems``, and the other versions are listed as usual. Files named like a
+    version are not versions, and neither are other names (as before: silently)."""
+    candidates: list[tuple[str, str]] = []
     try:
         with os.scandir(base_path) as it:
-            children = [(e.name, e.path) for e in it if e.is_dir(follow_symlinks=True)]
-    except (FileNotFoundError, NotADirectoryError):
-        return ScanResult(False, {}, {}, {})
+            for e in it:
+                if _VERSION_RE.match(e.name):
+                    candidates.append((e.name, e.path))
     except OSError as e:
-        log.error("Cannot list base path %s: %s", base_path, e)
-        return ScanResult(False, {}, {}, {})
+        return ScanResult(False, {}, {}, {}, error=describe_error(base_path, e))
     versions: dict[int, str] = {}
     identities: dict[int, Identity] = {}
-    for name, path in sorted(children):
-        if _VERSION_RE.match(name):
-            v = int(name)
-            if v <= _MAX_VERSION and v not in versions:
-                try:
-                    st = os.stat(path)
-                except OSError:
-                    continue
-                versions[v] = path
-                identities[v] = (st.st_dev, st.st_ino, st.st_ctime_ns)
+    problems: dict[str, str] = {}
+    for name, path in sorted(candidates):
+        v = int(name)
+        if v > _MAX_VERSION or v in versions:
+            continue
+        try:
+            st = os.stat(path)
+        except OSError as e:
+            problems[path] = describe_error(path, e)
+            continue
+        if not stat.S_ISDIR(st.st_mode):
+            continue
+        if not os.access(path, os.R_OK | os.X_OK):
+            problems[path] = describe_error(path, PermissionError(errno.EACCES, "Permission denied"))
+            continue
+        versions[v] = path
+        identities[v] = (st.st_dev, st.st_ino, st.st_ctime_ns)
     fps = {v: fingerprint(p) for v, p in versions.items() if skip.get(v) != identities[v]}
-    return ScanResult(True, versions, identities, fps)
+    return ScanResult(True, versions, identities, fps, problems)
 
 
 @dataclass(frozen=True)
@@ -204,18 +257,32 @@ class FileSystemSource:
     ``poll()`` is the one step; the background loop calls ``run_once()`` forever, which polls
     every ``poll_wait_seconds``, or sooner when ``trigger()`` is called or a directory is
     settling.
+
+    ``failed(name)``, when given, names the versions of ``name`` whose load failed for good (the
+    manager's END with an error). Such a version is no candidate for the version policy while
+    its directory is the one that was aspired when it failed: the policy picks among the others
+    (a new good version below a broken higher one still loads). When the directory is replaced
+    it is a candidate again, and the manager makes a fresh attempt. Pinned versions (rollouts)
+    stay aspired whatever happened to them.
     """
 
     def __init__(self, models: list[ServableConfig], sink: AspiredSink, *, settle_seconds: float,
-                 executor: Executor, clock: Callable[[], float]):
+                 executor: Executor, clock: Callable[[], float],
+                 failed: Optional[Callable[[str], Collection[int]]] = None):
         self._models: dict[str, ServableConfig] = {}
         self._trust: set[str] = set()  # models whose next scan may trust existing directories
         self._sink = sink
         self._executor = executor
         self._clock = clock
+        self._failed = failed
         self._tracker = SettleTracker(settle_seconds)
         self._emitted: dict[str, dict[int, str]] = {}
-        self._missing_logged: set[str] = set()
+        # The identity of each emitted version's directory when it was last aspired: a failure
+        # is held against that directory only.
+        self._aspired_identity: dict[tuple[str, int], Identity] = {}
+        self._missing_logged: dict[str, str] = {}  # model -> why its base path cannot be listed
+        self._problems_logged: dict[str, dict[str, str]] = {}  # model -> {entry path: problem}
+        self._failed_logged: set[tuple[str, int, Identity]] = set()
         self._empty_logged: set[str] = set()
         self._specific_missing_logged: set[tuple[str, int]] = set()
         self._pins: dict[str, frozenset[int]] = {}  # versions aspired whatever the policy (rollouts)
@@ -245,8 +312,10 @@ class FileSystemSource:
         for name in removed:
             self._trust.discard(name)
             self._tracker.forget(name)
-            self._missing_logged.discard(name)
+            self._missing_logged.pop(name, None)
+            self._problems_logged.pop(name, None)
             self._empty_logged.discard(name)
+            self._aspired_identity = {k: i for k, i in self._aspired_identity.items() if k[0] != name}
             if self._emitted.pop(name, None):
                 self._sink(name, {})
         return removed
@@ -288,13 +357,9 @@ class FileSystemSource:
             self._trust.discard(m.name)
             if seen.wait is not None:
                 waits.append(seen.wait)
+            self._log_problems(m, scan)
             if not scan.exists:
-                if m.name not in self._missing_logged:
-                    self._missing_logged.add(m.name)
-                    log.error("Base path %s of model %s does not exist; the model is NOT_FOUND until it "
-                              "appears (what is loaded keeps serving)", m.base_path, m.name)
                 continue  # keep what was emitted: a vanished mount must not unload a serving model
-            self._missing_logged.discard(m.name)
             if not scan.versions:
                 if m.name not in self._empty_logged:
                     self._empty_logged.add(m.name)
@@ -304,7 +369,7 @@ class FileSystemSource:
                 self._empty_logged.discard(m.name)
             # A replaced directory still counts for the policy, so that while it settles again
             # the policy does not fall back to an older version; it is just not aspired yet.
-            wanted = aspired_versions(seen.settled | seen.replaced, m.policy)
+            wanted = aspired_versions((seen.settled | seen.replaced) - self._failed_here(m, scan), m.policy)
             wanted = (wanted | (self._pins.get(m.name, frozenset()) & seen.settled)) - seen.replaced
             if isinstance(m.policy, Specific):
                 for v in sorted(m.policy.versions - set(scan.versions)):
@@ -325,7 +390,57 @@ class FileSystemSource:
             if previous != aspired:
                 self._emitted[m.name] = aspired
                 self._sink(m.name, aspired)
+            for v in aspired:
+                self._aspired_identity[(m.name, v)] = scan.identities[v]
         self.next_poll_in = min(waits) if waits else None
+
+    def _failed_here(self, m: ServableConfig, scan: ScanResult) -> set[int]:
+        """The versions of ``m`` that failed to load from the very directory now on disk."""
+        if self._failed is None:
+            return set()
+        out = set()
+        for v in self._failed(m.name):
+            identity = self._aspired_identity.get((m.name, v))
+            if identity is not None and identity == scan.identities.get(v):
+                out.add(v)
+                if (m.name, v, identity) not in self._failed_logged:
+                    self._failed_logged.add((m.name, v, identity))
+                    log.warning("Version %d of servable %s failed to load; the version policy passes it "
+                                "over until its directory %s changes", v, m.name, scan.versions[v])
+        return out
+
+    def _log_problems(self, m: ServableConfig, scan: ScanResult) -> None:
+        """Log what is wrong with ``m``'s base path and its version entries once per problem,
+        again when it changes, and when it is mended (never every poll)."""
+        was = self._missing_logged.get(m.name)
+        if scan.error != (was or ""):
+            if scan.error:
+                self._missing_logged[m.name] = scan.error
+                log.error("Base path %s of model %s %s; the model is NOT_FOUND until it can be listed "
+                          "(what is loaded keeps serving)", m.base_path, m.name, scan.error)
+            else:
+                del self._missing_logged[m.name]
+                log.info("Base path %s of model %s can be listed again", m.base_path, m.name)
+        if not scan.exists:
+            return  # the entries' problems stand until the base path can be listed again
+        before = self._problems_logged.get(m.name, {})
+        new = [(path, problem) for path, problem in sorted(scan.problems.items()) if before.get(path) != problem]
+        for path, problem in new[:_PROBLEM_LINES]:
+            log.error("Version entry %r of model %s %s; it is left out (the model's other versions are "
+                      "not affected)", path, m.name, problem)
+        if len(new) > _PROBLEM_LINES:
+            log.error("... and %d more version entries of model %s that cannot be used", len(new) - _PROBLEM_LINES,
+                      m.name)
+        mended = sorted(set(before) - set(scan.problems))
+        for path in mended[:_PROBLEM_LINES]:
+            log.info("Version entry %r of model %s no longer %s", path, m.name, _mended(before[path]))
+        if len(mended) > _PROBLEM_LINES:
+            log.info("... and %d more version entries of model %s mended or gone", len(mended) - _PROBLEM_LINES,
+                     m.name)
+        if scan.problems:
+            self._problems_logged[m.name] = dict(scan.problems)
+        else:
+            self._problems_logged.pop(m.name, None)
 
     async def run_once(self, poll_wait_seconds: float) -> None:
         """Wait for the next poll time (``poll_wait_seconds``, a trigger, or a settling
@@ -338,6 +453,11 @@ class FileSystemSource:
         except asyncio.TimeoutError:
             pass
         await self.poll()
+
+
+def _mended(problem: str) -> str:
+    """"is a symlink loop (...)" -> "is a symlink loop" (the fix's log line: no stale detail)."""
+    return problem.split(" (", 1)[0]
 
 
 class DirectoryWatcher:

@@ -781,6 +781,8 @@ class RolloutManager:
         from google.protobuf import json_format
         entry = rollout_pb2.VersionEvidence(version=version)
         self._fill_version(entry, name, version)
+        for part in (entry.info, entry.drift, entry.cost):  # present, defaults and all, when nothing filled them
+            part.SetInParent()
         doc = json_format.MessageToDict(entry, preserving_proto_field_name=True,
                                         always_print_fields_with_no_presence=True)
         age = self.age(name, version)
