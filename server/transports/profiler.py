@@ -291,20 +291,20 @@ def prepare_log_dir(log_dir: str, base_paths: Iterable[str]) -> str:
     ValueError (one line for the operator) when it overlaps a model base path: a profile
     written inside one would look like a version directory to the model's source."""
     if not log_dir:
-        log_dir = tempfile.mkdtemp(prefix="verso-profiles-")
-    elif not _is_url(log_dir):
-        try:
-            os.makedirs(log_dir, mode=0o700, exist_ok=True)
-        except OSError as e:
-            raise ValueError(f"Cannot make --profiler_log_dir {log_dir}: {e.strerror or e}") from None
+        return os.path.realpath(tempfile.mkdtemp(prefix="verso-profiles-"))
     real = _real(log_dir)
-    for base in base_paths:
+    for base in base_paths:  # checked first: nothing is made inside a base path
         if _is_url(base) != _is_url(real):
             continue
         base_real = _real(base)
         if _within(real, base_real) or _within(base_real, real):
             raise ValueError(f"--profiler_log_dir {log_dir} overlaps the model base path {base}: profiles must be "
                              f"written outside every model base path")
+    if not _is_url(log_dir):
+        try:
+            os.makedirs(log_dir, mode=0o700, exist_ok=True)
+        except OSError as e:
+            raise ValueError(f"Cannot make --profiler_log_dir {log_dir}: {e.strerror or e}") from None
     return real
 
 
