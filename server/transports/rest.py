@@ -11,6 +11,13 @@ its versions and states (TF Serving answers 400 there), and ``GET /readyz`` answ
 when every configured model has an AVAILABLE version and the server is not draining, 503
 otherwise, for load balancers that speak only HTTP.
 
+Control routes (``POST /v1/rollouts/MODEL``, ``POST /v1/feedback``) must not be reachable by a
+web page in an operator's browser: beyond the admin rule they need a JSON body, a ``Host`` that
+names this server and no foreign ``Origin`` (``admin.check_browser``; 415 / 403), and CORS
+never shares them, nor the ``Verso-Request-Id`` header, except with an origin listed in
+``--rest_api_cors_allowed_origins``. ``--rest_api_enable_cors_support`` keeps TF Serving's
+any-origin CORS for inference, status and metadata.
+
 Large bodies: a body over ``OFFLOAD_BYTES`` is parsed and converted in the request
 executor so the loop keeps serving; each body is parsed once.
 """
@@ -118,9 +125,9 @@ class RestApi:
         version = None
         call = CallInfo("GetModelStatus", "REST", routing_key=request.headers.get(ROUTING_KEY_HEADER), tf_api="",
                         slice=request.headers.get(SLICE_HEADER))
+        r = _ROLLOUT.fullmatch(path)
         try:
             m = _INFER.fullmatch(path)
-            r = _ROLLOUT.fullmatch(path)
             if method == "POST" and m:
                 call.model, call.tf_api = urllib.parse.unquote(m.group(1)), m.group(4)
                 call.api = call.tf_api.capitalize()
