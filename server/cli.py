@@ -1,6 +1,7 @@
 """Console entry points: ``tensorflow_model_server`` (TF Serving's command line) and ``verso``.
 
-Start-up errors print one line and exit with status 255 (TF Serving returns -1); nothing
+``verso serve`` prints where its admin token is (``Admin token: PATH ...``) before the ready
+lines, unless --admin_token_file was given. Start-up errors print one line and exit with status 255 (TF Serving returns -1); nothing
 prints a traceback to the operator. A config file that does not parse prints what TF Serving
 prints: protobuf's ``Error parsing text-format ...`` lines on stderr, then ``Failed to start
 server. Error: INVALID_ARGUMENT: Invalid protobuf file: '<path>'`` on stdout.
