@@ -108,7 +108,8 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--tls-key", metavar="PEM", help="mutual TLS: the client certificate's private key")
     g.add_argument("--token-file", metavar="FILE", default=os.environ.get("VERSO_TOKEN_FILE"),
                    help="the server's admin token (its --admin_token_file), needed by rollout set, feedback "
-                        "and reload from another machine (default: $VERSO_TOKEN_FILE)")
+                        "and reload (default: $VERSO_TOKEN_FILE; for a server on this machine, the token "
+                        "`verso serve` made in $XDG_STATE_HOME/verso/admin.token, when there is one)")
 
     servable = argparse.ArgumentParser(add_help=False)
     s = servable.add_argument_group("servable")
@@ -398,12 +399,9 @@ def _client(args, aio: bool = False, **kw):
     tls = args.tls_ca or args.tls_cert or args.tls_key
     if bool(args.tls_cert) != bool(args.tls_key):
         raise CliError("--tls-cert and --tls-key go together")
-    if args.token_file:
-        try:
-            with open(args.token_file, encoding="utf-8") as f:
-                kw["token"] = f.read().strip()
-        except OSError as e:
-            raise CliError(f"cannot read --token-file {args.token_file}: {e.strerror}") from None
+    token = _token(args)
+    if token:
+        kw["token"] = token
     if args.rest:
         if tls:
             kw["verify"] = _tls_context(args)
@@ -413,6 +411,57 @@ def _client(args, aio: bool = False, **kw):
         kw["credentials"] = grpc.ssl_channel_credentials(_read(args.tls_ca), _read(args.tls_key),
                                                          _read(args.tls_cert))
     return (AsyncClient if aio else Client)(args.target, timeout=args.timeout, **kw)
+
+
+def _token(args) -> Optional[str]:
+    """The admin token to send: --token-file's (or $VERSO_TOKEN_FILE's), else, when every
+    server named is on this machine, the one a local `verso serve` made by default (never sent
+    to another machine, whose server has a token of its own)."""
+    path = args.token_file
+    if not path:
+        from protos.local_paths import admin_token_file
+        default = admin_token_file()
+        if not (os.path.isfile(default) and _local_server(args)):
+            return None
+        path = default
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read().strip()
+    except OSError as e:
+        raise CliError(f"cannot read --token-file {path}: {e.strerror}") from None
+
+
+def _local_server(args) -> bool:
+    """Whether the --rest URL's host, or every --target, is this machine (localhost, a loopback
+    address, a UNIX socket)."""
+    import ipaddress
+    import urllib.parse
+
+    def local(host: Optional[str]) -> bool:
+        host = (host or "").strip("[]").lower()
+        if host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            return False
+
+    if args.rest:
+        url = args.rest if "://" in args.rest else "http://" + args.rest
+        try:
+            return local(urllib.parse.urlsplit(url).hostname)
+        except ValueError:
+            return False
+    for target in args.target.split(","):
+        target = target.strip()
+        if target.startswith(("unix:", "unix-abstract:")):
+            continue
+        for prefix in ("dns:///", "ipv4:", "ipv6:"):
+            target = target.removeprefix(prefix)
+        host = target.rsplit("]", 1)[0] + "]" if target.startswith("[") else target.rsplit(":", 1)[0]
+        if not local(host):
+            return False
+    return True
 
 
 def _read(path: Optional[str]) -> Optional[bytes]:

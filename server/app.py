@@ -307,9 +307,16 @@ class App:
                                    channel_arguments=grpc_channel_arguments(s),
                                    credentials=self.tls.grpc_credentials() if self.tls else None,
                                    socket_path=self.socket_path)
-        if s.enable_profiler:  # TF Serving's default: TensorFlow's profiler service on the gRPC port
-            from server.transports.profiler import add_profiler_service
-            add_profiler_service(self._grpc)
+        if s.enable_profiler:  # TensorFlow's profiler service on the gRPC port, behind the admin rule
+            from server.transports.profiler import add_profiler_service, prepare_log_dir
+            source = self.source
+            try:
+                log_dir = prepare_log_dir(s.profiler_log_dir, [m.base_path for m in source.models])
+            except ValueError as e:
+                raise StartupError(str(e)) from None
+            log.info("Profiler service on: profiles are written under %s", log_dir)
+            add_profiler_service(self._grpc, log_dir, admin_token=self.config.admin_token,
+                                 base_paths=lambda: [m.base_path for m in source.models])
         if s.enable_grpc_healthcheck_service:
             from server.transports.health import HealthReporter
             self._health = health.aio.HealthServicer()
@@ -362,7 +369,8 @@ class App:
             from server.transports.rest import RestApi, start as start_rest
             api = RestApi(self.core, timeout_ms=s.rest_api_timeout_in_ms, cors=s.rest_api_enable_cors_support,
                           metrics=self.metrics, metrics_path=self.prometheus_path, ready=self.ready,
-                          executor=self._pools["predict"])
+                          executor=self._pools["predict"],
+                          cors_origins=s.rest_api_cors_allowed_origins, allowed_hosts=s.rest_api_allowed_hosts)
             self._rest = await start_rest(api, s.bind_address, s.rest_api_port, reuse_port=self.worker is not None,
                                           grace_s=s.shutdown_grace_seconds,
                                           ssl_context=self.tls.ssl_context() if self.tls else None)

@@ -1,6 +1,7 @@
 """Console entry points: ``tensorflow_model_server`` (TF Serving's command line) and ``verso``.
 
-Start-up errors print one line and exit with status 255 (TF Serving returns -1); nothing
+``verso serve`` prints where its admin token is (``Admin token: PATH ...``) before the ready
+lines, unless --admin_token_file was given. Start-up errors print one line and exit with status 255 (TF Serving returns -1); nothing
 prints a traceback to the operator. A config file that does not parse prints what TF Serving
 prints: protobuf's ``Error parsing text-format ...`` lines on stderr, then ``Failed to start
 server. Error: INVALID_ARGUMENT: Invalid protobuf file: '<path>'`` on stdout.
@@ -95,6 +96,10 @@ def run_server(argv: list[str], *, bundled_default: bool) -> int:
     _setup_logging()
     log = logging.getLogger("verso")
     from server.workers import supervise, worker_number
+    if worker_number() is None and settings.admin_token_file and "admin_token_file" not in settings.explicit:
+        # `verso serve`'s own token: where the operator (and the verso command line) finds it.
+        print(f"Admin token: {settings.admin_token_file} (control calls send 'Authorization: Bearer <token>'; "
+              f"the verso command line reads it from there)", flush=True)
     if settings.num_workers > 1 and worker_number() is None:
         return supervise(argv, settings.num_workers, grace_s=settings.shutdown_grace_seconds,
                          bundled_default=bundled_default)

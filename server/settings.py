@@ -67,6 +67,30 @@ def _parse_float(text: str) -> float:
     return float(text.strip())
 
 
+def _parse_names(text: str) -> tuple[str, ...]:
+    names = tuple(n.strip().lower().strip("[]") for n in text.split(",") if n.strip())
+    for n in names:
+        if not n or any(c in n for c in "/@ \t") or n.count(":") == 1:
+            raise ValueError(f"{n!r} is not a host name or address (no port)")
+    return names
+
+
+def _parse_origins(text: str) -> tuple[str, ...]:
+    from server.dataplane.admin import normalize_origin
+    out = []
+    for item in (o.strip() for o in text.split(",")):
+        if not item:
+            continue
+        if item == "*":
+            raise ValueError("'*' is not allowed here: list the origins (--rest_api_enable_cors_support is "
+                             "TF Serving's any-origin CORS)")
+        try:
+            out.append(normalize_origin(item))
+        except ValueError:
+            raise ValueError(f"{item!r} is not an origin (scheme://host[:port])") from None
+    return tuple(out)
+
+
 @dataclass(frozen=True)
 class Flag:
     name: str
@@ -86,7 +110,14 @@ def _flags() -> dict[str, Flag]:
         Flag("rest_api_num_threads", i, 0, "Threads for HTTP/REST (Verso serves REST on its event loop)",
              implemented=False),
         Flag("rest_api_timeout_in_ms", i, 30000, "REST request timeout (0 = none) -> 504"),
-        Flag("rest_api_enable_cors_support", b, False, "CORS headers on REST responses"),
+        Flag("rest_api_enable_cors_support", b, False,
+             "CORS headers for any origin on REST inference, status and metadata responses (never control routes)"),
+        Flag("rest_api_cors_allowed_origins", _parse_origins, (),
+             "Verso: comma-separated origins (scheme://host[:port]) a browser page may call every REST route from, "
+             "control routes included (with the admin rule), and read Verso-Request-Id"),
+        Flag("rest_api_allowed_hosts", _parse_names, (),
+             "Verso: comma-separated Host names REST control calls may use besides localhost, loopback addresses, "
+             "the address they came in on and this machine's host name (e.g. a load balancer's name)"),
         Flag("enable_batching", b, False, "Enable batching"),
         Flag("enable_per_model_batching_parameters", b, False, "Per-model batching params", implemented=False),
         Flag("allow_version_labels_for_unavailable_models", b, False,
@@ -138,8 +169,9 @@ def _flags() -> dict[str, Flag]:
         Flag("rollout_config_file", s, "",
              "Verso: RolloutConfig text proto (canary split, shadow, staleness, verdict rules; protos/rollout.proto)"),
         Flag("admin_token_file", s, "",
-             "Verso: file holding the bearer token that SetRollout, Feedback and ReloadConfig (and their REST "
-             "routes) must carry; empty: such calls only from this machine or mutual-TLS clients"),
+             "Verso: file holding the bearer token that SetRollout, Feedback, ReloadConfig, the profiler (and their "
+             "REST routes) must carry; empty: such calls only from this machine or mutual-TLS clients. `verso "
+             "serve` default: $XDG_STATE_HOME/verso/admin.token, made with a random token (0600) when missing"),
         Flag("rollout_state_file", s, "",
              "Verso: SQLite file holding rollout state across restarts (roles, shares, final rollbacks, the "
              "decision log); empty: in memory. `verso serve` default: $XDG_STATE_HOME/verso/rollouts.sqlite"),
@@ -153,7 +185,12 @@ def _flags() -> dict[str, Flag]:
         Flag("enable_signature_method_name_check", b, False, "", implemented=False),
         Flag("xla_cpu_compilation_enabled", b, False, "", implemented=False),
         Flag("xla_gpu_compilation_enabled", b, False, "", implemented=False),
-        Flag("enable_profiler", b, True, "tensorflow.ProfilerService on the gRPC port (TensorBoard's Capture profile)"),
+        Flag("enable_profiler", b, False,
+             "tensorflow.ProfilerService on the gRPC port, behind the admin rule (Verso: off by default; TF "
+             "Serving: on)"),
+        Flag("profiler_log_dir", s, "",
+             "Verso: the one directory profiles are written under (outside every model base path); empty: "
+             "`verso serve` $XDG_STATE_HOME/verso/profiles, else a new private temporary directory"),
         Flag("thread_pool_factory_config_file", s, "", "", implemented=False),
         Flag("mixed_precision", s, "", "", implemented=False),
         Flag("skip_initialize_tpu", b, False, "", implemented=False),
@@ -639,10 +676,13 @@ def check_rollout_state_file(settings: Settings) -> None:
 
 def admin_token(settings: Settings) -> Optional[str]:
     """``--admin_token_file``'s token (its text, surrounding whitespace dropped), or None without
-    the flag. An unreadable or empty file stops the start with one line."""
+    the flag. `verso serve`'s default file is made first when missing (``default_admin_token``).
+    An unreadable or empty file stops the start with one line."""
     path = settings.admin_token_file
     if not path:
         return None
+    if "admin_token_file" not in settings.explicit and path == default_admin_token_file():
+        return default_admin_token(path)
     token = _read_config_text(path, "admin_token_file").strip()
     if not token:
         raise SettingsError(f"--admin_token_file {path} is empty")
@@ -657,18 +697,80 @@ def default_state_file() -> str:
     (``~/.local/state`` without it), per the XDG base directory rules."""
     base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
     return os.path.join(base, "verso", "rollouts.sqlite")
+
+
+def default_admin_token_file() -> str:
+    """`verso serve`'s admin token file: ``$XDG_STATE_HOME/verso/admin.token``, where the
+    ``verso`` command line looks for it (protos/local_paths.py)."""
+    from protos.local_paths import admin_token_file
+    return admin_token_file()
+
+
+def default_admin_token(path: str) -> str:
+    """The token of `verso serve`'s default file ``path``, made first when missing: 32 random
+    bytes (URL-safe base64) in a file only this user may read (0600; its directory 0700),
+    written whole before it appears (a temporary file linked into place, so that workers
+    starting together all read the one that won). A file others may read, a link or anything
+    but a regular file of this user stops the start with one line (a token others can read
+    protects nothing)."""
+    import secrets
+    import stat
+    directory = os.path.dirname(path)
+    try:
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        if not os.path.lexists(path):
+            tmp = f"{path}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            try:
+                with os.fdopen(fd, "w", encoding="utf-8") as f:
+                    f.write(secrets.token_urlsafe(32) + "\n")
+                    f.flush()
+                    os.fsync(f.fileno())
+                try:
+                    os.link(tmp, path)
+                except FileExistsError:  # another process made it first: use that one
+                    pass
+            finally:
+                os.unlink(tmp)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        with os.fdopen(fd, encoding="utf-8") as f:
+            st = os.fstat(f.fileno())
+            if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o077:
+                raise SettingsError(f"The admin token file {path} must be a regular file of this user that only "
+                                    f"it may read (chmod 600 {path}), or pass --admin_token_file")
+            token = f.read().strip()
+    except OSError as e:
+        raise SettingsError(f"Cannot make the admin token file {path}: {e.strerror or e}; pass "
+                            f"--admin_token_file") from None
+    if not token:
+        raise SettingsError(f"The admin token file {path} is empty; remove it to get a new token")
+    return token
+
+
+def default_profiler_log_dir() -> str:
+    """`verso serve`'s profile directory: ``$XDG_STATE_HOME/verso/profiles``."""
+    from protos.local_paths import state_dir
+    return os.path.join(state_dir(), "profiles")
+
+
 DEFAULT_METRICS_PATH = "/monitoring/prometheus/metrics"
 
 
 def verso_serve_defaults(settings: Settings, metrics_path: Optional[str]) -> tuple[Settings, Optional[str]]:
     """`verso serve`: REST on TF Serving's conventional port 8501, Prometheus on its default
-    path and rollout state in ``default_state_file()`` unless the flags say otherwise
+    path, rollout state in ``default_state_file()``, the admin token in
+    ``default_admin_token_file()`` and profiles under ``default_profiler_log_dir()`` unless the
+    flags say otherwise
     (`tensorflow_model_server` keeps TF Serving's defaults: REST and Prometheus off; rollout
     state in memory). Returns the settings and the metrics path to serve."""
     if "rest_api_port" not in settings.explicit:
         settings = settings.replace(rest_api_port=VERSO_REST_PORT)
     if "rollout_state_file" not in settings.explicit:
         settings = settings.replace(rollout_state_file=default_state_file())
+    if "admin_token_file" not in settings.explicit:  # an explicit empty value keeps the loopback rule alone
+        settings = settings.replace(admin_token_file=default_admin_token_file())
+    if "profiler_log_dir" not in settings.explicit:
+        settings = settings.replace(profiler_log_dir=default_profiler_log_dir())
     if "monitoring_config_file" not in settings.explicit:
         return settings, DEFAULT_METRICS_PATH
     return settings, metrics_path

@@ -7,13 +7,22 @@ otherwise UNAUTHENTICATED (HTTP 401). Without a token file, a call is accepted f
 (a loopback address or the UNIX socket) or from a client whose certificate the server verified
 (mutual TLS), and refused from anywhere else with PERMISSION_DENIED (HTTP 403) saying how to
 enable it. Read-only calls (status, metadata, GetRollout) never come here.
+
+Over REST a control call must also come from no other web page (``check_browser``): a browser
+sends a page's cross-origin ``text/plain`` POST without a preflight (CSRF), and after DNS
+rebinding a page's own origin points at this server. So the call must say
+``Content-Type: application/json`` (else 415), its ``Host`` must be a name of this server
+(loopback, the address the connection came in on, this machine's host name, or one the
+operator allowed), and its ``Origin``, when sent, must be the server's own origin or one the
+operator allowed (else PERMISSION_DENIED, 403).
 """
 
 from __future__ import annotations
 
 import hmac
 import ipaddress
-from typing import Optional
+import urllib.parse
+from typing import Collection, Optional
 
 from protos.errors import Code, ServingError
 
@@ -48,6 +57,92 @@ def is_local(address: str) -> bool:
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
     return ip.is_loopback
+
+
+class UnsupportedMediaType(ServingError):
+    """A REST control call whose body is not declared JSON: HTTP 415 (INVALID_ARGUMENT on gRPC,
+    which never raises it)."""
+
+    def __init__(self, message: str):
+        super().__init__(Code.INVALID_ARGUMENT, message)
+
+    @property
+    def http_status(self) -> int:
+        return 415
+
+
+def _host_port(netloc: str) -> tuple[str, Optional[int]]:
+    """(host in lower case without IPv6 brackets, port or None) of ``host[:port]``; raises
+    ValueError for a malformed one."""
+    parts = urllib.parse.urlsplit("//" + netloc)
+    if not parts.hostname or parts.username is not None or parts.password is not None \
+            or parts.path or parts.query or parts.fragment:
+        raise ValueError(netloc)
+    return parts.hostname.lower(), parts.port
+
+
+def normalize_origin(origin: str) -> str:
+    """``scheme://host[:port]`` in lower case with the scheme's default port dropped; raises
+    ValueError for anything else (a path, ``null``, another scheme)."""
+    parts = urllib.parse.urlsplit(origin.strip())
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https") or parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ValueError(origin)
+    host, port = _host_port(parts.netloc)
+    if port == {"http": 80, "https": 443}[scheme]:
+        port = None
+    host = f"[{host}]" if ":" in host else host
+    return f"{scheme}://{host}" + (f":{port}" if port is not None else "")
+
+
+def _shown(value: Optional[str]) -> str:
+    """A caller's header value as an error message shows it: quoted, escaped, at most 100 characters."""
+    if value is None:
+        return "none"
+    return repr(value[:100] + ("..." if len(value) > 100 else ""))
+
+
+def is_local_name(host: str) -> bool:
+    """``localhost`` or a loopback IP literal (``Host`` header spelling, brackets dropped)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_browser(what: str, *, content_type: str, origin: Optional[str], host: Optional[str], scheme: str,
+                  own_hosts: Collection[str], allowed_origins: Collection[str]) -> None:
+    """Raise unless a REST control call ``what`` could not have come from another web page.
+
+    ``content_type``: the request's media type (parameters dropped); ``origin``/``host``: its
+    headers (None when absent); ``scheme``: ``http`` or ``https``; ``own_hosts``: the names
+    and addresses (lower case, IPv6 without brackets) that mean this server besides loopback
+    ones; ``allowed_origins``: normalized origins (``normalize_origin``) the operator allowed.
+    PERMISSION_DENIED for a foreign Host or Origin, ``UnsupportedMediaType`` for a body not
+    declared JSON (checked last: a foreign page learns nothing from the difference)."""
+    try:
+        name = _host_port(host or "")[0]
+    except ValueError:
+        name = None
+    if name is None or not (is_local_name(name) or name in own_hosts):
+        raise ServingError(Code.PERMISSION_DENIED,
+                           f"{what} refused: Host {_shown(host)} is not a name of this server (a page after DNS "
+                           f"rebinding?); call it as localhost or by its address, or list the name in "
+                           f"--rest_api_allowed_hosts")
+    if origin is not None:
+        try:
+            sent = normalize_origin(origin)
+        except ValueError:
+            sent = None
+        if sent is None or (sent != normalize_origin(f"{scheme}://{host}") and sent not in allowed_origins):
+            raise ServingError(Code.PERMISSION_DENIED,
+                               f"{what} refused: a request from the web page {_shown(origin)}, another origin "
+                               f"(allow it with --rest_api_cors_allowed_origins)")
+    if content_type != "application/json":
+        raise UnsupportedMediaType(f"{what} needs 'Content-Type: application/json', not "
+                                   f"{_shown(content_type) if content_type else 'none'}")
 
 
 def check(what: str, *, expected_token: Optional[str], token: Optional[str], local: bool,

@@ -29,8 +29,17 @@ start), take effect; the rest of ``opts`` (``include_dataset_ops``, ``trace_opti
 ``advanced_configuration``...) is TensorFlow's defaults.
 
 The profile is of this process only: with ``--num_workers``, of the worker whose port
-accepted the connection. Like upstream, ``Profile`` writes wherever ``repository_root`` says
-(relative paths from the working directory), as the server's user.
+accepted the connection.
+
+Where Verso differs from upstream, for safety: the service is off unless ``--enable_profiler``
+(TF Serving: on); every call passes the admin rule of the other control calls
+(server/dataplane/admin.py: the ``authorization`` bearer token with ``--admin_token_file``,
+else this machine or a mutual-TLS client only); and ``Profile`` writes only under one
+directory, ``--profiler_log_dir``, which lies outside every model base path (upstream writes
+wherever ``repository_root`` says). A relative ``repository_root`` is taken below that
+directory, an absolute one must lie in it; a ``..`` component, a separator in ``session_id``
+or the host name, a NUL, or a target inside a model's base path is INVALID_ARGUMENT before
+any session starts.
 
 The handlers run on the server's event loop; every call into TensorFlow's profiler (which
 blocks) runs on one private worker thread, in order. TensorFlow is imported on first use.
@@ -48,12 +57,14 @@ import shutil
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Optional
+from typing import Any, Callable, Iterable, Optional
 
 import grpc
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
+from protos.errors import ServingError
 from protos.private_protos import add_fields
+from server.dataplane import admin
 
 log = logging.getLogger("verso.profiler")
 
@@ -256,14 +267,92 @@ class _Session:
             shutil.rmtree(self._dir, ignore_errors=True)
 
 
-def _save_xspace(repository_root: str, run: str, host: str, data: bytes) -> None:
+def _is_url(path: str) -> bool:
+    return "://" in path
+
+
+def _shown(value: str) -> str:
+    return repr(value[:200] + ("..." if len(value) > 200 else ""))
+
+
+def _within(path: str, root: str) -> bool:
+    """``path`` is ``root`` or below it (both absolute and normalized the same way)."""
+    root = root.rstrip("/") or "/"
+    return path == root or path.startswith(root if root.endswith("/") else root + "/")
+
+
+def _real(path: str) -> str:
+    return path.rstrip("/") if _is_url(path) else os.path.realpath(path)
+
+
+def prepare_log_dir(log_dir: str, base_paths: Iterable[str]) -> str:
+    """``--profiler_log_dir`` made ready at start-up: created (0700) when missing, or a new
+    private temporary directory when empty; returns its real path (a URL as it is). Raises
+    ValueError (one line for the operator) when it overlaps a model base path: a profile
+    written inside one would look like a version directory to the model's source."""
+    if not log_dir:
+        return os.path.realpath(tempfile.mkdtemp(prefix="verso-profiles-"))
+    real = _real(log_dir)
+    for base in base_paths:  # checked first: nothing is made inside a base path
+        if _is_url(base) != _is_url(real):
+            continue
+        base_real = _real(base)
+        if _within(real, base_real) or _within(base_real, real):
+            raise ValueError(f"--profiler_log_dir {log_dir} overlaps the model base path {base}: profiles must be "
+                             f"written outside every model base path")
+    if not _is_url(log_dir):
+        try:
+            os.makedirs(log_dir, mode=0o700, exist_ok=True)
+        except OSError as e:
+            raise ValueError(f"Cannot make --profiler_log_dir {log_dir}: {e.strerror or e}") from None
+    return real
+
+
+def _name_part(value: str, what: str) -> str:
+    if "/" in value or "\\" in value or "\0" in value or value in (".", "..") or len(value) > 255:
+        raise ProfilerError(grpc.StatusCode.INVALID_ARGUMENT,
+                            f"Invalid {what} {_shown(value)}: a single file name is expected (no '/', '\\', "
+                            f"'.' or '..', at most 255 characters)")
+    return value
+
+
+def profile_path(log_dir: str, request, base_paths: Iterable[str]) -> str:
+    """Where ``Profile`` saves the XSpace of ``request``: ``repository_root/session_id/<host>.xplane.pb``
+    (``<host>``: ``opts.override_hostname`` or ``host_name``, ``:`` made ``_``), the root taken
+    below ``log_dir`` when relative. Raises ProfilerError(INVALID_ARGUMENT) for a path that
+    would leave ``log_dir`` (``..``, another absolute path, a link out of it) or enter a model
+    base path."""
+    root = request.repository_root
+    if "\0" in root or "\\" in root or ".." in root.split("/"):
+        raise ProfilerError(grpc.StatusCode.INVALID_ARGUMENT,
+                            f"Invalid repository_root {_shown(root)}: no '..' component, '\\' or NUL")
+    run = _name_part(request.session_id, "session_id")
+    host = _name_part((request.opts.override_hostname or request.host_name).replace(":", "_"), "host name")
+    if root.startswith("/") or _is_url(root):
+        if not _within(root.rstrip("/") or "/", log_dir):
+            raise ProfilerError(grpc.StatusCode.INVALID_ARGUMENT,
+                                f"repository_root {_shown(root)} is outside the server's profile directory "
+                                f"{log_dir} (--profiler_log_dir); send a path in it or relative to it")
+        directory = _join_path(root, run)
+    else:
+        directory = _join_path(log_dir, root, run)
+    target = _real(directory)
+    if not _within(target, log_dir):  # a link inside the profile directory that leads out of it
+        raise ProfilerError(grpc.StatusCode.INVALID_ARGUMENT,
+                            f"repository_root {_shown(root)} with session_id {_shown(run)} leads outside the "
+                            f"server's profile directory {log_dir}")
+    for base in base_paths:
+        if _is_url(base) == _is_url(target) and _within(target, _real(base)):
+            raise ProfilerError(grpc.StatusCode.INVALID_ARGUMENT,
+                                f"A profile may not be written into the model base path {base}")
+    return _join_path(directory, host + _XPLANE_SUFFIX)
+
+
+def _save_xspace(path: str, data: bytes) -> None:
     """tsl::profiler::SaveXSpace through TensorFlow's file systems (gs:// and the like)."""
     import tensorflow as tf
 
-    log_dir = _join_path(repository_root, run)
-    if log_dir:
-        tf.io.gfile.makedirs(log_dir)
-    path = _join_path(log_dir, (host + _XPLANE_SUFFIX).replace(":", "_"))
+    tf.io.gfile.makedirs(os.path.dirname(path))
     log.info("Collecting XSpace to repository: %s", path)
     with tf.io.gfile.GFile(path, "wb") as f:
         f.write(data)
@@ -274,8 +363,14 @@ class ProfilerService:
     session is held. Owned by the event loop that runs the server; TensorFlow's profiler is
     called on ``self._thread`` only, so its calls keep their order."""
 
-    def __init__(self):
+    def __init__(self, log_dir: str, *, admin_token: Optional[str] = None,
+                 base_paths: Callable[[], Iterable[str]] = tuple):
+        """``log_dir``: ``prepare_log_dir``'s answer; ``admin_token``: --admin_token_file's token
+        (None: the loopback rule); ``base_paths``: the served models' base paths now."""
         self._m = messages()
+        self.log_dir = log_dir
+        self._admin_token = admin_token
+        self._base_paths = base_paths
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="verso-profiler")
         self._stop_signals: set[str] = set()
         self._waiters: dict[str, set[asyncio.Event]] = {}
@@ -369,19 +464,23 @@ class ProfilerService:
         if request.emit_xspace:
             response.xspace.CopyFrom(space)
             return response
-        _save_xspace(request.repository_root, request.session_id,
-                     request.opts.override_hostname or request.host_name, data)
+        # Checked again: the models' base paths may have changed while the session recorded.
+        _save_xspace(profile_path(self.log_dir, request, self._base_paths()), data)
         return response
 
     async def profile(self, request, context):
         log.info("Profile request: session %r, %d ms, repository %r", request.session_id,
                  request.opts.duration_ms, request.repository_root)
+        if not request.emit_xspace:  # a bad path is refused before the caller waits for a session
+            profile_path(self.log_dir, request, self._base_paths())
         session = await self._start(request.opts)
         try:
             # Upstream waits opts.duration_ms, not the request's older duration_ms field.
             await self._wait(request.session_id, request.opts.duration_ms)
             try:
                 return await self._run(self._collect, session, request)
+            except ProfilerError:
+                raise
             except Exception as e:
                 log.error("Failed to collect profile data: %s", _tf_message(e))
                 raise ProfilerError(grpc.StatusCode.INTERNAL, _tf_message(e)) from e
@@ -459,8 +558,22 @@ class ProfilerService:
         return grpc.method_handlers_generic_handler(SERVICE, {
             name: self._method(name, calls[name], *(self._m[n] for n in METHODS[name])) for name in METHODS})
 
-    @staticmethod
-    def _method(name, call, request_cls, response_cls) -> grpc.RpcMethodHandler:
+    def _check_admin(self, name: str, context: grpc.aio.ServicerContext) -> None:
+        """The admin rule of every control call (server/dataplane/admin.py), from the call's
+        ``authorization`` metadata, peer and client certificate."""
+        token = None
+        for key, value in context.invocation_metadata() or ():
+            if key == "authorization":
+                token = admin.bearer_token(value if isinstance(value, str) else value.decode("utf-8", "replace"))
+        try:
+            admin.check(f"ProfilerService/{name}", expected_token=self._admin_token, token=token,
+                        local=admin.is_local(context.peer() or ""),
+                        verified_client=bool((context.auth_context() or {}).get("x509_subject")))
+        except ServingError as e:
+            code = next(c for c in grpc.StatusCode if c.value[0] == int(e.code))
+            raise ProfilerError(code, e.message) from None
+
+    def _method(self, name, call, request_cls, response_cls) -> grpc.RpcMethodHandler:
         def parse(data: bytes):
             try:
                 return request_cls.FromString(data)
@@ -469,6 +582,7 @@ class ProfilerService:
 
         async def behaviour(request, context: grpc.aio.ServicerContext):
             try:
+                self._check_admin(name, context)
                 if request is None:
                     raise ProfilerError(grpc.StatusCode.INTERNAL,
                                         f"Failed to parse {request_cls.DESCRIPTOR.full_name}")
@@ -484,8 +598,13 @@ class ProfilerService:
                                                    response_serializer=response_cls.SerializeToString)
 
 
-def add_profiler_service(server: grpc.aio.Server) -> None:
-    """Serve ``tensorflow.ProfilerService`` on ``server`` (a grpc.aio server not yet started).
-    Call it on the thread that builds the server; the handlers then run on the server's event
-    loop. Imports TensorFlow (its profiler protos); raises ImportError without it."""
-    server.add_generic_rpc_handlers((ProfilerService().handler(),))
+def add_profiler_service(server: grpc.aio.Server, log_dir: str, *, admin_token: Optional[str] = None,
+                         base_paths: Callable[[], Iterable[str]] = tuple) -> ProfilerService:
+    """Serve ``tensorflow.ProfilerService`` on ``server`` (a grpc.aio server not yet started),
+    writing under ``log_dir`` (``prepare_log_dir``'s answer) for callers that pass the admin
+    rule with ``admin_token``. Call it on the thread that builds the server; the handlers then
+    run on the server's event loop. Imports TensorFlow (its profiler protos); raises
+    ImportError without it."""
+    service = ProfilerService(log_dir, admin_token=admin_token, base_paths=base_paths)
+    server.add_generic_rpc_handlers((service.handler(),))
+    return service

@@ -11,6 +11,13 @@ its versions and states (TF Serving answers 400 there), and ``GET /readyz`` answ
 when every configured model has an AVAILABLE version and the server is not draining, 503
 otherwise, for load balancers that speak only HTTP.
 
+Control routes (``POST /v1/rollouts/MODEL``, ``POST /v1/feedback``) must not be reachable by a
+web page in an operator's browser: beyond the admin rule they need a JSON body, a ``Host`` that
+names this server and no foreign ``Origin`` (``admin.check_browser``; 415 / 403), and CORS
+never shares them, nor the ``Verso-Request-Id`` header, except with an origin listed in
+``--rest_api_cors_allowed_origins``. ``--rest_api_enable_cors_support`` keeps TF Serving's
+any-origin CORS for inference, status and metadata.
+
 Large bodies: a body over ``OFFLOAD_BYTES`` is parsed and converted in the request
 executor so the loop keeps serving; each body is parsed once.
 """
@@ -20,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import socket
 import urllib.parse
 from typing import Callable, Optional
 
@@ -50,9 +58,18 @@ REQUEST_ID_HEADER = "Verso-Request-Id"
 _INFER = re.compile(r"(?i)/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?:(classify|regress|predict)")
 _STATUS = re.compile(r"(?i)/v1/models(?:/([^/:]+))?(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?(?:/(metadata))?")
 _ORIGIN = re.compile(r"https?://.+")
+# --rest_api_enable_cors_support: TF Serving's headers for any origin, on the inference,
+# status and metadata routes only; the version header is readable, the request id (the key
+# to feedback) is not.
 _CORS = {"Access-Control-Allow-Origin": "*", "Access-Control-Allow-Methods": "POST, GET",
-         "Access-Control-Allow-Headers": "Content-Type, Verso-Routing-Key, Verso-Slice, Authorization",
-         "Access-Control-Expose-Headers": f"{rest_json.VERSION_HEADER}, Verso-Request-Id"}
+         "Access-Control-Allow-Headers": "Content-Type, Verso-Routing-Key, Verso-Slice",
+         "Access-Control-Expose-Headers": rest_json.VERSION_HEADER}
+# --rest_api_cors_allowed_origins: an origin the operator trusts gets every route, the
+# Authorization header and the request id.
+_CORS_TRUSTED = {"Access-Control-Allow-Methods": "POST, GET",
+                 "Access-Control-Allow-Headers": "Content-Type, Verso-Routing-Key, Verso-Slice, Authorization",
+                 "Access-Control-Expose-Headers": f"{rest_json.VERSION_HEADER}, {REQUEST_ID_HEADER}",
+                 "Vary": "Origin"}
 _JSON = "application/json"
 
 
@@ -70,10 +87,14 @@ class RestApi:
 
     def __init__(self, core: ServingCore, *, timeout_ms: int = 30000, cors: bool = False, metrics=None,
                  metrics_path: Optional[str] = None, ready: Callable[[], bool] = lambda: True,
-                 executor=None):
+                 executor=None, cors_origins: tuple[str, ...] = (), allowed_hosts: tuple[str, ...] = ()):
         self.core = core
         self.timeout_s = timeout_ms / 1000 if timeout_ms > 0 else None
         self.cors = cors
+        # Browser rules of control routes (admin.check_browser): origins trusted with CORS and
+        # the control routes, normalized; Host names meaning this server besides loopback ones.
+        self.cors_origins = frozenset(admin.normalize_origin(o) for o in cors_origins)
+        self.own_hosts = frozenset(h.lower().strip("[]") for h in (socket.gethostname(), *allowed_hosts) if h)
         self.metrics = metrics
         self.metrics_path = metrics_path
         self.ready = ready
@@ -100,13 +121,13 @@ class RestApi:
         if not _V1.fullmatch(path):
             return web.Response(status=404, text="404 Not Found\n")
         if method == "OPTIONS":
-            return self._preflight(request)
+            return self._preflight(request, control=bool(_ROLLOUT.fullmatch(path)))
         version = None
         call = CallInfo("GetModelStatus", "REST", routing_key=request.headers.get(ROUTING_KEY_HEADER), tf_api="",
                         slice=request.headers.get(SLICE_HEADER))
+        r = _ROLLOUT.fullmatch(path)
         try:
             m = _INFER.fullmatch(path)
-            r = _ROLLOUT.fullmatch(path)
             if method == "POST" and m:
                 call.model, call.tf_api = urllib.parse.unquote(m.group(1)), m.group(4)
                 call.api = call.tf_api.capitalize()
@@ -141,7 +162,7 @@ class RestApi:
             body, status = _dump({"error": err.message}), err.http_status
         if call.model:  # a call about a model (not the model list, a rollout call or a bad path)
             self.core.record(call, err)
-        headers = dict(_CORS) if self.cors else {}
+        headers = self._cors_headers(request, control=bool(r))
         if version is not None and status == 200:
             # Verso's extension: which version answered (gRPC has it in the response's model_spec).
             headers[rest_json.VERSION_HEADER] = str(version)
@@ -149,11 +170,41 @@ class RestApi:
                 headers[REQUEST_ID_HEADER] = call.request_id
         return web.Response(body=body, status=status, content_type=_JSON, headers=headers)
 
-    def _preflight(self, request: web.Request) -> web.Response:
+    def _preflight(self, request: web.Request, control: bool) -> web.Response:
         if not _ORIGIN.match(request.headers.get("Origin", "")):
             return web.Response(body=_dump({"error": "Origin header is missing in CORS preflight"}), status=400,
                                 content_type=_JSON)
-        return web.Response(status=200, headers=_CORS if self.cors else None)
+        headers = self._cors_headers(request, control)
+        if control and not headers:  # a control route: only to an origin the operator trusts
+            return web.Response(body=_dump({"error": "Control routes are not shared with other origins "
+                                                     "(see --rest_api_cors_allowed_origins)"}),
+                                status=403, content_type=_JSON)
+        return web.Response(status=200, headers=headers or None)
+
+    def _cors_headers(self, request: web.Request, control: bool) -> dict:
+        """The CORS headers of an answer to ``request``: the trusted set for an origin of
+        --rest_api_cors_allowed_origins, TF Serving's for any origin under
+        --rest_api_enable_cors_support except on ``control`` routes, else none."""
+        origin = request.headers.get("Origin")
+        if origin is not None and self.cors_origins:
+            try:
+                if admin.normalize_origin(origin) in self.cors_origins:
+                    return {"Access-Control-Allow-Origin": origin, **_CORS_TRUSTED}
+            except ValueError:
+                pass
+        return dict(_CORS) if self.cors and not control else {}
+
+    def _check_browser(self, request: web.Request, what: str) -> None:
+        """``admin.check_browser`` for a REST control call: Host and Origin against this server,
+        and a JSON body."""
+        own = set(self.own_hosts)
+        sock = request.transport.get_extra_info("sockname") if request.transport is not None else None
+        if isinstance(sock, tuple) and sock:  # the address this connection came in on
+            address = str(sock[0]).lower().split("%")[0]
+            own.add(address.removeprefix("::ffff:") if "." in address else address)
+        admin.check_browser(what, content_type=request.content_type if request.headers.get("Content-Type") else "",
+                            origin=request.headers.get("Origin"), host=request.headers.get("Host"),
+                            scheme=request.scheme, own_hosts=own, allowed_origins=self.cors_origins)
 
     @staticmethod
     def _malformed(request: web.Request) -> ServingError:
@@ -194,6 +245,7 @@ class RestApi:
             return _dump(_proto_dict(self.core.get_rollout(target)))
         if method != "POST":
             raise self._malformed(request)
+        self._check_browser(request, "SetRollout" if target else "Feedback")
         doc = rest_json.parse_json(await request.read())
         if not isinstance(doc, dict):
             raise ServingError(Code.INVALID_ARGUMENT, "The body must be a JSON object")

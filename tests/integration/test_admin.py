@@ -1,13 +1,14 @@
 """The protected control plane on both transports, against the real server in process:
 SetRollout, Feedback and ReloadConfig (and POST /v1/rollouts, /v1/feedback) need the admin
 token when --admin_token_file is set (UNAUTHENTICATED / 401 otherwise), and without one are
-refused from a non-loopback peer (PERMISSION_DENIED / 403); read-only calls stay open; the
-client and the command line send the token."""
+refused from a non-loopback peer (a network namespace of the test's own: PERMISSION_DENIED /
+403), the profiler too; read-only calls stay open; the client and the command line send the
+token. Browser attacks on the control plane: tests/security/test_control*.py."""
 
 from __future__ import annotations
 
 import json
-import socket
+import os
 import urllib.request
 
 import grpc
@@ -92,31 +93,58 @@ def test_the_command_line_reads_the_token_file(server, monkeypatch):
     assert r.returncode == 0, r.stderr
 
 
-def _own_address() -> str:
-    """This machine's address on its outward interface (no packet is sent), or skip."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        try:
-            s.connect(("10.255.255.255", 1))
-            address = s.getsockname()[0]
-        except OSError:
-            address = ""
-    if not address or address.startswith("127."):
-        pytest.skip("no non-loopback IPv4 address on this machine")
-    return address
+_PEER_CODE = """
+import json, sys, urllib.request, urllib.error
+import grpc
+from client import Client, VersoError
+out = {}
+with Client(f"{host}:{port}") as remote:
+    out["status"] = remote.status("hp")[0].version
+    try:
+        remote.set_rollout("hp", stable=1)
+        out["set_rollout"] = ["OK", ""]
+    except VersoError as e:
+        out["set_rollout"] = [e.code.name, e.message]
+with grpc.insecure_channel(f"{host}:{port}") as channel:
+    try:
+        channel.unary_unary("/tensorflow.ProfilerService/Profile")(b"", timeout=30)
+        out["profile"] = ["OK", ""]
+    except grpc.RpcError as e:
+        out["profile"] = [e.code().name, e.details()]
+req = urllib.request.Request(f"http://{host}:{rest_port}/v1/rollouts/hp", method="POST", data=b'{"stable": 1}',
+                             headers={"Content-Type": "application/json"})
+try:
+    with urllib.request.urlopen(req, timeout=30) as r:
+        out["rest"] = [r.status, json.loads(r.read())]
+except urllib.error.HTTPError as e:
+    out["rest"] = [e.code, json.loads(e.read())]
+print(json.dumps(out))
+"""
 
 
-def test_without_a_token_file_only_this_machine_may_change_things(repo, server_factory):
-    address = _own_address()
+def test_without_a_token_file_only_this_machine_may_change_things(repo, server_factory, tmp_path):
+    """A peer host (a network namespace of the test's own, tests/netns.py) reads but may not
+    change the server, nor profile it; this machine may."""
+    from tests.netns import peer_namespace
     repo.put("hp", 1, "hp1")
-    srv = server_factory(f"--model_base_path={repo.path('hp')}", "--model_name=hp", "--bind_address=0.0.0.0",
-                         "--rollout_config_file=/dev/null", rest=True)
-    with Client(f"{address}:{srv.port}") as remote:  # the peer address is not a loopback one
-        assert remote.status("hp")[0].version == 1  # read-only: open
-        e = pytest.raises(VersoError, remote.set_rollout, "hp", stable=1).value
-        assert e.code == grpc.StatusCode.PERMISSION_DENIED
-        assert "start it with --admin_token_file=FILE" in e.message
-    status, doc = _rest(srv.rest_port, "POST", "/v1/rollouts/hp", {"stable": 1}, host=address)
+    with peer_namespace() as peer:
+        srv = server_factory(f"--model_base_path={repo.path('hp')}", "--model_name=hp", "--bind_address=0.0.0.0",
+                             "--rollout_config_file=/dev/null", "--enable_profiler",
+                             f"--profiler_log_dir={tmp_path / 'profiles'}", rest=True)
+        r = peer.python(f"host, port, rest_port = {peer.host_ip!r}, {srv.port}, {srv.rest_port}\n" + _PEER_CODE,
+                        timeout=120)
+        assert r.returncode == 0, r.stderr
+        out = json.loads(r.stdout)
+    assert out["status"] == 1  # read-only: open
+    code, message = out["set_rollout"]
+    assert code == "PERMISSION_DENIED" and "start it with --admin_token_file=FILE" in message
+    code, message = out["profile"]
+    assert code == "PERMISSION_DENIED"
+    assert message.startswith("ProfilerService/Profile is accepted only from this machine")
+    status, doc = out["rest"]
     assert status == 403 and doc["error"].startswith("SetRollout is accepted only from this machine")
+    assert os.listdir(tmp_path / "profiles") == []
     with Client(f"127.0.0.1:{srv.port}") as local:
         assert local.set_rollout("hp", stable=1).config.stable == 1
     assert _rest(srv.rest_port, "POST", "/v1/rollouts/hp", {"stable": 1})[0] == 200
+

@@ -12,8 +12,10 @@ import contextlib
 import glob
 import mmap
 import os
+import tempfile
 import threading
 import time
+from pathlib import Path
 
 import grpc
 import pytest
@@ -28,10 +30,13 @@ M = messages()
 
 
 class _Server:
-    """A grpc.aio server with only the profiler service, on 127.0.0.1, in a thread."""
+    """A grpc.aio server with only the profiler service, on 127.0.0.1, in a thread, writing
+    under ``log_dir``."""
 
-    def __init__(self, public: bool = False):
+    def __init__(self, log_dir: str, public: bool = False, **kw):
         self.public = public
+        self.log_dir = log_dir
+        self.kw = kw
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="test-grpc-loop", daemon=True)
         self.thread.start()
@@ -41,9 +46,9 @@ class _Server:
     async def _start(self) -> int:
         self.server = grpc.aio.server()
         if self.public:
-            add_profiler_service(self.server)
+            add_profiler_service(self.server, self.log_dir, **self.kw)
         else:  # what add_profiler_service does, keeping the instance to watch ``busy``
-            self.service = ProfilerService()
+            self.service = ProfilerService(self.log_dir, **self.kw)
             self.server.add_generic_rpc_handlers((self.service.handler(),))
         port = self.server.add_insecure_port("127.0.0.1:0")
         await self.server.start()
@@ -70,8 +75,19 @@ class _Server:
 
 
 @pytest.fixture(scope="module")
-def srv():
-    s = _Server()
+def log_root(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("profiles").resolve())
+
+
+@pytest.fixture
+def tmp_path(log_root):
+    """A fresh directory inside the service's profile directory (the only place it writes)."""
+    return Path(tempfile.mkdtemp(dir=log_root))
+
+
+@pytest.fixture(scope="module")
+def srv(log_root):
+    s = _Server(log_root)
     yield s
     s.close()
 
@@ -161,8 +177,8 @@ def test_tensorflow_client_trace_writes_an_xspace(srv, tmp_path):
     assert not srv.service.busy
 
 
-def test_monitor_is_unimplemented_as_upstream():
-    public = _Server(public=True)  # as the app adds it
+def test_monitor_is_unimplemented_as_upstream(log_root):
+    public = _Server(log_root, public=True)  # as the app adds it
     try:
         # TensorFlow's binding raises the status as "CODE: message".
         with pytest.raises(RuntimeError, match=r"^UNIMPLEMENTED: unimplemented\.$"):

@@ -1,6 +1,7 @@
-"""``--enable_profiler`` (TF Serving's default): TensorFlow's own profiler client captures a
-profile from the running server (in process) over its gRPC port, as TensorBoard's "Capture
-profile" does; the service alone: tests/integration/test_profiler.py."""
+"""``--enable_profiler`` (TF Serving's default, off by default in Verso): TensorFlow's own
+profiler client captures a profile from the running server (in process) over its gRPC port, as
+TensorBoard's "Capture profile" does, into the server's --profiler_log_dir; the service alone:
+tests/integration/test_profiler.py; its attacks: tests/security/test_profiler.py."""
 
 from __future__ import annotations
 
@@ -25,7 +26,8 @@ def _server(tmp_path, built_models, *flags):
 
 
 def test_tensorflows_profiler_client_captures_a_profile_from_the_server(tmp_path, built_models):
-    srv = _server(tmp_path, built_models)
+    logdir = tmp_path / "logdir"
+    srv = _server(tmp_path, built_models, "--enable_profiler", f"--profiler_log_dir={logdir}")
     stop = threading.Event()
 
     def traffic():  # the capture holds the Predict calls the server runs meanwhile
@@ -35,7 +37,6 @@ def test_tensorflows_profiler_client_captures_a_profile_from_the_server(tmp_path
     t = threading.Thread(target=traffic)
     t.start()
     try:
-        logdir = tmp_path / "logdir"
         tf.profiler.experimental.client.trace(f"grpc://127.0.0.1:{srv.port}", str(logdir), duration_ms=500)
         files = glob.glob(str(logdir / "plugins" / "profile" / "*" / "*.xplane.pb"))
         assert len(files) == 1 and files[0].endswith(f"127.0.0.1_{srv.port}.xplane.pb")
@@ -51,7 +52,7 @@ def test_tensorflows_profiler_client_captures_a_profile_from_the_server(tmp_path
 
 
 def test_without_the_profiler_the_capture_is_refused(tmp_path, built_models):
-    srv = _server(tmp_path, built_models, "--enable_profiler=false")
+    srv = _server(tmp_path, built_models)  # Verso's default: off
     try:
         profile = srv.channel.unary_unary("/tensorflow.ProfilerService/Profile")
         with pytest.raises(grpc.RpcError) as e:

@@ -274,7 +274,9 @@ def test_cors(server):
     assert headers["access-control-allow-origin"] == "*"
     assert headers["access-control-allow-methods"] == "POST, GET"
     # TF Serving allows Content-Type; Verso adds its rollout routing-key header (README "Where Verso differs").
-    assert headers["access-control-allow-headers"] == "Content-Type, Verso-Routing-Key, Verso-Slice, Authorization"
+    # Authorization and Verso-Request-Id only for --rest_api_cors_allowed_origins (tests/security/test_control.py).
+    assert headers["access-control-allow-headers"] == "Content-Type, Verso-Routing-Key, Verso-Slice"
+    assert headers["access-control-expose-headers"] == "Verso-Model-Version"
     status, body = server.rest_json("OPTIONS", "/v1/models/hp:predict")
     assert (status, body) == (400, {"error": "Origin header is missing in CORS preflight"})
     status, headers, _ = server.http("POST", "/v1/models/hp:predict", json.dumps({"instances": [1.0]}))

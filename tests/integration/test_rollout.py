@@ -264,7 +264,8 @@ def test_the_extension_service_answers_errors_with_codes(server):
         stub.SetRollout(rollout_pb2.ModelRollout(model="half", stable=1, canary=1))
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert e.value.details() == "Rollout of model half: canary must be 0 (none) or a version other than stable"
-    status, body = server.rest_json("POST", "/v1/rollouts/half", b'{"stable": 1, "canary_percent": 300}')
+    status, body = server.rest_json("POST", "/v1/rollouts/half", b'{"stable": 1, "canary_percent": 300}',
+                                    headers={"Content-Type": "application/json"})
     assert status == 400 and "canary_percent must be within 0..100" in body["error"]
     status, body = server.rest_json("GET", "/v1/rollouts/nope")
     assert (status, body) == (404, {"error": "No rollout configured for model nope"})

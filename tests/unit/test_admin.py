@@ -45,3 +45,81 @@ def test_without_a_token_file_this_machine_and_mtls_clients_only():
         check("Feedback", expected_token=None, token="anything", local=False, verified_client=False)
     assert e.value.code == Code.PERMISSION_DENIED and e.value.http_status == 403
     assert "start it with --admin_token_file=FILE and send 'authorization: Bearer <token>'" in e.value.message
+
+
+# ---- REST control calls from a browser (check_browser) ----------------------------------------------
+
+from server.dataplane.admin import check_browser, normalize_origin  # noqa: E402
+
+
+def _browser(**kw):
+    args = dict(content_type="application/json", origin=None, host="127.0.0.1:8501", scheme="http",
+                own_hosts={"10.0.0.5", "verso.internal"}, allowed_origins={"https://console.example"})
+    args.update(kw)
+    check_browser("SetRollout", **args)
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1:8501", "127.0.0.1", "localhost:8501", "LOCALHOST", "[::1]:8501",
+                                  "127.5.5.5:1", "10.0.0.5:8501", "verso.internal:8501", "Verso.Internal"])
+def test_this_servers_names_pass(host):
+    _browser(host=host)
+
+
+@pytest.mark.parametrize("host", [None, "", "evil.example", "evil.example:8501", "localhost.evil.example",
+                                  "127.0.0.1.nip.io", "10.0.0.6:8501", "user@127.0.0.1", "127.0.0.1:port",
+                                  "127.0.0.1/x", "[::1"])
+def test_a_foreign_host_is_refused(host):
+    with pytest.raises(ServingError) as e:
+        _browser(host=host)
+    assert e.value.code == Code.PERMISSION_DENIED and e.value.http_status == 403
+    assert e.value.message.startswith("SetRollout refused: Host ")
+
+
+@pytest.mark.parametrize("origin, ok", [
+    (None, True), ("http://127.0.0.1:8501", True), ("HTTP://127.0.0.1:8501/", True),
+    ("https://console.example", True), ("https://console.example:443", True),
+    ("http://127.0.0.1:8502", False), ("https://127.0.0.1:8501", False), ("http://localhost:8501", False),
+    ("null", False), ("", False), ("http://console.example", False), ("file://", False),
+])
+def test_the_origin_must_be_the_servers_own_or_allowed(origin, ok):
+    if ok:
+        _browser(origin=origin)
+        return
+    with pytest.raises(ServingError) as e:
+        _browser(origin=origin)
+    assert e.value.http_status == 403 and "another origin" in e.value.message
+
+
+@pytest.mark.parametrize("content_type", ["", "text/plain", "application/x-www-form-urlencoded",
+                                          "multipart/form-data", "application/jsonx", "text/json"])
+def test_a_body_not_declared_json_is_415(content_type):
+    with pytest.raises(ServingError) as e:
+        _browser(content_type=content_type)
+    assert e.value.http_status == 415 and e.value.code == Code.INVALID_ARGUMENT
+    assert e.value.message.startswith("SetRollout needs 'Content-Type: application/json'")
+
+
+def test_caller_text_in_refusals_is_escaped_and_bounded():
+    with pytest.raises(ServingError) as e:
+        _browser(host="evil\n\x1b[31m" + "x" * 5000)
+    assert "\n" not in e.value.message and "\x1b" not in e.value.message and len(e.value.message) < 400
+
+
+def test_normalize_origin():
+    assert normalize_origin("HTTPS://Console.Example:443/") == "https://console.example"
+    assert normalize_origin("http://[::1]:8501") == "http://[::1]:8501"
+    for bad in ("null", "console.example", "ftp://x", "http://x/path", "http://", "http://u@x"):
+        with pytest.raises(ValueError):
+            normalize_origin(bad)
+
+
+def test_the_origin_and_host_flags_are_checked():
+    from server.settings import SettingsError, parse_flags
+    s = parse_flags(["--rest_api_cors_allowed_origins=https://A.example, http://b.example:8080",
+                     "--rest_api_allowed_hosts=Verso.Internal,[fd00::1]"])
+    assert s.rest_api_cors_allowed_origins == ("https://a.example", "http://b.example:8080")
+    assert s.rest_api_allowed_hosts == ("verso.internal", "fd00::1")
+    for bad in ("--rest_api_cors_allowed_origins=*", "--rest_api_cors_allowed_origins=a.example",
+                "--rest_api_allowed_hosts=verso.internal:8501"):
+        with pytest.raises(SettingsError):
+            parse_flags([bad])
