@@ -68,6 +68,7 @@ class ServerClient:
         try:
             if isinstance(body, (dict, list)):
                 body = json.dumps(body)
+                headers = {"Content-Type": "application/json", **(headers or {})}
             conn.request(method, path, body=body, headers=headers or {})
             resp = conn.getresponse()
             return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
