@@ -32,6 +32,7 @@ from server.rollout.cost import SHADOW, CostMeter, money_per_1000, rows_of
 from server.rollout.drift import DriftMonitor, DriftReport
 from server.rollout.evidence import Evidence, Window, divergence, per_output
 from server.rollout.facts import VersionFacts
+from server.rollout.faults import CALLER, fault
 from server.rollout.quality import slice_key
 from server.rollout.predlog import Answer, PredictionLog
 from server.rollout.store import DECISIONS_KEPT, MEMORY, RolloutStore, Saved, entry_bytes
@@ -93,6 +94,7 @@ class RolloutManager:
         self._tasks: set[asyncio.Task] = set()
         self._failures: dict[str, int] = collections.Counter()  # consecutive failed analyses (auto)
         self._rolled_back: dict[str, str] = {}  # model -> the final ROLLBACK's text, until a new rollout
+        self._salts: dict[tuple[str, int], bytes] = {}  # (model, canary) -> routing salt (routing.py)
 
     # ---- configuration ---------------------------------------------------------------------
 
@@ -191,6 +193,7 @@ class RolloutManager:
         self._rolled_back.pop(name, None)
         self._file_entries.pop(name, None)
         self.store.delete(name)
+        self._forget_salts(name)
 
     def _decide(self, name: str, text: str, who: str = "automatic") -> None:
         log.info("Rollout of %s: %s", name, text)
@@ -216,23 +219,49 @@ class RolloutManager:
         if mr is None or choice == "version" or (choice == "version_label" and label not in mr.labels):
             return None
         model = self.manager.snapshot.get(name)
-        version = routing.choose(mr.stable, mr.canary, mr.canary_percent, routing.position(key, self.rand),
+        salt = self._salt(name, mr.canary) if mr.canary and key else b""
+        version = routing.choose(mr.stable, mr.canary, mr.canary_percent, routing.position(key, self.rand, salt),
                                  model.versions.keys() if model is not None else ())
         if version is None:  # fail closed: never another version of the model
             raise ServingError(Code.UNAVAILABLE, f"Rollout of model {name}: neither stable v{mr.stable}"
                                                  f"{f' nor canary v{mr.canary}' if mr.canary else ''} is available")
         return version
 
+    def _salt(self, name: str, canary: int) -> bytes:
+        """The routing salt of the rollout of ``canary`` (kept in the store: restarts and other
+        workers use the same). A store that can neither give nor keep one gives a salt of this
+        process alone (logged): routing stays unpredictable, only less sticky across restarts."""
+        salt = self._salts.get((name, canary))
+        if salt is None:
+            salt = self.store.salt(name, canary, routing.new_salt())
+            if salt is None:
+                log.warning("Rollout of %s: the state file cannot keep a routing salt; this process draws its "
+                            "own (routing keys stay sticky until it restarts)", name)
+                salt = routing.new_salt()
+            self._salts[(name, canary)] = salt
+        return salt
+
+    def _forget_salts(self, name: str) -> None:
+        for key in [k for k in self._salts if k[0] == name]:
+            del self._salts[key]
+        self.store.forget_salts(name)
+
     def observe(self, name: str, version: int, latency_s: float, code: str,
-                outputs: Optional[dict] = None, slice: Optional[str] = None) -> Optional[str]:
+                outputs: Optional[dict] = None, slice: Optional[str] = None, *,
+                origin: Optional[str] = None, size: Optional[int] = None) -> Optional[str]:
         """Record one call of a model under rollout; for a successful call with outputs, log the
         answer (off the request path: a full log queue drops it, counted) with its slice key
         (bounded: see ``quality.slice_key``) and return its request id, which feedback may
-        name; else None."""
+        name; else None.
+
+        ``origin``: where a failure arose (server/rollout/faults.py: ``REQUEST``, ``MODEL``, or
+        the error's own ``CALLER``/``SERVER``); a failure of the caller's making is counted
+        apart and never judged. ``size``: the call's input elements, so that latency is compared
+        between calls of comparable size."""
         mr = self.configs.get(name)
         if mr is None:
             return None
-        self.window(name, version).record_call(latency_s, code)
+        self.window(name, version).record_call(latency_s, code, caller=fault(code, origin) == CALLER, size=size)
         if outputs is None or code != "OK":
             return None
         if slice:
@@ -486,7 +515,7 @@ class RolloutManager:
                 max_abs_diff=_or(e.max_abs_diff), top1_agreement=_or(e.top1_agreement), feedback=e.feedback,
                 accuracy=_or(e.accuracy), age_seconds=_or(age), stale=v in served and is_stale(age, mr.max_age_seconds),
                 shadow_dropped=self._shadow_dropped[(name, v)], latency_deciles_ms=e.latency_deciles_ms,
-                available=v in served)
+                available=v in served, caller_errors=e.caller_errors)
             entry = st.versions[-1]
             for alias, (diff, agreement) in e.by_output.items():
                 entry.outputs[alias].max_abs_diff = _or(diff)
