@@ -453,10 +453,12 @@ class RolloutManager:
         model = self.manager.snapshot.get(name)
         return {v: self.age(name, v) for v in (model.versions if model else ())}
 
-    def alarms(self, name: str, ages: Optional[dict[int, Optional[float]]] = None) -> list[str]:
+    def alarms(self, name: str, ages: Optional[dict[int, Optional[float]]] = None,
+               evidence: Optional[dict[int, Evidence]] = None) -> list[str]:
         """Staleness flags: a served version older than max_age_seconds; a canary older than
         the stable version it would replace. Logged once each. ``ages``: from ``_ages`` when
-        the caller has them already."""
+        the caller has them already; with ``evidence`` (by version, as ``status`` has it), also
+        a canary whose calls fail by the caller's fault far more often than stable's."""
         mr = self._config(name)
         found: list[tuple[tuple, str]] = []
         ages = self._ages(name) if ages is None else ages
@@ -477,6 +479,10 @@ class RolloutManager:
             if drift is not None and drift.drifting:
                 found.append(((name, "drifting", v), f"{role} v{v}'s inputs drift from its reference sample "
                                                       f"({_worst(drift)})"))
+        if evidence is not None and mr.canary in evidence and mr.stable in evidence:
+            text = _caller_alarm(mr, evidence[mr.stable], evidence[mr.canary])
+            if text:
+                found.append(((name, "caller errors", mr.canary), text))
         for why, n in sorted(self._slice_notes[name].items()):
             found.append(((name, "slices", why), f"{n} answers had {why}: counted as slice \"other\""))
         keys = {key for key, _ in found}
@@ -527,7 +533,7 @@ class RolloutManager:
         _fill_verdict(st.verdict, self.verdict(name, evidence))
         for t, who, text in self.store.decisions(name, DECISIONS_KEPT):
             st.decisions.add(unix_time=t, text=text, who=who)
-        st.alarms.extend(self.alarms(name, served))
+        st.alarms.extend(self.alarms(name, served, evidence))
         return st
 
     @staticmethod
@@ -671,6 +677,27 @@ def _fill_verdict(out: rollout_pb2.Verdict, verdict: Verdict) -> None:
     for c in verdict.checks:
         out.checks.add(name=c.name, result=c.result, statistic=c.statistic, low=c.low, high=c.high, limit=c.limit,
                        canary_samples=c.canary_samples, stable_samples=c.stable_samples, subject=c.subject)
+
+
+CALLER_ALARM_POINTS = 0.10  # canary share of calls failed by the caller's fault above stable's
+
+
+def _caller_alarm(mr: rollout_pb2.ModelRollout, stable: Evidence, canary: Evidence) -> Optional[str]:
+    """An alarm, not a verdict (a caller can aim bad requests at one side): the canary's calls
+    fail by the caller's fault ``CALLER_ALARM_POINTS`` more often than stable's, over at least
+    ``min_samples`` calls of each. It may be requests aimed at the canary, or a canary that
+    refuses requests stable takes (a changed signature), which no check judges."""
+    need = max(gates_of(mr).min_samples, 1)
+    nc, ns = canary.requests + canary.caller_error_count, stable.requests + stable.caller_error_count
+    if min(nc, ns) < need:
+        return None
+    pc, ps = canary.caller_error_count / nc, stable.caller_error_count / ns
+    if pc - ps <= CALLER_ALARM_POINTS:
+        return None
+    codes = ", ".join(f"{k} {n}" for k, n in sorted(canary.caller_errors.items(), key=lambda kv: -kv[1])[:3])
+    return (f"canary v{mr.canary}: {pc * 100:.0f} % of its calls failed by the caller's fault ({codes}) against "
+            f"{ps * 100:.0f} % of stable v{mr.stable}'s: requests aimed at it, or a canary that refuses requests "
+            "stable takes (a changed signature?); not judged")
 
 
 def _or(x: Optional[float]) -> float:

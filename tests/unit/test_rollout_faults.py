@@ -221,3 +221,18 @@ def test_status_shows_caller_errors_apart():
     assert (v.requests, dict(v.errors), dict(v.caller_errors)) == (
         2, {"UNAVAILABLE": 1}, {"INVALID_ARGUMENT": 1, "RESOURCE_EXHAUSTED": 1})
     assert isinstance(rm.status("m"), rollout_pb2.RolloutStatus)
+
+
+def test_a_canary_refusing_far_more_requests_than_stable_raises_an_alarm_not_a_verdict():
+    rm = make_rm(None, mr_of(canary_percent=50, gates={"min_samples": 20}))
+    for _ in range(30):
+        rm.observe("m", 1, 0.01, "OK", size=1)
+        rm.observe("m", 2, 0.01, "OK", size=1)
+    assert rm.status("m").alarms == []
+    for _ in range(10):
+        rm.observe("m", 2, 0.01, "INVALID_ARGUMENT", origin=REQUEST)
+    st = rm.status("m")
+    assert list(st.alarms) == ["canary v2: 25 % of its calls failed by the caller's fault (INVALID_ARGUMENT 10) "
+                               "against 0 % of stable v1's: requests aimed at it, or a canary that refuses requests "
+                               "stable takes (a changed signature?); not judged"]
+    assert st.verdict.failed_analyses == 0 and not any(c.result == "FAIL" for c in st.verdict.checks)
