@@ -29,7 +29,7 @@ from server.dataplane.predict import DEFAULT_SIGNATURE, MAX_TENSOR_BYTES, check_
 from server.lifecycle.servable import is_hooked
 from server.rollout.cost import CostMeter, rows_of
 from server.rollout.evidence import input_elements
-from server.rollout.faults import MODEL, REQUEST, origin_of
+from server.rollout.faults import MODEL, REFUSED, REQUEST, origin_of
 
 log = logging.getLogger("verso.handlers")
 
@@ -132,6 +132,22 @@ class ServingCore:
         if shadow is not None and outputs is not None:
             self.rollouts.maybe_shadow(handle.name, handle.version, *shadow, outputs)
 
+    def _origin(self, error: Exception, phase: str, handle, check) -> str:
+        """Whose fault a failed call of ``handle`` is (server/rollout/faults.py): ``origin_of``,
+        except that a request the canary refused before running (``REQUEST``) that its stable
+        version accepts (``check(stable's handle)`` passes) is the canary's (``REFUSED``)."""
+        origin = origin_of(error, phase)
+        stable = (self.rollouts.stable_of(handle.name, handle.version)
+                  if origin == REQUEST and self.rollouts is not None else None)
+        if stable is None:
+            return origin
+        try:
+            with self.manager.lease(handle.name, stable) as other:
+                check(other)
+        except Exception:
+            return origin  # stable refuses it too (or is not serving): the request's fault
+        return REFUSED
+
     def record(self, call: CallInfo, error: Optional[ServingError]) -> None:
         """The request metrics of one finished call, for every transport (TF Serving's request
         count and latency, Verso's per-version series): the time since ``call.t0``, the model
@@ -198,7 +214,7 @@ class ServingCore:
                 outputs = await self.run(handle, sig_name, inputs, aliases, "Predict")
             except Exception as e:  # the transport answers any other exception as INTERNAL
                 self._observe(handle, t0, e.code.name if isinstance(e, ServingError) else "INTERNAL", call,
-                              origin=origin_of(e, phase), size=size)
+                              origin=self._origin(e, phase, handle, prepare), size=size)
                 raise
         self._observe(handle, t0, "OK", call, outputs, (sig_name, inputs, aliases), size=size)
         if call is not None:
@@ -274,8 +290,10 @@ class ServingCore:
                 outputs = await self.run(handle, p.signature_name, {p.input_alias: examples}, p.output_aliases,
                                          "Classify" if method == inference.CLASSIFY_METHOD else "Regress")
             except Exception as e:
+                check = lambda h: inference.plan(method, h.servable.signature_defs, request.model_spec.signature_name)
                 self._observe(handle, t0, e.code.name if isinstance(e, ServingError) else "INTERNAL", None,
-                              origin=origin_of(e, phase), size=len(examples) if phase == MODEL else None)
+                              origin=self._origin(e, phase, handle, check),
+                              size=len(examples) if phase == MODEL else None)
                 raise
         self._observe(handle, t0, "OK", None, size=len(examples))
         if method == inference.CLASSIFY_METHOD:

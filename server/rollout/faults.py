@@ -11,7 +11,10 @@ Where the error arose decides first. The serving core passes ``REQUEST`` for an 
 while reading and checking the request, before the version runs: nothing of the version but
 its signature was used, and a request that does not fit the signature is INVALID_ARGUMENT
 anyway, so every such failure is the caller's (a request over a size limit, RESOURCE_EXHAUSTED,
-included). ``MODEL`` is an error raised while the version ran: then the code decides (INTERNAL,
+included), with one exception: ``REFUSED``, a request the canary refused before running that
+its stable version accepts (the core checks it against stable's signature), is the canary's: it
+breaks clients that work today (a changed signature), and no caller can forge it, since it is a
+request the version in service takes. ``MODEL`` is an error raised while the version ran: then the code decides (INTERNAL,
 UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED ... are the server's; INVALID_ARGUMENT from
 the graph, e.g. a shape only the model could check, the caller's). A ``ServingError`` raised
 with ``caller=True`` or ``caller=False`` says outright whose it is (``CALLER`` / ``SERVER``),
@@ -25,6 +28,7 @@ from typing import Optional
 
 SERVER, CALLER = "server", "caller"
 REQUEST, MODEL = "request", "model"   # where an error arose (origins besides SERVER and CALLER)
+REFUSED = "refused"   # refused before running by the canary, accepted by its stable version
 
 # The request was wrong, whatever the version: what it named, what it sent, who sent it, or the
 # caller gave up on it (CANCELLED).
@@ -35,8 +39,9 @@ CALLER_CODES = frozenset({"CANCELLED", "INVALID_ARGUMENT", "NOT_FOUND", "ALREADY
 def fault(code: str, origin: Optional[str] = None) -> Optional[str]:
     """``SERVER`` or ``CALLER`` for a failed call's gRPC code name, None for "OK".
 
-    ``origin`` ``CALLER`` or ``SERVER`` (the error said whose it is) decides outright, and
-    ``REQUEST`` (raised before the version ran) is the caller's. Otherwise (``MODEL``, or not
+    ``origin`` ``CALLER`` or ``SERVER`` (the error said whose it is) decides outright,
+    ``REFUSED`` is the server's (the canary's) and ``REQUEST`` (raised before the version ran)
+    the caller's. Otherwise (``MODEL``, or not
     known) a code of ``CALLER_CODES`` is the caller's, and every other code, an unknown name
     included, the server's (INTERNAL, UNKNOWN, UNAVAILABLE, DATA_LOSS, ABORTED,
     RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED): fail closed, a failure of the version that nobody
@@ -45,6 +50,8 @@ def fault(code: str, origin: Optional[str] = None) -> Optional[str]:
         return None
     if origin in (SERVER, CALLER):
         return origin
+    if origin == REFUSED:
+        return SERVER
     if origin == REQUEST or code in CALLER_CODES:
         return CALLER
     return SERVER

@@ -246,6 +246,12 @@ class RolloutManager:
             del self._salts[key]
         self.store.forget_salts(name)
 
+    def stable_of(self, name: str, version: int) -> Optional[int]:
+        """The stable version when ``version`` is the canary of ``name``'s rollout, else None:
+        a request the canary refuses is its fault when stable accepts it (rollout/faults.py)."""
+        mr = self.configs.get(name)
+        return mr.stable if mr is not None and mr.canary and version == mr.canary != mr.stable else None
+
     def observe(self, name: str, version: int, latency_s: float, code: str,
                 outputs: Optional[dict] = None, slice: Optional[str] = None, *,
                 origin: Optional[str] = None, size: Optional[int] = None) -> Optional[str]:

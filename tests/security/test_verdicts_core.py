@@ -13,6 +13,7 @@ and keeps those the canary answers (the answer names its version).
 from __future__ import annotations
 
 import random
+import shutil
 from pathlib import Path
 
 import grpc
@@ -44,19 +45,36 @@ def _save_quadratic(path: Path, offset: float) -> None:
     tf.saved_model.save(m, str(path), signatures={"serving_default": m.serve})
 
 
+def _save_renamed(path: Path) -> None:
+    """half_plus_two whose input is called "z": a canary that refuses what stable takes."""
+    import tensorflow as tf
+
+    class Renamed(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name="z")])
+        def serve(self, z):
+            return {"y": 0.5 * z + 2.0}
+
+    m = Renamed()
+    tf.saved_model.save(m, str(path), signatures={"serving_default": m.serve})
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("verdicts")
     for v in (1, 2):
         _save_quadratic(root / "quadratic" / str(v), float(v))
+    shutil.copytree(BASE / "1", root / "renamed" / "1")
+    _save_renamed(root / "renamed" / "2")
     models = "".join(f'config {{ name: "{name}" base_path: "{base}" model_platform: "tensorflow" '
                      'model_version_policy { all {} } } '
-                     for name, base in (("errors", BASE), ("latency", root / "quadratic")))
+                     for name, base in (("errors", BASE), ("latency", root / "quadratic"),
+                                        ("renamed", root / "renamed")))
     (root / "models.config").write_text(f"model_config_list {{ {models} }}\n")
     gates = f"gates {{ min_samples: {MIN_SAMPLES} warmup_calls: -1 max_p99_ratio: 3 }}"
     (root / "rollouts.config").write_text(
         f'models {{ model: "errors" stable: 1 canary: 2 canary_percent: 50 {gates} }}\n'
-        f'models {{ model: "latency" stable: 1 canary: 2 canary_percent: 50 {gates} }}\n')
+        f'models {{ model: "latency" stable: 1 canary: 2 canary_percent: 50 {gates} }}\n'
+        f'models {{ model: "renamed" stable: 1 canary: 2 canary_percent: 50 {gates} }}\n')
     srv = InProcessServer([f"--model_config_file={root}/models.config",
                            f"--rollout_config_file={root}/rollouts.config",
                            f"--max_tensor_bytes={MAX_TENSOR_BYTES}"], rest=True)
@@ -142,3 +160,23 @@ def test_heavy_requests_keyed_onto_the_canary_do_not_fail_its_latency(server):
     # Judged on the users' one-element calls only (the attacker's are a class of their own).
     assert int(latency["stable_samples"]) == int(stable["requests"])
     assert int(latency["canary_samples"]) == int(canary["requests"]) - 90
+
+
+def test_a_canary_that_refuses_requests_stable_takes_is_still_failed(server):
+    """The other side of the rule: a request stable accepts and the canary refuses (here its
+    input was renamed) is the canary's fault, judged; a request both refuse stays the caller's."""
+    rng = random.Random(2)
+    for _ in range(2 * MIN_SAMPLES + 40):
+        key = f"user-{rng.randrange(10 ** 9)}"
+        try:
+            _predict(server, _request("renamed", [1.0]), key)
+        except grpc.RpcError as e:
+            assert e.code() == grpc.StatusCode.INVALID_ARGUMENT
+        with pytest.raises(grpc.RpcError):
+            _predict(server, _request("renamed", [1.0], alias="neither"), key)
+    stable, canary, checks = _status(server, "renamed")
+    assert int(canary["requests"]) >= MIN_SAMPLES and int(stable["requests"]) >= MIN_SAMPLES
+    assert int(canary["errors"]["INVALID_ARGUMENT"]) == int(canary["requests"]) and canary["error_rate"] == 1.0
+    # The requests neither version takes: the callers', on both sides.
+    assert sum(int(v["caller_errors"]["INVALID_ARGUMENT"]) for v in (stable, canary)) == 2 * MIN_SAMPLES + 40
+    assert stable["errors"] == {} and checks["errors"]["result"] == "FAIL", checks["errors"]

@@ -12,7 +12,7 @@ from protos import rollout_pb2
 from protos.errors import Code, ServingError
 from server.rollout import routing
 from server.rollout.evidence import Window
-from server.rollout.faults import CALLER, CALLER_CODES, MODEL, REQUEST, SERVER, fault, origin_of
+from server.rollout.faults import CALLER, CALLER_CODES, MODEL, REFUSED, REQUEST, SERVER, fault, origin_of
 from server.rollout.manager import RolloutManager
 from server.rollout.store import RolloutStore
 from server.rollout.verdict import FAIL, PASS, ROLLBACK, Gates, check_errors, check_latency, decide
@@ -43,6 +43,8 @@ def test_ok_is_nobodys_fault_and_the_error_can_say_whose_it_is():
     assert fault("RESOURCE_EXHAUSTED", CALLER) == CALLER      # e.g. outputs over a limit, after the run
     assert fault("INVALID_ARGUMENT", SERVER) == SERVER
     assert fault("RESOURCE_EXHAUSTED", SERVER) == SERVER      # the server's own budget, wherever checked
+    # Refused by the canary before it ran, but stable takes it: the canary breaks working clients.
+    assert fault("INVALID_ARGUMENT", REFUSED) == fault("FAILED_PRECONDITION", REFUSED) == SERVER
     assert CALLER_CODES == {c.name for c in Code if fault(c.name, MODEL) == CALLER}
 
 
@@ -236,3 +238,11 @@ def test_a_canary_refusing_far_more_requests_than_stable_raises_an_alarm_not_a_v
                                "against 0 % of stable v1's: requests aimed at it, or a canary that refuses requests "
                                "stable takes (a changed signature?); not judged"]
     assert st.verdict.failed_analyses == 0 and not any(c.result == "FAIL" for c in st.verdict.checks)
+
+
+def test_only_a_canary_is_judged_by_what_its_stable_version_takes():
+    rm = make_rm(None, mr_of(canary_percent=50))
+    assert rm.stable_of("m", 2) == 1
+    assert rm.stable_of("m", 1) is None and rm.stable_of("m", 3) is None and rm.stable_of("other", 2) is None
+    rm.apply({"m": mr_of(canary=0, canary_percent=0)})
+    assert rm.stable_of("m", 2) is None
