@@ -290,9 +290,10 @@ class ServingCore:
                 outputs = await self.run(handle, p.signature_name, {p.input_alias: examples}, p.output_aliases,
                                          "Classify" if method == inference.CLASSIFY_METHOD else "Regress")
             except Exception as e:
-                check = lambda h: inference.plan(method, h.servable.signature_defs, request.model_spec.signature_name)
+                origin = self._origin(e, phase, handle, lambda h: inference.plan(
+                    method, h.servable.signature_defs, request.model_spec.signature_name))
                 self._observe(handle, t0, e.code.name if isinstance(e, ServingError) else "INTERNAL", None,
-                              origin=self._origin(e, phase, handle, check),
+                              origin=origin,
                               size=len(examples) if phase == MODEL else None)
                 raise
         self._observe(handle, t0, "OK", None, size=len(examples))
