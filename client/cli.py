@@ -981,6 +981,8 @@ def _show_compare(status, as_json: bool) -> None:
         table.add_column(col, justify="left" if col in ("role", "drift") else "right")
     for v in status.versions:
         errors = ", ".join(f"{k} {n}" for k, n in sorted(v.errors.items())) or "0"
+        if v.caller_errors:  # the caller's failures: shown, never judged
+            errors += "; caller: " + ", ".join(f"{k} {n}" for k, n in sorted(v.caller_errors.items()))
         agree = f"{_known(v.top1_agreement, '{:.1f}', 100)} % ({v.shadow_compared})" if v.top1_agreement >= 0 else "-"
         acc = f"{_known(v.accuracy, '{:.1f}', 100)} % ({v.feedback})" if v.accuracy >= 0 else "-"
         table.add_row(str(v.version), v.role or "-", f"{v.traffic_percent:g}", str(v.requests),

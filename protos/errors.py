@@ -8,6 +8,7 @@ Messages are TF Serving's wire text wherever TF Serving has one.
 from __future__ import annotations
 
 import enum
+from typing import Optional
 
 
 class Code(enum.IntEnum):
@@ -57,12 +58,18 @@ class ServingError(Exception):
 
     Raised anywhere in the core; transport adapters turn it into a gRPC status
     (``code`` is the gRPC code number) or an HTTP status (``http_status``).
+
+    ``caller``: whose fault it is, for a rollout's verdict (server/rollout/faults.py): True when
+    the request caused it (e.g. RESOURCE_EXHAUSTED for a request over a limit), False when the
+    server failed (e.g. its own queue or budget full); None (default): decided by the code and
+    where it was raised. Never sent to the client.
     """
 
-    def __init__(self, code: Code, message: str):
+    def __init__(self, code: Code, message: str, *, caller: Optional[bool] = None):
         super().__init__(message)
         self.code = Code(code)
         self.message = message
+        self.caller = caller
 
     @property
     def http_status(self) -> int:

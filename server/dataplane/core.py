@@ -28,6 +28,8 @@ from server.dataplane.examples import serialized_examples
 from server.dataplane.predict import DEFAULT_SIGNATURE, MAX_TENSOR_BYTES, check_inputs, prepare_predict
 from server.lifecycle.servable import is_hooked
 from server.rollout.cost import CostMeter, rows_of
+from server.rollout.evidence import input_elements
+from server.rollout.faults import MODEL, REFUSED, REQUEST, origin_of
 
 log = logging.getLogger("verso.handlers")
 
@@ -117,16 +119,35 @@ class ServingCore:
                 version = choice
         return name, version
 
-    def _observe(self, handle, t0: float, code: str, call: Optional[CallInfo], outputs=None, shadow=None) -> None:
-        """Evidence for a model under rollout: the call, its request id, maybe a shadow call."""
+    def _observe(self, handle, t0: float, code: str, call: Optional[CallInfo], outputs=None, shadow=None,
+                 origin: Optional[str] = None, size: Optional[int] = None) -> None:
+        """Evidence for a model under rollout: the call, its request id, maybe a shadow call.
+        ``origin`` and ``size``: whose fault a failure is, the call's input elements (see
+        ``RolloutManager.observe``)."""
         if self.rollouts is None or handle.name not in self.rollouts.configs:
             return
         request_id = self.rollouts.observe(handle.name, handle.version, time.perf_counter() - t0, code, outputs,
-                                           call.slice if call is not None else None)
+                                           call.slice if call is not None else None, origin=origin, size=size)
         if call is not None:
             call.request_id = request_id
         if shadow is not None and outputs is not None:
             self.rollouts.maybe_shadow(handle.name, handle.version, *shadow, outputs)
+
+    def _origin(self, error: Exception, phase: str, handle, check) -> str:
+        """Whose fault a failed call of ``handle`` is (server/rollout/faults.py): ``origin_of``,
+        except that a request the canary refused before running (``REQUEST``) that its stable
+        version accepts (``check(stable's handle)`` passes) is the canary's (``REFUSED``)."""
+        origin = origin_of(error, phase)
+        stable = (self.rollouts.stable_of(handle.name, handle.version)
+                  if origin == REQUEST and self.rollouts is not None else None)
+        if stable is None:
+            return origin
+        try:
+            with self.manager.lease(handle.name, stable) as other:
+                check(other)
+        except Exception:
+            return origin  # stable refuses it too (or is not serving): the request's fault
+        return REFUSED
 
     def record(self, call: CallInfo, error: Optional[ServingError]) -> None:
         """The request metrics of one finished call, for every transport (TF Serving's request
@@ -184,15 +205,19 @@ class ServingCore:
         name, version = self.routed(spec, call)
         with self.manager.lease(name, version) as handle:
             t0 = time.perf_counter()
+            phase, size = REQUEST, None  # a failure before the model runs is the request's (rollout/faults.py)
             try:
                 sig_name, inputs, aliases = prepare(handle)
+                size = input_elements(inputs)
                 if self.rollouts is not None:
                     self.rollouts.observe_inputs(handle.name, handle.version, inputs)
+                phase = MODEL
                 outputs = await self.run(handle, sig_name, inputs, aliases, "Predict")
-            except ServingError as e:
-                self._observe(handle, t0, e.code.name, call)
+            except Exception as e:  # the transport answers any other exception as INTERNAL
+                self._observe(handle, t0, e.code.name if isinstance(e, ServingError) else "INTERNAL", call,
+                              origin=self._origin(e, phase, handle, prepare), size=size)
                 raise
-        self._observe(handle, t0, "OK", call, outputs, (sig_name, inputs, aliases))
+        self._observe(handle, t0, "OK", call, outputs, (sig_name, inputs, aliases), size=size)
         if call is not None:
             call.version = handle.version
         return handle, sig_name, aliases, outputs
@@ -256,17 +281,23 @@ class ServingCore:
         name, version = self.routed(request.model_spec)
         with self.manager.lease(name, version) as handle:
             t0 = time.perf_counter()
+            phase = REQUEST
             try:
                 p = inference.plan(method, handle.servable.signature_defs, request.model_spec.signature_name)
                 examples = serialized_examples(request.input)
                 if self.metrics is not None:
                     self.metrics.examples(name, len(examples))
+                phase = MODEL
                 outputs = await self.run(handle, p.signature_name, {p.input_alias: examples}, p.output_aliases,
                                          "Classify" if method == inference.CLASSIFY_METHOD else "Regress")
-            except ServingError as e:
-                self._observe(handle, t0, e.code.name, None)
+            except Exception as e:
+                origin = self._origin(e, phase, handle, lambda h: inference.plan(
+                    method, h.servable.signature_defs, request.model_spec.signature_name))
+                self._observe(handle, t0, e.code.name if isinstance(e, ServingError) else "INTERNAL", None,
+                              origin=origin,
+                              size=len(examples) if phase == MODEL else None)
                 raise
-        self._observe(handle, t0, "OK", None)
+        self._observe(handle, t0, "OK", None, size=len(examples))
         if method == inference.CLASSIFY_METHOD:
             response.result.CopyFrom(inference.classification_result(len(examples), outputs))
         else:

@@ -17,6 +17,7 @@ from typing import Callable, Mapping, NamedTuple, Optional, Sequence, Union
 import ml_dtypes
 import numpy as np
 
+from server.rollout.faults import CALLER, fault
 from server.rollout.quality import ClassRow, SliceRow, class_table, slice_table
 
 OK = "OK"
@@ -53,12 +54,30 @@ def _mean(values: list) -> Optional[float]:
     return sum(values) / len(values) if values else None
 
 
+def input_elements(inputs: Mapping) -> int:
+    """A request's size: the elements of all its inputs together (rows times a row's elements;
+    a list of serialized examples counts one per example)."""
+    return sum(int(np.size(a)) if hasattr(a, "shape") else len(a) for a in inputs.values())
+
+
+UNKNOWN_SIZE = -1  # the size class of a call whose size was not given
+
+
+def size_class(size: Optional[int]) -> int:
+    """The size class of a call of ``size`` input elements (every input's elements together:
+    rows times the elements of a row): ``k`` for sizes in [2**k, 2**(k+1)), 0 for 0 and 1,
+    ``UNKNOWN_SIZE`` for None. Latency is compared only between calls of one class."""
+    if size is None:
+        return UNKNOWN_SIZE
+    return max(int(size), 1).bit_length() - 1
+
+
 @dataclass(frozen=True)
 class Evidence:
     """What a ``Window`` held when ``summary()`` was called. Rates and ratios are fractions (0..1)."""
 
-    requests: int                    # calls in the window (OK + errors)
-    errors: dict[str, int]           # error count by gRPC code name, in the window, sorted by key
+    requests: int                    # judged calls in the window (OK + the version's own errors)
+    errors: dict[str, int]           # the version's (server-side) errors by gRPC code name, sorted by key
     error_rate: float                # errors / requests (0.0 when no requests)
     p50_ms: Optional[float]          # latency percentiles of the OK calls in the window; None if none
     p99_ms: Optional[float]
@@ -97,6 +116,15 @@ class Evidence:
     # Cost: CPU seconds per prediction of the version's last model calls (the rollout manager
     # adds them from its CostMeter; a Window knows nothing of CPU).
     cost_samples: tuple[float, ...] = ()
+    # Calls that failed by the caller's fault (server/rollout/faults.py), by gRPC code name, over
+    # the last ``size`` of them: shown, never judged, and not in ``requests``.
+    caller_errors: dict[str, int] = field(default_factory=dict)
+    # The size class (``size_class``) of each of ``latencies_ms``; empty: all unknown.
+    latency_sizes: tuple[int, ...] = ()
+
+    @property
+    def caller_error_count(self) -> int:
+        return sum(self.caller_errors.values())
 
     @property
     def error_count(self) -> int:
@@ -107,6 +135,12 @@ class Window:
     """Evidence about one model version in bounded memory: the last ``size`` calls, the last
     ``size`` shadow comparisons, the last ``size`` feedback rows (three deques with
     ``maxlen=size``, so old entries fall out as new ones arrive).
+
+    Only the calls the version is judged by enter the calls' deque: successes and failures of
+    the server's making. A call that failed by the caller's fault (INVALID_ARGUMENT, ... see
+    server/rollout/faults.py) goes to a deque of its own (the last ``size`` of them), so that a
+    caller cannot move a version's error rate, nor push its evidence out of the window, with
+    requests that fail.
 
     The first ``warmup_calls`` calls the window records are counted (requests, errors) but their
     latency is left out: a version's first calls after it loads are slow for reasons that say
@@ -122,19 +156,27 @@ class Window:
         self.size = size
         self._clock = clock
         self._warmup_left = max(0, warmup_calls)
-        # (recorded at, latency ms or None for a warmup call, code)
-        self._calls: deque[tuple[float, Optional[float], str]] = deque(maxlen=size)
+        # (recorded at, latency ms or None for a warmup call, code, size class)
+        self._calls: deque[tuple[float, Optional[float], str, int]] = deque(maxlen=size)
+        self._caller: deque[tuple[float, str]] = deque(maxlen=size)  # (recorded at, code)
         self._shadow: deque[tuple[Optional[float], int, int, Mapping]] = deque(maxlen=size)
         self._feedback: deque[tuple[float, FeedbackRow]] = deque(maxlen=size)  # (recorded at, row)
 
-    def record_call(self, latency_s: float, code: str = OK) -> None:
-        """One finished call: its latency in seconds and its gRPC code name ("OK" or an error
-        name such as "INVALID_ARGUMENT"). Only OK calls past the warmup count towards latency."""
+    def record_call(self, latency_s: float, code: str = OK, *, caller: Optional[bool] = None,
+                    size: Optional[int] = None) -> None:
+        """One finished call: its latency in seconds, its gRPC code name ("OK" or an error name
+        such as "INTERNAL"), whether it failed by the caller's fault (None: as ``faults.fault``
+        says from the code alone) and its size in input elements (None: unknown). Only OK calls
+        past the warmup count towards latency; a caller's failure is counted apart and does not
+        use up the warmup (the version did not run)."""
+        if code != OK and (caller if caller is not None else fault(code) == CALLER):
+            self._caller.append((self._clock(), code))
+            return
         if self._warmup_left:
             self._warmup_left -= 1
-            self._calls.append((self._clock(), None, code))
+            self._calls.append((self._clock(), None, code, size_class(size)))
         else:
-            self._calls.append((self._clock(), latency_s * 1000.0, code))
+            self._calls.append((self._clock(), latency_s * 1000.0, code, size_class(size)))
 
     def record_shadow(self, max_abs_diff: Optional[float], agreeing_rows: int, compared_rows: int,
                       by_output: Optional[Mapping[str, tuple[Optional[float], int, int]]] = None) -> None:
@@ -157,7 +199,8 @@ class Window:
         whose clock differs: ``merged``)."""
         now = self._clock()
         return {"size": self.size,
-                "calls": [(now - t, ms, code) for t, ms, code in self._calls],
+                "calls": [(now - t, ms, code, k) for t, ms, code, k in self._calls],
+                "caller": [(now - t, code) for t, code in self._caller],
                 "shadow": [(d, a, c, {k: list(v) for k, v in by.items()}) for d, a, c, by in self._shadow],
                 "feedback": [(now - t, list(row)) for t, row in self._feedback]}
 
@@ -168,15 +211,24 @@ class Window:
         now = self._clock()
         w = Window(self.size * (1 + len(parts)), clock=self._clock)
         calls = list(self._calls)
+        caller = list(self._caller)
         feedback = list(self._feedback)
         shadow = list(self._shadow)
         for ago, data in parts:
-            calls += [(now - ago - age, ms, code) for age, ms, code in data["calls"]]
+            for age, ms, code, *k in data["calls"]:
+                # A worker of an older Verso published (age, ms, code): no size, and its caller
+                # errors among the calls.
+                if k or code == OK or fault(code) != CALLER:
+                    calls.append((now - ago - age, ms, code, k[0] if k else UNKNOWN_SIZE))
+                else:
+                    caller.append((now - ago - age, code))
+            caller += [(now - ago - age, code) for age, code in data.get("caller", ())]
             # A worker of an older Verso published bare booleans (correct or not).
             feedback += [(now - ago - age, FeedbackRow(*row) if isinstance(row, list) else FeedbackRow(bool(row)))
                          for age, row in data["feedback"]]
             shadow += [(d, a, c, {k: tuple(v) for k, v in by.items()}) for d, a, c, by in data["shadow"]]
         w._calls.extend(sorted(calls, key=lambda e: e[0]))
+        w._caller.extend(sorted(caller, key=lambda e: e[0]))
         w._feedback.extend(sorted(feedback, key=lambda e: e[0]))
         w._shadow.extend(shadow)
         return w
@@ -184,11 +236,13 @@ class Window:
     def summary(self) -> Evidence:
         """Freeze the window into an ``Evidence``; ``requests_per_second`` uses ``clock()`` now."""
         requests = len(self._calls)
-        codes = Counter(code for _, _, code in self._calls if code != OK)
+        codes = Counter(code for _, _, code, _ in self._calls if code != OK)
         errors = {code: codes[code] for code in sorted(codes)}
         n_errors = sum(errors.values())
+        by_caller = Counter(code for _, code in self._caller)
 
-        ok_ms = [ms for _, ms, code in self._calls if code == OK and ms is not None]
+        timed = [(ms, k) for _, ms, code, k in self._calls if code == OK and ms is not None]
+        ok_ms = [ms for ms, _ in timed]
         p50 = p99 = None
         deciles: tuple[float, ...] = ()
         if ok_ms:
@@ -245,6 +299,8 @@ class Window:
             classes=tuple(classes),
             confusion=confusion,
             slices=tuple(slices),
+            caller_errors={code: by_caller[code] for code in sorted(by_caller)},
+            latency_sizes=tuple(k for _, k in timed),
         )
 
     def _accuracy_history(self) -> tuple[tuple[float, Optional[float], int, Optional[float]], ...]:

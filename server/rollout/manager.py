@@ -46,6 +46,7 @@ from server.rollout.cost import SHADOW, CostMeter, money_per_1000, rows_of
 from server.rollout.drift import DriftMonitor, DriftReport
 from server.rollout.evidence import Evidence, Window, divergence, per_output
 from server.rollout.facts import VersionFacts
+from server.rollout.faults import CALLER, fault
 from server.rollout.quality import class_key, feedback_problem, slice_key
 from server.rollout.predlog import Answer, PredictionLog
 from server.rollout.store import DECISIONS_KEPT, MEMORY, RolloutStore, Saved, StoreWriteError, entry_bytes
@@ -122,6 +123,7 @@ class RolloutManager:
         self._file_backlog: Optional[tuple[dict, str]] = None  # config file entries not applied yet
         self.write_failures = 0  # state file writes that failed (refused changes, retries)
         self.write_error: Optional[str] = None  # the last one's text, until a write succeeds
+        self._salts: dict[tuple[str, int], bytes] = {}  # (model, canary) -> routing salt (routing.py)
 
     # ---- configuration ---------------------------------------------------------------------
 
@@ -334,6 +336,7 @@ class RolloutManager:
         self._unsaved.pop(name, None)
         self._pending.pop(name, None)
         self._refused.pop(name, None)
+        self._forget_salts(name)
 
     def _decide(self, name: str, text: str, who: str = "automatic") -> None:
         """A decision that changes nothing (HOLD): logged; kept in memory (bounded) when the
@@ -369,23 +372,55 @@ class RolloutManager:
         if mr is None or choice == "version" or (choice == "version_label" and label not in mr.labels):
             return None
         model = self.manager.snapshot.get(name)
-        version = routing.choose(mr.stable, mr.canary, mr.canary_percent, routing.position(key, self.rand),
+        salt = self._salt(name, mr.canary) if mr.canary and key else b""
+        version = routing.choose(mr.stable, mr.canary, mr.canary_percent, routing.position(key, self.rand, salt),
                                  model.versions.keys() if model is not None else ())
         if version is None:  # fail closed: never another version of the model
             raise ServingError(Code.UNAVAILABLE, f"Rollout of model {name}: neither stable v{mr.stable}"
                                                  f"{f' nor canary v{mr.canary}' if mr.canary else ''} is available")
         return version
 
+    def _salt(self, name: str, canary: int) -> bytes:
+        """The routing salt of the rollout of ``canary`` (kept in the store: restarts and other
+        workers use the same). A store that can neither give nor keep one gives a salt of this
+        process alone (logged): routing stays unpredictable, only less sticky across restarts."""
+        salt = self._salts.get((name, canary))
+        if salt is None:
+            salt = self.store.salt(name, canary, routing.new_salt())
+            if salt is None:
+                log.warning("Rollout of %s: the state file cannot keep a routing salt; this process draws its "
+                            "own (routing keys stay sticky until it restarts)", name)
+                salt = routing.new_salt()
+            self._salts[(name, canary)] = salt
+        return salt
+
+    def _forget_salts(self, name: str) -> None:
+        for key in [k for k in self._salts if k[0] == name]:
+            del self._salts[key]
+        self.store.forget_salts(name)
+
+    def stable_of(self, name: str, version: int) -> Optional[int]:
+        """The stable version when ``version`` is the canary of ``name``'s rollout, else None:
+        a request the canary refuses is its fault when stable accepts it (rollout/faults.py)."""
+        mr = self.configs.get(name)
+        return mr.stable if mr is not None and mr.canary and version == mr.canary != mr.stable else None
+
     def observe(self, name: str, version: int, latency_s: float, code: str,
-                outputs: Optional[dict] = None, slice: Optional[str] = None) -> Optional[str]:
+                outputs: Optional[dict] = None, slice: Optional[str] = None, *,
+                origin: Optional[str] = None, size: Optional[int] = None) -> Optional[str]:
         """Record one call of a model under rollout; for a successful call with outputs, log the
         answer (off the request path: a full log queue drops it, counted) with its slice key
         (bounded: see ``quality.slice_key``) and return its request id, which feedback may
-        name; else None."""
+        name; else None.
+
+        ``origin``: where a failure arose (server/rollout/faults.py: ``REQUEST``, ``MODEL``, or
+        the error's own ``CALLER``/``SERVER``); a failure of the caller's making is counted
+        apart and never judged. ``size``: the call's input elements, so that latency is compared
+        between calls of comparable size."""
         mr = self.configs.get(name)
         if mr is None:
             return None
-        self.window(name, version).record_call(latency_s, code)
+        self.window(name, version).record_call(latency_s, code, caller=fault(code, origin) == CALLER, size=size)
         if outputs is None or code != "OK":
             return None
         if slice:
@@ -618,10 +653,12 @@ class RolloutManager:
         model = self.manager.snapshot.get(name)
         return {v: self.age(name, v) for v in (model.versions if model else ())}
 
-    def alarms(self, name: str, ages: Optional[dict[int, Optional[float]]] = None) -> list[str]:
+    def alarms(self, name: str, ages: Optional[dict[int, Optional[float]]] = None,
+               evidence: Optional[dict[int, Evidence]] = None) -> list[str]:
         """Staleness flags: a served version older than max_age_seconds; a canary older than
         the stable version it would replace. Logged once each. ``ages``: from ``_ages`` when
-        the caller has them already."""
+        the caller has them already; with ``evidence`` (by version, as ``status`` has it), also
+        a canary whose calls fail by the caller's fault far more often than stable's."""
         mr = self._config(name)
         found: list[tuple[tuple, str]] = []
         ages = self._ages(name) if ages is None else ages
@@ -642,6 +679,10 @@ class RolloutManager:
             if drift is not None and drift.drifting:
                 found.append(((name, "drifting", v), f"{role} v{v}'s inputs drift from its reference sample "
                                                       f"({_worst(drift)})"))
+        if evidence is not None and mr.canary in evidence and mr.stable in evidence:
+            text = _caller_alarm(mr, evidence[mr.stable], evidence[mr.canary])
+            if text:
+                found.append(((name, "caller errors", mr.canary), text))
         for why, n in sorted(self._slice_notes[name].items()):
             found.append(((name, "slices", why), f"{n} answers had {why}: counted as slice \"other\""))
         for why, n in sorted(self._class_notes[name].items()):
@@ -684,7 +725,7 @@ class RolloutManager:
                 max_abs_diff=_or(e.max_abs_diff), top1_agreement=_or(e.top1_agreement), feedback=e.feedback,
                 accuracy=_or(e.accuracy), age_seconds=_or(age), stale=v in served and is_stale(age, mr.max_age_seconds),
                 shadow_dropped=self._shadow_dropped[(name, v)], latency_deciles_ms=e.latency_deciles_ms,
-                available=v in served)
+                available=v in served, caller_errors=e.caller_errors)
             entry = st.versions[-1]
             for alias, (diff, agreement) in e.by_output.items():
                 entry.outputs[alias].max_abs_diff = _or(diff)
@@ -696,7 +737,7 @@ class RolloutManager:
         _fill_verdict(st.verdict, self.verdict(name, evidence))
         for t, who, text in self.store.decisions(name, DECISIONS_KEPT):
             st.decisions.add(unix_time=t, text=text, who=who)
-        st.alarms.extend(self.alarms(name, served))
+        st.alarms.extend(self.alarms(name, served, evidence))
         st.alarms.extend(self.safety_alarms(name))
         return st
 
@@ -926,6 +967,27 @@ def _fill_verdict(out: rollout_pb2.Verdict, verdict: Verdict) -> None:
     for c in verdict.checks:
         out.checks.add(name=c.name, result=c.result, statistic=c.statistic, low=c.low, high=c.high, limit=c.limit,
                        canary_samples=c.canary_samples, stable_samples=c.stable_samples, subject=c.subject)
+
+
+CALLER_ALARM_POINTS = 0.10  # canary share of calls failed by the caller's fault above stable's
+
+
+def _caller_alarm(mr: rollout_pb2.ModelRollout, stable: Evidence, canary: Evidence) -> Optional[str]:
+    """An alarm, not a verdict (a caller can aim bad requests at one side): the canary's calls
+    fail by the caller's fault ``CALLER_ALARM_POINTS`` more often than stable's, over at least
+    ``min_samples`` calls of each. It may be requests aimed at the canary, or a canary that
+    refuses requests stable takes (a changed signature), which no check judges."""
+    need = max(gates_of(mr).min_samples, 1)
+    nc, ns = canary.requests + canary.caller_error_count, stable.requests + stable.caller_error_count
+    if min(nc, ns) < need:
+        return None
+    pc, ps = canary.caller_error_count / nc, stable.caller_error_count / ns
+    if pc - ps <= CALLER_ALARM_POINTS:
+        return None
+    codes = ", ".join(f"{k} {n}" for k, n in sorted(canary.caller_errors.items(), key=lambda kv: -kv[1])[:3])
+    return (f"canary v{mr.canary}: {pc * 100:.0f} % of its calls failed by the caller's fault ({codes}) against "
+            f"{ps * 100:.0f} % of stable v{mr.stable}'s: requests aimed at it, or a canary that refuses requests "
+            "stable takes (a changed signature?); not judged")
 
 
 def _or(x: Optional[float]) -> float:

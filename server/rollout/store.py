@@ -267,6 +267,40 @@ class RolloutStore:
             raise StoreWriteError(self.path, e) from None
         return row is not None and row[0] == holder
 
+    # ---- routing salts (server/rollout/routing.py) ----------------------------------------
+
+    _SALTS = ("CREATE TABLE IF NOT EXISTS salts (model TEXT NOT NULL, canary INTEGER NOT NULL, salt BLOB NOT NULL, "
+              "PRIMARY KEY (model, canary))")
+
+    def salt(self, model: str, canary: int, new: bytes) -> Optional[bytes]:
+        """The routing salt of ``model``'s rollout of ``canary``: the one kept, else ``new``
+        kept from now on (the first writer wins, so every worker gets the same salt); the salts
+        of the model's earlier canaries go. None when none is kept and the file cannot be
+        written."""
+        with self.lock:
+            try:
+                self._db.execute(self._SALTS)
+                if self._db.execute("INSERT OR IGNORE INTO salts (model, canary, salt) VALUES (?, ?, ?)",
+                                    (model, canary, new)).rowcount:
+                    self._db.execute("DELETE FROM salts WHERE model = ? AND canary != ?", (model, canary))
+            except sqlite3.OperationalError:
+                pass  # read-only or full: a salt kept earlier may still be read
+            try:
+                row = self._db.execute("SELECT salt FROM salts WHERE model = ? AND canary = ?",
+                                       (model, canary)).fetchone()
+            except sqlite3.OperationalError:
+                return None
+        return bytes(row[0]) if row is not None else None
+
+    def forget_salts(self, model: str) -> None:
+        """A rollout removed: its salts go (a later rollout of the model draws a new one)."""
+        try:
+            with self.lock:
+                self._db.execute(self._SALTS)
+                self._db.execute("DELETE FROM salts WHERE model = ?", (model,))
+        except sqlite3.OperationalError:
+            pass  # kept: harmless, a new canary draws a new salt anyway
+
     def decisions(self, name: str, limit: int = DECISIONS_KEPT) -> list[tuple[float, str, str]]:
         """The newest ``limit`` decisions of ``name``, oldest first: (unix time, who, text)."""
         with self.lock:

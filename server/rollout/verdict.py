@@ -1,7 +1,9 @@
 """Stable against canary: PROMOTE, HOLD or ROLLBACK from two ``Evidence`` summaries.
 
 One *analysis* (``decide``) runs a check per measure: errors, latency and quality (accuracy
-from feedback, else top-1 agreement from shadow calls). Each check puts a confidence interval
+from feedback, else top-1 agreement from shadow calls). What a caller controls is never judged:
+errors count only when they are the server's (server/rollout/faults.py), latency is compared
+only between calls of comparable size. Each check puts a confidence interval
 on the difference between the versions (server/rollout/stats.py, scipy.stats) and reads it
 against its gate: FAIL when the canary is worse than the gate with the configured confidence,
 PASS when it is within the gate with that confidence, INCONCLUSIVE otherwise (not enough
@@ -18,8 +20,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
+import numpy as np
+
 from server.rollout import stats
-from server.rollout.evidence import Evidence
+from server.rollout.evidence import UNKNOWN_SIZE, Evidence
 
 PROMOTE = "PROMOTE"
 HOLD = "HOLD"
@@ -135,18 +139,60 @@ def check_errors(stable: Evidence, canary: Evidence, gates: Gates) -> Check:
                              f"{canary.requests} and {stable.requests} calls", gates.confidence)
 
 
+def _by_size(e: Evidence) -> dict[int, list[float]]:
+    sizes = e.latency_sizes if len(e.latency_sizes) == len(e.latencies_ms) else (UNKNOWN_SIZE,) * len(e.latencies_ms)
+    out: dict[int, list[float]] = {}
+    for ms, k in zip(e.latencies_ms, sizes):
+        out.setdefault(k, []).append(ms)
+    return out
+
+
+def _size_text(k: int) -> str:
+    if k == UNKNOWN_SIZE:
+        return "calls of unknown size"
+    return f"calls of {2 ** k}-{2 ** (k + 1) - 1} input elements" if k else "calls of 0-1 input elements"
+
+
 def check_latency(stable: Evidence, canary: Evidence, gates: Gates) -> Check:
-    """Canary p99 / stable p99 (bootstrap interval), against ``max_p99_ratio``."""
+    """Canary p99 / stable p99 (bootstrap interval) against ``max_p99_ratio``, judged only
+    between calls of one size class (``evidence.size_class``: input elements within a power of
+    two), so that heavy requests keyed onto one version cannot make it look slow (nor light
+    ones fast). Every class with ``min_samples`` timed calls of each version is judged, each at
+    a Bonferroni-corrected confidence (1 - (1 - c) / k for k classes): FAIL when one fails (the
+    worst named), PASS when all pass, else INCONCLUSIVE; no such class is INCONCLUSIVE."""
     nc, ns = len(canary.latencies_ms), len(stable.latencies_ms)
-    limit = gates.max_p99_ratio
-    if min(nc, ns) < max(gates.min_samples, 2) or not stable.p99_ms:
-        return _nan_check("latency", limit, nc, ns, f"need {max(gates.min_samples, 2)} timed calls of each version, "
-                                                    f"have {nc} and {ns} (the first {gates.warmup_calls} of each are "
-                                                    "not timed)")
-    r = stats.p99_ratio(canary.latencies_ms, stable.latencies_ms, gates.confidence)
-    return _interval_check("latency", r, limit, (nc, ns),
-                           f"canary / stable p99 {r.estimate:.2f}x [{r.low:.2f}, {r.high:.2f}] vs at most {limit:g}x "
-                           f"(p99 {canary.p99_ms:.2f} vs {stable.p99_ms:.2f} ms; {nc} and {ns} timed calls)")
+    limit, need = gates.max_p99_ratio, max(gates.min_samples, 2)
+    by_c, by_s = _by_size(canary), _by_size(stable)
+    classes = sorted(k for k in by_c.keys() & by_s.keys()
+                     if min(len(by_c[k]), len(by_s[k])) >= need and np.percentile(by_s[k], 99) > 0)
+    if not classes:
+        common = by_c.keys() & by_s.keys()
+        best = max(common, key=lambda k: min(len(by_c[k]), len(by_s[k])), default=None)
+        have = (len(by_c[best]), len(by_s[best])) if best is not None else (0, 0)
+        return _nan_check("latency", limit, nc, ns, f"need {need} timed calls of each version, have {have[0]} and "
+                                                    f"{have[1]} of a comparable size (in one size class of input "
+                                                    f"elements; {nc} and {ns} in all; the first {gates.warmup_calls} "
+                                                    "calls of each are not timed)")
+    confidence = 1 - (1 - gates.confidence) / len(classes)
+    judged = []
+    for k in classes:
+        r = stats.p99_ratio(by_c[k], by_s[k], confidence)
+        judged.append((_judge(r.low, r.high, limit), r, k))
+    failed = [j for j in judged if j[0] == FAIL]
+    if failed:
+        result, r, k = max(failed, key=lambda j: j[1].low)
+    elif all(j[0] == PASS for j in judged):
+        result, r, k = max(judged, key=lambda j: j[1].estimate)
+    else:
+        result, r, k = max((j for j in judged if j[0] != PASS), key=lambda j: j[1].high)
+    c_ms, s_ms = by_c[k], by_s[k]
+    cn, sn = sum(len(by_c[j]) for j in classes), sum(len(by_s[j]) for j in classes)
+    several = (f"; the worst of {len(classes)} size classes, each at {confidence * 100:.2f} % confidence"
+               if len(classes) > 1 else "")
+    return Check("latency", result, r.estimate, r.low, r.high, limit, cn, sn,
+                 f"latency {result}: canary / stable p99 {r.estimate:.2f}x [{r.low:.2f}, {r.high:.2f}] vs at most "
+                 f"{limit:g}x (p99 {np.percentile(c_ms, 99):.2f} vs {np.percentile(s_ms, 99):.2f} ms; "
+                 f"{len(c_ms)} and {len(s_ms)} timed {_size_text(k)}{several})")
 
 
 def _interval_check(name: str, r: stats.Interval, limit: float, samples: tuple[int, int], what: str) -> Check:

@@ -10,7 +10,8 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from server.rollout.evidence import Evidence, Window, divergence, per_output, top1
+from server.rollout.evidence import (UNKNOWN_SIZE, Evidence, Window, divergence, input_elements, per_output,
+                                     size_class, top1)
 from server.rollout.verdict import HOLD, PROMOTE, ROLLBACK, is_stale, next_percent
 
 
@@ -61,14 +62,45 @@ def test_failed_calls_count_as_requests_but_not_latency():
 
 def test_error_rate_and_errors_by_code_sorted():
     w = Window(100, clock=Clock())
-    for code in ["UNAVAILABLE", "OK", "INVALID_ARGUMENT", "UNAVAILABLE", "OK", "OK", "INTERNAL", "OK"]:
+    for code in ["UNAVAILABLE", "OK", "DATA_LOSS", "UNAVAILABLE", "OK", "OK", "INTERNAL", "OK"]:
         w.record_call(0.01, code)
     e = w.summary()
     assert e.requests == 8
-    assert e.errors == {"INTERNAL": 1, "INVALID_ARGUMENT": 1, "UNAVAILABLE": 2}
-    assert list(e.errors) == ["INTERNAL", "INVALID_ARGUMENT", "UNAVAILABLE"]
+    assert e.errors == {"DATA_LOSS": 1, "INTERNAL": 1, "UNAVAILABLE": 2}
+    assert list(e.errors) == ["DATA_LOSS", "INTERNAL", "UNAVAILABLE"]
     assert e.error_rate == pytest.approx(4 / 8)
     assert e.p50_ms == pytest.approx(10.0)
+
+
+def test_caller_errors_are_counted_apart_and_never_judged():
+    """A caller's failures (by code, or flagged) neither enter the error rate nor push the
+    version's calls out of the window, nor use up its warmup."""
+    w = Window(10, clock=Clock(), warmup_calls=1)
+    for _ in range(5):
+        w.record_call(0.01)
+    w.record_call(0.01, "INTERNAL")
+    for code in ["INVALID_ARGUMENT"] * 30 + ["NOT_FOUND", "FAILED_PRECONDITION", "UNAUTHENTICATED"]:
+        w.record_call(0.5, code)
+    w.record_call(0.5, "RESOURCE_EXHAUSTED", caller=True)       # a request over a limit
+    w.record_call(0.5, "INVALID_ARGUMENT", caller=False)         # the error said it is the server's
+    e = w.summary()
+    assert e.requests == 7 and e.errors == {"INTERNAL": 1, "INVALID_ARGUMENT": 1}
+    assert e.error_rate == pytest.approx(2 / 7)
+    # The last 10 caller failures (the window's size), by code.
+    assert e.caller_errors == {"FAILED_PRECONDITION": 1, "INVALID_ARGUMENT": 6, "NOT_FOUND": 1,
+                               "RESOURCE_EXHAUSTED": 1, "UNAUTHENTICATED": 1}
+    assert e.caller_error_count == 10
+    assert len(e.latencies_ms) == 4  # the first call was the warmup
+
+
+def test_latency_carries_each_calls_size_class():
+    w = Window(100, clock=Clock())
+    for size in (None, 0, 1, 2, 3, 4, 784, 1023, 1024):
+        w.record_call(0.01, size=size)
+    w.record_call(0.02, "INTERNAL", size=5)  # not timed
+    assert w.summary().latency_sizes == (-1, 0, 0, 1, 1, 2, 9, 9, 10)
+    assert size_class(None) == UNKNOWN_SIZE and size_class(2 ** 40) == 40
+    assert input_elements({"a": np.zeros((3, 4)), "b": np.zeros(3), "examples": [b"x", b"y"]}) == 17
 
 
 def test_only_errors_gives_no_percentiles():
