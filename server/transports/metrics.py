@@ -383,7 +383,8 @@ class _RolloutCollector:
     _GAUGES = (  # (metric suffix, VersionEvidence field, scale, help)
         ("traffic_percent", "traffic_percent", 1.0, "Configured share of routed requests, percent."),
         ("window_requests", "requests", 1.0, "Calls in the evidence window."),
-        ("error_rate", "error_rate", 1.0, "Failed calls / calls in the evidence window."),
+        ("error_rate", "error_rate", 1.0,
+         "The version's own (server-side) failures / judged calls in the evidence window (caller errors apart)."),
         ("latency_p50_seconds", "p50_ms", 1e-3, "Median latency of successful calls in the window."),
         ("latency_p99_seconds", "p99_ms", 1e-3, "99th percentile latency of successful calls in the window."),
         ("top1_agreement", "top1_agreement", 1.0, "Shadow rows whose top-1 matched the stable answer / rows."),
