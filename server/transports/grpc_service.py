@@ -121,6 +121,11 @@ class _Gate:
         return None
 
 
+def _serialized(response, claim) -> bytes:
+    claim.take(response.ByteSize(), "The serialized response")
+    return response.SerializeToString()
+
+
 def _serialize(response) -> bytes:
     """The response serializer: a large answer arrives already serialized (off the loop)."""
     return response if isinstance(response, bytes) else response.SerializeToString()
@@ -158,12 +163,11 @@ def _method(name: str, call: Callable[..., Any], request_cls, response_cls, core
             answer = call(request, info)
             if isinstance(answer, Awaitable):
                 answer = await answer
-            if data and core is not None:
-                size = answer.ByteSize()
-                if size > OFFLOAD_BYTES:
-                    info.claim.take(size, "The serialized response")
-                    answer = await asyncio.get_running_loop().run_in_executor(core.executor,
-                                                                              answer.SerializeToString)
+            if data and core is not None and info.claim.held > OFFLOAD_BYTES:
+                # A call holding this much may have a large answer: sized (varints are counted
+                # one by one), claimed and serialized off the loop.
+                answer = await asyncio.get_running_loop().run_in_executor(core.executor, _serialized, answer,
+                                                                          info.claim)
             if info.request_id:
                 context.set_trailing_metadata(((REQUEST_ID, info.request_id),))
             result, err = answer, None

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 from tensorflow.core.framework import types_pb2
 from tensorflow.core.protobuf import meta_graph_pb2
-from tensorflow_serving.apis import classification_pb2, predict_pb2, prediction_service_pb2_grpc
+from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 from protos import rest_json, tensor_codec
 from tests.helpers import predict_request, scrape, y_of
@@ -102,8 +102,8 @@ def test_a_35_byte_request_for_512_mib_is_refused_before_anything_is_allocated(s
     assert e.value.details() == (f"Request inputs need 134217728 elements (input x: 134217728), more than the "
                                  f"limit of {MAX_ELEMENTS} (--max_request_elements)")
     # The same over REST: the JSON's decoded elements are counted too.
-    status, body = srv.rest_json("POST", "/v1/models/ids:predict",
-                                 {"signature_name": "id_float", "instances": [0.5] * (MAX_ELEMENTS + 1)})
+    body = b'{"signature_name": "id_float", "instances": [' + b"0," * MAX_ELEMENTS + b"0]}"
+    status, body = srv.rest_json("POST", "/v1/models/ids:predict", body)
     assert status == 429 and "(--max_request_elements)" in body["error"]
     # --max_tensor_bytes still applies first, with its message.
     with pytest.raises(grpc.RpcError) as e:
@@ -139,19 +139,15 @@ def test_a_request_past_what_is_left_of_the_in_flight_budget_waits_for_nobody(sr
 
 
 def test_outputs_past_the_element_limit_are_refused_before_they_are_encoded(srv, stub):
-    # Classify: a few bytes per example, two classes and two scores per example in the answer.
-    n = MAX_ELEMENTS // 4 + 1
-    req = classification_pb2.ClassificationRequest()
-    req.model_spec.name = "ex"
-    req.model_spec.signature_name = "classify"
-    example = req.input.example_list.examples.add()
-    example.features.feature["x"].float_list.value.extend([1.0, 2.0])
-    for _ in range(n - 1):
-        req.input.example_list.examples.add().CopyFrom(example)
+    # echo_bytes answers two outputs per input element: the inputs pass, the answer does not.
+    n = MAX_ELEMENTS // 2 + 1
+    req = _filled([n], types_pb2.DT_STRING, model="ex", signature="echo_bytes")
+    req.inputs["data"].CopyFrom(req.inputs.pop("x"))
+    req.inputs["data"].string_val.append(b"a")
     with pytest.raises(grpc.RpcError) as e:
-        stub.Classify(req, timeout=60)
+        stub.Predict(req, timeout=60)
     assert e.value.code() == RE
-    assert e.value.details() == (f"The response would hold {4 * n} elements, more than the limit of {MAX_ELEMENTS} "
+    assert e.value.details() == (f"The response would hold {2 * n} elements, more than the limit of {MAX_ELEMENTS} "
                                  f"(--max_request_elements)")
     _budget_idle(srv)
 
