@@ -287,6 +287,7 @@ class App:
         self._grpc = create_server(self.core, self.address, reuse_port=self.worker is not None,
                                    channel_arguments=grpc_channel_arguments(s),
                                    max_concurrent_rpcs=s.grpc_max_concurrent_rpcs,
+                                   max_receive_bytes=self.limits.budget.capacity,
                                    credentials=self.tls.grpc_credentials() if self.tls else None,
                                    socket_path=self.socket_path)
         if s.enable_profiler:  # TF Serving's default: TensorFlow's profiler service on the gRPC port

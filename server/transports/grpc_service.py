@@ -245,13 +245,17 @@ def service_handlers(core: ServingCore, max_concurrent_rpcs: int = DEFAULT_MAX_C
 
 def create_server(core: ServingCore, address: Optional[str], reuse_port: bool = False,
                   channel_arguments=(), credentials=None, socket_path: Optional[str] = None,
-                  max_concurrent_rpcs: int = DEFAULT_MAX_CONCURRENT_RPCS) -> grpc.aio.Server:
+                  max_concurrent_rpcs: int = DEFAULT_MAX_CONCURRENT_RPCS,
+                  max_receive_bytes: int = INT32_MAX) -> grpc.aio.Server:
     """A grpc.aio server bound to ``address`` (None: no TCP port, ``--port=0``) and, with
     ``socket_path`` (``--grpc_socket_path``), also to that UNIX domain socket with the same
     credentials, as TF Serving; both services, not started. (gRPC replaces a stale socket file
     at the path when it binds and removes the socket when the server stops.)
 
-    Message size limits are INT32_MAX both ways, as TF Serving sets them. ``reuse_port``
+    Message size limits are INT32_MAX both ways, as TF Serving sets them, except that a
+    received message may not be larger than ``max_receive_bytes`` (the in-flight budget: gRPC
+    core buffers a message whole before any handler sees it, and one that large could never be
+    served). ``reuse_port``
     (``--num_workers``): several worker processes share the port (SO_REUSEPORT); otherwise a
     port in use is an error. ``credentials`` (``--ssl_config_file``): TLS on the port instead of
     plain text. ``max_concurrent_rpcs`` (``--grpc_max_concurrent_rpcs``): calls in progress
@@ -259,7 +263,7 @@ def create_server(core: ServingCore, address: Optional[str], reuse_port: bool = 
     address cannot be bound.
     """
     options = [
-        ("grpc.max_receive_message_length", INT32_MAX),
+        ("grpc.max_receive_message_length", max(1, min(INT32_MAX, max_receive_bytes))),
         ("grpc.max_send_message_length", INT32_MAX),
         ("grpc.so_reuseport", 1 if reuse_port else 0),
         ("grpc.server.max_pending_requests", MAX_PENDING_REQUESTS),
