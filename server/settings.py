@@ -158,7 +158,7 @@ def _flags() -> dict[str, Flag]:
              "a call beyond it gets RESOURCE_EXHAUSTED (0 = the server's memory / 4)"),
         Flag("rest_api_max_body_bytes", _parse_size, 0,
              "Verso: largest REST request body after decompression (gzip/deflate); larger: 413 "
-             "(0 = the server's memory / 16, at most 2 GiB - 1)"),
+             "(0 = the server's memory / 16, at most 256 MiB)"),
         Flag("rest_api_header_timeout_seconds", _parse_seconds, 30.0,
              "Verso: close a REST connection that sends no complete request head for this long (slow or idle "
              "clients; 0 = never)"),

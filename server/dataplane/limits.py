@@ -32,6 +32,7 @@ from typing import Iterable, Mapping, Optional
 
 import numpy as np
 
+from protos import tensor_codec
 from protos.errors import Code, ServingError
 
 log = logging.getLogger("verso.limits")
@@ -46,8 +47,10 @@ ELEMENTS_DIVISOR = 64      # max elements = memory // 64
 # Python objects per parsed JSON byte are several times the text (a float in a list: 32 bytes
 # for ~9 characters); a REST body claims this many times its size while it is parsed and decoded.
 JSON_PARSE_FACTOR = 4
+# The default REST body limit's ceiling (see ``derived_defaults``).
+MAX_DEFAULT_BODY_BYTES = 256 * 2**20
 # Per string element: the pointer in the object array and a bytes object's header.
-STRING_OVERHEAD = 8 + 33
+STRING_OVERHEAD = tensor_codec.STRING_ELEMENT_OVERHEAD
 
 
 def _read_int(path: str) -> Optional[int]:
@@ -130,15 +133,16 @@ def derived_defaults(memory: Optional[int] = None, source: str = "given") -> Def
       of a full budget is about 60 % of the memory, the rest for the models themselves;
     * ``--max_request_elements`` = memory / 64: one request's input (or output) elements, so a
       float32 request at the limit takes 1/16 of the memory decoded and ~1/3 at its peak;
-    * ``--rest_api_max_body_bytes`` = memory / 16 (at most 2 GiB - 1): a REST body after
-      decompression; its JSON parse takes several times that.
+    * ``--rest_api_max_body_bytes`` = memory / 16, at most 256 MiB: a REST body after
+      decompression. Its JSON parse takes several times that in memory, and is one C call that
+      holds the GIL (the event loop waits: ~1 s per 10-40 MB of JSON here), hence the cap.
 
     ``memory`` None: ``memory_limit()`` (the cgroup's limit, else physical memory).
     """
     if memory is None:
         memory, source = memory_limit()
     return Defaults(memory, source, max(memory // BUDGET_FRACTION, 1), max(memory // ELEMENTS_DIVISOR, 1),
-                    max(min(memory // 16, 2**31 - 1), 1))
+                    max(min(memory // 16, MAX_DEFAULT_BODY_BYTES), 1))
 
 
 # Where ``OFFLOAD_BYTES`` or more are decoded or encoded, the work runs in the request executor,

@@ -306,15 +306,25 @@ class RestApi:
         async def off_loop(fn, *args, large: bool = offload):
             return await loop.run_in_executor(self.executor, fn, *args) if large else fn(*args)
 
-        doc = await off_loop(rest_json.parse_json, raw)
+        # The parsed document is held in ``box`` alone, so that freeing a large one (millions of
+        # Python objects) happens in the executor too, not on the loop.
+        box = [await off_loop(rest_json.parse_json, raw)]
         del raw
-        sig_name = rest_json.signature_name(doc)
+        try:
+            return await self._infer_parsed(verb, spec, box, call, off_loop, offload)
+        finally:
+            if offload:
+                await off_loop(box.clear)
+
+    async def _infer_parsed(self, verb: str, spec: model_pb2.ModelSpec, box: list, call: CallInfo, off_loop,
+                            offload: bool) -> tuple[bytes, int]:
+        sig_name = rest_json.signature_name(box[0])
         if verb == "predict":
             row_format = None
 
             def decode(signature):
                 nonlocal row_format
-                inputs, row_format = rest_json.decode_predict(doc, signature.inputs)
+                inputs, row_format = rest_json.decode_predict(box[0], signature.inputs)
                 # The JSON was converted to each input's own dtype, so the dtype check passes by construction.
                 dtypes = {alias: signature.inputs[alias].dtype for alias in inputs}
                 return inputs, dtypes
@@ -323,7 +333,7 @@ class RestApi:
             large = self.executor is not None and outputs_bytes(outputs) > OFFLOAD_BYTES
             return await off_loop(rest_json.encode_predict_response, outputs, row_format, large=large), version
         spec.signature_name = sig_name
-        input_proto = await off_loop(rest_json.input_from_json, doc, verb)
+        input_proto = await off_loop(rest_json.input_from_json, box[0], verb)
         if verb == "classify":
             response = await self.core.classify(classification_pb2.ClassificationRequest(
                 model_spec=spec, input=input_proto), call)

@@ -54,7 +54,7 @@ def test_defaults_are_fractions_of_the_memory():
     assert (d.max_inflight_bytes, d.max_request_elements, d.rest_max_body_bytes) == (2**29, 2**25, 2**27)
     # One 35-byte request for 134217728 floats is far past the element limit of a 2 GiB server.
     assert 134217728 > d.max_request_elements
-    assert derived_defaults(2**40).rest_max_body_bytes == 2**31 - 1
+    assert derived_defaults(2**40).rest_max_body_bytes == 256 * 2**20
     limits = RequestLimits.from_flags(0, 1000, d)
     assert (limits.max_elements, limits.budget.capacity) == (2**25, 1000)
 
