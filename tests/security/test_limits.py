@@ -157,11 +157,18 @@ def test_calls_that_end_early_give_their_bytes_back(srv, stub):
     bad.inputs["x"].tensor_content = b"\0" * 7  # does not match the shape
     with pytest.raises(grpc.RpcError):
         stub.Predict(bad, timeout=30)
+    # A slow model (the request executor busy for a second): one call cancelled by its caller,
+    # one past its deadline, both while their work waits or runs.
+    pool = srv.app._pools["predict"]
+    busy = [pool.submit(time.sleep, 1.0) for _ in range(pool._max_workers)]
     future = stub.Predict.future(_filled([3_000_000]), timeout=30)
+    time.sleep(0.1)
     future.cancel()
     with pytest.raises(grpc.RpcError) as e:
-        stub.Predict(_filled([3_000_000]), timeout=0.02)
+        stub.Predict(_filled([3_000_000]), timeout=0.3)
     assert e.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    for f in busy:
+        f.result()
     _budget_idle(srv)
 
 
