@@ -254,7 +254,7 @@ class RestApi:
         if inflate is None and request.content_length is not None and request.content_length > limit:
             raise self._too_large()
         parts: list[bytes] = []
-        size = 0
+        size = raw = 0
         timeout = self.body_timeout_s
         if self.timeout_s is not None:
             # Inside --rest_api_timeout_in_ms: this read ends first (408), so no answer goes out
@@ -263,6 +263,9 @@ class RestApi:
         try:
             async with asyncio.timeout(timeout):
                 async for chunk in request.content.iter_chunked(_READ_CHUNK):
+                    raw += len(chunk)
+                    if raw > limit:  # the compressed bytes too (empty gzip members inflate to nothing)
+                        raise self._too_large()
                     for data in (inflate.feed(chunk, limit - size + 1) if inflate is not None else (chunk,)):
                         size += len(data)
                         if size > limit:
