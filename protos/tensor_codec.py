@@ -115,6 +115,25 @@ def shape_of(proto: TensorProto) -> tuple[int, ...]:
     return shape
 
 
+# What a string element costs decoded beyond its bytes: the object array's pointer and the
+# bytes object's header.
+STRING_ELEMENT_OVERHEAD = 8 + 33
+
+
+def filled_size(proto: TensorProto) -> tuple[int, int]:
+    """(elements, bytes) the decoded array of ``proto`` will take, as filled (typed fields may
+    name a shape far larger than the values sent), computed from the shape alone before
+    anything is allocated; strings count their bytes and a per-element overhead. Raises
+    ``TensorCodecError`` for an unknown dtype or a malformed shape (as ``to_ndarray`` does)."""
+    d = BY_ENUM.get(proto.dtype)
+    if d is None:
+        raise TensorCodecError(f"unsupported dtype {dtype_name(proto.dtype)}")
+    n = math.prod(shape_of(proto))
+    if d.is_string:
+        return n, n * STRING_ELEMENT_OVERHEAD + sum(map(len, proto.string_val))
+    return n, n * d.np_dtype.itemsize
+
+
 def to_ndarray(proto: TensorProto, max_bytes: Optional[int] = None) -> np.ndarray:
     """Decode a TensorProto into a numpy array (see the module contract).
 

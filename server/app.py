@@ -117,11 +117,24 @@ class App:
         self.served = ServedModels(self.source, self.manager,
                                    allow_unavailable_labels=s.allow_version_labels_for_unavailable_models)
         self.rollouts = self._build_rollouts()
+        self.limits = self._build_limits()
         self.core = ServingCore(self.manager, pools["predict"], self.served,
                                 tensor_content_outputs=s.enable_serialization_as_tensor_content,
                                 config_root=self.config_root, batching=self._build_batching(),
                                 max_tensor_bytes=s.max_tensor_bytes,
-                                metrics=self.metrics, rollouts=self.rollouts, admin_token=self.config.admin_token)
+                                metrics=self.metrics, rollouts=self.rollouts, admin_token=self.config.admin_token,
+                                limits=self.limits)
+
+    def _build_limits(self):
+        """--max_request_elements and --max_inflight_bytes, 0 derived from the memory this
+        process may use (each --num_workers worker derives them from the whole of it)."""
+        from server.dataplane.limits import RequestLimits, derived_defaults
+        s = self.settings
+        self.limit_defaults = d = derived_defaults()
+        limits = RequestLimits.from_flags(s.max_request_elements, s.max_inflight_bytes, d)
+        log.info("Request limits: %d elements per request, %d bytes in flight (%s: %d bytes)",
+                 limits.max_elements, limits.budget.capacity, d.source, d.memory)
+        return limits
 
     def _build_batching(self):
         if self.batching_options is None:
@@ -305,6 +318,8 @@ class App:
                 self.socket_path = f"{self.socket_path}.{self.worker}"  # a UNIX socket cannot be shared
         self._grpc = create_server(self.core, self.address, reuse_port=self.worker is not None,
                                    channel_arguments=grpc_channel_arguments(s),
+                                   max_concurrent_rpcs=s.grpc_max_concurrent_rpcs,
+                                   max_receive_bytes=self.limits.budget.capacity,
                                    credentials=self.tls.grpc_credentials() if self.tls else None,
                                    socket_path=self.socket_path)
         if s.enable_profiler:  # TensorFlow's profiler service on the gRPC port, behind the admin rule
@@ -370,9 +385,12 @@ class App:
             api = RestApi(self.core, timeout_ms=s.rest_api_timeout_in_ms, cors=s.rest_api_enable_cors_support,
                           metrics=self.metrics, metrics_path=self.prometheus_path, ready=self.ready,
                           executor=self._pools["predict"],
-                          cors_origins=s.rest_api_cors_allowed_origins, allowed_hosts=s.rest_api_allowed_hosts)
+                          cors_origins=s.rest_api_cors_allowed_origins, allowed_hosts=s.rest_api_allowed_hosts,
+                          max_body_bytes=s.rest_api_max_body_bytes or self.limit_defaults.rest_max_body_bytes,
+                          body_timeout_s=s.rest_api_body_timeout_seconds)
             self._rest = await start_rest(api, s.bind_address, s.rest_api_port, reuse_port=self.worker is not None,
                                           grace_s=s.shutdown_grace_seconds,
+                                          header_timeout_s=s.rest_api_header_timeout_seconds,
                                           ssl_context=self.tls.ssl_context() if self.tls else None)
         elif self.prometheus_path:
             log.error("Prometheus metrics need a REST port (--rest_api_port); they are not served")

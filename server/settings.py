@@ -63,6 +63,22 @@ def _parse_int(text: str) -> int:
     return v
 
 
+def _parse_size(text: str) -> int:
+    """A non-negative integer (a size or count limit; 0: derived from the server's memory)."""
+    v = _parse_int(text)
+    if v < 0:
+        raise ValueError("must be >= 0")
+    return v
+
+
+def _parse_seconds(text: str) -> float:
+    """A non-negative number of seconds (0: no timeout)."""
+    v = _parse_float(text)
+    if not v >= 0:
+        raise ValueError("must be >= 0")
+    return v
+
+
 def _parse_float(text: str) -> float:
     return float(text.strip())
 
@@ -164,6 +180,24 @@ def _flags() -> dict[str, Flag]:
         Flag("monitoring_config_file", s, "", "MonitoringConfig text proto (Prometheus on the REST port)"),
         Flag("max_tensor_bytes", i, 512 * 2**20,
              "Verso: refuse (RESOURCE_EXHAUSTED) a request input that would decode to more bytes, before allocating"),
+        # Bounded work per request (server/dataplane/limits.py: derived_defaults says how 0 is derived).
+        Flag("max_request_elements", _parse_size, 0,
+             "Verso: refuse (RESOURCE_EXHAUSTED) a request whose inputs as filled, or outputs, hold more elements "
+             "(0 = the server's memory / 64; memory = the cgroup limit, else physical memory)"),
+        Flag("max_inflight_bytes", _parse_size, 0,
+             "Verso: bytes all calls in flight may hold together (inputs as filled, bodies, outputs, answers); "
+             "a call beyond it gets RESOURCE_EXHAUSTED (0 = the server's memory / 4)"),
+        Flag("rest_api_max_body_bytes", _parse_size, 0,
+             "Verso: largest REST request body after decompression (gzip/deflate); larger: 413 "
+             "(0 = the server's memory / 16, at most 256 MiB)"),
+        Flag("rest_api_header_timeout_seconds", _parse_seconds, 30.0,
+             "Verso: close a REST connection that sends no complete request head for this long (slow or idle "
+             "clients; 0 = never)"),
+        Flag("rest_api_body_timeout_seconds", _parse_seconds, 60.0,
+             "Verso: answer 408 and close a REST connection whose request body takes longer to arrive (0 = never)"),
+        Flag("grpc_max_concurrent_rpcs", _parse_size, 4096,
+             "Verso: gRPC calls handled at once; more get RESOURCE_EXHAUSTED, counted in "
+             "verso_requests_rejected_total (0 = no limit)"),
         Flag("num_workers", i, 1,
              "Verso: server processes sharing the gRPC and REST ports (SO_REUSEPORT), supervised by this one"),
         Flag("rollout_config_file", s, "",

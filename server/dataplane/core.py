@@ -11,6 +11,7 @@ import asyncio
 import logging
 import time
 from concurrent.futures import Executor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
@@ -21,6 +22,7 @@ from server.batching.params import BatchingOptions
 from server.batching.scheduler import BatchQueue, BatchScheduler
 from protos import tensor_codec
 from server.dataplane import admin, inference
+from server.dataplane.limits import OFFLOAD_BYTES, Claim, RequestLimits, array_bytes, outputs_bytes
 from protos.errors import Code, ServingError, invalid_argument
 from server.lifecycle.manager import Manager
 from server.lifecycle.model_config import ServedModels, parse_model_config, validate_model_config
@@ -65,6 +67,9 @@ class CallInfo:
     token: Optional[str] = None
     local: bool = False
     verified_client: bool = False
+    # The call's share of the in-flight budget (server/dataplane/limits.py), when the transport
+    # holds it past the core (until its answer is serialized); else the core takes its own.
+    claim: Optional[Claim] = None
 
 
 class ServingCore:
@@ -77,7 +82,7 @@ class ServingCore:
                  tensor_content_outputs: bool = False, config_root: Optional[str] = None,
                  max_tensor_bytes: int = MAX_TENSOR_BYTES,
                  batching: Optional[tuple[BatchScheduler, BatchingOptions]] = None, metrics=None,
-                 rollouts=None, admin_token: Optional[str] = None):
+                 rollouts=None, admin_token: Optional[str] = None, limits: Optional[RequestLimits] = None):
         self.manager = manager
         self.rollouts = rollouts
         self.metrics = metrics  # server.transports.metrics.Metrics, or None
@@ -86,6 +91,8 @@ class ServingCore:
         self.served = served
         self.tensor_content_outputs = tensor_content_outputs
         self.max_tensor_bytes = max_tensor_bytes  # --max_tensor_bytes: per decoded Predict input
+        # --max_request_elements and --max_inflight_bytes (derived from the memory when not given)
+        self.limits = limits if limits is not None else RequestLimits.from_flags()
         self.config_root = config_root
         self.admin_token = admin_token  # --admin_token_file's token; None: loopback and mTLS callers only
         # CPU per version (server/rollout/cost.py): the rollout manager's meter, so that status
@@ -160,59 +167,92 @@ class ServingCore:
 
     # ---- Predict -----------------------------------------------------------------------
 
+    @contextmanager
+    def claimed(self, call: Optional[CallInfo]):
+        """The call's claim on the in-flight budget: the transport's (``call.claim``), else one
+        that this block takes and gives back."""
+        if call is not None and call.claim is not None:
+            yield call.claim
+        else:
+            with self.limits.claim() as claim:
+                yield claim
+
     async def predict(self, request: predict_pb2.PredictRequest,
                       call: Optional[CallInfo] = None) -> predict_pb2.PredictResponse:
         _named(call, request.model_spec)
         if not request.HasField("model_spec"):
             raise invalid_argument("Missing ModelSpec")
-        handle, sig_name, aliases, outputs = await self._predict_on(
-            request.model_spec, call, lambda h: prepare_predict(h.servable.signature_defs, request, self.max_tensor_bytes))
-        response = predict_pb2.PredictResponse()
-        response.model_spec.name = handle.name
-        response.model_spec.version.value = handle.version
-        response.model_spec.signature_name = sig_name
+        with self.claimed(call) as claim:
+            handle, sig_name, aliases, outputs = await self._predict_on(
+                request.model_spec, call,
+                lambda h: prepare_predict(h.servable.signature_defs, request, self.max_tensor_bytes, claim),
+                claim, offload=_filled_bytes(request) > OFFLOAD_BYTES)
+            response = predict_pb2.PredictResponse()
+            response.model_spec.name = handle.name
+            response.model_spec.version.value = handle.version
+            response.model_spec.signature_name = sig_name
+            if outputs_bytes({a: outputs[a] for a in aliases}) > OFFLOAD_BYTES:
+                await asyncio.get_running_loop().run_in_executor(self.executor, self._encode, response, aliases,
+                                                                 outputs)
+            else:
+                self._encode(response, aliases, outputs)
+        return response
+
+    def _encode(self, response: predict_pb2.PredictResponse, aliases, outputs) -> None:
         for alias in aliases:
             tensor_codec.fill_proto(response.outputs[alias], outputs[alias],
                                     tensor_content=self.tensor_content_outputs)
-        return response
 
     async def predict_decoded(self, spec: model_pb2.ModelSpec, signature_name: str, decode,
-                              call: Optional[CallInfo] = None) -> tuple[str, int, str, dict]:
+                              call: Optional[CallInfo] = None, offload: bool = False) -> tuple[str, int, str, dict]:
         """Predict for a transport that decodes its own inputs (REST's JSON).
 
         ``decode(signature) -> (arrays by alias, dtypes by alias)`` runs once the signature is
         known; the arrays then pass TF Serving's dtype and shape checks. Returns (model name,
         version, signature name, outputs by alias). An unknown signature is INVALID_ARGUMENT
-        with TF Serving's REST text.
+        with TF Serving's REST text. The decoded arrays go into the call's claim
+        (``call.claim``: the transport holds it until its answer is written); ``offload``: decode
+        in the request executor (a large body), not on the loop.
         """
-        def prepare(handle):
-            sig_name = signature_name or DEFAULT_SIGNATURE
-            signature = handle.servable.signature_defs.get(sig_name)
-            if signature is None:
-                raise invalid_argument(f'Serving signature name: "{sig_name}" not found in signature def')
-            inputs, dtypes = decode(signature)
-            check_inputs(signature, inputs, dtypes)
-            return sig_name, inputs, list(signature.outputs)
+        with self.claimed(call) as claim:
+            def prepare(handle):
+                sig_name = signature_name or DEFAULT_SIGNATURE
+                signature = handle.servable.signature_defs.get(sig_name)
+                if signature is None:
+                    raise invalid_argument(f'Serving signature name: "{sig_name}" not found in signature def')
+                inputs, dtypes = decode(signature)
+                for alias, arr in inputs.items():
+                    claim.input(alias, arr.size, array_bytes(arr))
+                check_inputs(signature, inputs, dtypes)
+                return sig_name, inputs, list(signature.outputs)
 
-        _named(call, spec)
-        handle, sig_name, _, outputs = await self._predict_on(spec, call, prepare)
+            _named(call, spec)
+            handle, sig_name, _, outputs = await self._predict_on(spec, call, prepare, claim, offload)
         return handle.name, handle.version, sig_name, outputs
 
-    async def _predict_on(self, spec: model_pb2.ModelSpec, call: Optional[CallInfo], prepare):
+    async def _predict_on(self, spec: model_pb2.ModelSpec, call: Optional[CallInfo], prepare, claim: Claim,
+                          offload: bool = False):
         """The Predict path of both transports: route, lease, ``prepare(handle) -> (signature
-        name, inputs, output aliases)``, run, release, record rollout evidence. Returns
-        (handle, signature name, aliases, outputs); the lease is already released."""
+        name, inputs, output aliases)`` (in the request executor when ``offload``: a large
+        decode), run, check the outputs against ``claim`` before anything encodes them, release,
+        record rollout evidence. Returns (handle, signature name, aliases, outputs); the lease is
+        already released."""
         name, version = self.routed(spec, call)
         with self.manager.lease(name, version) as handle:
             t0 = time.perf_counter()
             phase, size = REQUEST, None  # a failure before the model runs is the request's (rollout/faults.py)
             try:
-                sig_name, inputs, aliases = prepare(handle)
+                if offload:
+                    sig_name, inputs, aliases = await asyncio.get_running_loop().run_in_executor(
+                        self.executor, prepare, handle)
+                else:
+                    sig_name, inputs, aliases = prepare(handle)
                 size = input_elements(inputs)
                 if self.rollouts is not None:
                     self.rollouts.observe_inputs(handle.name, handle.version, inputs)
                 phase = MODEL
                 outputs = await self.run(handle, sig_name, inputs, aliases, "Predict")
+                claim.outputs(outputs[a] for a in aliases)
             except Exception as e:  # the transport answers any other exception as INTERNAL
                 self._observe(handle, t0, e.code.name if isinstance(e, ServingError) else "INTERNAL", call,
                               origin=self._origin(e, phase, handle, prepare), size=size)
@@ -279,17 +319,18 @@ class ServingCore:
         if not request.HasField("model_spec"):
             raise invalid_argument("Missing ModelSpec")
         name, version = self.routed(request.model_spec)
-        with self.manager.lease(name, version) as handle:
+        with self.manager.lease(name, version) as handle, self.claimed(call) as claim:
             t0 = time.perf_counter()
             phase = REQUEST
             try:
                 p = inference.plan(method, handle.servable.signature_defs, request.model_spec.signature_name)
-                examples = serialized_examples(request.input)
+                examples = serialized_examples(request.input, claim)
                 if self.metrics is not None:
                     self.metrics.examples(name, len(examples))
                 phase = MODEL
                 outputs = await self.run(handle, p.signature_name, {p.input_alias: examples}, p.output_aliases,
                                          "Classify" if method == inference.CLASSIFY_METHOD else "Regress")
+                claim.outputs(outputs.values())
             except Exception as e:
                 origin = self._origin(e, phase, handle, lambda h: inference.plan(
                     method, h.servable.signature_defs, request.model_spec.signature_name))
@@ -314,15 +355,16 @@ class ServingCore:
         spec = request.tasks[0].model_spec if request.tasks else model_pb2.ModelSpec()
         _named(call, spec)
         name, version = self.resolve(spec)
-        with self.manager.lease(name, version) as handle:
+        with self.manager.lease(name, version) as handle, self.claimed(call) as claim:
             plans = inference.multi_inference_plans(handle.servable.signature_defs, request.tasks)
-            examples = serialized_examples(request.input)
+            examples = serialized_examples(request.input, claim)
             if self.metrics is not None:
                 self.metrics.examples(name, len(examples))
             results = []
             for p in plans:
                 outputs = await self.run(handle, p.signature_name, {p.input_alias: examples}, p.output_aliases,
                                          "MultiInference")
+                claim.outputs(outputs.values())
                 results.append((p, outputs))
         response = inference_pb2.MultiInferenceResponse()
         for p, outputs in results:
@@ -480,6 +522,18 @@ class ServingCore:
         """A model config file's changed text (``--model_config_file_poll_wait_seconds``):
         parsed, validated and applied as a reload (raises ServingError, nothing changes)."""
         await self.served.apply(validate_model_config(parse_model_config(text, path), self.config_root))
+
+
+def _filled_bytes(request: predict_pb2.PredictRequest) -> int:
+    """The bytes a Predict's inputs take decoded, from their shapes (malformed ones count 0:
+    decoding refuses them); decides whether the decode runs off the loop."""
+    total = 0
+    for proto in request.inputs.values():
+        try:
+            total += tensor_codec.filled_size(proto)[1]
+        except tensor_codec.TensorCodecError:
+            pass
+    return total
 
 
 def _named(call: Optional[CallInfo], spec: model_pb2.ModelSpec) -> None:

@@ -28,10 +28,12 @@ def signature_not_found(name: str) -> ServingError:
     return ServingError(Code.FAILED_PRECONDITION, f'Serving signature key "{name}" not found.')
 
 
-def prepare_predict(signature_defs: Mapping, request, max_bytes: int = MAX_TENSOR_BYTES
+def prepare_predict(signature_defs: Mapping, request, max_bytes: int = MAX_TENSOR_BYTES, claim=None
                     ) -> tuple[str, dict[str, np.ndarray], list[str]]:
     """(signature name, decoded inputs, output aliases) for a PredictRequest; an input that
-    would decode to more than ``max_bytes`` is RESOURCE_EXHAUSTED before allocation.
+    would decode to more than ``max_bytes`` is RESOURCE_EXHAUSTED before allocation, and so is
+    one that ``claim`` (``server.dataplane.limits.Claim``) refuses: the request's elements over
+    ``--max_request_elements``, or its bytes over what is left of the in-flight budget.
 
     Raises FAILED_PRECONDITION for an unknown signature, INVALID_ARGUMENT for bad inputs.
     """
@@ -39,15 +41,17 @@ def prepare_predict(signature_defs: Mapping, request, max_bytes: int = MAX_TENSO
     signature = signature_defs.get(sig_name)
     if signature is None:
         raise signature_not_found(sig_name)
-    return (sig_name, decode_inputs(signature, request.inputs, max_bytes),
+    return (sig_name, decode_inputs(signature, request.inputs, max_bytes, claim),
             output_aliases(signature, request.output_filter))
 
 
-def decode_inputs(signature, request_inputs, max_bytes: int = MAX_TENSOR_BYTES) -> dict[str, np.ndarray]:
+def decode_inputs(signature, request_inputs, max_bytes: int = MAX_TENSOR_BYTES, claim=None
+                  ) -> dict[str, np.ndarray]:
     """Validate request inputs against a SignatureDef and decode them, with TF Serving's
     checks in its order: input count (fewer only when the signature has ``defaults``), then
     each signature alias (from the request, else its default), then unknown request names,
-    then dtypes against the TensorInfo (not shapes: see ``check_inputs``)."""
+    then dtypes against the TensorInfo (not shapes: see ``check_inputs``). Each input's size as
+    filled goes into ``claim`` (when given) before it is allocated."""
     sig_inputs = signature.inputs
     defaults = signature.defaults
     n_req, n_sig = len(request_inputs), len(sig_inputs)
@@ -69,6 +73,11 @@ def decode_inputs(signature, request_inputs, max_bytes: int = MAX_TENSOR_BYTES) 
                     f"{{{_join(request_inputs)}}}, or default input alias set: {_join(defaults)}")
             proto = defaults[alias]
         try:
+            if claim is not None:
+                elements, nbytes = tensor_codec.filled_size(proto)
+                # Over --max_tensor_bytes: to_ndarray refuses it below, with that flag's message.
+                if elements * tensor_codec.BY_ENUM[proto.dtype].np_dtype.itemsize <= max_bytes:
+                    claim.input(alias, elements, nbytes)
             decoded[alias] = tensor_codec.to_ndarray(proto, max_bytes=max_bytes)
         except tensor_codec.TensorTooLarge as e:
             raise ServingError(Code.RESOURCE_EXHAUSTED,

@@ -343,6 +343,17 @@ class Metrics:
         reason. Counted by this process (under ``--num_workers``, the answering worker's own)."""
         self.local.register(_RolloutSafetyCollector(state))
 
+    def rejected(self, transport: str, reason: str) -> None:
+        """A call refused to protect the server (``verso_requests_rejected_total``, by transport
+        and a server-chosen reason: ``concurrency``, ``memory``, ``elements``, ``body_size``,
+        ``body_timeout``), so that overload is never silent. Made on first use."""
+        counter = self.__dict__.get("_rejected")
+        if counter is None:
+            counter = self._rejected = Counter("verso_requests_rejected", "Calls refused to protect the server, "
+                                               "by transport and reason.", ["transport", "reason"],
+                                               registry=self.verso)
+        counter.labels(transport, reason).inc()
+
 
 class _VersionCollector:
     """``verso_model_version_state`` (1 for the state each version is in) and

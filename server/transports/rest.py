@@ -19,7 +19,17 @@ never shares them, nor the ``Verso-Request-Id`` header, except with an origin li
 any-origin CORS for inference, status and metadata.
 
 Large bodies: a body over ``OFFLOAD_BYTES`` is parsed and converted in the request
-executor so the loop keeps serving; each body is parsed once.
+executor so the loop keeps serving; each body is parsed once, and a large answer is encoded
+there too.
+
+Bodies are read by ``read_body``, not by aiohttp (whose automatic decompression inflated a
+1.9 MB gzip bomb to 1.9 GiB before any size check): ``Content-Encoding: gzip``/``deflate`` is
+inflated here in bounded steps, at most ``--rest_api_max_body_bytes`` after decompression
+(413 beyond, ``{"error": ...}``), a body that is not what its encoding says is 400, a body that
+takes longer than ``--rest_api_body_timeout_seconds`` to arrive is 408 and its connection
+closed; a connection that sends no complete request head for
+``--rest_api_header_timeout_seconds`` is closed (slowloris). The body's bytes, its parse and
+the answer are claimed from the in-flight budget (server/dataplane/limits.py).
 """
 
 from __future__ import annotations
@@ -29,6 +39,7 @@ import logging
 import re
 import socket
 import urllib.parse
+import zlib
 from typing import Callable, Optional
 
 import orjson
@@ -42,12 +53,20 @@ from protos import rest_json
 from server.dataplane import admin
 from server.transports import dashboard
 from server.dataplane.core import SIGNATURE_DEF_FIELD, CallInfo, ServingCore
+from server.dataplane.limits import JSON_PARSE_FACTOR, LimitExceeded, Rejections, outputs_bytes
 from protos.errors import Code, ServingError
 
 log = logging.getLogger("verso.rest")
 
 INT32_MAX = 2**31 - 1
 OFFLOAD_BYTES = 256 * 1024
+DEFAULT_MAX_BODY_BYTES = 256 * 2**20  # when the server passes none (the server derives its own)
+_READ_CHUNK = 64 * 1024
+# aiohttp's keep-alive timeout is also how long a connection may take to send a request head
+# (its timer is not reset by incoming bytes); 0 for the flag keeps aiohttp's default.
+_AIOHTTP_KEEPALIVE_S = 3630.0
+# How long a refused request's unread body is drained so the answer reaches the client.
+_LINGER_S = 2.0
 
 _V1 = re.compile(r"(?i)/v1/.*")
 # Verso's rollout extension: /v1/rollouts/MODEL and /v1/feedback.
@@ -87,7 +106,8 @@ class RestApi:
 
     def __init__(self, core: ServingCore, *, timeout_ms: int = 30000, cors: bool = False, metrics=None,
                  metrics_path: Optional[str] = None, ready: Callable[[], bool] = lambda: True,
-                 executor=None, cors_origins: tuple[str, ...] = (), allowed_hosts: tuple[str, ...] = ()):
+                 executor=None, cors_origins: tuple[str, ...] = (), allowed_hosts: tuple[str, ...] = (),
+                 max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, body_timeout_s: float = 60.0):
         self.core = core
         self.timeout_s = timeout_ms / 1000 if timeout_ms > 0 else None
         self.cors = cors
@@ -99,9 +119,16 @@ class RestApi:
         self.metrics_path = metrics_path
         self.ready = ready
         self.executor = executor
+        self.max_body_bytes = max_body_bytes  # --rest_api_max_body_bytes, after decompression
+        self.body_timeout_s = body_timeout_s or None  # --rest_api_body_timeout_seconds (0: none)
+        self.rejections = Rejections(metrics)
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=INT32_MAX, handler_args={"max_field_size": 65536})
+        # Bodies are read (and inflated) by ``read_body``; aiohttp's own limit is a backstop for
+        # any other reader, and its automatic decompression is off (it had no bound).
+        app = web.Application(client_max_size=min(self.max_body_bytes, INT32_MAX) + 1,
+                              handler_args={"max_field_size": 65536, "auto_decompress": False,
+                                            "lingering_time": _LINGER_S})
         # [\s\S]: a path with an encoded newline (%0A) must reach ``handle`` too, not aiohttp's 404.
         app.router.add_route("*", r"/{tail:[\s\S]*}", self.handle)
         return app
@@ -246,7 +273,7 @@ class RestApi:
         if method != "POST":
             raise self._malformed(request)
         self._check_browser(request, "SetRollout" if target else "Feedback")
-        doc = rest_json.parse_json(await request.read())
+        doc = rest_json.parse_json(await self.read_body(request))
         if not isinstance(doc, dict):
             raise ServingError(Code.INVALID_ARGUMENT, "The body must be a JSON object")
         message = rollout_pb2.ModelRollout() if target else rollout_pb2.FeedbackRequest()
@@ -262,31 +289,107 @@ class RestApi:
         return _dump(_proto_dict(await self.core.feedback(message.request_id, message.labels, _control(request),
                                                           message.targets)))
 
+    async def read_body(self, request: web.Request, claim=None) -> bytes:
+        """The request body, inflated when ``Content-Encoding`` says gzip or deflate, bounded:
+        at most ``max_body_bytes`` after decompression (413), within ``body_timeout_s`` (and 90 %
+        of the call's timeout; else 408 and the connection is closed), decompressed in steps of at most the bytes still allowed (a bomb
+        never expands past the limit), each step's bytes taken from ``claim`` (the in-flight
+        budget). A body that is not what its encoding says: 400."""
+        encoding = request.headers.get("Content-Encoding", "").strip().lower()
+        if encoding in ("", "identity"):
+            inflate = None
+        elif encoding in ("gzip", "x-gzip", "deflate"):
+            inflate = _Inflater(encoding)
+        else:
+            raise ServingError(Code.INVALID_ARGUMENT, "Unsupported Content-Encoding of the request body "
+                                                      "(gzip, deflate or identity)")
+        limit = self.max_body_bytes
+        if inflate is None and request.content_length is not None and request.content_length > limit:
+            raise self._too_large()
+        parts: list[bytes] = []
+        size = raw = 0
+        timeout = self.body_timeout_s
+        if self.timeout_s is not None:
+            # Inside --rest_api_timeout_in_ms: this read ends first (408), so no answer goes out
+            # while it still reads (aiohttp would drain the body beside it).
+            timeout = min(timeout or self.timeout_s, 0.9 * self.timeout_s)
+        try:
+            async with asyncio.timeout(timeout):
+                async for chunk in request.content.iter_chunked(_READ_CHUNK):
+                    raw += len(chunk)
+                    if raw > limit:  # the compressed bytes too (empty gzip members inflate to nothing)
+                        raise self._too_large()
+                    for data in (inflate.feed(chunk, limit - size + 1) if inflate is not None else (chunk,)):
+                        size += len(data)
+                        if size > limit:
+                            raise self._too_large()
+                        if claim is not None:
+                            claim.take(len(data), "The request body")
+                        parts.append(data)
+        except TimeoutError:
+            # The answer goes out; aiohttp drains the body for _LINGER_S more, then closes.
+            raise LimitExceeded(Code.DEADLINE_EXCEEDED, f"The request body did not arrive within "
+                                                        f"{timeout:g} s (--rest_api_body_timeout_seconds)",
+                                "body_timeout", http=408) from None
+        if inflate is not None:
+            inflate.finish()
+        return b"".join(parts)
+
+    def _too_large(self) -> LimitExceeded:
+        return LimitExceeded(Code.RESOURCE_EXHAUSTED, f"The request body is larger than {self.max_body_bytes} "
+                                                      f"bytes (--rest_api_max_body_bytes)", "body_size", http=413)
+
     async def _infer(self, verb: str, spec: model_pb2.ModelSpec, request: web.Request,
                      call: CallInfo) -> tuple[bytes, int]:
-        raw = await request.read()
+        """One inference call: its claim on the in-flight budget (body, parse, decoded inputs,
+        outputs) is held until its answer is encoded, and given back however the call ends."""
+        call.claim = self.core.limits.claim()
+        try:
+            return await self._infer_claimed(verb, spec, request, call)
+        except LimitExceeded as e:
+            self.rejections("REST", e)
+            raise
+        finally:
+            call.claim.release()
+
+    async def _infer_claimed(self, verb: str, spec: model_pb2.ModelSpec, request: web.Request,
+                             call: CallInfo) -> tuple[bytes, int]:
+        raw = await self.read_body(request, call.claim)
+        call.claim.take(len(raw) * JSON_PARSE_FACTOR, "The request body's JSON")
         loop = asyncio.get_running_loop()
         offload = len(raw) > OFFLOAD_BYTES and self.executor is not None
 
-        async def off_loop(fn, *args):
-            return await loop.run_in_executor(self.executor, fn, *args) if offload else fn(*args)
+        async def off_loop(fn, *args, large: bool = offload):
+            return await loop.run_in_executor(self.executor, fn, *args) if large else fn(*args)
 
-        doc = await off_loop(rest_json.parse_json, raw)
-        sig_name = rest_json.signature_name(doc)
+        # The parsed document is held in ``box`` alone, so that freeing a large one (millions of
+        # Python objects) happens in the executor too, not on the loop.
+        box = [await off_loop(rest_json.parse_json, raw)]
+        del raw
+        try:
+            return await self._infer_parsed(verb, spec, box, call, off_loop, offload)
+        finally:
+            if offload:
+                await off_loop(box.clear)
+
+    async def _infer_parsed(self, verb: str, spec: model_pb2.ModelSpec, box: list, call: CallInfo, off_loop,
+                            offload: bool) -> tuple[bytes, int]:
+        sig_name = rest_json.signature_name(box[0])
         if verb == "predict":
             row_format = None
 
             def decode(signature):
                 nonlocal row_format
-                inputs, row_format = rest_json.decode_predict(doc, signature.inputs)
+                inputs, row_format = rest_json.decode_predict(box[0], signature.inputs)
                 # The JSON was converted to each input's own dtype, so the dtype check passes by construction.
                 dtypes = {alias: signature.inputs[alias].dtype for alias in inputs}
                 return inputs, dtypes
 
-            name, version, _, outputs = await self.core.predict_decoded(spec, sig_name, decode, call)
-            return await off_loop(rest_json.encode_predict_response, outputs, row_format), version
+            name, version, _, outputs = await self.core.predict_decoded(spec, sig_name, decode, call, offload)
+            large = self.executor is not None and outputs_bytes(outputs) > OFFLOAD_BYTES
+            return await off_loop(rest_json.encode_predict_response, outputs, row_format, large=large), version
         spec.signature_name = sig_name
-        input_proto = rest_json.input_from_json(doc, verb)
+        input_proto = await off_loop(rest_json.input_from_json, box[0], verb)
         if verb == "classify":
             response = await self.core.classify(classification_pb2.ClassificationRequest(
                 model_spec=spec, input=input_proto), call)
@@ -336,17 +439,68 @@ def _control(request: web.Request) -> CallInfo:
                     local=admin.is_local(request.remote or ""), verified_client=bool(cert))
 
 
+class _Inflater:
+    """Streaming gzip/deflate decompression in bounded steps (``zlib.decompressobj`` with
+    ``max_length``), gzip bodies of several members too. Invalid data: INVALID_ARGUMENT."""
+
+    def __init__(self, encoding: str):
+        self.encoding = encoding
+        self.gzip = encoding != "deflate"
+        self.d = None
+
+    def _new(self, first: bytes):
+        if self.gzip:
+            return zlib.decompressobj(16 + zlib.MAX_WBITS)
+        # HTTP's "deflate" is zlib-wrapped; some clients send raw deflate (no 0x78 header byte).
+        return zlib.decompressobj(zlib.MAX_WBITS if first[:1] == b"\x78" else -zlib.MAX_WBITS)
+
+    def _bad(self) -> ServingError:
+        return ServingError(Code.INVALID_ARGUMENT,
+                            f"The request body is not valid {self.encoding} data (Content-Encoding: {self.encoding})")
+
+    def feed(self, chunk: bytes, allowed: int):
+        """Yield the inflated bytes of ``chunk``, each step at most ``allowed`` bytes (the
+        caller stops once its total passes its limit, so nothing beyond is ever inflated)."""
+        data = chunk
+        while data:
+            if self.d is None or (self.d.eof and self.gzip):
+                if self.d is not None and not data.strip(b"\x00"):
+                    return  # zero padding after the last gzip member (as gzip(1) accepts)
+                self.d = self._new(data)
+            elif self.d.eof:
+                raise self._bad()  # data after the end of a deflate stream
+            try:
+                out = self.d.decompress(data, max(allowed, 1))
+            except zlib.error:
+                raise self._bad() from None
+            rest = self.d.unconsumed_tail or self.d.unused_data
+            if out:
+                yield out
+            elif len(rest) >= len(data):
+                raise self._bad()  # no progress: cannot happen with valid zlib state
+            data = rest
+
+    def finish(self) -> None:
+        """The body ended: it must have ended a complete stream."""
+        if self.d is None or not self.d.eof:
+            raise self._bad()
+
+
 def _drop_result(task: asyncio.Future) -> None:
     if not task.cancelled():
         task.exception()  # retrieved, so asyncio does not log "never retrieved"
 
 
 async def start(api: RestApi, host: str, port: int, reuse_port: bool = False,
-                grace_s: float = 60.0, ssl_context=None) -> web.AppRunner:
+                grace_s: float = 60.0, ssl_context=None, header_timeout_s: float = 30.0) -> web.AppRunner:
     """Serve ``api`` on host:port (shared with other worker processes with ``reuse_port``);
     ``runner.shutdown()`` then waits up to ``grace_s`` for requests in flight; ``ssl_context``
-    serves HTTPS (``--ssl_config_file``). Raises OSError when the port cannot be bound."""
-    runner = web.AppRunner(api.app(), access_log=None, handle_signals=False, shutdown_timeout=grace_s)
+    serves HTTPS (``--ssl_config_file``). A connection that sends no complete request head for
+    ``header_timeout_s`` (since it opened or since its last answer) is closed: aiohttp's
+    keep-alive timer, which incoming bytes do not reset, so a trickled head is cut too (0:
+    aiohttp's default). Raises OSError when the port cannot be bound."""
+    runner = web.AppRunner(api.app(), access_log=None, handle_signals=False, shutdown_timeout=grace_s,
+                           keepalive_timeout=header_timeout_s or _AIOHTTP_KEEPALIVE_S)
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_address=True, reuse_port=reuse_port or None,
                        ssl_context=ssl_context)
