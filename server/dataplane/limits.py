@@ -262,7 +262,9 @@ class Claim:
 def array_bytes(arr: np.ndarray) -> int:
     """An array's memory, strings (object arrays) with their bytes and headers."""
     if arr.dtype == object:
-        return arr.size * STRING_OVERHEAD + sum(len(v) for v in arr.flat if isinstance(v, (bytes, str)))
+        # reshape, not .flat: numpy's flat iterator refuses arrays of more than 32 dimensions,
+        # which a JSON body can make (check_inputs refuses them with INVALID_ARGUMENT after this).
+        return arr.size * STRING_OVERHEAD + sum(len(v) for v in arr.reshape(-1) if isinstance(v, (bytes, str)))
     return arr.nbytes
 
 
