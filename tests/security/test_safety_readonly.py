@@ -15,27 +15,18 @@ from client import Client
 from client.errors import VersoError
 from server.rollout.store import RolloutStore
 from tests.helpers import X, predict_request
+from tests.security.conftest import rollout_configs
 from tests.server_proc import ServerProcess
 from tests.tmpfs import small_tmpfs
 
 
 def test_a_read_only_state_directory_runs_the_server_without_rollout_changes(repo, tmp_path):
-    repo.put("m", 1, "hp1")
-    repo.put("m", 2, "hp2")
-    (tmp_path / "models.config").write_text(
-        f'model_config_list {{ config {{ name: "m" base_path: "{repo.path("m")}" model_platform: "tensorflow" '
-        'model_version_policy { all {} } } }\n')
-    rollouts = tmp_path / "rollouts.config"
-    rollouts.write_text('models { model: "m" stable: 1 canary: 2 canary_percent: 50 auto { enabled: true } }\n')
-    monitoring = tmp_path / "monitoring.config"
-    monitoring.write_text("prometheus_config { enable: true }")
+    flags = rollout_configs(repo, tmp_path, "stable: 1 canary: 2 canary_percent: 50 auto { enabled: true }")
     with small_tmpfs() as fs:
         state = fs.path("state.sqlite")
         RolloutStore(state).close()  # the state file of an earlier run
         fs.read_only()
-        srv = ServerProcess([f"--model_config_file={tmp_path / 'models.config'}", f"--rollout_config_file={rollouts}",
-                             f"--rollout_state_file={state}", f"--monitoring_config_file={monitoring}",
-                             "--version_settle_seconds=0"], rest=True)
+        srv = ServerProcess([*flags, f"--rollout_state_file={state}"], rest=True)
         try:
             srv.start()
             assert "the server runs without rollout changes" in srv.output()

@@ -15,24 +15,15 @@ import pytest
 from client import Client
 from client.errors import VersoError
 from tests.helpers import X, predict_request
+from tests.security.conftest import rollout_configs
 from tests.server_proc import InProcessServer, wait_until
 from tests.tmpfs import small_tmpfs
 
 
 def test_a_full_state_disk_refuses_changes_and_hands_out_no_id_it_cannot_log(repo, tmp_path):
-    repo.put("m", 1, "hp1")
-    repo.put("m", 2, "hp2")
-    (tmp_path / "models.config").write_text(
-        f'model_config_list {{ config {{ name: "m" base_path: "{repo.path("m")}" model_platform: "tensorflow" '
-        'model_version_policy { all {} } } }\n')
-    rollouts = tmp_path / "rollouts.config"
-    rollouts.write_text('models { model: "m" stable: 1 canary: 2 canary_percent: 10 }\n')
-    monitoring = tmp_path / "monitoring.config"
-    monitoring.write_text("prometheus_config { enable: true }")
+    flags = rollout_configs(repo, tmp_path, "stable: 1 canary: 2 canary_percent: 10")
     with small_tmpfs() as fs:
-        srv = InProcessServer([f"--model_config_file={tmp_path / 'models.config'}",
-                               f"--rollout_config_file={rollouts}", f"--rollout_state_file={fs.path('state.sqlite')}",
-                               f"--monitoring_config_file={monitoring}", "--version_settle_seconds=0"], rest=True)
+        srv = InProcessServer([*flags, f"--rollout_state_file={fs.path('state.sqlite')}"], rest=True)
         srv.start()
         try:
             rollout_log = srv.app.rollouts.log
