@@ -386,9 +386,12 @@ class RolloutManager:
     def loaded(self, name: str, version: int, load: str) -> None:
         """A version has just loaded as ``load`` (the lifecycle manager's ``on_loaded``, before
         it is published): what is kept about an earlier load of it goes now, before its first
-        call is counted."""
+        call is counted. A version of a model under rollout gets its window now: its evidence
+        begins at the load (``evidence_since_unix_time``)."""
         if self._loads.get((name, version)) != load:
             self._adopt(name, version, load)
+        if name in self.configs:
+            self.window(name, version)
 
     def _track(self, name: str, version: int, load: Optional[str] = None) -> bool:
         """Keep ``version``'s state (window, shadow drops, drift reservoir, costs) to the servable
