@@ -182,7 +182,7 @@ def test_a_deleted_version_keeps_its_last_evidence_until_a_new_build_loads():
     assert rm.evidence("m", 2).requests == 0
 
 
-def test_the_drift_reservoir_and_facts_of_the_old_build_go(tmp_path):
+def test_the_drift_reservoir_and_facts_of_the_old_build_go():
     fm = _loaded_fm()
     reference = {"x": np.random.default_rng(0).normal(size=(200, 1))}
     facts = {"build-2-a": VersionFacts(reference=reference), "build-2-b": VersionFacts(reference=reference)}
