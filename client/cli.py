@@ -1065,6 +1065,19 @@ def _side_by_side(console, what: str, measure: str, by_role: dict) -> None:
     console.print(table)
 
 
+def _show_evidence_since(status) -> None:
+    """When each version's evidence began: evidence belongs to the build loaded now (a version
+    removed and re-created starts afresh), named by its load identity."""
+    import datetime
+
+    console = _console()
+    for v in status.versions:
+        if v.evidence_since_unix_time > 0:
+            when = datetime.datetime.fromtimestamp(v.evidence_since_unix_time, datetime.timezone.utc)
+            console.print(printable(f"v{v.version} evidence since {when:%Y-%m-%d %H:%M:%S} UTC"
+                                    + (f" (build {v.load_id})" if v.load_id else "")))
+
+
 def _show_status_log(status) -> None:
     import datetime
 
@@ -1116,6 +1129,7 @@ def _rollout(args) -> None:
         return
     _show_compare(status, args.json)
     if not args.json:
+        _show_evidence_since(status)
         _show_status_log(status)
 
 

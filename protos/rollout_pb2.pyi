@@ -99,7 +99,7 @@ class RolloutRequest(_message.Message):
     def __init__(self, model: _Optional[str] = ...) -> None: ...
 
 class VersionEvidence(_message.Message):
-    __slots__ = ("version", "role", "traffic_percent", "requests", "errors", "error_rate", "p50_ms", "p99_ms", "requests_per_second", "shadow_compared", "max_abs_diff", "top1_agreement", "feedback", "accuracy", "age_seconds", "stale", "shadow_dropped", "latency_deciles_ms", "outputs", "accuracy_history", "available", "loss", "classes", "slices", "confusion", "cost", "drift", "info", "caller_errors")
+    __slots__ = ("version", "role", "traffic_percent", "requests", "errors", "error_rate", "p50_ms", "p99_ms", "requests_per_second", "shadow_compared", "max_abs_diff", "top1_agreement", "feedback", "accuracy", "age_seconds", "stale", "shadow_dropped", "latency_deciles_ms", "outputs", "accuracy_history", "available", "loss", "classes", "slices", "confusion", "cost", "drift", "info", "caller_errors", "evidence_since_unix_time", "load_id")
     class ErrorsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -150,6 +150,8 @@ class VersionEvidence(_message.Message):
     DRIFT_FIELD_NUMBER: _ClassVar[int]
     INFO_FIELD_NUMBER: _ClassVar[int]
     CALLER_ERRORS_FIELD_NUMBER: _ClassVar[int]
+    EVIDENCE_SINCE_UNIX_TIME_FIELD_NUMBER: _ClassVar[int]
+    LOAD_ID_FIELD_NUMBER: _ClassVar[int]
     version: int
     role: str
     traffic_percent: float
@@ -179,7 +181,9 @@ class VersionEvidence(_message.Message):
     drift: Drift
     info: VersionInfo
     caller_errors: _containers.ScalarMap[str, int]
-    def __init__(self, version: _Optional[int] = ..., role: _Optional[str] = ..., traffic_percent: _Optional[float] = ..., requests: _Optional[int] = ..., errors: _Optional[_Mapping[str, int]] = ..., error_rate: _Optional[float] = ..., p50_ms: _Optional[float] = ..., p99_ms: _Optional[float] = ..., requests_per_second: _Optional[float] = ..., shadow_compared: _Optional[int] = ..., max_abs_diff: _Optional[float] = ..., top1_agreement: _Optional[float] = ..., feedback: _Optional[int] = ..., accuracy: _Optional[float] = ..., age_seconds: _Optional[float] = ..., stale: _Optional[bool] = ..., shadow_dropped: _Optional[int] = ..., latency_deciles_ms: _Optional[_Iterable[float]] = ..., outputs: _Optional[_Mapping[str, OutputDivergence]] = ..., accuracy_history: _Optional[_Iterable[_Union[AccuracyPoint, _Mapping]]] = ..., available: _Optional[bool] = ..., loss: _Optional[_Union[Loss, _Mapping]] = ..., classes: _Optional[_Iterable[_Union[ClassStats, _Mapping]]] = ..., slices: _Optional[_Iterable[_Union[SliceStats, _Mapping]]] = ..., confusion: _Optional[_Iterable[_Union[ConfusionCell, _Mapping]]] = ..., cost: _Optional[_Union[Cost, _Mapping]] = ..., drift: _Optional[_Union[Drift, _Mapping]] = ..., info: _Optional[_Union[VersionInfo, _Mapping]] = ..., caller_errors: _Optional[_Mapping[str, int]] = ...) -> None: ...
+    evidence_since_unix_time: float
+    load_id: str
+    def __init__(self, version: _Optional[int] = ..., role: _Optional[str] = ..., traffic_percent: _Optional[float] = ..., requests: _Optional[int] = ..., errors: _Optional[_Mapping[str, int]] = ..., error_rate: _Optional[float] = ..., p50_ms: _Optional[float] = ..., p99_ms: _Optional[float] = ..., requests_per_second: _Optional[float] = ..., shadow_compared: _Optional[int] = ..., max_abs_diff: _Optional[float] = ..., top1_agreement: _Optional[float] = ..., feedback: _Optional[int] = ..., accuracy: _Optional[float] = ..., age_seconds: _Optional[float] = ..., stale: _Optional[bool] = ..., shadow_dropped: _Optional[int] = ..., latency_deciles_ms: _Optional[_Iterable[float]] = ..., outputs: _Optional[_Mapping[str, OutputDivergence]] = ..., accuracy_history: _Optional[_Iterable[_Union[AccuracyPoint, _Mapping]]] = ..., available: _Optional[bool] = ..., loss: _Optional[_Union[Loss, _Mapping]] = ..., classes: _Optional[_Iterable[_Union[ClassStats, _Mapping]]] = ..., slices: _Optional[_Iterable[_Union[SliceStats, _Mapping]]] = ..., confusion: _Optional[_Iterable[_Union[ConfusionCell, _Mapping]]] = ..., cost: _Optional[_Union[Cost, _Mapping]] = ..., drift: _Optional[_Union[Drift, _Mapping]] = ..., info: _Optional[_Union[VersionInfo, _Mapping]] = ..., caller_errors: _Optional[_Mapping[str, int]] = ..., evidence_since_unix_time: _Optional[float] = ..., load_id: _Optional[str] = ...) -> None: ...
 
 class Loss(_message.Message):
     __slots__ = ("rows", "log_loss", "brier", "mse", "mae")

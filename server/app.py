@@ -60,7 +60,10 @@ class App:
         self.address: Optional[str] = None  # the gRPC host:port, once started (None: socket only)
         self.socket_path: Optional[str] = None
         self._pools: dict[str, ThreadPoolExecutor] = {}
-        self._facts: dict[tuple[str, int], object] = {}  # (model, version) -> VersionFacts, set at load
+        # (model, version, load identity) -> VersionFacts, read at each load: what a version says
+        # about itself belongs to the build loaded (server/lifecycle/manager.py, load_identity)
+        self._facts: dict[tuple[str, int, str], object] = {}
+        self._facts_read: dict[tuple[str, int], object] = {}  # read by a load thread, until on_loaded
         self.rollouts = None
         self._tasks: list[asyncio.Task] = []
         self._grpc = None
@@ -110,7 +113,8 @@ class App:
         pools["shadow"] = ThreadPoolExecutor(1, thread_name_prefix="verso-shadow")
         self.manager = Manager(self._load_version, load_executor=pools["initial_load"],
                                unload_executor=pools["unload"], max_load_retries=s.max_num_load_retries,
-                               load_retry_interval_s=s.load_retry_interval_micros / 1e6, on_unloaded=self._unloaded)
+                               load_retry_interval_s=s.load_retry_interval_micros / 1e6, on_unloaded=self._unloaded,
+                               on_loaded=self._loaded)
         self.source = FileSystemSource([], self.manager.set_aspired_versions,
                                        settle_seconds=s.version_settle_seconds, executor=pools["fs"],
                                        clock=time.monotonic, failed=self.manager.failed_versions)
@@ -204,14 +208,26 @@ class App:
             raise
         self.metrics.load(path, True, time.perf_counter() - t0)
         rss_after = resident_bytes()
-        self._facts[(name, version)] = read_facts(
+        # One load of a version at a time: ``_loaded`` files it under the load's identity.
+        self._facts_read[(name, version)] = read_facts(
             path, None if rss_before is None or rss_after is None else max(0, rss_after - rss_before))
         return servable
+
+    def _loaded(self, name: str, version: int, load_id: str) -> None:
+        """After a version loads (on the loop, before it serves): its facts are this load's, and
+        what the rollouts kept about an earlier build of it goes."""
+        facts = self._facts_read.pop((name, version), None)
+        if facts is not None:
+            self._facts[(name, version, load_id)] = facts
+        if self.rollouts is not None:
+            self.rollouts.loaded(name, version, load_id)
 
     def _unloaded(self, name: str, version: int) -> None:
         """After a version unloads (on the loop): what was kept about it goes (its reference
         sample, its drift reservoir), and the heap frozen after start-up may be collected."""
-        self._facts.pop((name, version), None)
+        serving = self._load_id(name, version)  # a newer load of the version may be serving already
+        for key in [k for k in self._facts if k[:2] == (name, version) and k[2] != serving]:
+            del self._facts[key]
         if self.rollouts is not None:
             self.rollouts.forget_version(name, version)
         path = next((st.path for st in self.manager.status(name) if st.version == version), "")
@@ -233,9 +249,16 @@ class App:
                 if st.state != State.END or st.error is not None:
                     yield name, st.version, st.path
 
+    def _load_id(self, name: str, version: int):
+        model = self.manager.snapshot.get(name)
+        handle = model.versions.get(version) if model is not None else None
+        return handle.load_id if handle is not None else None
+
     def _facts_of(self, name: str, version: int):
-        """What the loaded ``version`` said about itself at its load (``VersionFacts``), or None."""
-        return self._facts.get((name, version))
+        """What the loaded ``version`` said about itself at its load (``VersionFacts``), or None
+        (not loaded now)."""
+        load_id = self._load_id(name, version)
+        return self._facts.get((name, version, load_id)) if load_id is not None else None
 
     def _version_costs(self):
         """(model, version, {kind: (cpu s, predictions)}, resident bytes, drifting, worst PSI)
@@ -245,7 +268,7 @@ class App:
             kinds.setdefault((name, version), {})[kind] = (seconds, rows)
         loaded = {(n, st.version) for n in self.manager.model_names() for st in self.manager.status(n)}
         for name, version in sorted(loaded | set(kinds)):
-            facts = self._facts.get((name, version))
+            facts = self._facts_of(name, version)
             report = self.rollouts.drift(name, version)
             yield (name, version, kinds.get((name, version), {}),
                    getattr(facts, "resident_bytes", None), None if report is None else report.drifting,

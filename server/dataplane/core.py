@@ -134,7 +134,8 @@ class ServingCore:
         if self.rollouts is None or handle.name not in self.rollouts.configs:
             return
         request_id = self.rollouts.observe(handle.name, handle.version, time.perf_counter() - t0, code, outputs,
-                                           call.slice if call is not None else None, origin=origin, size=size)
+                                           call.slice if call is not None else None, origin=origin, size=size,
+                                           load=handle.load_id)
         if call is not None:
             call.request_id = request_id
         if shadow is not None and outputs is not None:

@@ -15,12 +15,21 @@ Flow (TF Serving's vocabulary):
 
 ``run()`` is the background loop: it ticks whenever something changed. Tests instead call
 ``tick()`` / ``run_until_idle()`` by hand.
+
+Load identity: each load of a version gets ``Harness.load_id`` (``load_identity`` of its
+directory, taken in the load thread just before the loader reads it). Whatever is measured
+about a loaded version (rollout evidence, feedback, drift, costs, facts) belongs to that
+identity, so that a version directory removed and re-created, or reloaded from changed files,
+starts from nothing. It is a fingerprint of the directory, not a counter, so that every
+``--num_workers`` process, and a restarted server, give the same files the same identity.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
+import os
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -38,6 +47,47 @@ log = logging.getLogger("verso.manager")
 # loader(model_name, version, path) -> servable; blocking, runs in the load executor.
 Loader = Callable[[str, int, str], Any]
 
+LOAD_IDENTITY_ENTRIES = 100_000  # entries of a version directory that its identity hashes, at most
+
+
+def load_identity(path: str) -> str:
+    """The identity of the version directory ``path`` as it is now (16 hex digits): a hash of
+    the directory's inode and ctime (a directory removed and re-created gets a new ctime, even
+    on a reused inode, and ``cp -p``/``tar`` cannot set ctime) and of each entry under it
+    (relative path, size, mtime; symlinks followed, each directory walked once). The same
+    files give the same identity in every process and across restarts; a rebuild, a
+    re-creation or a changed file gives a new one. Never raises (an unreadable part counts as
+    missing). Blocking: call it in a load thread."""
+    h = hashlib.sha256()
+    try:
+        st = os.stat(path)
+        h.update(f"{st.st_ino}:{st.st_ctime_ns}\n".encode())
+    except OSError:
+        h.update(b"missing\n")
+    stack, seen, entries = [path], set(), []
+    while stack and len(entries) < LOAD_IDENTITY_ENTRIES:
+        d = stack.pop()
+        try:
+            st = os.stat(d)
+            if (st.st_dev, st.st_ino) in seen:
+                continue
+            seen.add((st.st_dev, st.st_ino))
+            with os.scandir(d) as it:
+                for e in it:
+                    try:
+                        est = e.stat(follow_symlinks=True)
+                        is_dir = e.is_dir(follow_symlinks=True)
+                    except OSError:
+                        continue
+                    entries.append((os.path.relpath(e.path, path), 0 if is_dir else est.st_size, est.st_mtime_ns))
+                    if is_dir:
+                        stack.append(e.path)
+        except OSError:
+            continue
+    for rel, size, mtime in sorted(entries):
+        h.update(f"{rel}\0{size}\0{mtime}\n".encode("utf-8", "surrogateescape"))
+    return h.hexdigest()[:16]
+
 
 @dataclass(eq=False)
 class Harness:
@@ -53,6 +103,9 @@ class Harness:
     # status, which TF Serving sets only when the load has failed for good).
     retry_error: Optional[ServingError] = None
     servable: Optional[Servable] = None
+    # ``load_identity`` of the directory this harness loaded (None until a load succeeds): what
+    # is measured about the version belongs to this load (see the module).
+    load_id: Optional[str] = None
     leases: int = 0
     # The version's batch queues, one per (signature, output aliases), made by the data plane on
     # first use; dropped with the servable.
@@ -108,7 +161,8 @@ class Manager:
     def __init__(self, loader: Loader, *, load_executor: Executor, unload_executor: Executor,
                  max_load_retries: int = 0, load_retry_interval_s: float = 0.0,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-                 on_unloaded: Optional[Callable[[str, int], None]] = None):
+                 on_unloaded: Optional[Callable[[str, int], None]] = None,
+                 on_loaded: Optional[Callable[[str, int, str], None]] = None):
         self._loader = loader
         self._load_executor = load_executor
         self._unload_executor = unload_executor
@@ -116,6 +170,8 @@ class Manager:
         self._retry_interval_s = max(0.0, load_retry_interval_s)
         self._sleep = sleep
         self._on_unloaded = on_unloaded  # on_unloaded(name, version): on the loop after each unload
+        # on_loaded(name, version, load_id): on the loop after each load, before it is published
+        self._on_loaded = on_loaded
         self._models: dict[str, dict[int, Harness]] = {}
         self._snapshot: Mapping[str, ModelSnapshot] = MappingProxyType({})
         self._tasks: set[asyncio.Task] = set()
@@ -278,7 +334,7 @@ class Manager:
         while True:
             try:
                 log.info("Loading servable version {name: %s version: %d} from %s", h.name, h.version, h.path)
-                servable = await loop.run_in_executor(self._load_executor, self._loader, h.name, h.version, h.path)
+                identity, servable = await loop.run_in_executor(self._load_executor, self._identified_load, h)
             except Exception as e:  # the loader's failure is the version's status, not ours
                 err = e if isinstance(e, ServingError) else ServingError(Code.UNKNOWN, f"{type(e).__name__}: {e}")
                 attempt += 1
@@ -294,11 +350,23 @@ class Manager:
                 h.state, h.error, h.retry_error = State.END, err, None
                 break
             h.servable, h.state, h.error, h.retry_error = servable, State.AVAILABLE, None, None
+            h.load_id = identity
             log.info("Successfully loaded servable version {name: %s version: %d}", h.name, h.version)
+            if self._on_loaded is not None:
+                try:
+                    self._on_loaded(h.name, h.version, identity)
+                except Exception:  # the version serves whatever its observers do
+                    log.exception("on_loaded of {name: %s version: %d} failed", h.name, h.version)
             self._publish(h.name)
             break
         self._changed.set()
         self._wake.set()
+
+    def _identified_load(self, h: Harness) -> tuple[str, Any]:
+        """(``load_identity`` of the directory, the loader's servable): the identity first, so
+        that a file changed during the load gives an identity that differs from the next one."""
+        identity = load_identity(h.path)
+        return identity, self._loader(h.name, h.version, h.path)
 
     async def _unload(self, h: Harness) -> None:
         if h.leases:

@@ -121,6 +121,10 @@ class Evidence:
     caller_errors: dict[str, int] = field(default_factory=dict)
     # The size class (``size_class``) of each of ``latencies_ms``; empty: all unknown.
     latency_sizes: tuple[int, ...] = ()
+    # The servable measured: its load identity (None: not known) and the Unix time its evidence
+    # began (the window's ``since``; the earliest worker's under --num_workers).
+    load: Optional[str] = None
+    since: Optional[float] = None
 
     @property
     def caller_error_count(self) -> int:
@@ -148,12 +152,18 @@ class Window:
 
     Not thread-safe: one owner (an asyncio loop) calls it. ``clock`` returns seconds (monotonic);
     each call is stamped with ``clock()`` when it is recorded.
+
+    ``load``: the load identity of the servable the window measures (``server.lifecycle.manager.
+    load_identity``; None: not known), and ``since`` the Unix time its evidence began: both go
+    with ``export``, and ``merged`` takes only other processes' windows of the same load.
     """
 
-    def __init__(self, size: int = 1000, clock: Callable[[], float] = time.monotonic, warmup_calls: int = 0):
+    def __init__(self, size: int = 1000, clock: Callable[[], float] = time.monotonic, warmup_calls: int = 0,
+                 load: Optional[str] = None, since: Optional[float] = None):
         if size < 1:
             raise ValueError(f"window size must be at least 1, got {size}")
         self.size = size
+        self.load, self.since = load, since
         self._clock = clock
         self._warmup_left = max(0, warmup_calls)
         # (recorded at, latency ms or None for a warmup call, code, size class)
@@ -198,7 +208,7 @@ class Window:
         """The window's samples as JSON-able data, times as ages in seconds (for another process,
         whose clock differs: ``merged``)."""
         now = self._clock()
-        return {"size": self.size,
+        return {"size": self.size, "load": self.load, "since": self.since,
                 "calls": [(now - t, ms, code, k) for t, ms, code, k in self._calls],
                 "caller": [(now - t, code) for t, code in self._caller],
                 "shadow": [(d, a, c, {k: list(v) for k, v in by.items()}) for d, a, c, by in self._shadow],
@@ -207,9 +217,14 @@ class Window:
     def merged(self, parts: Sequence[tuple[float, dict]]) -> "Window":
         """A window holding this one's samples and those of ``parts`` (other processes'
         ``export()`` data, each with how many seconds ago it was taken), in time order: the
-        evidence of every worker together."""
+        evidence of every worker together. A part of another load than this window's (another
+        worker still serving the version's earlier build, or already a newer one) is left out;
+        ``since`` is the earliest of the windows taken."""
         now = self._clock()
-        w = Window(self.size * (1 + len(parts)), clock=self._clock)
+        parts = [(ago, data) for ago, data in parts if data.get("load") == self.load]
+        starts = [t for t in [self.since] + [data.get("since") for _, data in parts] if t is not None]
+        w = Window(self.size * (1 + len(parts)), clock=self._clock, load=self.load,
+                   since=min(starts) if starts else None)
         calls = list(self._calls)
         caller = list(self._caller)
         feedback = list(self._feedback)
@@ -301,6 +316,8 @@ class Window:
             slices=tuple(slices),
             caller_errors={code: by_caller[code] for code in sorted(by_caller)},
             latency_sizes=tuple(k for _, k in timed),
+            load=self.load,
+            since=self.since,
         )
 
     def _accuracy_history(self) -> tuple[tuple[float, Optional[float], int, Optional[float]], ...]:

@@ -19,6 +19,15 @@ Safety fails closed when the state file cannot be written (disk full, read-only,
 - with ``unavailable`` (the state file could not be opened at start-up) the server runs
   without rollout changes: the config file's rollouts serve their stable version only,
   SetRollout and Feedback answer FAILED_PRECONDITION with the reason, answers get no request id.
+
+Evidence belongs to a loaded servable, not to a version number: what is kept per version (the
+evidence window, shadow drops, the drift reservoir, the cost samples) is kept for one load
+identity (``Harness.load_id``, a fingerprint of the version directory: server/lifecycle/
+manager.py). When the version loaded now has another identity (its directory was removed and
+re-created, or reloaded from changed files), all of it starts from nothing and the status says
+since when (``evidence_since_unix_time``); a call, shadow call or feedback of the earlier load
+is not counted (feedback for its answers is FAILED_PRECONDITION), and other workers' evidence is
+merged only when it is of the same load (a fingerprint: every worker computes the same one).
 """
 
 from __future__ import annotations
@@ -105,6 +114,8 @@ class RolloutManager:
         self.clock, self.wall, self.rand = clock, wall, rand
         self.configs: dict[str, rollout_pb2.ModelRollout] = {}
         self._windows: dict[tuple[str, int], Window] = {}
+        # (model, version) -> the load identity its per-version state belongs to (``_track``)
+        self._loads: dict[tuple[str, int], str] = {}
         self.log = PredictionLog(self.store, clock=wall)  # every answer under a rollout, for feedback
         if unavailable is not None:
             self.log.disabled = unavailable  # no feedback can come: no request ids
@@ -353,13 +364,61 @@ class RolloutManager:
             self._pending[name] = [decision]
 
     def window(self, name: str, version: int) -> Window:
+        """The evidence window of the servable loaded as ``version`` now (``_track``)."""
+        self._track(name, version)
         w = self._windows.get((name, version))
         if w is None:
             mr = self.configs.get(name)
             size = mr.window if mr is not None else 1000
             warmup = gates_of(mr).warmup_calls if mr is not None else 0
-            w = self._windows[(name, version)] = Window(size, clock=self.clock, warmup_calls=warmup)
+            w = self._windows[(name, version)] = Window(size, clock=self.clock, warmup_calls=warmup,
+                                                        load=self._loads.get((name, version)), since=self.wall())
         return w
+
+    # ---- load identity ---------------------------------------------------------------------
+
+    def load_of(self, name: str, version: int) -> Optional[str]:
+        """The load identity of ``version`` as loaded now (None: not loaded, or not known)."""
+        model = self.manager.snapshot.get(name)
+        handle = model.versions.get(version) if model is not None else None
+        return getattr(handle, "load_id", None)
+
+    def loaded(self, name: str, version: int, load: str) -> None:
+        """A version has just loaded as ``load`` (the lifecycle manager's ``on_loaded``, before
+        it is published): what is kept about an earlier load of it goes now, before its first
+        call is counted. A version of a model under rollout gets its window now: its evidence
+        begins at the load (``evidence_since_unix_time``)."""
+        if self._loads.get((name, version)) != load:
+            self._adopt(name, version, load)
+        if name in self.configs:
+            self.window(name, version)
+
+    def _track(self, name: str, version: int, load: Optional[str] = None) -> bool:
+        """Keep ``version``'s state (window, shadow drops, drift reservoir, costs) to the servable
+        loaded now: when that is another load than the one the state belongs to, the state goes
+        (``_adopt``). ``load``: the load an observation comes from (a call, a shadow call, an
+        answer's feedback); when the version is not loaded now it is taken as the version's only
+        if nothing is known of it. Returns whether that observation belongs to the state (None:
+        not known, counted)."""
+        key = (name, version)
+        held = self._loads.get(key)
+        current = self.load_of(name, version) or (load if held is None else None)
+        if current is not None and current != held:
+            self._adopt(name, version, current)
+            held = current
+        return load is None or load == held
+
+    def _adopt(self, name: str, version: int, load: str) -> None:
+        """Make ``load`` the servable ``version``'s state belongs to; an earlier one's goes."""
+        key = (name, version)
+        self._loads[key] = load
+        dropped = self._windows.pop(key, None)
+        self._drift.pop(key, None)
+        self._shadow_dropped.pop(key, None)
+        self.costs.forget(lambda n, v: (n, v) != key)
+        if dropped is not None and (dropped.load is not None or dropped.summary().requests):
+            log.info("Rollout evidence of %s v%d starts afresh: the version loaded now (%s) is another build than "
+                     "the one measured (%s)", name, version, load, dropped.load or "not known")
 
     # ---- the request path ------------------------------------------------------------------
 
@@ -407,7 +466,8 @@ class RolloutManager:
 
     def observe(self, name: str, version: int, latency_s: float, code: str,
                 outputs: Optional[dict] = None, slice: Optional[str] = None, *,
-                origin: Optional[str] = None, size: Optional[int] = None) -> Optional[str]:
+                origin: Optional[str] = None, size: Optional[int] = None,
+                load: Optional[str] = None) -> Optional[str]:
         """Record one call of a model under rollout; for a successful call with outputs, log the
         answer (off the request path: a full log queue drops it, counted) with its slice key
         (bounded: see ``quality.slice_key``) and return its request id, which feedback may
@@ -416,9 +476,11 @@ class RolloutManager:
         ``origin``: where a failure arose (server/rollout/faults.py: ``REQUEST``, ``MODEL``, or
         the error's own ``CALLER``/``SERVER``); a failure of the caller's making is counted
         apart and never judged. ``size``: the call's input elements, so that latency is compared
-        between calls of comparable size."""
+        between calls of comparable size. ``load``: the load identity of the servable that
+        answered (the call's handle); a call of an earlier load than the one loaded now is not
+        counted (see the module)."""
         mr = self.configs.get(name)
-        if mr is None:
+        if mr is None or not self._track(name, version, load):
             return None
         self.window(name, version).record_call(latency_s, code, caller=fault(code, origin) == CALLER, size=size)
         if outputs is None or code != "OK":
@@ -432,7 +494,8 @@ class RolloutManager:
         request_id = secrets.token_hex(16)  # 128 random bits: an id cannot be guessed
         role = "stable" if version == mr.stable else "canary" if version == mr.canary else "not in rollout"
         if not self.log.append(Answer(request_id, name, version, role, self.wall(), outputs,
-                                      mr.evidence_output or None, slice, mr.scores_output or None)):
+                                      mr.evidence_output or None, slice, mr.scores_output or None,
+                                      self._loads.get((name, version)))):
             return None  # not logged (dropped, counted): an id feedback could never name is not handed out
         return request_id
 
@@ -440,7 +503,7 @@ class RolloutManager:
         """A Predict's inputs, for the drift check of a version that ships a reference sample
         (any model, under rollout or not); a dict lookup for the others."""
         key = (name, version)
-        monitor = self._drift.get(key, False)
+        monitor = self._drift.get(key, False)  # reset with the rest of the version's state (``_track``)
         if monitor is False:
             facts = self.facts(name, version)
             monitor = self._drift[key] = (DriftMonitor(facts.reference, clock=self.clock)
@@ -461,12 +524,13 @@ class RolloutManager:
         def gone(key: tuple[str, int]) -> bool:
             mr = self.configs.get(key[0])
             return not keep(*key) and (mr is None or key[1] not in (mr.stable, mr.canary))
-        for table in (self._windows, self._shadow_dropped, self._drift):
+        for table in (self._windows, self._shadow_dropped, self._drift, self._loads):
             for key in [k for k in table if gone(k)]:
                 del table[key]
         self.costs.forget(lambda name, version: not gone((name, version)))
 
     def drift(self, name: str, version: int) -> Optional[DriftReport]:
+        self._track(name, version)
         monitor = self._drift.get((name, version))
         return monitor.report() if monitor else None
 
@@ -498,6 +562,8 @@ class RolloutManager:
         try:
             shadow, cpu = await asyncio.get_running_loop().run_in_executor(
                 self.shadow_executor, self.costs.share.timed, handle.servable.run, sig_name, inputs, aliases)
+            if not self._track(handle.name, handle.version, getattr(handle, "load_id", None)):
+                return  # the canary was replaced while its shadow call ran: not this build's evidence
             self.costs.add(handle.name, handle.version, cpu, rows_of(inputs), SHADOW)
             diff, agreeing, rows = divergence(primary, shadow, alias)
             self.window(handle.name, handle.version).record_shadow(diff, agreeing, rows,
@@ -523,7 +589,10 @@ class RolloutManager:
         and/or one numeric target per row (squared and absolute error), counted in that
         version's evidence. Each id takes feedback once (ALREADY_EXISTS after). Bounded
         (``quality.feedback_problem``: INVALID_ARGUMENT, the id not used up); classes past
-        ``quality.MAX_CLASSES`` count as "other" (``_bounded_classes``)."""
+        ``quality.MAX_CLASSES`` count as "other" (``_bounded_classes``). Feedback for an answer of
+        an earlier load of the version than the one loaded now (removed and re-created, or
+        reloaded from changed files) is FAILED_PRECONDITION and counted nowhere (the id is used
+        up: that build's evidence is gone)."""
         self._check_available()
         labels, targets = list(labels), list(targets)
         problem = feedback_problem(labels, targets)
@@ -539,6 +608,10 @@ class RolloutManager:
                 if e.code != Code.NOT_FOUND or self.worker_id is None or attempt == FEEDBACK_TRIES - 1:
                     raise
                 await asyncio.sleep(FEEDBACK_RETRY_S)
+        if not self._track(judged.model, judged.version, judged.load):
+            raise ServingError(Code.FAILED_PRECONDITION, f"Request id {request_id} was answered by an earlier build "
+                                                         f"of {judged.model} version {judged.version}, which has been "
+                                                         "replaced since: its feedback is not counted")
         if judged.model in self.configs:
             self.window(judged.model, judged.version).record_feedback(self._bounded_classes(judged.model, judged.rows))
         return rollout_pb2.FeedbackResponse(model=judged.model, version=judged.version, rows=len(judged.rows),
@@ -565,7 +638,7 @@ class RolloutManager:
     def evidence(self, name: str, version: int) -> Evidence:
         """This worker's window of ``version``, with every other worker's (``sync``) under
         ``--num_workers``."""
-        window = self.window(name, version)
+        window = self.window(name, version)  # of the load now (``_track``): so are the costs and parts
         costs = self.costs.samples(name, version)
         if self.worker_id is None:
             return dataclasses.replace(window.summary(), cost_samples=costs)
@@ -725,7 +798,8 @@ class RolloutManager:
                 max_abs_diff=_or(e.max_abs_diff), top1_agreement=_or(e.top1_agreement), feedback=e.feedback,
                 accuracy=_or(e.accuracy), age_seconds=_or(age), stale=v in served and is_stale(age, mr.max_age_seconds),
                 shadow_dropped=self._shadow_dropped[(name, v)], latency_deciles_ms=e.latency_deciles_ms,
-                available=v in served, caller_errors=e.caller_errors)
+                available=v in served, caller_errors=e.caller_errors,
+                evidence_since_unix_time=e.since or 0.0, load_id=e.load or "")
             entry = st.versions[-1]
             for alias, (diff, agreement) in e.by_output.items():
                 entry.outputs[alias].max_abs_diff = _or(diff)

@@ -14,6 +14,11 @@ bytes) and writes them in one transaction. ``feedback`` and ``flush`` wake the w
 and are handled after every answer appended before them. Rows older than ``retention_s``, and
 the oldest beyond ``max_rows``, are deleted by the writer once a minute.
 
+Each row carries the load identity of the servable that answered (``Answer.load``,
+``server.lifecycle.manager.load_identity``), and ``Judged.load`` gives it back with the
+feedback, so that feedback for an answer of an earlier build of a version (removed and
+re-created since) is never counted for the build loaded now (the rollout manager refuses it).
+
 Drops are decided when an answer is appended, so that the request path knows in time whether
 to hand out a request id: ``append`` refuses (False: the answer gets no id) when ``capacity``
 answers wait already, counting the answers waiting for the writer and those a failing write
@@ -75,7 +80,8 @@ CREATE TABLE IF NOT EXISTS predictions (
     slice TEXT,
     feedback_time REAL,     -- NULL until feedback
     labels TEXT,            -- JSON list of the feedback's labels
-    correct INTEGER         -- correct rows
+    correct INTEGER,        -- correct rows
+    load_id TEXT            -- the load identity of the servable that answered (NULL: not known)
 );
 """
 
@@ -94,6 +100,7 @@ class Answer(NamedTuple):
     alias: Optional[str]
     slice: Optional[str] = None
     scores_alias: Optional[str] = None   # the rollout's scores_output (None: detected)
+    load: Optional[str] = None           # the answering servable's load identity (None: not known)
 
 
 @dataclass(frozen=True)
@@ -103,6 +110,7 @@ class Judged:
     model: str
     version: int
     rows: tuple[FeedbackRow, ...]
+    load: Optional[str] = None  # the load identity of the servable that gave the answer
 
     @property
     def correct(self) -> tuple[bool, ...]:
@@ -138,6 +146,12 @@ class PredictionLog:
         self._pruned_at = 0.0
         with store.lock:
             store.db.executescript(SCHEMA)
+            columns = {row[1] for row in store.db.execute("PRAGMA table_info(predictions)")}
+            if "load_id" not in columns:  # a state file of an earlier Verso: its rows' loads are not known
+                try:
+                    store.db.execute("ALTER TABLE predictions ADD COLUMN load_id TEXT")
+                except sqlite3.OperationalError as e:  # read-only: the first write fails and says so
+                    log.error("Prediction log: the state file %s cannot take the load_id column: %s", store.path, e)
 
     # ---- the loop's side ------------------------------------------------------------------
 
@@ -265,8 +279,8 @@ class PredictionLog:
         try:
             with self.store.transaction() as db:
                 db.executemany("INSERT OR IGNORE INTO predictions (request_id, model, version, role, unix_time, output, "
-                               "dtype, shape, data, scores, classes, slice) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                               args)
+                               "dtype, shape, data, scores, classes, slice, load_id) "
+                               "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", args)
         except sqlite3.Error as e:  # disk full, read-only, locked past the busy timeout
             self._backlog = args + self._backlog
             self._writing = 0
@@ -296,14 +310,14 @@ class PredictionLog:
         with self.store.lock:
             db = self.store.db
             row = db.execute("SELECT model, version, output, dtype, shape, data, feedback_time, unix_time, scores, "
-                             "classes, slice FROM predictions WHERE request_id = ?", (fb.request_id,)).fetchone()
+                             "classes, slice, load_id FROM predictions WHERE request_id = ?", (fb.request_id,)).fetchone()
             if row is None and any(r[0] == fb.request_id for r in self._backlog):
                 raise ServingError(Code.UNAVAILABLE, f"The answer {fb.request_id} is not written to the prediction "
                                                      f"log yet (the rollout state file cannot be written: "
                                                      f"{self.failing}); try again later")
             if row is None or row[7] < self.clock() - self.retention_s:
                 raise ServingError(Code.NOT_FOUND, f"Unknown or expired request id: {fb.request_id}")
-            model, version, alias, dtype, shape, data, given, _, scores, classes, key = row
+            model, version, alias, dtype, shape, data, given, _, scores, classes, key, load = row
             if given is not None:
                 raise ServingError(Code.ALREADY_EXISTS, f"Feedback for request id {fb.request_id} was already given")
             rows = _joined(model, fb, _array(dtype, shape, data) if alias is not None else None, alias,
@@ -315,7 +329,7 @@ class PredictionLog:
                               (self.clock(), json.dumps(fb.labels or fb.targets), correct, fb.request_id)).rowcount
             if not done:
                 raise ServingError(Code.ALREADY_EXISTS, f"Feedback for request id {fb.request_id} was already given")
-            return Judged(model, int(version), rows)
+            return Judged(model, int(version), rows, load)
 
     def prune(self) -> int:
         """Delete rows past the retention age and the oldest beyond ``max_rows``; the count."""
@@ -397,7 +411,7 @@ def _row(a: Answer) -> tuple:
         if arr.ndim == 2 and arr.dtype.kind == "f":
             scores, classes = np.asarray(arr, "<f4").tobytes(), arr.shape[1]
     return (a.request_id, a.model, a.version, a.role, a.unix_time, output, dtype, shape, data, scores, classes,
-            a.slice)
+            a.slice, a.load)
 
 
 def _array(dtype: str, shape: str, data: bytes) -> np.ndarray:

@@ -6,6 +6,7 @@ README's demo, as written with real processes: tests/e2e/test_rollout_demo.py.""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -85,6 +86,8 @@ def test_the_rollout_commands(server, tmp_path):
     assert accuracy["result"] == "PASS" and accuracy["high"] <= accuracy["limit"] and accuracy["canary_samples"] > 0
     log = _verso(server, "rollout", "status", "digits").stdout
     assert "gRPC ipv4:127.0.0.1:" in log and ": stable v1, canary v2 at 50 % (SetRollout)" in log  # who, what
+    # When each version's evidence began, and which build it measures (issue 27: evidence belongs to a load).
+    assert re.search(r"^v2 evidence since \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC \(build [0-9a-f]{16}\)$", log, re.M), log
     r = _verso(server, "feedback", "no-such-id", "3")
     assert r.returncode == 1 and r.stderr == "verso: error: NOT_FOUND: Unknown or expired request id: no-such-id\n"
     r = _verso(server, "rollout", "status", "nope")
