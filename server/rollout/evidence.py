@@ -121,6 +121,10 @@ class Evidence:
     caller_errors: dict[str, int] = field(default_factory=dict)
     # The size class (``size_class``) of each of ``latencies_ms``; empty: all unknown.
     latency_sizes: tuple[int, ...] = ()
+    # When each of ``latencies_ms`` was recorded, on the window's clock (seconds, monotonic;
+    # the rollout manager gives every window its one clock); empty: not known. The latency
+    # check compares two versions over the span both windows cover (``common_start``).
+    latency_times: tuple[float, ...] = ()
 
     @property
     def caller_error_count(self) -> int:
@@ -129,6 +133,34 @@ class Evidence:
     @property
     def error_count(self) -> int:
         return sum(self.errors.values())
+
+
+def common_start(a: Evidence, b: Evidence) -> float:
+    """When the span both versions' timed calls cover begins: the younger of the two windows'
+    oldest timed calls (``-inf`` when either does not know when its calls were made; ``inf``
+    when either has none). Both Evidences must come from windows on one clock.
+
+    Each window holds a number of calls, not a time: at a 10 % canary, the stable version's
+    window fills nine times as fast and covers a ninth of the canary's span. Comparing only
+    calls made since ``common_start`` compares the versions on the same minutes, under the same
+    load on the process (both answer the same traffic at once); the longer window's older calls
+    are left out of the latency comparison, not of its other checks."""
+    starts = []
+    for e in (a, b):
+        if len(e.latency_times) != len(e.latencies_ms):
+            return -math.inf
+        starts.append(min(e.latency_times, default=math.inf))
+    return max(starts)
+
+
+def timed_since(e: Evidence, start: float) -> tuple[list[float], list[int]]:
+    """``e``'s timed latencies (ms) recorded at or after ``start`` (window clock), and their
+    size classes (``UNKNOWN_SIZE`` where not known); every one when its times are not known."""
+    n = len(e.latencies_ms)
+    sizes = e.latency_sizes if len(e.latency_sizes) == n else (UNKNOWN_SIZE,) * n
+    times = e.latency_times if len(e.latency_times) == n else (math.inf,) * n
+    kept = [(ms, k) for ms, k, t in zip(e.latencies_ms, sizes, times) if t >= start]
+    return [ms for ms, _ in kept], [k for _, k in kept]
 
 
 class Window:
@@ -241,8 +273,8 @@ class Window:
         n_errors = sum(errors.values())
         by_caller = Counter(code for _, code in self._caller)
 
-        timed = [(ms, k) for _, ms, code, k in self._calls if code == OK and ms is not None]
-        ok_ms = [ms for ms, _ in timed]
+        timed = [(ms, k, t) for t, ms, code, k in self._calls if code == OK and ms is not None]
+        ok_ms = [ms for ms, _, _ in timed]
         p50 = p99 = None
         deciles: tuple[float, ...] = ()
         if ok_ms:
@@ -300,7 +332,8 @@ class Window:
             confusion=confusion,
             slices=tuple(slices),
             caller_errors={code: by_caller[code] for code in sorted(by_caller)},
-            latency_sizes=tuple(k for _, k in timed),
+            latency_sizes=tuple(k for _, k, _ in timed),
+            latency_times=tuple(t for _, _, t in timed),
         )
 
     def _accuracy_history(self) -> tuple[tuple[float, Optional[float], int, Optional[float]], ...]:
