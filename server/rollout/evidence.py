@@ -123,7 +123,7 @@ class Evidence:
     latency_sizes: tuple[int, ...] = ()
     # When each of ``latencies_ms`` was recorded, on the window's clock (seconds, monotonic;
     # the rollout manager gives every window its one clock); empty: not known. The latency
-    # check compares two versions over the span both windows cover (``common_start``).
+    # check compares two versions over the span both windows cover (``common_span``).
     latency_times: tuple[float, ...] = ()
 
     @property
@@ -135,31 +135,35 @@ class Evidence:
         return sum(self.errors.values())
 
 
-def common_start(a: Evidence, b: Evidence) -> float:
-    """When the span both versions' timed calls cover begins: the younger of the two windows'
-    oldest timed calls (``-inf`` when either does not know when its calls were made; ``inf``
-    when either has none). Both Evidences must come from windows on one clock.
+def common_span(a: Evidence, b: Evidence) -> tuple[float, float]:
+    """(start, end) on the windows' clock of the span both versions' timed calls cover: from the
+    younger of the two oldest timed calls to the older of the two newest. ``(-inf, inf)`` when
+    either does not know when its calls were made; empty (start > end) when the windows do not
+    overlap. Both Evidences must come from windows on one clock.
 
     Each window holds a number of calls, not a time: at a 10 % canary, the stable version's
-    window fills nine times as fast and covers a ninth of the canary's span. Comparing only
-    calls made since ``common_start`` compares the versions on the same minutes, under the same
-    load on the process (both answer the same traffic at once); the longer window's older calls
-    are left out of the latency comparison, not of its other checks."""
-    starts = []
+    window fills nine times as fast and covers a ninth of the canary's span; at 100 % the stable
+    version gets no calls at all. Comparing only calls made within the common span compares the
+    versions on the same minutes, under the same load on the process (both answer the same
+    traffic at once); the longer window's other calls are left out of the latency comparison,
+    not of its other checks."""
+    starts, ends = [], []
     for e in (a, b):
         if len(e.latency_times) != len(e.latencies_ms):
-            return -math.inf
+            return -math.inf, math.inf
         starts.append(min(e.latency_times, default=math.inf))
-    return max(starts)
+        ends.append(max(e.latency_times, default=-math.inf))
+    return max(starts), min(ends)
 
 
-def timed_since(e: Evidence, start: float) -> tuple[list[float], list[int]]:
-    """``e``'s timed latencies (ms) recorded at or after ``start`` (window clock), and their
+def timed_within(e: Evidence, start: float = -math.inf, end: float = math.inf) -> tuple[list[float], list[int]]:
+    """``e``'s timed latencies (ms) recorded within [``start``, ``end``] (window clock), and their
     size classes (``UNKNOWN_SIZE`` where not known); every one when its times are not known."""
     n = len(e.latencies_ms)
     sizes = e.latency_sizes if len(e.latency_sizes) == n else (UNKNOWN_SIZE,) * n
-    times = e.latency_times if len(e.latency_times) == n else (math.inf,) * n
-    kept = [(ms, k) for ms, k, t in zip(e.latencies_ms, sizes, times) if t >= start]
+    if len(e.latency_times) != n:
+        return list(e.latencies_ms), list(sizes)
+    kept = [(ms, k) for ms, k, t in zip(e.latencies_ms, sizes, e.latency_times) if start <= t <= end]
     return [ms for ms, _ in kept], [k for _, k in kept]
 
 

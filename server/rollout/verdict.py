@@ -27,7 +27,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from server.rollout import stats
-from server.rollout.evidence import UNKNOWN_SIZE, Evidence, common_start, timed_since
+from server.rollout.evidence import UNKNOWN_SIZE, Evidence, common_span, timed_within
 
 PROMOTE = "PROMOTE"
 HOLD = "HOLD"
@@ -161,10 +161,19 @@ def _size_text(k: int) -> str:
     return f"calls of {2 ** k}-{2 ** (k + 1) - 1} input elements" if k else "calls of 0-1 input elements"
 
 
-def _span_text(span: float) -> str:
-    if span == float("inf"):
-        return "over the whole windows"
-    return f"over the last {max(span, 0.0):.1f} s, the span both windows cover"
+def _comparable(stable: Evidence, canary: Evidence, start: float, end: float, need: int):
+    """Each version's timed calls within [start, end] by size class, and the classes with
+    ``need`` of each (and a stable p99 above 0)."""
+    by: list[dict[int, list[float]]] = []
+    for e in (canary, stable):
+        out: dict[int, list[float]] = {}
+        for ms, k in zip(*timed_within(e, start, end)):
+            out.setdefault(k, []).append(ms)
+        by.append(out)
+    by_c, by_s = by
+    classes = sorted(k for k in by_c.keys() & by_s.keys()
+                     if min(len(by_c[k]), len(by_s[k])) >= need and np.percentile(by_s[k], 99) > 0)
+    return by_c, by_s, classes
 
 
 def check_latency(stable: Evidence, canary: Evidence, gates: Gates) -> Check:
@@ -173,40 +182,39 @@ def check_latency(stable: Evidence, canary: Evidence, gates: Gates) -> Check:
     minus that allowance, so FAIL means worse than the ratio AND the absolute allowance with
     confidence, PASS within the ratio OR the allowance with confidence).
 
-    Only calls of the same minutes are compared: each version's timed calls within the span
-    both windows cover (``evidence.common_start``: at a 10 % canary the stable version's
-    window covers a ninth of the canary's time; the canary's older calls are left out). And only
-    calls of one size class (``evidence.size_class``: input elements within a power of two), so
-    that heavy requests keyed onto one version cannot make it look slow (nor light ones fast).
-    Every class with ``min_samples`` timed calls of each version within the span is judged,
-    each at a Bonferroni-corrected confidence (1 - (1 - c) / k for k classes): FAIL when one
-    fails (the worst named), PASS when all pass, else INCONCLUSIVE; no such class is
-    INCONCLUSIVE. The check's statistic and interval are the p99 ratio (shown); its result
-    comes from the combined interval."""
+    Calls of the same minutes are compared: each version's timed calls within the span both
+    windows cover (``evidence.common_span``: at a 10 % canary the stable version's window
+    covers a ninth of the canary's time, and the canary's older calls are left out). Where that
+    span holds too few calls to judge (at 100 % the stable version gets none, and the span
+    shrinks to nothing), the whole windows are compared, and the check's text says which. And
+    only calls of one size class (``evidence.size_class``: input elements within a power of
+    two), so that heavy requests keyed onto one version cannot make it look slow (nor light ones
+    fast). Every class with ``min_samples`` timed calls of each version is judged, each at a
+    Bonferroni-corrected confidence (1 - (1 - c) / k for k classes): FAIL when one fails (the
+    worst named), PASS when all pass, else INCONCLUSIVE; no such class is INCONCLUSIVE. The
+    check's statistic and interval are the p99 ratio (shown); its result comes from the
+    combined interval."""
     limit, allowance, need = gates.max_p99_ratio, gates.max_p99_increase_ms, max(gates.min_samples, 2)
-    start = common_start(stable, canary)
-    c_all, c_sizes = timed_since(canary, start)
-    s_all, s_sizes = timed_since(stable, start)
-    newest = max((*canary.latency_times, *stable.latency_times), default=start)
-    span = newest - start if math.isfinite(start) else float("inf")
-    nc, ns = len(c_all), len(s_all)
-    by_c: dict[int, list[float]] = {}
-    by_s: dict[int, list[float]] = {}
-    for ms, k in zip(c_all, c_sizes):
-        by_c.setdefault(k, []).append(ms)
-    for ms, k in zip(s_all, s_sizes):
-        by_s.setdefault(k, []).append(ms)
-    classes = sorted(k for k in by_c.keys() & by_s.keys()
-                     if min(len(by_c[k]), len(by_s[k])) >= need and np.percentile(by_s[k], 99) > 0)
+    start, end = common_span(stable, canary)
+    by_c, by_s, classes = _comparable(stable, canary, start, end, need)
+    if math.isinf(start) and math.isinf(end):
+        where = "over the whole windows"
+    elif classes:
+        where = f"over the {end - start:.1f} s both windows cover"
+    else:
+        span = f"{end - start:.1f} s" if end >= start else "no time"
+        where = (f"over the whole windows: the span both cover ({span}) holds fewer than {need} calls of each "
+                 "in any size class")
+        by_c, by_s, classes = _comparable(stable, canary, -math.inf, math.inf, need)
+    nc, ns = sum(map(len, by_c.values())), sum(map(len, by_s.values()))
     if not classes:
         common = by_c.keys() & by_s.keys()
         best = max(common, key=lambda k: min(len(by_c[k]), len(by_s[k])), default=None)
         have = (len(by_c[best]), len(by_s[best])) if best is not None else (0, 0)
-        return _nan_check("latency", limit, len(canary.latencies_ms), len(stable.latencies_ms),
-                          f"need {need} timed calls of each version, have {have[0]} and {have[1]} of a comparable "
-                          f"size (in one size class of input elements, {_span_text(span)}; {nc} and {ns} there, "
-                          f"{len(canary.latencies_ms)} and {len(stable.latencies_ms)} in the windows; the first "
-                          f"{gates.warmup_calls} calls of each are not timed)")
+        return _nan_check("latency", limit, nc, ns, f"need {need} timed calls of each version, have {have[0]} and "
+                                                    f"{have[1]} of a comparable size (in one size class of input "
+                                                    f"elements; {nc} and {ns} in all; the first {gates.warmup_calls} "
+                                                    "calls of each are not timed)")
     confidence = 1 - (1 - gates.confidence) / len(classes)
     judged = []
     for k in classes:
@@ -230,7 +238,7 @@ def check_latency(stable: Evidence, canary: Evidence, gates: Gates) -> Check:
                  f"latency {result}: canary p99 {c99:.2f} vs stable {s99:.2f} ms ({c99 - s99:+.2f} ms, "
                  f"{r.estimate:.2f}x [{r.low:.2f}, {r.high:.2f}]) vs {gate} (over the gate by {x.estimate:+.2f} ms "
                  f"[{x.low:+.2f}, {x.high:+.2f}]; {len(c_ms)} and {len(s_ms)} timed {_size_text(k)}, "
-                 f"{_span_text(span)}{several})",
+                 f"{where}{several})",
                  canary_p99_ms=c99, stable_p99_ms=s99, allowance_ms=allowance)
 
 

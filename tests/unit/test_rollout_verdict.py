@@ -269,8 +269,9 @@ def test_latency_compares_the_versions_over_the_same_minutes():
     assert s.p99_ms < 3  # ... the stable's does not: compared whole, the canary looks 10x slower
     check = check_latency(s, c, GATES)
     assert check.result == PASS, check.text
-    assert check.canary_samples == 111 and check.stable_samples == 1000  # the canary's calls of the common span
-    assert "over the last 55.5 s, the span both windows cover" in check.text
+    # The canary's calls since the stable window's oldest; the stable's until the canary's newest.
+    assert (check.canary_samples, check.stable_samples) == (111, 991)
+    assert "over the 55.0 s both windows cover" in check.text
     # Without the times (an older worker's evidence), the whole windows are compared, spike and all.
     import dataclasses
     blind = check_latency(dataclasses.replace(s, latency_times=()), c, GATES)
@@ -308,3 +309,16 @@ def test_a_more_accurate_but_slower_canary_is_hold_with_the_tradeoff_said():
     broken = decide(stable, ev(errors=100, latencies=FAST[:900] * 20, feedback=300, correct=294), GATES,
                     failed_before=2)
     assert (broken.decision, broken.tradeoff) == (ROLLBACK, "")
+
+
+def test_at_100_percent_the_whole_windows_are_compared_and_said_so():
+    """At 100 % the stable version gets no calls: the span both windows cover shrinks to
+    nothing, and the latency check falls back to the whole windows rather than to no answer."""
+    stable, canary = spike_then_calm()
+    t = canary._clock() + 0.05
+    canary._clock = lambda: t
+    for i in range(1000):  # every call to the canary, on a later clock
+        canary.record_call((2.0 + (i % 7) * 0.05) / 1000)
+    check = check_latency(stable.summary(), canary.summary(), GATES)
+    assert check.result == PASS and (check.canary_samples, check.stable_samples) == (1000, 1000)
+    assert "over the whole windows: the span both cover (no time) holds fewer than 100 calls" in check.text
