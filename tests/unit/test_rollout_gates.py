@@ -306,3 +306,30 @@ def test_gates_of_switches_off_with_negative_values():
     with pytest.raises(ServingError) as e:
         mr_of(gates=dict(max_p99_increase_ms=math.nan))
     assert e.value.code == Code.INVALID_ARGUMENT
+
+
+def test_the_friction_through_the_manager_a_faster_stable_does_not_roll_back_a_better_canary():
+    """Issue 27's friction 4 end to end in the manager: a 10 % canary at p99 ~5 ms against a
+    ~1 ms stable, 10 points more accurate, on one clock. The latency check passes within the
+    5 ms allowance over the span both windows cover, and the status carries what it judged."""
+    clock = Clock(100.0)
+    # The demo's error gate: 0.5 points takes ~550 error-free canary calls to show.
+    rm = make_rm(None, mr_of(gates={"min_samples": 100, "max_error_rate_increase": 0.02}), clock=clock)
+    answers = {"classes": np.arange(10)}  # ten rows answered 0..9
+    ids = {1: [], 2: []}
+    for i in range(3000):
+        clock.t += 0.01
+        v = 2 if i % 10 == 0 else 1
+        latency = (3.0 + (i % 23) * 0.09) / 1000 if v == 2 else (0.5 + (i % 19) * 0.025) / 1000
+        ids[v].append(rm.observe("m", v, latency, "OK", answers))
+    for rid in ids[1][-40:]:
+        fb(rm, rid, [str(k) if k != 8 else "9" for k in range(10)])  # stable misses every 9 it sees (as 8)
+    for rid in ids[2][-40:]:
+        fb(rm, rid, [str(k) for k in range(10)])
+    st = rm.status("m")
+    v = st.verdict
+    latency = next(c for c in v.checks if c.name == "latency")
+    assert latency.result == "PASS" and latency.statistic > 3, latency  # ~5x on the ratio alone
+    assert latency.allowance_ms == 5.0 and latency.canary_p99_ms > 4.5 and latency.stable_p99_ms < 1.1
+    assert v.decision == "PROMOTE", list(v.reasons)
+    assert v.worst_drop.startswith("worst class/slice: class ") and v.worst_drop in v.reasons
