@@ -1,6 +1,7 @@
 """The README's bias-and-drift demo runs as written, against a copy of the bundled repository:
 a biased v4 passes the overall accuracy gate, is held (or, with the bias gate switched off,
-promoted naming class 7's drop) and rolled back by the bias gate naming class 7; inverted images make v2 drift; every version's cost is measured."""
+promoted naming class 7's drop) and rolled back by the bias gate naming class 7; inverted
+images make v2 drift; every version's cost is measured."""
 
 from __future__ import annotations
 

@@ -4,6 +4,8 @@ failure threshold that turns failed analyses into a ROLLBACK."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -273,7 +275,6 @@ def test_latency_compares_the_versions_over_the_same_minutes():
     assert (check.canary_samples, check.stable_samples) == (111, 991)
     assert "over the 55.0 s both windows cover" in check.text
     # Without the times (an older worker's evidence), the whole windows are compared, spike and all.
-    import dataclasses
     blind = check_latency(dataclasses.replace(s, latency_times=()), c, GATES)
     assert blind.result == FAIL and "over the whole windows" in blind.text
 
