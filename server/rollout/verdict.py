@@ -41,7 +41,7 @@ class Gates:
     """The limits a canary must stay within. Fractions, not percents (0.005 is 0.5 points)."""
 
     max_error_rate_increase: float = 0.005   # canary error rate may exceed stable's by this much
-    max_p99_ratio: float = 1.2               # canary p99 <= ratio * stable p99, or (max_p99_increase_ms) ...
+    max_p99_ratio: float = 1.2               # canary p99 <= ratio * stable p99, or within max_p99_increase_ms
     min_top1_agreement: float = 0.97         # used only when accuracy is not known for both
     max_accuracy_drop: float = 0.01          # canary accuracy >= stable accuracy - drop
     min_samples: int = 100                   # calls of each version; feedback rows of each; shadow comparisons
@@ -51,9 +51,8 @@ class Gates:
     max_loss_increase: float = 0.0           # canary mean loss - stable's at most this (0: no loss gate)
     max_class_drop: float = 0.05             # no class/slice may lose more than this (0: no bias gate)
     min_class_samples: int = 30              # feedback rows of a class/slice in each version to judge it
-
     max_cost_ratio: float = 0.0              # canary CPU per prediction / stable's at most this (0: no cost gate)
-    max_p99_increase_ms: float = 5.0         # ... canary p99 <= stable p99 + this (0: the ratio alone)
+    max_p99_increase_ms: float = 5.0         # or canary p99 <= stable p99 + this many ms (0: the ratio alone)
     # False (the bias gate at its default): only a bias FAIL counts, an INCONCLUSIVE one does not
     # hold a promotion (it would need hundreds of rows per class); True (set by the operator): it does.
     bias_must_pass: bool = False
