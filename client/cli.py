@@ -28,7 +28,10 @@ COMMANDS = ("predict", "status", "metadata", "reload", "bench", "rollout", "comp
 # verso.rollout.Gates, each a `verso rollout set` flag (0: the server's default, in brackets).
 ROLLOUT_GATES = (
     ("max_error_rate_increase", float, "canary error rate at most this above stable's [0.005: 0.5 points]"),
-    ("max_p99_ratio", float, "canary p99 latency at most this times stable's [1.2]"),
+    ("max_p99_ratio", float, "canary p99 latency at most this times stable's, or within --max-p99-increase-ms "
+                             "of it [1.2]"),
+    ("max_p99_increase_ms", float, "canary p99 latency at most this many ms above stable's, whatever the ratio "
+                                   "[5; negative: the ratio alone]"),
     ("min_top1_agreement", float, "shadow calls: canary's top-1 class agrees with stable's at least this "
                                   "often [0.97]"),
     ("max_accuracy_drop", float, "feedback: canary accuracy at most this below stable's [0.01: 1 point]"),
@@ -40,9 +43,10 @@ ROLLOUT_GATES = (
     ("warmup_calls", int, "first calls of each version left out of its latency (negative: none) [20]"),
     ("max_loss_increase", float, "feedback: canary mean loss (log-loss; regressors: squared error) at most "
                                  "this above stable's [0: no loss gate]"),
-    ("max_class_drop", float, "bias: no class's recall or slice's accuracy at most this below stable's, e.g. "
-                              "0.05 for 5 points [0: no bias gate]"),
-    ("min_class_samples", int, "bias: feedback rows a class or slice needs in each version to be judged [30]"),
+    ("max_class_drop", float, "bias: no class's recall or slice's accuracy at most this below stable's "
+                              "[0.05: 5 points; negative: no bias gate]"),
+    ("min_class_samples", int, "bias: feedback rows a class or slice needs in each version to be judged (fewer: "
+                               "not judged) [30]"),
     ("max_cost_ratio", float, "cost: canary CPU seconds per prediction at most this times stable's "
                               "[0: no cost gate]"),
 )
@@ -1119,6 +1123,7 @@ def _rollout(args) -> None:
             v = status.verdict
             _print_json({"model": args.model, "decision": v.decision, "final": v.final,
                          "failed_analyses": v.failed_analyses, "reasons": list(v.reasons),
+                         "tradeoff": v.tradeoff, "worst_drop": v.worst_drop,
                          "checks": [{"name": c.name, "result": c.result, "statistic": c.statistic, "low": c.low,
                                      "high": c.high, "limit": c.limit, "canary_samples": c.canary_samples,
                                      "stable_samples": c.stable_samples, "subject": c.subject} for c in v.checks]})

@@ -55,7 +55,7 @@ class Prices(_message.Message):
     def __init__(self, cost_per_cpu_hour: _Optional[float] = ..., cost_per_gib_hour: _Optional[float] = ..., currency: _Optional[str] = ...) -> None: ...
 
 class Gates(_message.Message):
-    __slots__ = ("max_error_rate_increase", "max_p99_ratio", "min_top1_agreement", "max_accuracy_drop", "min_samples", "confidence", "failure_threshold", "warmup_calls", "max_loss_increase", "max_class_drop", "min_class_samples", "max_cost_ratio")
+    __slots__ = ("max_error_rate_increase", "max_p99_ratio", "min_top1_agreement", "max_accuracy_drop", "min_samples", "confidence", "failure_threshold", "warmup_calls", "max_loss_increase", "max_class_drop", "min_class_samples", "max_cost_ratio", "max_p99_increase_ms")
     MAX_ERROR_RATE_INCREASE_FIELD_NUMBER: _ClassVar[int]
     MAX_P99_RATIO_FIELD_NUMBER: _ClassVar[int]
     MIN_TOP1_AGREEMENT_FIELD_NUMBER: _ClassVar[int]
@@ -68,6 +68,7 @@ class Gates(_message.Message):
     MAX_CLASS_DROP_FIELD_NUMBER: _ClassVar[int]
     MIN_CLASS_SAMPLES_FIELD_NUMBER: _ClassVar[int]
     MAX_COST_RATIO_FIELD_NUMBER: _ClassVar[int]
+    MAX_P99_INCREASE_MS_FIELD_NUMBER: _ClassVar[int]
     max_error_rate_increase: float
     max_p99_ratio: float
     min_top1_agreement: float
@@ -80,7 +81,8 @@ class Gates(_message.Message):
     max_class_drop: float
     min_class_samples: int
     max_cost_ratio: float
-    def __init__(self, max_error_rate_increase: _Optional[float] = ..., max_p99_ratio: _Optional[float] = ..., min_top1_agreement: _Optional[float] = ..., max_accuracy_drop: _Optional[float] = ..., min_samples: _Optional[int] = ..., confidence: _Optional[float] = ..., failure_threshold: _Optional[int] = ..., warmup_calls: _Optional[int] = ..., max_loss_increase: _Optional[float] = ..., max_class_drop: _Optional[float] = ..., min_class_samples: _Optional[int] = ..., max_cost_ratio: _Optional[float] = ...) -> None: ...
+    max_p99_increase_ms: float
+    def __init__(self, max_error_rate_increase: _Optional[float] = ..., max_p99_ratio: _Optional[float] = ..., min_top1_agreement: _Optional[float] = ..., max_accuracy_drop: _Optional[float] = ..., min_samples: _Optional[int] = ..., confidence: _Optional[float] = ..., failure_threshold: _Optional[int] = ..., warmup_calls: _Optional[int] = ..., max_loss_increase: _Optional[float] = ..., max_class_drop: _Optional[float] = ..., min_class_samples: _Optional[int] = ..., max_cost_ratio: _Optional[float] = ..., max_p99_increase_ms: _Optional[float] = ...) -> None: ...
 
 class Auto(_message.Message):
     __slots__ = ("enabled", "steps", "interval_seconds")
@@ -325,7 +327,7 @@ class AccuracyPoint(_message.Message):
     def __init__(self, seconds_ago: _Optional[float] = ..., accuracy: _Optional[float] = ..., rows: _Optional[int] = ..., loss: _Optional[float] = ...) -> None: ...
 
 class Check(_message.Message):
-    __slots__ = ("name", "result", "statistic", "low", "high", "limit", "canary_samples", "stable_samples", "subject")
+    __slots__ = ("name", "result", "statistic", "low", "high", "limit", "canary_samples", "stable_samples", "subject", "canary_p99_ms", "stable_p99_ms", "allowance_ms")
     NAME_FIELD_NUMBER: _ClassVar[int]
     RESULT_FIELD_NUMBER: _ClassVar[int]
     STATISTIC_FIELD_NUMBER: _ClassVar[int]
@@ -335,6 +337,9 @@ class Check(_message.Message):
     CANARY_SAMPLES_FIELD_NUMBER: _ClassVar[int]
     STABLE_SAMPLES_FIELD_NUMBER: _ClassVar[int]
     SUBJECT_FIELD_NUMBER: _ClassVar[int]
+    CANARY_P99_MS_FIELD_NUMBER: _ClassVar[int]
+    STABLE_P99_MS_FIELD_NUMBER: _ClassVar[int]
+    ALLOWANCE_MS_FIELD_NUMBER: _ClassVar[int]
     name: str
     result: str
     statistic: float
@@ -344,21 +349,28 @@ class Check(_message.Message):
     canary_samples: int
     stable_samples: int
     subject: str
-    def __init__(self, name: _Optional[str] = ..., result: _Optional[str] = ..., statistic: _Optional[float] = ..., low: _Optional[float] = ..., high: _Optional[float] = ..., limit: _Optional[float] = ..., canary_samples: _Optional[int] = ..., stable_samples: _Optional[int] = ..., subject: _Optional[str] = ...) -> None: ...
+    canary_p99_ms: float
+    stable_p99_ms: float
+    allowance_ms: float
+    def __init__(self, name: _Optional[str] = ..., result: _Optional[str] = ..., statistic: _Optional[float] = ..., low: _Optional[float] = ..., high: _Optional[float] = ..., limit: _Optional[float] = ..., canary_samples: _Optional[int] = ..., stable_samples: _Optional[int] = ..., subject: _Optional[str] = ..., canary_p99_ms: _Optional[float] = ..., stable_p99_ms: _Optional[float] = ..., allowance_ms: _Optional[float] = ...) -> None: ...
 
 class Verdict(_message.Message):
-    __slots__ = ("decision", "reasons", "checks", "failed_analyses", "final")
+    __slots__ = ("decision", "reasons", "checks", "failed_analyses", "final", "tradeoff", "worst_drop")
     DECISION_FIELD_NUMBER: _ClassVar[int]
     REASONS_FIELD_NUMBER: _ClassVar[int]
     CHECKS_FIELD_NUMBER: _ClassVar[int]
     FAILED_ANALYSES_FIELD_NUMBER: _ClassVar[int]
     FINAL_FIELD_NUMBER: _ClassVar[int]
+    TRADEOFF_FIELD_NUMBER: _ClassVar[int]
+    WORST_DROP_FIELD_NUMBER: _ClassVar[int]
     decision: str
     reasons: _containers.RepeatedScalarFieldContainer[str]
     checks: _containers.RepeatedCompositeFieldContainer[Check]
     failed_analyses: int
     final: bool
-    def __init__(self, decision: _Optional[str] = ..., reasons: _Optional[_Iterable[str]] = ..., checks: _Optional[_Iterable[_Union[Check, _Mapping]]] = ..., failed_analyses: _Optional[int] = ..., final: _Optional[bool] = ...) -> None: ...
+    tradeoff: str
+    worst_drop: str
+    def __init__(self, decision: _Optional[str] = ..., reasons: _Optional[_Iterable[str]] = ..., checks: _Optional[_Iterable[_Union[Check, _Mapping]]] = ..., failed_analyses: _Optional[int] = ..., final: _Optional[bool] = ..., tradeoff: _Optional[str] = ..., worst_drop: _Optional[str] = ...) -> None: ...
 
 class Decision(_message.Message):
     __slots__ = ("unix_time", "text", "who")

@@ -62,8 +62,9 @@ def validated(mr: rollout_pb2.ModelRollout) -> rollout_pb2.ModelRollout:
     if mr.shadow_max_in_flight < 0 or mr.window < 0 or mr.max_age_seconds < 0:
         raise bad("shadow_max_in_flight, window and max_age_seconds must not be negative")
     g = mr.gates
+    # max_class_drop and max_p99_increase_ms < 0 (as warmup_calls) switch them off: 0 is their default.
     if min(g.max_error_rate_increase, g.max_p99_ratio, g.min_top1_agreement, g.max_accuracy_drop,
-           g.min_samples, g.failure_threshold, g.max_loss_increase, g.max_class_drop, g.min_class_samples,
+           g.min_samples, g.failure_threshold, g.max_loss_increase, g.min_class_samples,
            g.max_cost_ratio) < 0 or g.min_top1_agreement > 1:
         raise bad("gates must not be negative (min_top1_agreement within 0..1)")
     if g.max_class_drop > 1:
@@ -89,7 +90,11 @@ def validated(mr: rollout_pb2.ModelRollout) -> rollout_pb2.ModelRollout:
 
 
 def gates_of(mr: rollout_pb2.ModelRollout) -> Gates:
-    """The verdict rules of a rollout, zero fields at their defaults."""
+    """The verdict rules of a rollout, zero fields at their defaults; a negative
+    ``max_class_drop`` (no bias gate) or ``max_p99_increase_ms`` (the ratio alone) is off.
+
+    The bias gate at its default (``max_class_drop`` 0) judges only to FAIL: an INCONCLUSIVE
+    bias check holds a promotion only when the operator set the gate."""
     d, g = Gates(), mr.gates
     return Gates(max_error_rate_increase=g.max_error_rate_increase or d.max_error_rate_increase,
                  max_p99_ratio=g.max_p99_ratio or d.max_p99_ratio,
@@ -99,6 +104,9 @@ def gates_of(mr: rollout_pb2.ModelRollout) -> Gates:
                  confidence=g.confidence or d.confidence,
                  failure_threshold=int(g.failure_threshold or d.failure_threshold),
                  warmup_calls=max(0, int(g.warmup_calls or d.warmup_calls)),
-                 max_loss_increase=g.max_loss_increase, max_class_drop=g.max_class_drop,
+                 max_loss_increase=g.max_loss_increase,
+                 max_class_drop=max(0.0, g.max_class_drop or d.max_class_drop),
+                 bias_must_pass=g.max_class_drop > 0,
                  min_class_samples=int(g.min_class_samples or d.min_class_samples),
-                 max_cost_ratio=g.max_cost_ratio)
+                 max_cost_ratio=g.max_cost_ratio,
+                 max_p99_increase_ms=max(0.0, g.max_p99_increase_ms or d.max_p99_increase_ms))

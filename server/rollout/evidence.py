@@ -125,6 +125,10 @@ class Evidence:
     # began (the window's ``since``; the earliest worker's under --num_workers).
     load: Optional[str] = None
     since: Optional[float] = None
+    # When each of ``latencies_ms`` was recorded, on the window's clock (seconds, monotonic;
+    # the rollout manager gives every window its one clock); empty: not known. The latency
+    # check compares two versions over the span both windows cover (``common_span``).
+    latency_times: tuple[float, ...] = ()
 
     @property
     def caller_error_count(self) -> int:
@@ -133,6 +137,38 @@ class Evidence:
     @property
     def error_count(self) -> int:
         return sum(self.errors.values())
+
+
+def common_span(a: Evidence, b: Evidence) -> tuple[float, float]:
+    """(start, end) on the windows' clock of the span both versions' timed calls cover: from the
+    younger of the two oldest timed calls to the older of the two newest. ``(-inf, inf)`` when
+    either does not know when its calls were made; empty (start > end) when the windows do not
+    overlap. Both Evidences must come from windows on one clock.
+
+    Each window holds a number of calls, not a time: at a 10 % canary, the stable version's
+    window fills nine times as fast and covers a ninth of the canary's span; at 100 % the stable
+    version gets no calls at all. Comparing only calls made within the common span compares the
+    versions on the same minutes, under the same load on the process (both answer the same
+    traffic at once); the longer window's other calls are left out of the latency comparison,
+    not of its other checks."""
+    starts, ends = [], []
+    for e in (a, b):
+        if len(e.latency_times) != len(e.latencies_ms):
+            return -math.inf, math.inf
+        starts.append(min(e.latency_times, default=math.inf))
+        ends.append(max(e.latency_times, default=-math.inf))
+    return max(starts), min(ends)
+
+
+def timed_within(e: Evidence, start: float = -math.inf, end: float = math.inf) -> tuple[list[float], list[int]]:
+    """``e``'s timed latencies (ms) recorded within [``start``, ``end``] (window clock), and their
+    size classes (``UNKNOWN_SIZE`` where not known); every one when its times are not known."""
+    n = len(e.latencies_ms)
+    sizes = e.latency_sizes if len(e.latency_sizes) == n else (UNKNOWN_SIZE,) * n
+    if len(e.latency_times) != n:
+        return list(e.latencies_ms), list(sizes)
+    kept = [(ms, k) for ms, k, t in zip(e.latencies_ms, sizes, e.latency_times) if start <= t <= end]
+    return [ms for ms, _ in kept], [k for _, k in kept]
 
 
 class Window:
@@ -256,8 +292,8 @@ class Window:
         n_errors = sum(errors.values())
         by_caller = Counter(code for _, code in self._caller)
 
-        timed = [(ms, k) for _, ms, code, k in self._calls if code == OK and ms is not None]
-        ok_ms = [ms for ms, _ in timed]
+        timed = [(ms, k, t) for t, ms, code, k in self._calls if code == OK and ms is not None]
+        ok_ms = [ms for ms, _, _ in timed]
         p50 = p99 = None
         deciles: tuple[float, ...] = ()
         if ok_ms:
@@ -315,7 +351,8 @@ class Window:
             confusion=confusion,
             slices=tuple(slices),
             caller_errors={code: by_caller[code] for code in sorted(by_caller)},
-            latency_sizes=tuple(k for _, k in timed),
+            latency_sizes=tuple(k for _, k, _ in timed),
+            latency_times=tuple(t for _, _, t in timed),
             load=self.load,
             since=self.since,
         )

@@ -1038,9 +1038,11 @@ def _fill_verdict(out: rollout_pb2.Verdict, verdict: Verdict) -> None:
     out.reasons.extend(verdict.reasons)
     out.failed_analyses = verdict.failed_analyses
     out.final = verdict.final
+    out.tradeoff, out.worst_drop = verdict.tradeoff, verdict.worst_drop
     for c in verdict.checks:
         out.checks.add(name=c.name, result=c.result, statistic=c.statistic, low=c.low, high=c.high, limit=c.limit,
-                       canary_samples=c.canary_samples, stable_samples=c.stable_samples, subject=c.subject)
+                       canary_samples=c.canary_samples, stable_samples=c.stable_samples, subject=c.subject,
+                       canary_p99_ms=c.canary_p99_ms, stable_p99_ms=c.stable_p99_ms, allowance_ms=c.allowance_ms)
 
 
 CALLER_ALARM_POINTS = 0.10  # canary share of calls failed by the caller's fault above stable's

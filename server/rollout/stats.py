@@ -13,6 +13,9 @@ low end, "is it within the margin?" the high end, each at the configured confide
 - ``p99_ratio``: a percentile bootstrap (``scipy.stats.bootstrap``, two independent samples)
   of canary p99 / stable p99, with a fixed seed, so the same evidence always gives the same
   verdict.
+- ``p99_excess``: the same bootstrap of canary p99 minus the latency gate's allowance, the
+  larger of ``ratio`` x stable p99 and stable p99 + ``allowance_ms``: one interval for "within
+  the ratio OR within the absolute allowance", both read on the same resample.
 
 Nothing here does I/O or keeps state.
 """
@@ -76,6 +79,35 @@ def p99_ratio(canary_ms: Sequence[float], stable_ms: Sequence[float], confidence
     if not math.isfinite(estimate):
         raise ValueError("stable's p99 latency is 0")
     result = stats.bootstrap((c, s), _p99_ratio, n_resamples=resamples, confidence_level=_two_sided(confidence),
+                             method="percentile", vectorized=True, paired=False,
+                             rng=np.random.default_rng(BOOTSTRAP_SEED))
+    ci = result.confidence_interval
+    return Interval(estimate, float(ci.low), float(ci.high))
+
+
+def p99_excess(canary_ms: Sequence[float], stable_ms: Sequence[float], ratio: float, allowance_ms: float,
+               confidence: float, resamples: int = BOOTSTRAP_RESAMPLES) -> Interval:
+    """canary p99 - max(``ratio`` * stable p99, stable p99 + ``allowance_ms``) in ms, with a
+    percentile-bootstrap interval (fixed seed; each sample >= 2 values).
+
+    Its high end <= 0: the canary is within the ratio or within the allowance with
+    ``confidence``; its low end > 0: it is worse than both with ``confidence``. Both limits are
+    evaluated on each resample's own stable p99, so the one interval combines them exactly
+    (no second test, no correction for two)."""
+    c = np.asarray(canary_ms, dtype=np.float64)
+    s = np.asarray(stable_ms, dtype=np.float64)
+    if c.size < 2 or s.size < 2:
+        raise ValueError("each sample needs at least 2 latencies")
+    allowance = max(0.0, float(allowance_ms))
+
+    def excess(cc: np.ndarray, ss: np.ndarray, axis: int = -1) -> np.ndarray:
+        s99 = np.percentile(ss, 99, axis=axis)
+        return np.percentile(cc, 99, axis=axis) - np.maximum(ratio * s99, s99 + allowance)
+
+    estimate = float(excess(c, s))
+    if np.ptp(c) == 0 and np.ptp(s) == 0:
+        return Interval(estimate, estimate, estimate)
+    result = stats.bootstrap((c, s), excess, n_resamples=resamples, confidence_level=_two_sided(confidence),
                              method="percentile", vectorized=True, paired=False,
                              rng=np.random.default_rng(BOOTSTRAP_SEED))
     ci = result.confidence_interval

@@ -14,6 +14,7 @@ import pytest
 from protos import rollout_pb2
 from protos.errors import Code, ServingError
 from server.rollout import facts as facts_mod
+from server.rollout.config import gates_of
 from server.rollout.evidence import Evidence, FeedbackRow, Window
 from server.rollout.facts import VersionFacts, read_facts
 from server.rollout.verdict import (FAIL, HOLD, INCONCLUSIVE, PASS, PROMOTE, Gates, check_bias, check_cost,
@@ -22,7 +23,9 @@ from tests.unit.test_rollout_manager import CLASSES, Clock, FakeManager, fb, mak
 
 
 def window_of(rows) -> Evidence:
-    w = Window(100_000)
+    # One instant for every window: the versions' calls are of the same minutes (the latency
+    # check compares only those).
+    w = Window(100_000, clock=lambda: 0.0)
     for _ in range(1000):
         w.record_call(0.01)
     w.record_feedback(rows)
@@ -239,3 +242,94 @@ def test_drift_of_a_version_with_a_reference_sample_in_status_and_alarms():
     assert any("drift" in h for h in rm.holds("m"))
     rm.forget_version("m", 2)  # unloaded: its reservoir goes with it
     assert rm.drift("m", 2) is None
+
+
+# ---- bias on by default; every verdict names the worst class or slice (issue 27) ------------------
+
+def test_bias_is_on_by_default_and_fails_the_class_that_fell():
+    """The friction: class 7's recall fell 15 points and a bare PROMOTE was printed. Now the
+    rollout's default gates (nothing set) judge it at 5 points."""
+    g = gates_of(mr_of(gates=dict(max_accuracy_drop=0.03)))
+    assert (g.max_class_drop, g.min_class_samples, g.bias_must_pass) == (0.05, 30, False)
+    v = decide(window_of(digits(0.98)), window_of(digits(0.83)), g)
+    bias = next(c for c in v.checks if c.name == "bias")
+    assert (bias.result, bias.subject) == (FAIL, "class 7")
+    assert v.decision == HOLD and v.failed
+    assert v.worst_drop.startswith("worst class/slice: class 7 recall 98.00 % -> 83.00 % (-15.0 points, drops")
+
+
+def test_a_promote_with_the_bias_gate_off_still_names_the_worst_drop():
+    g = gates_of(mr_of(gates=dict(max_accuracy_drop=0.03, max_class_drop=-1)))  # < 0: off
+    assert g.max_class_drop == 0
+    v = decide(window_of(digits(0.98)), window_of(digits(0.83)), g)
+    assert v.decision == PROMOTE and "bias" not in [c.name for c in v.checks]
+    assert v.worst_drop in v.reasons
+    assert "class 7 recall 98.00 % -> 83.00 % (-15.0 points" in v.worst_drop
+    assert v.worst_drop.endswith("; the bias gate is off")
+    # A canary better everywhere: the line names the least gain.
+    better = decide(window_of(digits(0.83)), window_of(digits(0.98)), g)
+    assert "(+0.0 points, unchanged" in better.worst_drop  # classes 0-6 stay at 100 %; 7 gains
+
+
+def test_a_class_below_the_minimum_support_is_not_judged():
+    """20 sevens per version: class 7 dropping to 0 % recall is not judged (nor named), the
+    classes with 30 rows are; with no class at 30 rows bias is not judged and holds nothing."""
+    stable, canary = window_of(digits(1.0, n7=20)), window_of(digits(0.0, n7=20))
+    g = Gates(min_samples=100, max_accuracy_drop=0.2)
+    v = decide(stable, canary, g)
+    bias = next(c for c in v.checks if c.name == "bias")
+    assert bias.subject != "class 7" and bias.result == PASS
+    assert v.decision == PROMOTE and "class 7" not in v.worst_drop
+    scarce = dataclasses.replace(g, min_class_samples=10_000)
+    v = decide(stable, canary, scarce)
+    assert v.decision == PROMOTE and "bias" not in [c.name for c in v.checks]
+    assert "bias not judged: no class or slice has 10000 feedback rows in both versions" in v.reasons
+
+
+def test_an_inconclusive_bias_check_holds_only_when_the_operator_set_the_gate():
+    # 60 sevens each, recall 98 % -> 90 %: the interval at 8 classes' Bonferroni confidence straddles 5 points.
+    stable, canary = window_of(digits(0.98, n7=60)), window_of(digits(0.90, n7=60))
+    default = gates_of(mr_of(gates=dict(max_accuracy_drop=0.05)))
+    v = decide(stable, canary, default)
+    assert next(c for c in v.checks if c.name == "bias").result == INCONCLUSIVE
+    assert v.decision == PROMOTE and "class 7 recall" in v.worst_drop
+    explicit = gates_of(mr_of(gates=dict(max_accuracy_drop=0.05, max_class_drop=0.05)))
+    assert explicit.bias_must_pass and decide(stable, canary, explicit).decision == HOLD
+
+
+def test_gates_of_switches_off_with_negative_values():
+    g = gates_of(mr_of())
+    assert (g.max_p99_increase_ms, g.max_class_drop) == (5.0, 0.05)
+    off = gates_of(mr_of(gates=dict(max_p99_increase_ms=-1, max_class_drop=-1)))
+    assert (off.max_p99_increase_ms, off.max_class_drop) == (0.0, 0.0)
+    assert gates_of(mr_of(gates=dict(max_p99_increase_ms=12.5))).max_p99_increase_ms == 12.5
+    with pytest.raises(ServingError) as e:
+        mr_of(gates=dict(max_p99_increase_ms=math.nan))
+    assert e.value.code == Code.INVALID_ARGUMENT
+
+
+def test_the_friction_through_the_manager_a_faster_stable_does_not_roll_back_a_better_canary():
+    """Issue 27's friction 4 end to end in the manager: a 10 % canary at p99 ~5 ms against a
+    ~1 ms stable, 10 points more accurate, on one clock. The latency check passes within the
+    5 ms allowance over the span both windows cover, and the status carries what it judged."""
+    clock = Clock(100.0)
+    # The demo's error gate: 0.5 points takes ~550 error-free canary calls to show.
+    rm = make_rm(None, mr_of(gates={"min_samples": 100, "max_error_rate_increase": 0.02}), clock=clock)
+    answers = {"classes": np.arange(10)}  # ten rows answered 0..9
+    ids = {1: [], 2: []}
+    for i in range(3000):
+        clock.t += 0.01
+        v = 2 if i % 10 == 0 else 1
+        latency = (3.0 + (i % 23) * 0.09) / 1000 if v == 2 else (0.5 + (i % 19) * 0.025) / 1000
+        ids[v].append(rm.observe("m", v, latency, "OK", answers))
+    for rid in ids[1][-40:]:
+        fb(rm, rid, [str(k) if k != 8 else "9" for k in range(10)])  # stable misses every 9 it sees (as 8)
+    for rid in ids[2][-40:]:
+        fb(rm, rid, [str(k) for k in range(10)])
+    st = rm.status("m")
+    v = st.verdict
+    latency = next(c for c in v.checks if c.name == "latency")
+    assert latency.result == "PASS" and latency.statistic > 3, latency  # ~5x on the ratio alone
+    assert latency.allowance_ms == 5.0 and latency.canary_p99_ms > 4.5 and latency.stable_p99_ms < 1.1
+    assert v.decision == "PROMOTE", list(v.reasons)
+    assert v.worst_drop.startswith("worst class/slice: class ") and v.worst_drop in v.reasons

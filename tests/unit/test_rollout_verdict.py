@@ -4,6 +4,8 @@ failure threshold that turns failed analyses into a ROLLBACK."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -95,13 +97,19 @@ def test_errors_boundary_is_where_the_interval_crosses_the_gate():
 
 # ---- latency -----------------------------------------------------------------------------------
 
+RATIO_ONLY = Gates(max_p99_increase_ms=0)
+
+
 def test_latency_pass_fail_and_inconclusive():
     rng = np.random.default_rng(3)
     stable = ev(latencies=rng.lognormal(2.5, 0.2, 1000))
-    assert check_latency(stable, ev(latencies=rng.lognormal(2.5, 0.2, 1000)), GATES).result == PASS
-    assert check_latency(stable, ev(latencies=rng.lognormal(2.5, 0.2, 1000) * 1.6), GATES).result == FAIL
+    assert check_latency(stable, ev(latencies=rng.lognormal(2.5, 0.2, 1000)), RATIO_ONLY).result == PASS
+    assert check_latency(stable, ev(latencies=rng.lognormal(2.5, 0.2, 1000) * 1.6), RATIO_ONLY).result == FAIL
     # Slower by about the gate itself: the interval straddles 1.2.
-    assert check_latency(stable, ev(latencies=rng.lognormal(2.5, 0.2, 1000) * 1.2), GATES).result == INCONCLUSIVE
+    straddles = ev(latencies=rng.lognormal(2.5, 0.2, 1000) * 1.2)
+    assert check_latency(stable, straddles, RATIO_ONLY).result == INCONCLUSIVE
+    # The same ~4 ms more on a ~19 ms p99 is within the default 5 ms allowance.
+    assert check_latency(stable, straddles, GATES).result == PASS
     few = check_latency(stable, ev(requests=150, latencies=rng.lognormal(2.5, 0.2, 80)), GATES)
     assert few.result == INCONCLUSIVE and few.canary_samples == 80
     assert "need 100 timed calls of each version, have 80 and 1000" in few.text
@@ -167,7 +175,9 @@ def test_all_checks_pass_promotes():
     v = decide(ev(**STABLE), ev(**GOOD), GATES)
     assert v.decision == PROMOTE and [c.result for c in v.checks] == [PASS, PASS, PASS]
     assert [c.name for c in v.checks] == ["errors", "latency", "accuracy"]
-    assert len(v.reasons) == 3
+    # No class tables in this evidence: bias is not judged, and the verdict says so.
+    assert len(v.reasons) == 5 and v.reasons[3].startswith("bias not judged: no class or slice has 30")
+    assert v.reasons[4] == v.worst_drop and v.worst_drop.startswith("worst class/slice: not known")
 
 
 def test_inconclusive_holds():
@@ -199,3 +209,117 @@ def test_gates_defaults():
     assert Gates() == Gates(max_error_rate_increase=0.005, max_p99_ratio=1.2, min_top1_agreement=0.97,
                             max_accuracy_drop=0.01, min_samples=100, confidence=0.95, failure_threshold=3,
                             warmup_calls=20)
+
+
+# ---- latency judged like an engineer (issue 27): an absolute allowance, the same minutes ---------
+
+FAST = np.linspace(0.5, 1.0, 1000)          # a ~1 ms model: p99 ~1.0 ms
+
+
+def test_a_1ms_model_at_5ms_is_within_the_absolute_allowance():
+    """The friction: v2 at p99 ~5 ms against v1's ~1 ms is 5x the ratio, but 4 ms: within the
+    default 5 ms allowance, so not a latency failure; the ratio alone would fail it."""
+    canary = ev(latencies=np.linspace(3.0, 5.15, 1000))
+    c = check_latency(ev(latencies=FAST), canary, GATES)
+    assert c.result == PASS and c.statistic > 4.5  # the ratio is still shown
+    assert (round(c.canary_p99_ms, 1), round(c.stable_p99_ms, 1), c.allowance_ms) == (5.1, 1.0, 5.0)
+    assert "vs at most 1.2x or +5 ms" in c.text
+    assert check_latency(ev(latencies=FAST), canary, RATIO_ONLY).result == FAIL
+
+
+@pytest.mark.parametrize("stable_ms, slower, why", [
+    (FAST, 20.0, "a 1 ms model at 20 ms: over the ratio and 5 ms"),
+    (np.linspace(60.0, 100.0, 1000), 1.5, "a 100 ms model at 150 ms: over 1.2x and 5 ms"),
+])
+def test_a_real_slowdown_still_fails(stable_ms, slower, why):
+    c = check_latency(ev(latencies=stable_ms), ev(latencies=stable_ms * slower), GATES)
+    assert c.result == FAIL, why
+
+
+def test_the_allowance_and_the_ratio_combine_in_one_interval():
+    """Within either limit with confidence is PASS; worse than both is FAIL; straddling the
+    larger of the two is INCONCLUSIVE (a 100 ms model: 1.2x is the larger allowance)."""
+    rng = np.random.default_rng(5)
+    stable = rng.normal(100.0, 5.0, 1000)
+    x = stats.p99_excess(stable * 1.2, stable, 1.2, 5.0, 0.95)
+    assert x.low < 0 < x.high  # exactly at 1.2x: cannot tell
+    assert stats.p99_excess(stable + 3.0, stable, 1.2, 5.0, 0.95).high < 0
+    assert stats.p99_excess(stable * 2.0, stable, 1.2, 5.0, 0.95).low > 0
+    # Constant samples: the excess is known exactly.
+    assert stats.p99_excess([1.0] * 5, [1.0] * 5, 1.2, 5.0, 0.95) == stats.Interval(-5.0, -5.0, -5.0)
+
+
+def spike_then_calm(window: int = 1000, calls: int = 20_000, share: int = 10):
+    """A 10 % canary and its stable version answering the same traffic on one clock: a call every
+    50 ms, both versions slow (30 ms) during a load spike in the first 15 000 calls, ~2 ms after.
+    The stable version's window (the last 1 000 of its 18 000 calls) covers only the calm; the
+    canary's (the last 1 000 of its 2 000) reaches back into the spike."""
+    t = [0.0]
+    stable = Window(window, clock=lambda: t[0])
+    canary = Window(window, clock=lambda: t[0])
+    for i in range(calls):
+        t[0] += 0.05
+        ms = 30.0 if i < calls - 5000 else 2.0 + (i % 7) * 0.05
+        (canary if i % share == 0 else stable).record_call(ms / 1000)
+    return stable, canary
+
+
+def test_latency_compares_the_versions_over_the_same_minutes():
+    stable, canary = spike_then_calm()
+    s, c = stable.summary(), canary.summary()
+    assert c.p99_ms == pytest.approx(30.0)  # the canary's window holds the spike ...
+    assert s.p99_ms < 3  # ... the stable's does not: compared whole, the canary looks 10x slower
+    check = check_latency(s, c, GATES)
+    assert check.result == PASS, check.text
+    # The canary's calls since the stable window's oldest; the stable's until the canary's newest.
+    assert (check.canary_samples, check.stable_samples) == (111, 991)
+    assert "over the 55.0 s both windows cover" in check.text
+    # Without the times (an older worker's evidence), the whole windows are compared, spike and all.
+    blind = check_latency(dataclasses.replace(s, latency_times=()), c, GATES)
+    assert blind.result == FAIL and "over the whole windows" in blind.text
+
+
+def test_the_same_minutes_survive_merging_windows_across_workers():
+    """Under --num_workers each worker exports its window (times as ages) and one merges them:
+    the merged evidence keeps when each call was made, so the span selection is the same."""
+    stable, canary = spike_then_calm()
+    merged = Window(1000, clock=stable._clock).merged([(0.0, stable.export())])  # an empty worker + this one
+    s = merged.summary()
+    assert len(s.latency_times) == len(s.latencies_ms) == 1000
+    assert s.latency_times == pytest.approx(stable.summary().latency_times)
+    assert check_latency(s, canary.summary(), GATES).result == PASS
+
+
+# ---- an accuracy winner is not rolled back on latency without a word ------------------------------
+
+def test_a_more_accurate_but_slower_canary_is_hold_with_the_tradeoff_said():
+    stable = ev(latencies=FAST, feedback=300, correct=261)                    # 87 %
+    canary = ev(latencies=FAST * 20, feedback=300, correct=294)               # 98 %, p99 ~20 ms
+    v = decide(stable, canary, GATES, failed_before=2)  # the third failed analysis in a row
+    assert [c.result for c in v.checks] == [PASS, FAIL, PASS]
+    assert v.failed and v.failed_analyses == 3
+    assert v.decision == HOLD  # not the automatic, final ROLLBACK
+    assert v.tradeoff.startswith("canary is more accurate (+11.0 pts [") and "but slower (p99 19.9 ms vs 1.0 ms" \
+        in v.tradeoff, v.tradeoff
+    assert v.tradeoff in v.reasons and "an engineer decides" in v.tradeoff
+    assert v.reasons[-1] == "failed analysis 3 of 3 in a row: HOLD while the canary is the more accurate"
+    # As accurate and as slow: no trade-off to weigh, a ROLLBACK.
+    same = decide(stable, ev(latencies=FAST * 20, feedback=300, correct=261), GATES, failed_before=2)
+    assert (same.decision, same.tradeoff) == (ROLLBACK, "")
+    # More accurate but failing on errors too: ROLLBACK as before.
+    broken = decide(stable, ev(errors=100, latencies=FAST[:900] * 20, feedback=300, correct=294), GATES,
+                    failed_before=2)
+    assert (broken.decision, broken.tradeoff) == (ROLLBACK, "")
+
+
+def test_at_100_percent_the_whole_windows_are_compared_and_said_so():
+    """At 100 % the stable version gets no calls: the span both windows cover shrinks to
+    nothing, and the latency check falls back to the whole windows rather than to no answer."""
+    stable, canary = spike_then_calm()
+    t = canary._clock() + 0.05
+    canary._clock = lambda: t
+    for i in range(1000):  # every call to the canary, on a later clock
+        canary.record_call((2.0 + (i % 7) * 0.05) / 1000)
+    check = check_latency(stable.summary(), canary.summary(), GATES)
+    assert check.result == PASS and (check.canary_samples, check.stable_samples) == (1000, 1000)
+    assert "over the whole windows: the span both cover (no time) holds fewer than 100 calls" in check.text
