@@ -99,7 +99,7 @@ class RolloutRequest(_message.Message):
     def __init__(self, model: _Optional[str] = ...) -> None: ...
 
 class VersionEvidence(_message.Message):
-    __slots__ = ("version", "role", "traffic_percent", "requests", "errors", "error_rate", "p50_ms", "p99_ms", "requests_per_second", "shadow_compared", "max_abs_diff", "top1_agreement", "feedback", "accuracy", "age_seconds", "stale", "shadow_dropped", "latency_deciles_ms", "outputs", "accuracy_history", "available", "loss", "classes", "slices", "confusion", "cost", "drift", "info", "caller_errors")
+    __slots__ = ("version", "role", "traffic_percent", "requests", "errors", "error_rate", "p50_ms", "p99_ms", "requests_per_second", "shadow_compared", "max_abs_diff", "top1_agreement", "feedback", "accuracy", "age_seconds", "stale", "shadow_dropped", "latency_deciles_ms", "outputs", "accuracy_history", "available", "loss", "classes", "slices", "confusion", "cost", "drift", "info", "caller_errors", "latency_quantile_levels", "latency_quantiles_ms")
     class ErrorsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -150,6 +150,8 @@ class VersionEvidence(_message.Message):
     DRIFT_FIELD_NUMBER: _ClassVar[int]
     INFO_FIELD_NUMBER: _ClassVar[int]
     CALLER_ERRORS_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_QUANTILE_LEVELS_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_QUANTILES_MS_FIELD_NUMBER: _ClassVar[int]
     version: int
     role: str
     traffic_percent: float
@@ -179,7 +181,9 @@ class VersionEvidence(_message.Message):
     drift: Drift
     info: VersionInfo
     caller_errors: _containers.ScalarMap[str, int]
-    def __init__(self, version: _Optional[int] = ..., role: _Optional[str] = ..., traffic_percent: _Optional[float] = ..., requests: _Optional[int] = ..., errors: _Optional[_Mapping[str, int]] = ..., error_rate: _Optional[float] = ..., p50_ms: _Optional[float] = ..., p99_ms: _Optional[float] = ..., requests_per_second: _Optional[float] = ..., shadow_compared: _Optional[int] = ..., max_abs_diff: _Optional[float] = ..., top1_agreement: _Optional[float] = ..., feedback: _Optional[int] = ..., accuracy: _Optional[float] = ..., age_seconds: _Optional[float] = ..., stale: _Optional[bool] = ..., shadow_dropped: _Optional[int] = ..., latency_deciles_ms: _Optional[_Iterable[float]] = ..., outputs: _Optional[_Mapping[str, OutputDivergence]] = ..., accuracy_history: _Optional[_Iterable[_Union[AccuracyPoint, _Mapping]]] = ..., available: _Optional[bool] = ..., loss: _Optional[_Union[Loss, _Mapping]] = ..., classes: _Optional[_Iterable[_Union[ClassStats, _Mapping]]] = ..., slices: _Optional[_Iterable[_Union[SliceStats, _Mapping]]] = ..., confusion: _Optional[_Iterable[_Union[ConfusionCell, _Mapping]]] = ..., cost: _Optional[_Union[Cost, _Mapping]] = ..., drift: _Optional[_Union[Drift, _Mapping]] = ..., info: _Optional[_Union[VersionInfo, _Mapping]] = ..., caller_errors: _Optional[_Mapping[str, int]] = ...) -> None: ...
+    latency_quantile_levels: _containers.RepeatedScalarFieldContainer[float]
+    latency_quantiles_ms: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, version: _Optional[int] = ..., role: _Optional[str] = ..., traffic_percent: _Optional[float] = ..., requests: _Optional[int] = ..., errors: _Optional[_Mapping[str, int]] = ..., error_rate: _Optional[float] = ..., p50_ms: _Optional[float] = ..., p99_ms: _Optional[float] = ..., requests_per_second: _Optional[float] = ..., shadow_compared: _Optional[int] = ..., max_abs_diff: _Optional[float] = ..., top1_agreement: _Optional[float] = ..., feedback: _Optional[int] = ..., accuracy: _Optional[float] = ..., age_seconds: _Optional[float] = ..., stale: _Optional[bool] = ..., shadow_dropped: _Optional[int] = ..., latency_deciles_ms: _Optional[_Iterable[float]] = ..., outputs: _Optional[_Mapping[str, OutputDivergence]] = ..., accuracy_history: _Optional[_Iterable[_Union[AccuracyPoint, _Mapping]]] = ..., available: _Optional[bool] = ..., loss: _Optional[_Union[Loss, _Mapping]] = ..., classes: _Optional[_Iterable[_Union[ClassStats, _Mapping]]] = ..., slices: _Optional[_Iterable[_Union[SliceStats, _Mapping]]] = ..., confusion: _Optional[_Iterable[_Union[ConfusionCell, _Mapping]]] = ..., cost: _Optional[_Union[Cost, _Mapping]] = ..., drift: _Optional[_Union[Drift, _Mapping]] = ..., info: _Optional[_Union[VersionInfo, _Mapping]] = ..., caller_errors: _Optional[_Mapping[str, int]] = ..., latency_quantile_levels: _Optional[_Iterable[float]] = ..., latency_quantiles_ms: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class Loss(_message.Message):
     __slots__ = ("rows", "log_loss", "brier", "mse", "mae")
@@ -321,7 +325,7 @@ class AccuracyPoint(_message.Message):
     def __init__(self, seconds_ago: _Optional[float] = ..., accuracy: _Optional[float] = ..., rows: _Optional[int] = ..., loss: _Optional[float] = ...) -> None: ...
 
 class Check(_message.Message):
-    __slots__ = ("name", "result", "statistic", "low", "high", "limit", "canary_samples", "stable_samples", "subject")
+    __slots__ = ("name", "result", "statistic", "low", "high", "limit", "canary_samples", "stable_samples", "subject", "more_canary_samples", "more_stable_samples", "samples_unit", "forecast")
     NAME_FIELD_NUMBER: _ClassVar[int]
     RESULT_FIELD_NUMBER: _ClassVar[int]
     STATISTIC_FIELD_NUMBER: _ClassVar[int]
@@ -331,6 +335,10 @@ class Check(_message.Message):
     CANARY_SAMPLES_FIELD_NUMBER: _ClassVar[int]
     STABLE_SAMPLES_FIELD_NUMBER: _ClassVar[int]
     SUBJECT_FIELD_NUMBER: _ClassVar[int]
+    MORE_CANARY_SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    MORE_STABLE_SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    SAMPLES_UNIT_FIELD_NUMBER: _ClassVar[int]
+    FORECAST_FIELD_NUMBER: _ClassVar[int]
     name: str
     result: str
     statistic: float
@@ -340,45 +348,71 @@ class Check(_message.Message):
     canary_samples: int
     stable_samples: int
     subject: str
-    def __init__(self, name: _Optional[str] = ..., result: _Optional[str] = ..., statistic: _Optional[float] = ..., low: _Optional[float] = ..., high: _Optional[float] = ..., limit: _Optional[float] = ..., canary_samples: _Optional[int] = ..., stable_samples: _Optional[int] = ..., subject: _Optional[str] = ...) -> None: ...
+    more_canary_samples: int
+    more_stable_samples: int
+    samples_unit: str
+    forecast: str
+    def __init__(self, name: _Optional[str] = ..., result: _Optional[str] = ..., statistic: _Optional[float] = ..., low: _Optional[float] = ..., high: _Optional[float] = ..., limit: _Optional[float] = ..., canary_samples: _Optional[int] = ..., stable_samples: _Optional[int] = ..., subject: _Optional[str] = ..., more_canary_samples: _Optional[int] = ..., more_stable_samples: _Optional[int] = ..., samples_unit: _Optional[str] = ..., forecast: _Optional[str] = ...) -> None: ...
 
 class Verdict(_message.Message):
-    __slots__ = ("decision", "reasons", "checks", "failed_analyses", "final")
+    __slots__ = ("decision", "reasons", "checks", "failed_analyses", "final", "next_analysis_unix_time", "next_analysis_in_seconds", "next_step", "failure_threshold", "checks_note", "promoted_version", "promoted_from", "promoted_unix_time", "promoted_by")
     DECISION_FIELD_NUMBER: _ClassVar[int]
     REASONS_FIELD_NUMBER: _ClassVar[int]
     CHECKS_FIELD_NUMBER: _ClassVar[int]
     FAILED_ANALYSES_FIELD_NUMBER: _ClassVar[int]
     FINAL_FIELD_NUMBER: _ClassVar[int]
+    NEXT_ANALYSIS_UNIX_TIME_FIELD_NUMBER: _ClassVar[int]
+    NEXT_ANALYSIS_IN_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_STEP_FIELD_NUMBER: _ClassVar[int]
+    FAILURE_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    CHECKS_NOTE_FIELD_NUMBER: _ClassVar[int]
+    PROMOTED_VERSION_FIELD_NUMBER: _ClassVar[int]
+    PROMOTED_FROM_FIELD_NUMBER: _ClassVar[int]
+    PROMOTED_UNIX_TIME_FIELD_NUMBER: _ClassVar[int]
+    PROMOTED_BY_FIELD_NUMBER: _ClassVar[int]
     decision: str
     reasons: _containers.RepeatedScalarFieldContainer[str]
     checks: _containers.RepeatedCompositeFieldContainer[Check]
     failed_analyses: int
     final: bool
-    def __init__(self, decision: _Optional[str] = ..., reasons: _Optional[_Iterable[str]] = ..., checks: _Optional[_Iterable[_Union[Check, _Mapping]]] = ..., failed_analyses: _Optional[int] = ..., final: _Optional[bool] = ...) -> None: ...
+    next_analysis_unix_time: float
+    next_analysis_in_seconds: float
+    next_step: str
+    failure_threshold: int
+    checks_note: str
+    promoted_version: int
+    promoted_from: int
+    promoted_unix_time: float
+    promoted_by: str
+    def __init__(self, decision: _Optional[str] = ..., reasons: _Optional[_Iterable[str]] = ..., checks: _Optional[_Iterable[_Union[Check, _Mapping]]] = ..., failed_analyses: _Optional[int] = ..., final: _Optional[bool] = ..., next_analysis_unix_time: _Optional[float] = ..., next_analysis_in_seconds: _Optional[float] = ..., next_step: _Optional[str] = ..., failure_threshold: _Optional[int] = ..., checks_note: _Optional[str] = ..., promoted_version: _Optional[int] = ..., promoted_from: _Optional[int] = ..., promoted_unix_time: _Optional[float] = ..., promoted_by: _Optional[str] = ...) -> None: ...
 
 class Decision(_message.Message):
-    __slots__ = ("unix_time", "text", "who")
+    __slots__ = ("unix_time", "text", "who", "earlier_rollout")
     UNIX_TIME_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
     WHO_FIELD_NUMBER: _ClassVar[int]
+    EARLIER_ROLLOUT_FIELD_NUMBER: _ClassVar[int]
     unix_time: float
     text: str
     who: str
-    def __init__(self, unix_time: _Optional[float] = ..., text: _Optional[str] = ..., who: _Optional[str] = ...) -> None: ...
+    earlier_rollout: bool
+    def __init__(self, unix_time: _Optional[float] = ..., text: _Optional[str] = ..., who: _Optional[str] = ..., earlier_rollout: _Optional[bool] = ...) -> None: ...
 
 class RolloutStatus(_message.Message):
-    __slots__ = ("config", "versions", "verdict", "decisions", "alarms")
+    __slots__ = ("config", "versions", "verdict", "decisions", "alarms", "rollout_started_unix_time")
     CONFIG_FIELD_NUMBER: _ClassVar[int]
     VERSIONS_FIELD_NUMBER: _ClassVar[int]
     VERDICT_FIELD_NUMBER: _ClassVar[int]
     DECISIONS_FIELD_NUMBER: _ClassVar[int]
     ALARMS_FIELD_NUMBER: _ClassVar[int]
+    ROLLOUT_STARTED_UNIX_TIME_FIELD_NUMBER: _ClassVar[int]
     config: ModelRollout
     versions: _containers.RepeatedCompositeFieldContainer[VersionEvidence]
     verdict: Verdict
     decisions: _containers.RepeatedCompositeFieldContainer[Decision]
     alarms: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, config: _Optional[_Union[ModelRollout, _Mapping]] = ..., versions: _Optional[_Iterable[_Union[VersionEvidence, _Mapping]]] = ..., verdict: _Optional[_Union[Verdict, _Mapping]] = ..., decisions: _Optional[_Iterable[_Union[Decision, _Mapping]]] = ..., alarms: _Optional[_Iterable[str]] = ...) -> None: ...
+    rollout_started_unix_time: float
+    def __init__(self, config: _Optional[_Union[ModelRollout, _Mapping]] = ..., versions: _Optional[_Iterable[_Union[VersionEvidence, _Mapping]]] = ..., verdict: _Optional[_Union[Verdict, _Mapping]] = ..., decisions: _Optional[_Iterable[_Union[Decision, _Mapping]]] = ..., alarms: _Optional[_Iterable[str]] = ..., rollout_started_unix_time: _Optional[float] = ...) -> None: ...
 
 class FeedbackRequest(_message.Message):
     __slots__ = ("request_id", "labels", "targets")
