@@ -393,6 +393,8 @@ def _show_bench(report: dict) -> None:
     console.print(table)
     for code, message in report["error_examples"].items():
         console.print(f"{code}: {_one_line(message)}")
+    for code, message in report.get("feedback", {}).get("refused_examples", {}).items():
+        console.print(f"feedback refused, {code}: {_one_line(message)}")
     for line in stress_view.fault_lines(report):
         console.print(line)
     for t in report.get("thresholds", []):
@@ -695,7 +697,7 @@ async def _sender(args, client, given, dataset):
     server, not the client's encoding) and returns the version that answered."""
     import itertools
 
-    from client import bench
+    from client import bench, stress
     from client._api import bind_inputs, make_spec
     from client.errors import VersoError
 
@@ -724,19 +726,23 @@ async def _sender(args, client, given, dataset):
     codec = client._codec
     calls = [(codec.predict_request(spec, b.inputs, None, key, b.slice), b) for b in batches for key in keys]
     turn = itertools.count()
-    fed = [0]
+    missing_id = [0]  # answers that carried no request id: no feedback could be sent for them
 
     async def send():
         request, b = calls[next(turn) % len(calls)]
         raw = await client._io("predict", request, client.timeout)
+        version = codec.version_of(raw)
         request_id = codec.request_id_of(raw)
-        if args.feedback and request_id:
-            await client.feedback(request_id, b.labels if b.labels is not None else (),
-                                  targets=b.targets if b.targets is not None else ())
-            fed[0] += 1
-        return codec.version_of(raw)
+        if not args.feedback:
+            return version
+        if not request_id:
+            missing_id[0] += 1
+            return version
+        # Made after the Predict is timed and counted: its time and its refusal are its own.
+        return stress.Answered(version, lambda: client.feedback(
+            request_id, b.labels if b.labels is not None else (), targets=b.targets if b.targets is not None else ()))
 
-    return send, rows, fed
+    return send, rows, missing_id
 
 
 def _bench_process(args, schedule, start_at: float) -> dict:
@@ -802,7 +808,7 @@ def _bench(args) -> None:
         # No retries: a stress test reports the server's UNAVAILABLE answers, not hides them.
         client = _client(args, aio=True, max_attempts=1)
         try:
-            send, rows, fed = await _sender(args, client, given, dataset)
+            send, rows, missing_id = await _sender(args, client, given, dataset)
             mode = plan["mode"]
             common = {"target": target, "model": args.model, "rows": rows}
             injecting = None
@@ -839,7 +845,9 @@ def _bench(args) -> None:
                     e["after"] = rec.window(e["at_s"], e["at_s"] + 5)
                 report["faults"] = events
             if args.feedback:
-                report["feedback_sent"] = fed[0]
+                fb = report.setdefault("feedback", stress.Recorder().feedback_summary())
+                fb["no_request_id"] = missing_id[0]  # this process's (--processes: the others' are not known)
+                report["feedback_sent"] = fb["sent"]  # kept for scripts written against earlier versions
             report["thresholds"] = stress.check_thresholds(plan["thresholds"], report)
             return report
         finally:
