@@ -57,7 +57,8 @@ def more_samples(estimate: float, low: float, high: float, limit: float, n_canar
     if half <= distance:
         return Forecast(0, 0, 1.0)
     factor = (half / distance) ** 2
-    return Forecast(math.ceil(n_canary * (factor - 1)), math.ceil(n_stable * (factor - 1)), factor)
+    # Rounded up, less a hair: 100 * (16 - 1) in floating point must stay 1500, not become 1501.
+    return Forecast(math.ceil(n_canary * (factor - 1) - 1e-9), math.ceil(n_stable * (factor - 1) - 1e-9), factor)
 
 
 def to_minimum(need: int, n_canary: int, n_stable: int) -> Forecast:
