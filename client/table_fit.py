@@ -42,8 +42,9 @@ def natural_width(column: Column, cells: Sequence[str]) -> int:
 def fit(columns: Sequence[Column], rows: Sequence[Any], width: Optional[int]) -> tuple[list[int], list[str]]:
     """The indices of the columns to show in ``width`` characters (None: all), in order, and
     the headers of those dropped. Columns go lowest priority first (the rightmost of a
-    priority first); priority 0 columns are always kept, even when they alone do not fit (rich
-    then wraps their cells)."""
+    priority first), then those dropped that fit again come back, most important first;
+    priority 0 columns are always kept, even when they alone do not fit (rich then wraps
+    their cells)."""
     cells = [[c.cell(r) for r in rows] for c in columns]
     widths = [natural_width(c, cs) for c, cs in zip(columns, cells)]
     kept = list(range(len(columns)))
@@ -60,6 +61,11 @@ def fit(columns: Sequence[Column], rows: Sequence[Any], width: Optional[int]) ->
             break
         kept.remove(i)
         dropped.append(i)
+    # A wide column dropped may have freed room for a narrower one dropped before it.
+    for i in sorted(dropped, key=lambda i: (columns[i].priority, i)):
+        if total() + widths[i] + CELL_OVERHEAD <= width:
+            kept = sorted(kept + [i])
+            dropped.remove(i)
     return kept, [columns[i].header for i in sorted(dropped)]
 
 
