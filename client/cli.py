@@ -986,8 +986,8 @@ def _versions_columns(status) -> list:
 
     def errors(v) -> str:
         text = ", ".join(f"{k} {n}" for k, n in sorted(v.errors.items())) or "0"
-        if v.caller_errors:  # the caller's failures: shown, never judged
-            text += "; caller: " + ", ".join(f"{k} {n}" for k, n in sorted(v.caller_errors.items()))
+        if v.caller_errors:  # the caller's failures: shown, never judged (their codes: --json)
+            text += f" (+{sum(v.caller_errors.values())} caller)"
         return text
 
     def agree(v) -> str:

@@ -47,7 +47,9 @@ def fit(columns: Sequence[Column], rows: Sequence[Any], width: Optional[int]) ->
     their cells)."""
     cells = [[c.cell(r) for r in rows] for c in columns]
     widths = [natural_width(c, cs) for c, cs in zip(columns, cells)]
-    kept = list(range(len(columns)))
+    # A column with nothing in any row (no subject, no drift reference) says nothing: left out.
+    kept = [i for i, cs in enumerate(cells) if columns[i].priority == 0 or not rows
+            or any(x.strip() not in ("", "-") for x in cs)]
     if width is None:
         return kept, []
 
