@@ -37,9 +37,9 @@ _ENDS = ("PROMOTE: ", "ROLLBACK: ", "rollout removed")
 def next_step(mr: rollout_pb2.ModelRollout, final: bool, failures: int, threshold: int) -> str:
     """What the next automatic analysis does with each outcome, or why nothing is due."""
     if final:
-        return "none: the final ROLLBACK stands until an operator sets a new rollout (verso rollout set)"
+        return "nothing moves: the final ROLLBACK stands until an operator sets a new rollout (verso rollout set)"
     if not mr.canary:
-        return "none: no canary; `verso rollout set --canary N` starts a rollout"
+        return "nothing moves: no canary; `verso rollout set --canary N` starts a rollout"
     if not mr.auto.enabled:
         return ("manual mode: nothing moves by itself; `verso rollout set` moves the canary (with --auto the "
                 "verdicts do)")
@@ -155,7 +155,7 @@ def fill_history(st: rollout_pb2.RolloutStatus, mr: rollout_pb2.ModelRollout) ->
 def _promoted(out: rollout_pb2.Verdict, version: int, previous: int, d: rollout_pb2.Decision) -> None:
     out.promoted_version, out.promoted_from = version, previous
     out.promoted_unix_time, out.promoted_by = d.unix_time, d.who
-    out.next_step = (f"none: v{version} was promoted and is the stable version; `verso rollout set --canary N` "
+    out.next_step = (f"nothing moves: v{version} was promoted and is the stable version; `verso rollout set --canary N` "
                      "starts the next rollout")
 
 

@@ -122,7 +122,7 @@ def test_dashboard_live_and_offline(tmp_path):
                 # the final verdict keeps its checks table, says where its checks come from and what is next
                 expect(page.locator('[data-testid="checks-digits"] td.res-FAIL').first).to_be_visible()
                 expect(page.get_by_test_id("checks-note-digits")).to_contain_text("the final ROLLBACK's checks")
-                expect(page.get_by_test_id("next-digits")).to_contain_text("none: the final ROLLBACK stands")
+                expect(page.get_by_test_id("next-digits")).to_contain_text("nothing moves: the final ROLLBACK stands")
                 shot = tmp_path / "dashboard.png"
                 page.screenshot(path=str(shot), full_page=True)
                 assert shot.exists() and shot.stat().st_size > 0

@@ -100,7 +100,7 @@ def test_promotion_then_a_final_rollback_as_the_views_show_them(server, tmp_path
     checks = {c["name"]: c for c in v["checks"]}
     assert checks["accuracy"]["result"] == "FAIL", v  # the final verdict keeps its checks
     assert v["checks_note"].startswith("the final ROLLBACK's checks")
-    assert v["next_analysis_in_seconds"] == -1 and v["next_step"].startswith("none: the final ROLLBACK stands")
+    assert v["next_analysis_in_seconds"] == -1 and v["next_step"].startswith("nothing moves: the final ROLLBACK stands")
     earlier = [d for d in doc["decisions"] if d["earlier_rollout"]]
     mine = [d for d in doc["decisions"] if not d["earlier_rollout"]]
     assert any(d["text"].startswith("PROMOTE: v2 is now stable (was v1)") for d in earlier)

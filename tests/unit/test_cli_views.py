@@ -121,7 +121,7 @@ def test_a_promotion_is_said_as_such_and_its_shadow_evidence_is_not_against_itse
     st.verdict.decision, st.verdict.next_analysis_in_seconds = "HOLD", -1
     st.verdict.promoted_version, st.verdict.promoted_from, st.verdict.promoted_by = 2, 1, "automatic"
     st.verdict.promoted_unix_time = 1.7e9
-    st.verdict.next_step = "none: v2 was promoted and is the stable version"
+    st.verdict.next_step = "nothing moves: v2 was promoted and is the stable version"
     st.versions[1].role = "stable"
     st.versions[1].outputs["y"].max_abs_diff = 0.5
     st.versions[1].outputs["y"].top1_agreement = 0.9

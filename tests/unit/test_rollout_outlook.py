@@ -110,11 +110,11 @@ def test_the_next_step_of_each_outcome():
     assert "ROLLBACK to 0 % (final) if it fails" in outlook.next_step(_rollout(), False, 2, 3)
     assert outlook.next_step(_rollout(canary_percent=100), False, 0, 3).startswith(
         "PROMOTE (v2 becomes stable) if the analysis passes")
-    assert outlook.next_step(_rollout(), True, 0, 3).startswith("none: the final ROLLBACK stands")
+    assert outlook.next_step(_rollout(), True, 0, 3).startswith("nothing moves: the final ROLLBACK stands")
     manual = _rollout()
     manual.auto.enabled = False
     assert outlook.next_step(manual, False, 0, 3).startswith("manual mode")
-    assert outlook.next_step(_rollout(canary=0), False, 0, 3).startswith("none: no canary")
+    assert outlook.next_step(_rollout(canary=0), False, 0, 3).startswith("nothing moves: no canary")
 
 
 # ---- this rollout's decisions, a promotion ------------------------------------------------------
@@ -158,7 +158,7 @@ def test_an_automatic_promotion_is_said_as_such():
     st = _status(_rollout(stable=2, canary=0, canary_percent=0), EARLIER)
     v = st.verdict
     assert (v.promoted_version, v.promoted_from, v.promoted_unix_time, v.promoted_by) == (2, 1, 3.0, "automatic")
-    assert v.next_step.startswith("none: v2 was promoted")
+    assert v.next_step.startswith("nothing moves: v2 was promoted")
 
 
 def test_an_operators_promotion_is_said_as_such():
