@@ -753,6 +753,8 @@ class RolloutManager:
         gates = gates_of(mr)
         out = st.verdict
         out.failure_threshold = gates.failure_threshold
+        if verdict.final:
+            out.failed_analyses = self._failures[name]  # the count the ROLLBACK was taken at
         if verdict.final and not out.checks and mr.canary:
             again = decide(evidence[mr.stable], evidence[mr.canary], gates, 0, ())
             for c in again.checks:
