@@ -207,8 +207,8 @@ def _parser() -> argparse.ArgumentParser:
     cp.add_argument("--json", action="store_true", help="print JSON")
     cp.add_argument("--wide", action="store_true", help=WIDE_HELP)
     cp.add_argument("--plot", metavar="FILE.png",
-                    help="also draw latency CDFs (p99 and the gate marked), accuracy and loss over time, per-class "
-                         "recall and cost per version (needs matplotlib)")
+                    help="also draw the latency distributions to p99.9 (p99 and the gate marked), accuracy and loss "
+                         "over time on one time axis, per-class recall and cost per version (needs matplotlib)")
     cp.add_argument("--html", metavar="FILE.html",
                     help="also write one self-contained HTML report (opens without a network or a server)")
     fb = sub.add_parser("feedback", parents=[conn], help="ground truth for an earlier answer")
