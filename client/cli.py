@@ -23,15 +23,12 @@ from client.terminal import printable
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2  # as argparse: input that makes no sense, nothing was started
-EXIT_USAGE = 2
 COMMANDS = ("predict", "status", "metadata", "reload", "bench", "rollout", "compare", "feedback")
 # verso.rollout.Gates, each a `verso rollout set` flag (0: the server's default, in brackets).
 ROLLOUT_GATES = (
     ("max_error_rate_increase", float, "canary error rate at most this above stable's [0.005: 0.5 points]"),
     ("max_p99_ratio", float, "canary p99 latency at most this times stable's, or within --max-p99-increase-ms "
                              "of it [1.2]"),
-    ("max_p99_increase_ms", float, "canary p99 latency at most this many ms above stable's, whatever the ratio "
-                                   "[5; negative: the ratio alone]"),
     ("min_top1_agreement", float, "shadow calls: canary's top-1 class agrees with stable's at least this "
                                   "often [0.97]"),
     ("max_accuracy_drop", float, "feedback: canary accuracy at most this below stable's [0.01: 1 point]"),
@@ -49,7 +46,13 @@ ROLLOUT_GATES = (
                                "not judged) [30]"),
     ("max_cost_ratio", float, "cost: canary CPU seconds per prediction at most this times stable's "
                               "[0: no cost gate]"),
+    ("max_p99_increase_ms", float, "canary p99 latency at most this many ms above stable's, whatever the ratio "
+                                   "[5; negative: the ratio alone]"),
 )
+
+
+WIDE_HELP = ("every column, however wide (default: the least important columns are left out to fit the "
+             "terminal, and named)")
 
 
 class CliError(Exception):
@@ -90,11 +93,16 @@ def _add_rollout_parser(sub, conn: argparse.ArgumentParser) -> None:
     for flag, kind, text in ROLLOUT_GATES:
         rs.add_argument(f"--{flag.replace('_', '-')}", type=kind, default=0, help=f"gate: {text}")
     rs.add_argument("--json", action="store_true", help="print JSON")
-    for name, text in (("verdict", "PROMOTE / HOLD / ROLLBACK with the evidence"),
-                       ("status", "configuration, evidence per version, decisions, alarms")):
+    rs.add_argument("--wide", action="store_true", help=WIDE_HELP)
+    for name, text in (("verdict", "PROMOTE / HOLD / ROLLBACK with the checks and what happens next"),
+                       ("status", "configuration, evidence per version, this rollout's decisions, alarms")):
         r = rsub.add_parser(name, parents=[conn], help=text)
         r.add_argument("model")
         r.add_argument("--json", action="store_true", help="print JSON")
+        r.add_argument("--wide", action="store_true", help=WIDE_HELP)
+        if name == "status":
+            r.add_argument("--all-decisions", action="store_true",
+                           help="also the decisions of the model's earlier rollouts (other stable/canary pairs)")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -201,9 +209,10 @@ def _parser() -> argparse.ArgumentParser:
     cp = sub.add_parser("compare", parents=[conn], help="side-by-side evidence of a model's versions")
     cp.add_argument("model")
     cp.add_argument("--json", action="store_true", help="print JSON")
+    cp.add_argument("--wide", action="store_true", help=WIDE_HELP)
     cp.add_argument("--plot", metavar="FILE.png",
-                    help="also draw latency CDFs (p99 and the gate marked), accuracy and loss over time, per-class "
-                         "recall and cost per version (needs matplotlib)")
+                    help="also draw the latency distributions to p99.9 (p99 and the gate marked), accuracy and loss "
+                         "over time on one time axis, per-class recall and cost per version (needs matplotlib)")
     cp.add_argument("--html", metavar="FILE.html",
                     help="also write one self-contained HTML report (opens without a network or a server)")
     fb = sub.add_parser("feedback", parents=[conn], help="ground truth for an earlier answer")
@@ -388,6 +397,8 @@ def _show_bench(report: dict) -> None:
     console.print(table)
     for code, message in report["error_examples"].items():
         console.print(f"{code}: {_one_line(message)}")
+    for code, message in report.get("feedback", {}).get("refused_examples", {}).items():
+        console.print(f"feedback refused, {code}: {_one_line(message)}")
     for line in stress_view.fault_lines(report):
         console.print(line)
     for t in report.get("thresholds", []):
@@ -690,7 +701,7 @@ async def _sender(args, client, given, dataset):
     server, not the client's encoding) and returns the version that answered."""
     import itertools
 
-    from client import bench
+    from client import bench, stress
     from client._api import bind_inputs, make_spec
     from client.errors import VersoError
 
@@ -719,19 +730,23 @@ async def _sender(args, client, given, dataset):
     codec = client._codec
     calls = [(codec.predict_request(spec, b.inputs, None, key, b.slice), b) for b in batches for key in keys]
     turn = itertools.count()
-    fed = [0]
+    missing_id = [0]  # answers that carried no request id: no feedback could be sent for them
 
     async def send():
         request, b = calls[next(turn) % len(calls)]
         raw = await client._io("predict", request, client.timeout)
+        version = codec.version_of(raw)
         request_id = codec.request_id_of(raw)
-        if args.feedback and request_id:
-            await client.feedback(request_id, b.labels if b.labels is not None else (),
-                                  targets=b.targets if b.targets is not None else ())
-            fed[0] += 1
-        return codec.version_of(raw)
+        if not args.feedback:
+            return version
+        if not request_id:
+            missing_id[0] += 1
+            return version
+        # Made after the Predict is timed and counted: its time and its refusal are its own.
+        return stress.Answered(version, lambda: client.feedback(
+            request_id, b.labels if b.labels is not None else (), targets=b.targets if b.targets is not None else ()))
 
-    return send, rows, fed
+    return send, rows, missing_id
 
 
 def _bench_process(args, schedule, start_at: float) -> dict:
@@ -797,7 +812,7 @@ def _bench(args) -> None:
         # No retries: a stress test reports the server's UNAVAILABLE answers, not hides them.
         client = _client(args, aio=True, max_attempts=1)
         try:
-            send, rows, fed = await _sender(args, client, given, dataset)
+            send, rows, missing_id = await _sender(args, client, given, dataset)
             mode = plan["mode"]
             common = {"target": target, "model": args.model, "rows": rows}
             injecting = None
@@ -834,7 +849,9 @@ def _bench(args) -> None:
                     e["after"] = rec.window(e["at_s"], e["at_s"] + 5)
                 report["faults"] = events
             if args.feedback:
-                report["feedback_sent"] = fed[0]
+                fb = report.setdefault("feedback", stress.Recorder().feedback_summary())
+                fb["no_request_id"] = missing_id[0]  # this process's (--processes: the others' are not known)
+                report["feedback_sent"] = fb["sent"]  # kept for scripts written against earlier versions
             report["thresholds"] = stress.check_thresholds(plan["thresholds"], report)
             return report
         finally:
@@ -965,36 +982,146 @@ def _age(seconds: float) -> str:
     return f"{seconds:.0f} s"
 
 
-def _show_compare(status, as_json: bool) -> None:
-    """Side by side: traffic, latency, errors, quality, loss, cost, age and drift per version;
-    per-class and per-slice tables worst first; each check; the verdict."""
-    from rich.table import Table
+def _versions_columns(status) -> list:
+    """The versions table of ``compare`` / ``rollout status``, most important columns first
+    (priority 0: always shown; the higher, the sooner dropped on a narrow terminal). A new
+    column is one more entry."""
+    from client.table_fit import Column
 
+    def errors(v) -> str:
+        text = ", ".join(f"{k} {n}" for k, n in sorted(v.errors.items())) or "0"
+        if v.caller_errors:  # the caller's failures: shown, never judged (their codes: --json)
+            text += f" (+{sum(v.caller_errors.values())} caller)"
+        return text
+
+    def agree(v) -> str:
+        return f"{_known(v.top1_agreement, '{:.1f}', 100)} % ({v.shadow_compared})" if v.top1_agreement >= 0 else "-"
+
+    def accuracy(v) -> str:
+        return f"{_known(v.accuracy, '{:.1f}', 100)} % ({v.feedback})" if v.accuracy >= 0 else "-"
+
+    return [
+        Column("version", 0, lambda v: str(v.version)),
+        Column("role", 0, lambda v: v.role or "-", justify="left"),
+        Column("traffic", 1, lambda v: f"{v.traffic_percent:g} %"),
+        Column("calls", 1, lambda v: str(v.requests)),
+        Column("accuracy", 1, accuracy),
+        Column("errors", 2, errors, wraps=True),
+        Column("p99 ms", 2, lambda v: _known(v.p99_ms)),
+        Column("top-1 agree", 3, agree),
+        Column("p50 ms", 4, lambda v: _known(v.p50_ms)),
+        Column("loss", 4, lambda v: _loss(v.loss)),
+        Column("req/s", 5, lambda v: f"{v.requests_per_second:.1f}"),
+        Column("CPU s/1k", 5, lambda v: _known(v.cost.cpu_seconds_per_1000, "{:.3f}")),
+        Column("drift", 5, lambda v: _drift(v.drift), justify="left", wraps=True),
+        Column("age", 6, lambda v: _age(v.age_seconds) + (" STALE" if v.stale else "")),
+        Column("cost/1k", 6, lambda v: (f"{v.cost.money_per_1000:.6f} {v.cost.currency}"
+                                        if v.cost.money_per_1000 >= 0 else "-")),
+        Column("max diff", 7, lambda v: _known(v.max_abs_diff, "{:.3g}")),
+    ]
+
+
+def _checks_columns() -> list:
+    """The checks table of every verdict (``compare``, ``rollout status``, ``rollout verdict``)."""
+    from client.table_fit import Column
+
+    def known(c) -> bool:
+        return c.statistic == c.statistic  # NaN: not measured yet
+
+    return [
+        Column("check", 0, lambda c: c.name, justify="left"),
+        Column("result", 0, lambda c: c.result, justify="left"),
+        Column("estimate", 1, lambda c: f"{c.statistic:.4g}" if known(c) else "-"),
+        Column("gate", 1, lambda c: f"{c.limit:g}"),
+        Column("interval", 2, lambda c: f"[{c.low:.4g}, {c.high:.4g}]" if known(c) else "-"),
+        Column("samples c / s", 3, lambda c: f"{c.canary_samples} / {c.stable_samples}"),
+        Column("about", 2, lambda c: c.subject or "", justify="left", wraps=True),
+    ]
+
+
+def _print_table(console, columns: list, rows, wide: bool, title: Optional[str] = None) -> None:
+    """``rows`` under ``columns``, the least important columns dropped to fit the console's
+    width (``wide``: all of them, however wide), with a line naming what was dropped."""
+    from client import table_fit
+
+    width = None if wide else console.width
+    table, dropped = table_fit.render(columns, rows, width, title=title)
+    if wide:
+        console.width = max(console.width, table_fit.required_width(columns, rows))
+    console.print(table)
+    if dropped:
+        console.print(f"(not shown at this width: {', '.join(dropped)}; --wide shows every column)")
+
+
+def _when(unix_time: float) -> str:
+    import datetime
+
+    return datetime.datetime.fromtimestamp(unix_time, datetime.timezone.utc).strftime("%H:%M:%S UTC")
+
+
+def _headline(status) -> str:
+    """The verdict in a word: PROMOTED after a promotion, else the decision (and final)."""
+    v = status.verdict
+    if v.promoted_version and not status.config.canary:
+        return "PROMOTED"
+    return (v.decision or "no verdict") + (" (final)" if v.final else "")
+
+
+def _outlook_lines(status) -> list[str]:
+    """What happens next: a promotion said as such, failed analyses of the threshold, the next
+    analysis and step, the checks' source on a final verdict, each INCONCLUSIVE check's needs."""
+    v, cfg = status.verdict, status.config
+    out = []
+    if v.promoted_version and not cfg.canary:
+        by = "automatic" if v.promoted_by == "automatic" else f"by {v.promoted_by or 'an operator'}"
+        out.append(f"v{v.promoted_version} was promoted: it is the stable version"
+                   + (f" (was v{v.promoted_from})" if v.promoted_from else "")
+                   + (f", {by} at {_when(v.promoted_unix_time)}" if v.promoted_unix_time else ""))
+    if cfg.canary and v.failure_threshold and (cfg.auto.enabled or v.failed_analyses):
+        out.append(f"failed analyses: {v.failed_analyses} of {v.failure_threshold} (ROLLBACK at "
+                   f"{v.failure_threshold} in a row)")
+    if v.next_analysis_in_seconds >= 0 and v.next_analysis_unix_time > 0:
+        out.append(f"next analysis at {_when(v.next_analysis_unix_time)} (in {v.next_analysis_in_seconds:.0f} s): "
+                   f"{v.next_step}")
+    elif v.next_step:
+        out.append(f"next: {v.next_step}")
+    if v.checks_note:
+        out.append(f"checks: {v.checks_note}")
+    for c in v.checks:
+        if c.forecast:
+            out.append(f"{c.name}{f' ({c.subject})' if c.subject else ''} needs: {c.forecast}")
+    return out
+
+
+def _show_verdict(console, status, wide: bool) -> None:
+    """Every verdict's checks table (final ones included), its reasons and what happens next."""
+    if status.verdict.checks:
+        _print_table(console, _checks_columns(), list(status.verdict.checks), wide,
+                     title="checks (canary against stable)")
+    console.print(f"verdict: {_headline(status)}")
+    for reason in status.verdict.reasons:
+        console.print(f"  {reason}")
+    for line in _outlook_lines(status):
+        console.print(line)
+
+
+def _show_compare(status, as_json: bool, wide: bool = False) -> None:
+    """Side by side: traffic, latency, errors, quality, loss, cost, age and drift per version
+    (the columns that fit the terminal; ``wide``: all); per-class and per-slice tables worst
+    first; each check; the verdict and what happens next."""
     if as_json:
         _print_json(_rollout_doc(status))
         return
     cfg = status.config
     console = _console()
+    promoted = status.verdict.promoted_version if not cfg.canary else 0
     console.print(f"rollout of {cfg.model}: stable v{cfg.stable}"
+                  + (f" (promoted from v{status.verdict.promoted_from})" if promoted and status.verdict.promoted_from
+                     else " (promoted)" if promoted else "")
                   + (f", canary v{cfg.canary} at {cfg.canary_percent:g} %" if cfg.canary else ", no canary")
                   + (f", shadow {cfg.shadow_percent:g} %" if cfg.shadow_percent else "")
                   + (", automatic" if cfg.auto.enabled else ""))
-    table = Table()
-    for col in ("version", "role", "traffic %", "calls", "req/s", "errors", "p50 ms", "p99 ms",
-                "top-1 agree", "max diff", "accuracy", "loss", "CPU s/1k", "cost/1k", "age", "drift"):
-        table.add_column(col, justify="left" if col in ("role", "drift") else "right")
-    for v in status.versions:
-        errors = ", ".join(f"{k} {n}" for k, n in sorted(v.errors.items())) or "0"
-        if v.caller_errors:  # the caller's failures: shown, never judged
-            errors += "; caller: " + ", ".join(f"{k} {n}" for k, n in sorted(v.caller_errors.items()))
-        agree = f"{_known(v.top1_agreement, '{:.1f}', 100)} % ({v.shadow_compared})" if v.top1_agreement >= 0 else "-"
-        acc = f"{_known(v.accuracy, '{:.1f}', 100)} % ({v.feedback})" if v.accuracy >= 0 else "-"
-        table.add_row(str(v.version), v.role or "-", f"{v.traffic_percent:g}", str(v.requests),
-                      f"{v.requests_per_second:.1f}", errors, _known(v.p50_ms), _known(v.p99_ms), agree,
-                      _known(v.max_abs_diff, "{:.3g}"), acc, _loss(v.loss), _known(v.cost.cpu_seconds_per_1000, "{:.3f}"),
-                      (f"{v.cost.money_per_1000:.6f} {v.cost.currency}" if v.cost.money_per_1000 >= 0 else "-"),
-                      _age(v.age_seconds) + (" STALE" if v.stale else ""), _drift(v.drift))
-    console.print(table)
+    _print_table(console, _versions_columns(status), list(status.versions), wide)
     roles = {v.role: v for v in status.versions if v.role in ("stable", "canary")}
     if roles:
         _side_by_side(console, "class", "recall", {r: {c.label: (c.recall, c.support) for c in v.classes}
@@ -1006,24 +1133,23 @@ def _show_compare(status, as_json: bool) -> None:
             parts = [f"{alias}: max diff {_known(d.max_abs_diff, '{:.3g}')}"
                      + (f", top-1 agree {d.top1_agreement * 100:.1f} %" if d.top1_agreement >= 0 else "")
                      for alias, d in sorted(v.outputs.items())]
-            console.print(f"v{v.version} vs stable, per output: " + "; ".join(parts))
+            console.print(f"{_shadow_of(status, v)}, per output: " + "; ".join(parts))
         if v.info.problems:
             console.print(f"v{v.version} problems: " + "; ".join(v.info.problems))
-    if status.verdict.checks:
-        checks = Table(title="checks (canary against stable)")
-        for col in ("check", "result", "estimate", "interval", "gate", "about", "samples"):
-            checks.add_column(col, justify="left" if col in ("check", "result", "about") else "right")
-        for c in status.verdict.checks:
-            known = c.statistic == c.statistic  # NaN: not measured yet
-            checks.add_row(c.name, c.result, f"{c.statistic:.4g}" if known else "-",
-                           f"[{c.low:.4g}, {c.high:.4g}]" if known else "-", f"{c.limit:g}", c.subject or "",
-                           f"{c.canary_samples} / {c.stable_samples}")
-        console.print(checks)
-    console.print(f"verdict: {status.verdict.decision}" + (" (final)" if status.verdict.final else ""))
-    for reason in status.verdict.reasons:
-        console.print(f"  {reason}")
+    _show_verdict(console, status, wide)
     for alarm in status.alarms:
         console.print(f"alarm: {alarm}")
+
+
+def _shadow_of(status, v) -> str:
+    """Whom a version's shadow comparisons were against: the stable version for the canary; for
+    a version promoted since (or an earlier canary), the stable version of that time."""
+    cfg = status.config
+    if v.role == "canary":
+        return f"v{v.version} vs stable v{cfg.stable}"
+    if v.version == status.verdict.promoted_version and status.verdict.promoted_from:
+        return f"v{v.version} as canary, before its promotion, vs v{status.verdict.promoted_from}"
+    return f"v{v.version} as an earlier canary, vs the stable version of that time"
 
 
 def _loss(loss) -> str:
@@ -1082,13 +1208,27 @@ def _show_evidence_since(status) -> None:
                                     + (f" (build {v.load_id})" if v.load_id else "")))
 
 
-def _show_status_log(status) -> None:
+def this_rollouts_decisions(decisions, all_decisions: bool = False) -> tuple[list, int]:
+    """The decisions to show: this rollout's (``all_decisions``: every one kept), and how many
+    of earlier rollouts were left out."""
+    shown = [d for d in decisions if all_decisions or not d.earlier_rollout]
+    return shown, len(decisions) - len(shown)
+
+
+def _show_status_log(status, all_decisions: bool = False) -> None:
     import datetime
 
     console = _console()
-    for d in status.decisions:
+    shown, earlier = this_rollouts_decisions(status.decisions, all_decisions)
+    if status.rollout_started_unix_time:
+        when = datetime.datetime.fromtimestamp(status.rollout_started_unix_time, datetime.timezone.utc)
+        console.print(f"decisions of this rollout (since {when.strftime('%Y-%m-%d %H:%M:%S')} UTC):")
+    for d in shown:
         when = datetime.datetime.fromtimestamp(d.unix_time, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
-        console.print(f"{when} UTC  {d.who or '-'}: {d.text}")
+        console.print(f"{when} UTC  {d.who or '-'}: {d.text}" + ("  [earlier rollout]" if d.earlier_rollout else ""))
+    if earlier:
+        console.print(f"({earlier} decision{'s' if earlier != 1 else ''} of earlier rollouts not shown: "
+                      "--all-decisions shows them)")
 
 
 def _rollout(args) -> None:
@@ -1115,33 +1255,42 @@ def _rollout(args) -> None:
                 fields["prices"] = prices
             status = c.set_rollout(args.model, stable=args.stable, canary=args.canary, canary_percent=args.percent,
                                    shadow_percent=args.shadow, **fields)
-            _show_compare(status, args.json)
+            _show_compare(status, args.json, args.wide)
             return
         status = c.rollout(args.model)
     if args.rollout_command == "verdict":
         if args.json:
             v = status.verdict
             _print_json({"model": args.model, "decision": v.decision, "final": v.final,
-                         "failed_analyses": v.failed_analyses, "reasons": list(v.reasons),
-                         "tradeoff": v.tradeoff, "worst_drop": v.worst_drop,
+                         "promoted": ({"version": v.promoted_version, "from": v.promoted_from,
+                                       "unix_time": v.promoted_unix_time, "by": v.promoted_by}
+                                      if v.promoted_version and not status.config.canary else None),
+                         "failed_analyses": v.failed_analyses, "failure_threshold": v.failure_threshold,
+                         "next_analysis_unix_time": v.next_analysis_unix_time or None,
+                         "next_analysis_in_seconds": v.next_analysis_in_seconds if v.next_analysis_in_seconds >= 0
+                         else None, "next_step": v.next_step, "checks_note": v.checks_note,
+                         "reasons": list(v.reasons), "tradeoff": v.tradeoff, "worst_drop": v.worst_drop,
                          "checks": [{"name": c.name, "result": c.result, "statistic": c.statistic, "low": c.low,
                                      "high": c.high, "limit": c.limit, "canary_samples": c.canary_samples,
-                                     "stable_samples": c.stable_samples, "subject": c.subject} for c in v.checks]})
+                                     "stable_samples": c.stable_samples, "subject": c.subject,
+                                     "more_canary_samples": c.more_canary_samples,
+                                     "more_stable_samples": c.more_stable_samples, "samples_unit": c.samples_unit,
+                                     "forecast": c.forecast} for c in v.checks]})
             return
-        print(printable(status.verdict.decision))
-        for reason in status.verdict.reasons:
-            print(f"  {printable(reason)}")
+        console = _console()
+        console.print(_headline(status).split(" (")[0])  # the decision alone on the first line, for scripts
+        _show_verdict(console, status, args.wide)
         return
-    _show_compare(status, args.json)
+    _show_compare(status, args.json, args.wide)
     if not args.json:
         _show_evidence_since(status)
-        _show_status_log(status)
+        _show_status_log(status, args.all_decisions)
 
 
 def _compare(args) -> None:
     with _client(args) as c:
         status = c.rollout(args.model)
-    _show_compare(status, args.json)
+    _show_compare(status, args.json, args.wide)
     if args.plot:
         _plot(status, args.plot)
     if args.html:

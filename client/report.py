@@ -10,8 +10,9 @@ server. The document has the shape of ``GET /dashboard/data.json``::
 ``status_document(status)`` makes one from a ``RolloutStatus``.
 
 ``plot(status, path)`` draws a ``RolloutStatus`` with matplotlib (needs ``pip install
-'verso[plot]'``; an ``ImportError`` is raised when it is missing): latency distributions with
-the p99 gate, accuracy and loss over time, recall per class, and cost per 1000 predictions.
+'verso[plot]'``; an ``ImportError`` is raised when it is missing): the latency distributions up
+to p99.9 (p99 and the gate marked), accuracy and loss over time on one time axis (the span
+every version covers shaded), recall per class, and cost per 1000 predictions.
 """
 
 from __future__ import annotations
@@ -94,40 +95,63 @@ def _no_data(ax, title: str) -> None:
     ax.tick_params(left=False, bottom=False, labelleft=False, labelbottom=False)
 
 
+def _nines(q: float) -> float:
+    """A quantile (0..1) on the "nines" axis of a latency distribution: 1 / (1 - q), log
+    scaled, so that p90, p99 and p99.9 are evenly spaced and the tail is drawn, not squeezed."""
+    return 1.0 / (1.0 - q)
+
+
+def latency_points(v) -> list[tuple[float, float]]:
+    """(quantile 0..1, latency ms) of a version: its quantiles up to p99.9 when the status has
+    them, else its deciles (p0 .. p90; p100 has no place on a nines axis)."""
+    levels, values = list(v.latency_quantile_levels), list(v.latency_quantiles_ms)
+    if not (levels and len(levels) == len(values)):
+        deciles = list(v.latency_deciles_ms)
+        steps = max(len(deciles) - 1, 1)
+        levels, values = [100.0 * q / steps for q in range(len(deciles))], deciles
+    return [(lv / 100.0, ms) for lv, ms in zip(levels, values) if lv < 100 and _known(ms) and ms > 0]
+
+
 def _latency(ax, status, colors) -> None:
-    title = "latency distribution (deciles of the window)"
-    versions = [v for v in status.versions if any(_known(d) and d > 0 for d in v.latency_deciles_ms)]
+    title = "latency distribution up to p99.9 (successful calls in the window)"
+    versions = [v for v in status.versions if latency_points(v)]
     if not versions:
         _no_data(ax, title)
         return
-    xs = []
+    ys = []
     for v in versions:
-        deciles = list(v.latency_deciles_ms)
-        steps = max(len(deciles) - 1, 1)
-        pts = [(d, q / steps) for q, d in enumerate(deciles) if _known(d) and d > 0]
-        xs += [p[0] for p in pts]
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=".", color=colors[v.version], label=_name(v))
+        pts = latency_points(v)
+        ys += [p[1] for p in pts]
+        ax.plot([_nines(q) for q, _ in pts], [ms for _, ms in pts], marker=".", color=colors[v.version],
+                label=_name(v))
         p99 = _known(v.p99_ms)
         if p99 and p99 > 0:
-            xs.append(p99)
-            ax.axvline(p99, color=colors[v.version], linestyle=":", linewidth=1.2,
-                       label=f"v{v.version} p99 {p99:.3g} ms")
+            ys.append(p99)
+            ax.plot([_nines(0.99)], [p99], marker="D", color=colors[v.version], linestyle="none",
+                    label=f"v{v.version} p99 {p99:.3g} ms")
+    ax.axvline(_nines(0.99), color="#5f6b7a", linestyle=":", linewidth=1)
     stable = next((v for v in status.versions if v.role == "stable"), None)
     if stable is not None and _known(stable.p99_ms):
         ratio = status.config.gates.max_p99_ratio or DEFAULT_P99_RATIO
         gate = stable.p99_ms * ratio
         if gate > 0:
-            xs.append(gate)
-            ax.axvline(gate, color="#c62828", linestyle="--", linewidth=1.2, label=f"gate: stable p99 x {ratio:g}")
+            ys.append(gate)
+            ax.axhline(gate, color="#c62828", linestyle="--", linewidth=1.2, label=f"gate: stable p99 x {ratio:g}")
     ax.set_xscale("log")
-    lo, hi = min(xs), max(xs)
-    ax.set_xlim(lo / 1.3, hi * 1.3)  # on a log axis one far outlier still leaves the rest readable
-    ax.set_ylim(-0.02, 1.02)
-    ax.set_xlabel("latency, ms (successful calls in the window; log scale)")
-    ax.set_ylabel("fraction of calls at or below")
+    ax.set_yscale("log")
+    ticks = [(0.0, "p0"), (0.5, "p50"), (0.9, "p90"), (0.99, "p99"), (0.999, "p99.9")]
+    ax.set_xticks([_nines(q) for q, _ in ticks], [t for _, t in ticks])
+    ax.minorticks_off()
+    ax.set_xlim(0.9, _nines(0.999) * 1.3)
+    from matplotlib.ticker import ScalarFormatter
+    ax.yaxis.set_major_formatter(ScalarFormatter())  # 2, 5, 10 ms, not powers of ten
+    lo, hi = min(ys), max(ys)
+    ax.set_ylim(lo / 1.3, hi * 1.3)  # on a log axis one far outlier still leaves the rest readable
+    ax.set_xlabel("percentile (the tail spread out: p90, p99, p99.9 evenly spaced)")
+    ax.set_ylabel("latency, ms (log scale)")
     ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper left")
 
 
 def _history(acc_ax, loss_ax, status, colors) -> None:
@@ -138,13 +162,25 @@ def _history(acc_ax, loss_ax, status, colors) -> None:
     loss_versions = [v for v in status.versions if any(_known(p.loss) is not None for p in v.accuracy_history)]
     if not acc_versions:
         _no_data(acc_ax, title)
+    spans = {}
     for v in acc_versions:
         color = colors[v.version]
         acc = [(-p.seconds_ago, p.accuracy * 100, p.rows) for p in v.accuracy_history if _known(p.accuracy) is not None]
-        acc_ax.plot([a[0] for a in acc], [a[1] for a in acc], marker="o", color=color, label=_name(v))
+        spans[v.version] = (min(a[0] for a in acc), max(a[0] for a in acc))
+        label = f"{_name(v)} (window: the last {-spans[v.version][0]:.0f} s)"
+        acc_ax.plot([a[0] for a in acc], [a[1] for a in acc], marker="o", color=color, label=label)
         for x, y, rows in acc:
             acc_ax.annotate(f"{rows}", (x, y), textcoords="offset points", xytext=(0, 5), ha="center", fontsize=7,
                             color=color)
+    if len(spans) >= 2:
+        # The same minutes for every version: shaded where all the windows overlap, so that
+        # accuracies are compared over one span, not one version's recent past against another's.
+        start, end = max(s[0] for s in spans.values()), min(s[1] for s in spans.values())
+        if start < end:
+            acc_ax.axvspan(start, end, color="#8a94a3", alpha=0.12, label="span of every version")
+        else:
+            acc_ax.text(0.01, 0.02, "the versions' feedback windows do not overlap in time", fontsize=8,
+                        transform=acc_ax.transAxes, color="#c62828")
     if acc_versions:
         acc_ax.set_title(title + " (numbers: rows per slice)")
         acc_ax.set_ylabel("accuracy, %")
@@ -235,9 +271,22 @@ def _cost(ax, status, colors) -> None:
     ax.grid(True, axis="y", alpha=0.3)
 
 
+def headline(status) -> str:
+    """The verdict and the versions in one line ("PROMOTED (stable v2, was v1)" after a promotion)."""
+    v, cfg = status.verdict, status.config
+    if v.promoted_version and not cfg.canary:
+        return f"PROMOTED (stable v{cfg.stable}" + (f", was v{v.promoted_from})" if v.promoted_from else ")")
+    verdict = (v.decision or "no verdict") + (" (final)" if v.final else "")
+    roles = f"stable v{cfg.stable}" + (f", canary v{cfg.canary}" if cfg.canary else "")
+    failed = (f"; failed analyses {v.failed_analyses} of {v.failure_threshold}"
+              if cfg.canary and v.failure_threshold and v.failed_analyses else "")
+    return f"{verdict} ({roles}{failed})"
+
+
 def plot(status, path: str) -> None:
     """Draw ``status`` (a ``RolloutStatus``) to ``path`` (PNG, SVG or PDF by its suffix): latency
-    CDFs with p99 and the p99 gate, accuracy and loss over time, recall per class, cost.
+    distributions to p99.9 with p99 and the p99 gate, accuracy and loss over time, recall per
+    class, cost.
     Raises ImportError when matplotlib is not installed."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -254,10 +303,6 @@ def plot(status, path: str) -> None:
     _history(acc, loss, status, colors)
     _recall(rec, status, colors)
     _cost(cost, status, colors)
-    verdict = status.verdict.decision or "no verdict"
-    if status.verdict.final:
-        verdict += " (final)"
-    roles = f"stable v{status.config.stable}" + (f", canary v{status.config.canary}" if status.config.canary else "")
-    fig.suptitle(printable(f"{status.config.model or 'rollout'}: {verdict} ({roles})"), fontsize=14, fontweight="bold",
-                 parse_math=False)
+    fig.suptitle(printable(f"{status.config.model or 'rollout'}: {headline(status)}"), fontsize=14,
+                 fontweight="bold", parse_math=False)
     fig.savefig(path)

@@ -27,7 +27,7 @@ import operator
 import re
 import time
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable, Iterator, Optional
+from typing import Awaitable, Callable, Iterator, Optional, Union
 
 from hdrh.histogram import HdrHistogram
 
@@ -196,6 +196,12 @@ class Recorder:
         self.dropped = 0  # open loop: not sent because MAX_IN_FLIGHT calls were outstanding
         self.max_in_flight = 0
         self.wall_s = 0.0
+        # Calls made after an answer (feedback, ``Answered.after``): counted apart, never in the
+        # Predict latency or errors above.
+        self.feedback_sent = 0
+        self.feedback_accepted = 0
+        self.feedback_refused: collections.Counter = collections.Counter()
+        self.feedback_first_error: dict[str, str] = {}
 
     def add(self, scheduled: float, latency: float, error: Optional[VersoError], version: Optional[int],
             lag: float = 0.0) -> None:
@@ -221,6 +227,15 @@ class Recorder:
             self.errors[name] += 1
             self.first_error.setdefault(name, error.message)
 
+    def add_feedback(self, error: Optional[VersoError]) -> None:
+        """One follow-up call (feedback) after an answer: accepted, or refused with ``error``."""
+        self.feedback_sent += 1
+        if error is None:
+            self.feedback_accepted += 1
+        else:
+            self.feedback_refused[error.code.name] += 1
+            self.feedback_first_error.setdefault(error.code.name, error.message)
+
     def merge(self, other: "Recorder") -> None:
         for mine, theirs in ((self.ok, other.ok), (self.failed, other.failed), (self.all, other.all),
                              (self.lag, other.lag)):
@@ -239,6 +254,11 @@ class Recorder:
         self.dropped += other.dropped
         self.max_in_flight += other.max_in_flight
         self.wall_s = max(self.wall_s, other.wall_s)
+        self.feedback_sent += other.feedback_sent
+        self.feedback_accepted += other.feedback_accepted
+        self.feedback_refused.update(other.feedback_refused)
+        for k, v in other.feedback_first_error.items():
+            self.feedback_first_error.setdefault(k, v)
 
     def to_dict(self) -> dict:
         """Everything, picklable and JSON-able (histograms HdrHistogram-encoded), for ``from_dict``."""
@@ -246,7 +266,9 @@ class Recorder:
                 "errors": dict(self.errors), "first_error": self.first_error, "versions": dict(self.versions),
                 "seconds": {s: {"sent": x.sent, "ok": x.ok, "errors": x.errors, "latency": x.latency.encode().decode(),
                                 "versions": dict(x.versions)} for s, x in self.seconds.items()},
-                "dropped": self.dropped, "max_in_flight": self.max_in_flight, "wall_s": self.wall_s}
+                "dropped": self.dropped, "max_in_flight": self.max_in_flight, "wall_s": self.wall_s,
+                "feedback": {"sent": self.feedback_sent, "accepted": self.feedback_accepted,
+                             "refused": dict(self.feedback_refused), "first_error": self.feedback_first_error}}
 
     @classmethod
     def from_dict(cls, d: dict) -> "Recorder":
@@ -261,7 +283,18 @@ class Recorder:
             sec.latency.decode_and_add(x["latency"].encode())
             sec.versions.update(x["versions"])
         rec.dropped, rec.max_in_flight, rec.wall_s = d["dropped"], d["max_in_flight"], d["wall_s"]
+        fb = d.get("feedback", {})
+        rec.feedback_sent, rec.feedback_accepted = fb.get("sent", 0), fb.get("accepted", 0)
+        rec.feedback_refused.update(fb.get("refused", {}))
+        rec.feedback_first_error.update(fb.get("first_error", {}))
         return rec
+
+    def feedback_summary(self) -> dict:
+        """The follow-up calls' outcomes: sent, accepted, refused by status code (and the first
+        refusal's message of each code)."""
+        return {"sent": self.feedback_sent, "accepted": self.feedback_accepted,
+                "refused": dict(sorted(self.feedback_refused.items())),
+                "refused_examples": dict(sorted(self.feedback_first_error.items()))}
 
     @property
     def count(self) -> int:
@@ -309,17 +342,39 @@ def series(rec: Recorder) -> list[dict]:
 
 # ---- sending --------------------------------------------------------------------------------------
 
-Send = Callable[[], Awaitable[Optional[int]]]  # one call; returns the answering version; raises VersoError
+@dataclass(frozen=True)
+class Answered:
+    """What a ``Send`` returns when a call follows the answer (``verso bench --feedback``): the
+    answering version, and ``after``, made once the Predict is recorded. Its time is not the
+    Predict's latency and its failure is not the Predict's error: its outcome is counted apart
+    (``Recorder.add_feedback``)."""
+
+    version: Optional[int]
+    after: Callable[[], Awaitable[object]]
+
+
+# One call; returns the answering version (or an ``Answered``); raises VersoError.
+Send = Callable[[], Awaitable[Union[Optional[int], Answered]]]
 
 
 async def _one(send: Send, rec: Recorder, scheduled: float, start: float, clock) -> None:
     sent_at = clock()
+    after = None
     try:
         version = await send()
+        if isinstance(version, Answered):
+            version, after = version.version, version.after
         error = None
     except VersoError as e:
         version, error = None, e
     rec.add(scheduled, clock() - (start + scheduled), error, version, lag=max(sent_at - (start + scheduled), 0.0))
+    if after is not None:
+        try:
+            await after()
+        except VersoError as e:
+            rec.add_feedback(e)
+        else:
+            rec.add_feedback(None)
 
 
 async def open_loop(send: Send, schedule: Schedule, *, clock: Callable[[], float] = time.perf_counter,
@@ -539,5 +594,7 @@ def summarize(rec: Recorder, *, mode: str, target: str, model: str, rows: int, *
                  "max_in_flight": rec.max_in_flight},
         "series": series(rec),
     }
+    if rec.feedback_sent:
+        report["feedback"] = rec.feedback_summary()
     report.update(extra)
     return report

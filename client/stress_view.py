@@ -49,6 +49,21 @@ def summary_lines(report: dict) -> list[tuple[str, str]]:
     rows.append(("versions", _versions(report["versions"])))
     if report["mode"] != "closed":
         rows.append(("tool lag p99 ms", _f(report["tool"]["lag_p99_ms"])))
+    rows += feedback_lines(report)
+    return rows
+
+
+def feedback_lines(report: dict) -> list[tuple[str, str]]:
+    """``--feedback``: the feedback calls' outcomes, apart from the Predict calls above (their
+    time is not in the latency, a refusal is not a Predict error)."""
+    fb = report.get("feedback")
+    if not fb:
+        return []
+    refused = ", ".join(f"{k} {n}" for k, n in fb["refused"].items()) or "0"
+    rows = [("feedback sent", str(fb["sent"])), ("feedback accepted", str(fb["accepted"])),
+            ("feedback refused", refused)]
+    if fb.get("no_request_id"):
+        rows.append(("answers without a request id", str(fb["no_request_id"])))
     return rows
 
 

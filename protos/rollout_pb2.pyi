@@ -101,7 +101,7 @@ class RolloutRequest(_message.Message):
     def __init__(self, model: _Optional[str] = ...) -> None: ...
 
 class VersionEvidence(_message.Message):
-    __slots__ = ("version", "role", "traffic_percent", "requests", "errors", "error_rate", "p50_ms", "p99_ms", "requests_per_second", "shadow_compared", "max_abs_diff", "top1_agreement", "feedback", "accuracy", "age_seconds", "stale", "shadow_dropped", "latency_deciles_ms", "outputs", "accuracy_history", "available", "loss", "classes", "slices", "confusion", "cost", "drift", "info", "caller_errors", "evidence_since_unix_time", "load_id")
+    __slots__ = ("version", "role", "traffic_percent", "requests", "errors", "error_rate", "p50_ms", "p99_ms", "requests_per_second", "shadow_compared", "max_abs_diff", "top1_agreement", "feedback", "accuracy", "age_seconds", "stale", "shadow_dropped", "latency_deciles_ms", "outputs", "accuracy_history", "available", "loss", "classes", "slices", "confusion", "cost", "drift", "info", "caller_errors", "evidence_since_unix_time", "load_id", "latency_quantile_levels", "latency_quantiles_ms")
     class ErrorsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -154,6 +154,8 @@ class VersionEvidence(_message.Message):
     CALLER_ERRORS_FIELD_NUMBER: _ClassVar[int]
     EVIDENCE_SINCE_UNIX_TIME_FIELD_NUMBER: _ClassVar[int]
     LOAD_ID_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_QUANTILE_LEVELS_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_QUANTILES_MS_FIELD_NUMBER: _ClassVar[int]
     version: int
     role: str
     traffic_percent: float
@@ -185,7 +187,9 @@ class VersionEvidence(_message.Message):
     caller_errors: _containers.ScalarMap[str, int]
     evidence_since_unix_time: float
     load_id: str
-    def __init__(self, version: _Optional[int] = ..., role: _Optional[str] = ..., traffic_percent: _Optional[float] = ..., requests: _Optional[int] = ..., errors: _Optional[_Mapping[str, int]] = ..., error_rate: _Optional[float] = ..., p50_ms: _Optional[float] = ..., p99_ms: _Optional[float] = ..., requests_per_second: _Optional[float] = ..., shadow_compared: _Optional[int] = ..., max_abs_diff: _Optional[float] = ..., top1_agreement: _Optional[float] = ..., feedback: _Optional[int] = ..., accuracy: _Optional[float] = ..., age_seconds: _Optional[float] = ..., stale: _Optional[bool] = ..., shadow_dropped: _Optional[int] = ..., latency_deciles_ms: _Optional[_Iterable[float]] = ..., outputs: _Optional[_Mapping[str, OutputDivergence]] = ..., accuracy_history: _Optional[_Iterable[_Union[AccuracyPoint, _Mapping]]] = ..., available: _Optional[bool] = ..., loss: _Optional[_Union[Loss, _Mapping]] = ..., classes: _Optional[_Iterable[_Union[ClassStats, _Mapping]]] = ..., slices: _Optional[_Iterable[_Union[SliceStats, _Mapping]]] = ..., confusion: _Optional[_Iterable[_Union[ConfusionCell, _Mapping]]] = ..., cost: _Optional[_Union[Cost, _Mapping]] = ..., drift: _Optional[_Union[Drift, _Mapping]] = ..., info: _Optional[_Union[VersionInfo, _Mapping]] = ..., caller_errors: _Optional[_Mapping[str, int]] = ..., evidence_since_unix_time: _Optional[float] = ..., load_id: _Optional[str] = ...) -> None: ...
+    latency_quantile_levels: _containers.RepeatedScalarFieldContainer[float]
+    latency_quantiles_ms: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, version: _Optional[int] = ..., role: _Optional[str] = ..., traffic_percent: _Optional[float] = ..., requests: _Optional[int] = ..., errors: _Optional[_Mapping[str, int]] = ..., error_rate: _Optional[float] = ..., p50_ms: _Optional[float] = ..., p99_ms: _Optional[float] = ..., requests_per_second: _Optional[float] = ..., shadow_compared: _Optional[int] = ..., max_abs_diff: _Optional[float] = ..., top1_agreement: _Optional[float] = ..., feedback: _Optional[int] = ..., accuracy: _Optional[float] = ..., age_seconds: _Optional[float] = ..., stale: _Optional[bool] = ..., shadow_dropped: _Optional[int] = ..., latency_deciles_ms: _Optional[_Iterable[float]] = ..., outputs: _Optional[_Mapping[str, OutputDivergence]] = ..., accuracy_history: _Optional[_Iterable[_Union[AccuracyPoint, _Mapping]]] = ..., available: _Optional[bool] = ..., loss: _Optional[_Union[Loss, _Mapping]] = ..., classes: _Optional[_Iterable[_Union[ClassStats, _Mapping]]] = ..., slices: _Optional[_Iterable[_Union[SliceStats, _Mapping]]] = ..., confusion: _Optional[_Iterable[_Union[ConfusionCell, _Mapping]]] = ..., cost: _Optional[_Union[Cost, _Mapping]] = ..., drift: _Optional[_Union[Drift, _Mapping]] = ..., info: _Optional[_Union[VersionInfo, _Mapping]] = ..., caller_errors: _Optional[_Mapping[str, int]] = ..., evidence_since_unix_time: _Optional[float] = ..., load_id: _Optional[str] = ..., latency_quantile_levels: _Optional[_Iterable[float]] = ..., latency_quantiles_ms: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class Loss(_message.Message):
     __slots__ = ("rows", "log_loss", "brier", "mse", "mae")
@@ -327,7 +331,7 @@ class AccuracyPoint(_message.Message):
     def __init__(self, seconds_ago: _Optional[float] = ..., accuracy: _Optional[float] = ..., rows: _Optional[int] = ..., loss: _Optional[float] = ...) -> None: ...
 
 class Check(_message.Message):
-    __slots__ = ("name", "result", "statistic", "low", "high", "limit", "canary_samples", "stable_samples", "subject", "canary_p99_ms", "stable_p99_ms", "allowance_ms")
+    __slots__ = ("name", "result", "statistic", "low", "high", "limit", "canary_samples", "stable_samples", "subject", "canary_p99_ms", "stable_p99_ms", "allowance_ms", "more_canary_samples", "more_stable_samples", "samples_unit", "forecast")
     NAME_FIELD_NUMBER: _ClassVar[int]
     RESULT_FIELD_NUMBER: _ClassVar[int]
     STATISTIC_FIELD_NUMBER: _ClassVar[int]
@@ -340,6 +344,10 @@ class Check(_message.Message):
     CANARY_P99_MS_FIELD_NUMBER: _ClassVar[int]
     STABLE_P99_MS_FIELD_NUMBER: _ClassVar[int]
     ALLOWANCE_MS_FIELD_NUMBER: _ClassVar[int]
+    MORE_CANARY_SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    MORE_STABLE_SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    SAMPLES_UNIT_FIELD_NUMBER: _ClassVar[int]
+    FORECAST_FIELD_NUMBER: _ClassVar[int]
     name: str
     result: str
     statistic: float
@@ -352,10 +360,14 @@ class Check(_message.Message):
     canary_p99_ms: float
     stable_p99_ms: float
     allowance_ms: float
-    def __init__(self, name: _Optional[str] = ..., result: _Optional[str] = ..., statistic: _Optional[float] = ..., low: _Optional[float] = ..., high: _Optional[float] = ..., limit: _Optional[float] = ..., canary_samples: _Optional[int] = ..., stable_samples: _Optional[int] = ..., subject: _Optional[str] = ..., canary_p99_ms: _Optional[float] = ..., stable_p99_ms: _Optional[float] = ..., allowance_ms: _Optional[float] = ...) -> None: ...
+    more_canary_samples: int
+    more_stable_samples: int
+    samples_unit: str
+    forecast: str
+    def __init__(self, name: _Optional[str] = ..., result: _Optional[str] = ..., statistic: _Optional[float] = ..., low: _Optional[float] = ..., high: _Optional[float] = ..., limit: _Optional[float] = ..., canary_samples: _Optional[int] = ..., stable_samples: _Optional[int] = ..., subject: _Optional[str] = ..., canary_p99_ms: _Optional[float] = ..., stable_p99_ms: _Optional[float] = ..., allowance_ms: _Optional[float] = ..., more_canary_samples: _Optional[int] = ..., more_stable_samples: _Optional[int] = ..., samples_unit: _Optional[str] = ..., forecast: _Optional[str] = ...) -> None: ...
 
 class Verdict(_message.Message):
-    __slots__ = ("decision", "reasons", "checks", "failed_analyses", "final", "tradeoff", "worst_drop")
+    __slots__ = ("decision", "reasons", "checks", "failed_analyses", "final", "tradeoff", "worst_drop", "next_analysis_unix_time", "next_analysis_in_seconds", "next_step", "failure_threshold", "checks_note", "promoted_version", "promoted_from", "promoted_unix_time", "promoted_by")
     DECISION_FIELD_NUMBER: _ClassVar[int]
     REASONS_FIELD_NUMBER: _ClassVar[int]
     CHECKS_FIELD_NUMBER: _ClassVar[int]
@@ -363,6 +375,15 @@ class Verdict(_message.Message):
     FINAL_FIELD_NUMBER: _ClassVar[int]
     TRADEOFF_FIELD_NUMBER: _ClassVar[int]
     WORST_DROP_FIELD_NUMBER: _ClassVar[int]
+    NEXT_ANALYSIS_UNIX_TIME_FIELD_NUMBER: _ClassVar[int]
+    NEXT_ANALYSIS_IN_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_STEP_FIELD_NUMBER: _ClassVar[int]
+    FAILURE_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    CHECKS_NOTE_FIELD_NUMBER: _ClassVar[int]
+    PROMOTED_VERSION_FIELD_NUMBER: _ClassVar[int]
+    PROMOTED_FROM_FIELD_NUMBER: _ClassVar[int]
+    PROMOTED_UNIX_TIME_FIELD_NUMBER: _ClassVar[int]
+    PROMOTED_BY_FIELD_NUMBER: _ClassVar[int]
     decision: str
     reasons: _containers.RepeatedScalarFieldContainer[str]
     checks: _containers.RepeatedCompositeFieldContainer[Check]
@@ -370,31 +391,44 @@ class Verdict(_message.Message):
     final: bool
     tradeoff: str
     worst_drop: str
-    def __init__(self, decision: _Optional[str] = ..., reasons: _Optional[_Iterable[str]] = ..., checks: _Optional[_Iterable[_Union[Check, _Mapping]]] = ..., failed_analyses: _Optional[int] = ..., final: _Optional[bool] = ..., tradeoff: _Optional[str] = ..., worst_drop: _Optional[str] = ...) -> None: ...
+    next_analysis_unix_time: float
+    next_analysis_in_seconds: float
+    next_step: str
+    failure_threshold: int
+    checks_note: str
+    promoted_version: int
+    promoted_from: int
+    promoted_unix_time: float
+    promoted_by: str
+    def __init__(self, decision: _Optional[str] = ..., reasons: _Optional[_Iterable[str]] = ..., checks: _Optional[_Iterable[_Union[Check, _Mapping]]] = ..., failed_analyses: _Optional[int] = ..., final: _Optional[bool] = ..., tradeoff: _Optional[str] = ..., worst_drop: _Optional[str] = ..., next_analysis_unix_time: _Optional[float] = ..., next_analysis_in_seconds: _Optional[float] = ..., next_step: _Optional[str] = ..., failure_threshold: _Optional[int] = ..., checks_note: _Optional[str] = ..., promoted_version: _Optional[int] = ..., promoted_from: _Optional[int] = ..., promoted_unix_time: _Optional[float] = ..., promoted_by: _Optional[str] = ...) -> None: ...
 
 class Decision(_message.Message):
-    __slots__ = ("unix_time", "text", "who")
+    __slots__ = ("unix_time", "text", "who", "earlier_rollout")
     UNIX_TIME_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
     WHO_FIELD_NUMBER: _ClassVar[int]
+    EARLIER_ROLLOUT_FIELD_NUMBER: _ClassVar[int]
     unix_time: float
     text: str
     who: str
-    def __init__(self, unix_time: _Optional[float] = ..., text: _Optional[str] = ..., who: _Optional[str] = ...) -> None: ...
+    earlier_rollout: bool
+    def __init__(self, unix_time: _Optional[float] = ..., text: _Optional[str] = ..., who: _Optional[str] = ..., earlier_rollout: _Optional[bool] = ...) -> None: ...
 
 class RolloutStatus(_message.Message):
-    __slots__ = ("config", "versions", "verdict", "decisions", "alarms")
+    __slots__ = ("config", "versions", "verdict", "decisions", "alarms", "rollout_started_unix_time")
     CONFIG_FIELD_NUMBER: _ClassVar[int]
     VERSIONS_FIELD_NUMBER: _ClassVar[int]
     VERDICT_FIELD_NUMBER: _ClassVar[int]
     DECISIONS_FIELD_NUMBER: _ClassVar[int]
     ALARMS_FIELD_NUMBER: _ClassVar[int]
+    ROLLOUT_STARTED_UNIX_TIME_FIELD_NUMBER: _ClassVar[int]
     config: ModelRollout
     versions: _containers.RepeatedCompositeFieldContainer[VersionEvidence]
     verdict: Verdict
     decisions: _containers.RepeatedCompositeFieldContainer[Decision]
     alarms: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, config: _Optional[_Union[ModelRollout, _Mapping]] = ..., versions: _Optional[_Iterable[_Union[VersionEvidence, _Mapping]]] = ..., verdict: _Optional[_Union[Verdict, _Mapping]] = ..., decisions: _Optional[_Iterable[_Union[Decision, _Mapping]]] = ..., alarms: _Optional[_Iterable[str]] = ...) -> None: ...
+    rollout_started_unix_time: float
+    def __init__(self, config: _Optional[_Union[ModelRollout, _Mapping]] = ..., versions: _Optional[_Iterable[_Union[VersionEvidence, _Mapping]]] = ..., verdict: _Optional[_Union[Verdict, _Mapping]] = ..., decisions: _Optional[_Iterable[_Union[Decision, _Mapping]]] = ..., alarms: _Optional[_Iterable[str]] = ..., rollout_started_unix_time: _Optional[float] = ...) -> None: ...
 
 class FeedbackRequest(_message.Message):
     __slots__ = ("request_id", "labels", "targets")

@@ -49,7 +49,7 @@ from typing import Callable, Optional
 from protos import rollout_pb2
 from protos.errors import Code, ServingError, invalid_argument
 from server.lifecycle.manager import Manager
-from server.rollout import routing
+from server.rollout import outlook, routing
 from server.rollout.config import gates_of, validated
 from server.rollout.cost import SHADOW, CostMeter, money_per_1000, rows_of
 from server.rollout.drift import DriftMonitor, DriftReport
@@ -808,12 +808,46 @@ class RolloutManager:
                 entry.accuracy_history.add(seconds_ago=seconds_ago, accuracy=_or(accuracy), rows=rows, loss=_or(loss))
             self._fill_quality(entry, e)
             self._fill_version(entry, name, v, mr)
-        _fill_verdict(st.verdict, self.verdict(name, evidence))
+            outlook.fill_latency(entry, e.latencies_ms)
+        verdict = self.verdict(name, evidence)
+        _fill_verdict(st.verdict, verdict)
         for t, who, text in self.store.decisions(name, DECISIONS_KEPT):
             st.decisions.add(unix_time=t, text=text, who=who)
+        self._fill_outlook(st, name, mr, verdict, evidence)
         st.alarms.extend(self.alarms(name, served, evidence))
         st.alarms.extend(self.safety_alarms(name))
         return st
+
+    def _fill_outlook(self, st: rollout_pb2.RolloutStatus, name: str, mr: rollout_pb2.ModelRollout,
+                      verdict: Verdict, evidence: dict[int, Evidence]) -> None:
+        """What happens next, for the views: when the next automatic analysis runs and what it
+        does, the failure threshold, a forecast per INCONCLUSIVE check, the checks of a final
+        ROLLBACK (an analysis of the evidence as it stands), a promotion said as such, and
+        which decisions belong to this rollout (``server/rollout/outlook.py``)."""
+        gates = gates_of(mr)
+        out = st.verdict
+        out.failure_threshold = gates.failure_threshold
+        if verdict.final:
+            out.failed_analyses = self._failures[name]  # the count the ROLLBACK was taken at
+        if verdict.final and not out.checks and mr.canary:
+            again = decide(evidence[mr.stable], evidence[mr.canary], gates, 0, ())
+            for c in again.checks:
+                out.checks.add(name=c.name, result=c.result, statistic=c.statistic, low=c.low, high=c.high,
+                               limit=c.limit, canary_samples=c.canary_samples, stable_samples=c.stable_samples,
+                               subject=c.subject)
+            out.checks_note = (outlook.FINAL_CHECKS if out.checks else
+                               "no checks: the evidence the ROLLBACK was judged on is gone (" + "; ".join(again.reasons)
+                               + ")")
+        if mr.canary:
+            outlook.fill_forecasts(out.checks, gates, mr.window or 1000, evidence[mr.canary], evidence[mr.stable])
+        due = None
+        if mr.auto.enabled and mr.canary and not verdict.final and self.unavailable is None:
+            last = self._last_auto.get(name, self.clock())
+            due = max(0.0, last + mr.auto.interval_seconds - self.clock())
+        out.next_analysis_in_seconds = -1.0 if due is None else due
+        out.next_analysis_unix_time = 0.0 if due is None else self.wall() + due
+        out.next_step = outlook.next_step(mr, verdict.final, self._failures[name], gates.failure_threshold)
+        outlook.fill_history(st, mr)
 
     def safety_alarms(self, name: str) -> list[str]:
         """Where the rollout's state or the prediction log fails closed (see the module)."""

@@ -99,6 +99,11 @@ def test_dashboard_live_and_offline(tmp_path):
                 before = _calls(page, "calls-digits-3")
                 assert page.get_by_test_id("verdict-digits").text_content() in ("HOLD", "–"), \
                     page.get_by_test_id("verdict-digits").text_content()
+                # what happens next: the next analysis and its step, the failures of the threshold
+                expect(page.get_by_test_id("next-digits")).to_contain_text("next analysis at ")
+                expect(page.get_by_test_id("next-digits")).to_contain_text("if the analysis passes")
+                expect(page.get_by_test_id("failed-digits")).to_contain_text("failed analyses: 0 of 3")
+                expect(page.get_by_test_id("earlier-digits")).to_be_hidden()  # no earlier rollout
 
                 # traffic with feedback: the canary's calls grow on the page, then it rolls back
                 _verso(["bench", "digits", "--dataset", "model_repository/digits_holdout.npz", "--feedback",
@@ -114,6 +119,10 @@ def test_dashboard_live_and_offline(tmp_path):
                 expect(page.locator('[data-testid="chart-accuracy-digits"] polyline')).to_have_count(2)
                 expect(page.locator('[data-testid="chart-latency-digits"] polyline')).to_have_count(2)
                 expect(page.get_by_test_id("decisions-digits")).to_contain_text("ROLLBACK: canary v3 50 % -> 0 %")
+                # the final verdict keeps its checks table, says where its checks come from and what is next
+                expect(page.locator('[data-testid="checks-digits"] td.res-FAIL').first).to_be_visible()
+                expect(page.get_by_test_id("checks-note-digits")).to_contain_text("the final ROLLBACK's checks")
+                expect(page.get_by_test_id("next-digits")).to_contain_text("nothing moves: the final ROLLBACK stands")
                 shot = tmp_path / "dashboard.png"
                 page.screenshot(path=str(shot), full_page=True)
                 assert shot.exists() and shot.stat().st_size > 0
@@ -147,6 +156,8 @@ def test_dashboard_live_and_offline(tmp_path):
                 expect(page.get_by_test_id("verdict-digits")).to_have_text("ROLLBACK")
                 expect(page.get_by_test_id("calls-digits-3")).to_have_text(str(canary["requests"]))
                 expect(page.locator('[data-testid="chart-latency-digits"] polyline')).to_have_count(2)
+                expect(page.locator('[data-testid="checks-digits"] td.res-FAIL').first).to_be_visible()
+                expect(page.get_by_test_id("chart-latency-digits")).to_contain_text("p99.9")
                 page.wait_for_timeout(1500)  # a live page would have polled by now
                 assert fetched == [], fetched
                 assert all(u.startswith(("file:", "data:")) for u in requests), requests

@@ -61,7 +61,9 @@ def test_readme_rollout_demo(tmp_path):
             assert r.returncode == 0, (line, r.stdout, r.stderr)
             outputs[line] = r.stdout
         compare = next(out for line, out in outputs.items() if line.startswith("verso compare"))
-        assert compare.splitlines()[0] == "rollout of digits: stable v2, no canary, automatic", compare
+        assert compare.splitlines()[0] == "rollout of digits: stable v2 (promoted from v1), no canary, automatic", \
+            compare
+        assert "verdict: PROMOTED" in compare.splitlines() and "v2 vs stable" not in compare, compare
         status = next(out for line, out in outputs.items() if line.startswith("verso rollout status"))
         assert "PROMOTE: v2 is now stable (was v1)" in status, status
         for step in ("10 % -> 25 %", "25 % -> 50 %", "50 % -> 100 %"):

@@ -38,6 +38,15 @@ def _verso(server, *args):
     return run_verso(*args, env={"VERSO_TARGET": f"127.0.0.1:{server.port}"})
 
 
+def _first_table(lines: list[str]) -> dict[str, dict[str, str]]:
+    """The first rich table of the output: {first cell: {header: cell}}."""
+    end = next(i for i, ln in enumerate(lines) if ln.startswith("└"))
+    head = next(ln for ln in lines[:end] if ln.startswith("┃"))
+    headers = [c.strip() for c in head.strip("┃").split("┃")]
+    rows = [[c.strip() for c in ln.strip("│").split("│")] for ln in lines[:end] if ln.startswith("│")]
+    return {cells[0]: dict(zip(headers, cells)) for cells in rows}
+
+
 def test_the_rollout_commands(server, tmp_path):
     r = _verso(server, "rollout", "set", "digits", "--stable", "1", "--canary", "2", "--percent", "50",
                "--min-samples", "5", "--max-p99-ratio", "100", "--max-error-rate-increase", "0.2",
@@ -69,12 +78,11 @@ def test_the_rollout_commands(server, tmp_path):
     assert sum(int(v["requests"]) for v in doc["rollouts"][0]["versions"]) == 54
     lines = r.stdout.splitlines()
     assert lines[0] == "rollout of digits: stable v1, canary v2 at 50 %"
-    first_table = lines[:next(i for i, ln in enumerate(lines) if ln.startswith("└"))]
-    rows = {cells[0]: cells for cells in
-            ([c.strip() for c in ln.strip("│").split("│")] for ln in first_table if ln.startswith("│"))}
-    assert rows["1"][1:3] == ["stable", "50"] and rows["2"][1:3] == ["canary", "50"]
-    assert int(rows["1"][3]) + int(rows["2"][3]) == 54
-    feedback_rows = [int(rows[v][10].rsplit("(", 1)[1].rstrip(")")) for v in ("1", "2")]  # "87.0 % (270)"
+    rows = _first_table(lines)
+    assert (rows["1"]["role"], rows["1"]["traffic"]) == ("stable", "50 %")
+    assert (rows["2"]["role"], rows["2"]["traffic"]) == ("canary", "50 %")
+    assert int(rows["1"]["calls"]) + int(rows["2"]["calls"]) == 54
+    feedback_rows = [int(rows[v]["accuracy"].rsplit("(", 1)[1].rstrip(")")) for v in ("1", "2")]  # "87.0 % (270)"
     assert sum(feedback_rows) == 540
     assert (tmp_path / "rollout.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     r = _verso(server, "rollout", "verdict", "digits")
