@@ -27,6 +27,7 @@ from client.terminal import printable
 
 MAIN_SCRIPT = '<script id="verso-main">'
 DEFAULT_P99_RATIO = 1.2  # Gates.max_p99_ratio when 0
+DEFAULT_P99_INCREASE_MS = 5.0  # Gates.max_p99_increase_ms when 0 (negative: none)
 
 _ROLE_COLORS = {"stable": "#2f6fd6", "canary": "#e07b18"}
 _OTHER_COLORS = ["#8a94a3", "#7b4bb7", "#2a9d8f", "#b5476b"]
@@ -133,10 +134,13 @@ def _latency(ax, status, colors) -> None:
     stable = next((v for v in status.versions if v.role == "stable"), None)
     if stable is not None and _known(stable.p99_ms):
         ratio = status.config.gates.max_p99_ratio or DEFAULT_P99_RATIO
-        gate = stable.p99_ms * ratio
+        allowance = status.config.gates.max_p99_increase_ms or DEFAULT_P99_INCREASE_MS
+        # The latency check passes within the ratio OR the absolute allowance: the gate is the larger.
+        gate = max(stable.p99_ms * ratio, stable.p99_ms + allowance if allowance > 0 else 0.0)
         if gate > 0:
             ys.append(gate)
-            ax.axhline(gate, color="#c62828", linestyle="--", linewidth=1.2, label=f"gate: stable p99 x {ratio:g}")
+            what = f"x {ratio:g}" + (f" or + {allowance:g} ms" if allowance > 0 else "")
+            ax.axhline(gate, color="#c62828", linestyle="--", linewidth=1.2, label=f"gate: stable p99 {what}")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ticks = [(0.0, "p0"), (0.5, "p50"), (0.9, "p90"), (0.99, "p99"), (0.999, "p99.9")]
