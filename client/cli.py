@@ -1072,6 +1072,7 @@ def _show_status_log(status) -> None:
     for d in status.decisions:
         when = datetime.datetime.fromtimestamp(d.unix_time, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
         console.print(f"{when} UTC  {d.who or '-'}: {d.text}")
+    console.print(f"state file: {status.state_file or 'none (in memory)'}", markup=False, highlight=False)
 
 
 def _rollout(args) -> None:
