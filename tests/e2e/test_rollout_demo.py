@@ -53,7 +53,7 @@ def demo_server(tmp_path) -> tuple[ServerProcess, object, object]:
 
 def test_readme_rollout_demo(tmp_path):
     with readme_machine(tmp_path) as m:
-        m.serve("verso serve")  # the Quickstart's, with the README's defaults
+        server = m.serve("verso serve")  # the Quickstart's, with the README's defaults
         env = user_env(COLUMNS="200")
         outputs = {}
         lines = demo_lines()
@@ -78,6 +78,7 @@ def test_readme_rollout_demo(tmp_path):
         # The default state file is this configuration's own, and status names it.
         assert "/verso/rollouts-" in doc["state_file"], doc["state_file"]
         assert f"state file: {doc['state_file']}" in status
+        assert f"Rollout state file: {doc['state_file']} (this configuration's own" in server.output()
         assert not (m.repo / "digits" / "3").exists()  # the demo's last line cleaned up
         # The calls came from localhost (gRPC picks ::1 or 127.0.0.1), with the default admin token.
         sets = [d["who"].split()[1] for d in doc["decisions"] if d["who"].startswith("gRPC")]
