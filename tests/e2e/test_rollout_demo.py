@@ -83,6 +83,11 @@ def test_readme_rollout_demo(tmp_path):
         # The calls came from localhost (gRPC picks ::1 or 127.0.0.1), with the default admin token.
         sets = [d["who"].split()[1] for d in doc["decisions"] if d["who"].startswith("gRPC")]
         assert len(sets) == 2 and all(is_local(peer) for peer in sets), sets
+        # The default token is found and sent for a target on ::1 too (and the call is accepted).
+        r = m.shell("verso rollout set digits --stable 2 --target [::1]:8500", env=env)
+        assert r.returncode == 0, (r.stdout, r.stderr)
+        doc = json.loads(m.shell("verso rollout status digits --json", env=env).stdout)
+        assert doc["decisions"][-1]["who"].startswith("gRPC ipv6:%5B::1%5D:"), doc["decisions"][-1]
 
 
 def test_a_control_call_from_either_loopback_family_is_local(tmp_path):
