@@ -1229,6 +1229,7 @@ def _show_status_log(status, all_decisions: bool = False) -> None:
     if earlier:
         console.print(f"({earlier} decision{'s' if earlier != 1 else ''} of earlier rollouts not shown: "
                       "--all-decisions shows them)")
+    console.print(f"state file: {status.state_file or 'none (in memory)'}", markup=False, highlight=False)
 
 
 def _rollout(args) -> None:

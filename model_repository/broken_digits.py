@@ -1,4 +1,4 @@
-"""Write a deliberately broken ``digits`` version for the rollout demo (README "Safe rollouts").
+"""Write a deliberately broken ``digits`` version for the rollout demo (the README's rollout demo).
 
 It has the demo model's ``serving_default`` signature (``images`` float32 [-1, 64] ->
 ``scores`` float32 [-1, 10], ``classes`` int64 [-1]) but ignores its input: every answer is

@@ -289,7 +289,7 @@ def sklearn_layers(clf):
 def write_holdout(x_test: np.ndarray, y_test: np.ndarray) -> Path:
     """``digits_holdout.npz``: the held-out images (``images``, float32 [n, 64], pixels 0..16)
     and their true digits (``labels``, int64 [n]) that ACCURACY.md is measured on. The rollout
-    demo sends them as labelled traffic (README "Safe rollouts")."""
+    demo sends them as labelled traffic (the README's rollout demo)."""
     path = ROOT / "digits_holdout.npz"
     np.savez_compressed(path, images=x_test.astype(np.float32), labels=y_test.astype(np.int64))
     return path

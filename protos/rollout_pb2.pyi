@@ -415,20 +415,22 @@ class Decision(_message.Message):
     def __init__(self, unix_time: _Optional[float] = ..., text: _Optional[str] = ..., who: _Optional[str] = ..., earlier_rollout: _Optional[bool] = ...) -> None: ...
 
 class RolloutStatus(_message.Message):
-    __slots__ = ("config", "versions", "verdict", "decisions", "alarms", "rollout_started_unix_time")
+    __slots__ = ("config", "versions", "verdict", "decisions", "alarms", "rollout_started_unix_time", "state_file")
     CONFIG_FIELD_NUMBER: _ClassVar[int]
     VERSIONS_FIELD_NUMBER: _ClassVar[int]
     VERDICT_FIELD_NUMBER: _ClassVar[int]
     DECISIONS_FIELD_NUMBER: _ClassVar[int]
     ALARMS_FIELD_NUMBER: _ClassVar[int]
     ROLLOUT_STARTED_UNIX_TIME_FIELD_NUMBER: _ClassVar[int]
+    STATE_FILE_FIELD_NUMBER: _ClassVar[int]
     config: ModelRollout
     versions: _containers.RepeatedCompositeFieldContainer[VersionEvidence]
     verdict: Verdict
     decisions: _containers.RepeatedCompositeFieldContainer[Decision]
     alarms: _containers.RepeatedScalarFieldContainer[str]
     rollout_started_unix_time: float
-    def __init__(self, config: _Optional[_Union[ModelRollout, _Mapping]] = ..., versions: _Optional[_Iterable[_Union[VersionEvidence, _Mapping]]] = ..., verdict: _Optional[_Union[Verdict, _Mapping]] = ..., decisions: _Optional[_Iterable[_Union[Decision, _Mapping]]] = ..., alarms: _Optional[_Iterable[str]] = ..., rollout_started_unix_time: _Optional[float] = ...) -> None: ...
+    state_file: str
+    def __init__(self, config: _Optional[_Union[ModelRollout, _Mapping]] = ..., versions: _Optional[_Iterable[_Union[VersionEvidence, _Mapping]]] = ..., verdict: _Optional[_Union[Verdict, _Mapping]] = ..., decisions: _Optional[_Iterable[_Union[Decision, _Mapping]]] = ..., alarms: _Optional[_Iterable[str]] = ..., rollout_started_unix_time: _Optional[float] = ..., state_file: _Optional[str] = ...) -> None: ...
 
 class FeedbackRequest(_message.Message):
     __slots__ = ("request_id", "labels", "targets")

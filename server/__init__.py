@@ -1,4 +1,4 @@
-"""Verso: a TensorFlow-Serving-compatible model server, in named layers (README "Architecture"):
+"""Verso: a TensorFlow-Serving-compatible model server, in named layers (docs/architecture.md):
 
   server.settings     flags and config files -> a frozen ``ServerConfig`` (one pass)
   server.app          composition root: ``App(config)`` build / start / stop

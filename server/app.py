@@ -162,6 +162,12 @@ class App:
         # A state file that cannot be used (read-only, unreadable, corrupt) must not stop the
         # serving of models: the server runs without rollout changes and says so (status, log,
         # verso_rollouts_available 0). The file is left as it is for the operator to look at.
+        if path == MEMORY:
+            log.info("Rollout state: in memory (--rollout_state_file to keep it across restarts)")
+        else:  # which file: `verso serve`'s default is one per served configuration
+            log.info("Rollout state file: %s%s", path, "" if "rollout_state_file" in self.settings.explicit
+                     or not self.settings.rollout_state_file else " (this configuration's own; --rollout_state_file "
+                     "to choose another)")
         unavailable = None
         try:
             store = RolloutStore(path)

@@ -208,7 +208,8 @@ def _flags() -> dict[str, Flag]:
              "serve` default: $XDG_STATE_HOME/verso/admin.token, made with a random token (0600) when missing"),
         Flag("rollout_state_file", s, "",
              "Verso: SQLite file holding rollout state across restarts (roles, shares, final rollbacks, the "
-             "decision log); empty: in memory. `verso serve` default: $XDG_STATE_HOME/verso/rollouts.sqlite"),
+             "decision log); empty: in memory. `verso serve` default: $XDG_STATE_HOME/verso/rollouts-KEY.sqlite, one per "
+             "served configuration (KEY: a hash of the model config file's path, else the base path)"),
         Flag("rollout_config_file_poll_wait_seconds", i, 2,
              "Verso: re-read --rollout_config_file every N s and apply it when it changed (0 = never)"),
         Flag("remove_unused_fields_from_bundle_metagraph", b, True,
@@ -726,11 +727,29 @@ def admin_token(settings: Settings) -> Optional[str]:
 VERSO_REST_PORT = 8501
 
 
-def default_state_file() -> str:
-    """`verso serve`'s rollout state file: ``$XDG_STATE_HOME/verso/rollouts.sqlite``
-    (``~/.local/state`` without it), per the XDG base directory rules."""
-    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
-    return os.path.join(base, "verso", "rollouts.sqlite")
+def default_state_file(settings: Optional[Settings] = None) -> str:
+    """`verso serve`'s rollout state file, one per served configuration, so that two servers
+    on one machine never take up each other's rollouts (issue 27):
+    ``$XDG_STATE_HOME/verso/rollouts-KEY.sqlite`` (``~/.local/state`` without it, per the XDG
+    base directory rules). KEY is the first 12 hex digits of the SHA-256 of what is served: the
+    model config file's absolute real path (the bundled repository's included), else
+    ``--model_name`` and ``--model_base_path``'s absolute real path. The same configuration
+    restarted (or moved between worker processes) keeps its file; a copy of a repository served
+    from elsewhere gets its own. Without settings (nothing served yet): ``rollouts.sqlite``."""
+    from protos.local_paths import state_dir
+    if settings is None:
+        return os.path.join(state_dir(), "rollouts.sqlite")
+    return os.path.join(state_dir(), f"rollouts-{served_configuration_key(settings)}.sqlite")
+
+
+def served_configuration_key(settings: Settings) -> str:
+    """What keys ``default_state_file``: a short hash of the served configuration's identity."""
+    import hashlib
+    if settings.model_config_file:
+        what = "config:" + os.path.realpath(settings.model_config_file)
+    else:
+        what = f"model:{settings.model_name}:{os.path.realpath(settings.model_base_path)}"
+    return hashlib.sha256(what.encode("utf-8", "surrogateescape")).hexdigest()[:12]
 
 
 def default_admin_token_file() -> str:
@@ -800,7 +819,7 @@ def verso_serve_defaults(settings: Settings, metrics_path: Optional[str]) -> tup
     if "rest_api_port" not in settings.explicit:
         settings = settings.replace(rest_api_port=VERSO_REST_PORT)
     if "rollout_state_file" not in settings.explicit:
-        settings = settings.replace(rollout_state_file=default_state_file())
+        settings = settings.replace(rollout_state_file=default_state_file(settings))
     if "admin_token_file" not in settings.explicit:  # an explicit empty value keeps the loopback rule alone
         settings = settings.replace(admin_token_file=default_admin_token_file())
     if "profiler_log_dir" not in settings.explicit:

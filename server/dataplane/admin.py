@@ -37,19 +37,27 @@ def bearer_token(value: Optional[str]) -> Optional[str]:
 
 
 def is_local(address: str) -> bool:
-    """A peer address on this machine: a loopback IP (IPv4, IPv6, IPv4-mapped IPv6), with or
-    without gRPC's ``ipv4:``/``ipv6:`` prefix and a port, or a UNIX socket (``unix:``)."""
-    if address.startswith("unix:"):
+    """A peer address on this machine, in every form the transports report one: a loopback IP
+    (IPv4, IPv6, IPv4-mapped IPv6) alone (aiohttp's ``request.remote``), or gRPC's
+    ``ipv4:HOST:PORT`` / ``ipv6:[HOST]:PORT``, whose IPv6 brackets gRPC percent-encodes
+    (``ipv6:%5B::1%5D:PORT``, a URI), with or without a zone (``%25lo``); or a UNIX socket
+    (``unix:``, ``unix-abstract:``). Anything else, a host name included, is not local."""
+    if address.startswith(("unix:", "unix-abstract:")):
         return True
     host = address
     for prefix in ("ipv4:", "ipv6:"):
         if host.startswith(prefix):
-            host = host[len(prefix):]
+            # gRPC's peer is a URI: ``%5B``/``%5D`` are the brackets, ``%25`` a zone's ``%``.
+            host = urllib.parse.unquote(host[len(prefix):])
             if host.startswith("["):  # ipv6:[::1]:port
                 host = host[1:host.index("]")] if "]" in host else host
-            elif prefix == "ipv4:":
-                host = host.rsplit(":", 1)[0]
-            host = host.split("%")[0]
+            else:  # ipv4:127.0.0.1:port, or an IPv6 address without brackets or port
+                head, sep, tail = host.rpartition(":")
+                if sep and (prefix == "ipv4:" or tail.isdigit() and head.count(":") >= 2 and not
+                            _is_ip(host)):
+                    host = head
+            break
+    host = host.split("%")[0]  # an IPv6 zone (fe80::1%eth0) does not change loopback-ness
     try:
         ip = ipaddress.ip_address(host)
     except ValueError:
@@ -57,6 +65,14 @@ def is_local(address: str) -> bool:
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
     return ip.is_loopback
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+        return True
+    except ValueError:
+        return False
 
 
 class UnsupportedMediaType(ServingError):

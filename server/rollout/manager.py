@@ -776,7 +776,7 @@ class RolloutManager:
         if self.unavailable is not None and name not in self.configs:
             self._check_available()  # the reason, rather than NOT_FOUND: the rollout may be in the file
         mr = self._config(name)
-        st = rollout_pb2.RolloutStatus(config=mr)
+        st = rollout_pb2.RolloutStatus(config=mr, state_file="" if self.store.path == MEMORY else self.store.path)
         model = self.manager.snapshot.get(name)
         versions = sorted(set(model.versions if model else ()) | {v for (n, v) in self._windows if n == name}
                           | ({mr.stable} | ({mr.canary} if mr.canary else set())))

@@ -1,27 +1,26 @@
-"""The README's bias-and-drift demo runs as written, against a copy of the bundled repository:
-a biased v4 passes the overall accuracy gate, is held (or, with the bias gate switched off,
-promoted naming class 7's drop) and rolled back by the bias gate naming class 7; inverted
-images make v2 drift; every version's cost is measured."""
+"""The README's bias-and-drift demo runs as written, as the rollout demo's test runs it (`verso
+serve` with the Quickstart's defaults in a loopback host, the lines from ``localhost``):
+a biased v4 passes the overall accuracy gate, is held by the bias gate (on by default) naming
+class 7 (or, with the bias gate switched off, promoted with class 7's drop named), then rolled
+back by it for good; inverted images make v2 drift; every version's cost is measured."""
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 
-from tests.e2e.conftest import script
-from tests.e2e.test_rollout_demo import argv_of, demo_lines, demo_server
+from tests.e2e.test_rollout_demo import demo_lines
+from tests.readme_text import readme_machine, user_env
 
 
 def test_readme_bias_and_drift_demo(tmp_path):
-    srv, work, repo = demo_server(tmp_path)
-    try:
-        env = dict(os.environ, VERSO_TARGET=f"127.0.0.1:{srv.port}", COLUMNS="250")
-        lines = demo_lines("### Demo: a biased version, and drifting inputs")
+    with readme_machine(tmp_path) as m:
+        m.serve("verso serve")
+        env = user_env(COLUMNS="250")
+        lines = demo_lines("Demo: a biased version, and drifting inputs")
         assert len(lines) == 10, lines
         outputs = []
         for line in lines[:-1]:  # the last line removes v4: the cost check below still reads it
-            r = subprocess.run(argv_of(line), capture_output=True, text=True, timeout=180, cwd=work, env=env)
+            r = m.shell(line, env=env)
             assert r.returncode == 0, (line, r.stdout, r.stderr)
             outputs.append((line, r.stdout))
         verdicts = [out for line, out in outputs if line.startswith("verso rollout verdict")]
@@ -46,8 +45,7 @@ def test_readme_bias_and_drift_demo(tmp_path):
         assert rows["2"][drift].startswith("DRIFTING: images["), compare
         assert "alarm: stable v2's inputs drift from its reference sample" in compare, compare
         assert "class 7" in compare  # the per-class table
-        status = subprocess.run([script("verso"), "rollout", "status", "digits", "--json"], capture_output=True,
-                                text=True, timeout=60, env=env)
+        status = m.shell("verso rollout status digits --json", env=env)
         doc = json.loads(status.stdout)
         versions = {int(v["version"]): v for v in doc["versions"]}
         for v in (2, 4):
@@ -61,7 +59,5 @@ def test_readme_bias_and_drift_demo(tmp_path):
         # The classes of v4 against v2: 7's recall is where the loss went.
         recall = {c["label"]: c["recall"] for c in versions[4]["classes"]}
         assert recall["7"] < 0.9 and recall["0"] > 0.95
-        r = subprocess.run(argv_of(lines[-1]), capture_output=True, text=True, timeout=60, cwd=work, env=env)
-        assert r.returncode == 0 and not (repo / "digits" / "4").exists()
-    finally:
-        srv.stop()
+        r = m.shell(lines[-1], env=env)
+        assert r.returncode == 0 and not (m.repo / "digits" / "4").exists()

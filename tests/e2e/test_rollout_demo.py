@@ -1,30 +1,32 @@
-"""The README's rollout demo runs as written, against a copy of the bundled repository: v2 is
-promoted step by step, then a broken v3 is rolled back."""
+"""The README's rollout demo runs as written: ``verso serve`` as the Quickstart starts it (default
+ports, state file and admin token) on a copy of the bundled repository, and the demo's lines as
+a user types them, from ``localhost``, on a host where that is ``::1`` first
+(tests/readme_text.py): v2 is promoted step by step, then a broken v3 is rolled back. And a
+control call is accepted from both loopback families, gRPC's IPv6 peer form included."""
 
 from __future__ import annotations
 
 import json
-import os
-import re
 import shlex
 import shutil
-import subprocess
 import sys
 
+from server.dataplane.admin import is_local
 from tests.e2e.conftest import script
-from tests.e2e.test_readme import README, ROOT
+from tests.readme_text import ROOT, readme_machine, section, sh_lines, user_env
 from tests.server_proc import ServerProcess
 
+DEMO = "Demo: promote a better model, roll back a broken one"
 
-def demo_lines(heading: str = "### Demo: promote a better model, roll back a broken one") -> list[str]:
-    """The shell lines of the README's first ```sh block under ``heading`` (comments cut)."""
-    text = README.read_text(encoding="utf-8")
-    start = text.index(heading)
-    block = re.search(r"```sh\n(.*?)```", text[start:], flags=re.S).group(1)
-    return [ln.split("  #")[0].strip() for ln in block.splitlines() if ln.strip() and not ln.startswith("#")]
+
+def demo_lines(title: str = DEMO) -> list[str]:
+    """The shell lines of the README's ```sh block under the section ``title`` (comments cut)."""
+    return sh_lines(section(title))
 
 
 def argv_of(line: str) -> list[str]:
+    """A demo line's argv with ``verso`` and ``python`` as installed (for tests that run a demo's
+    lines against a server on free ports rather than in a loopback host)."""
     argv = shlex.split(line)
     if argv[0] == "verso":
         return [script("verso"), *argv[1:]]
@@ -34,30 +36,30 @@ def argv_of(line: str) -> list[str]:
 
 
 def demo_server(tmp_path) -> tuple[ServerProcess, object, object]:
-    """``verso serve`` on a copy of the bundled repository (digits only, every version loaded,
-    no demo versions): (the started server, the working directory, the repository copy)."""
+    """``verso serve`` on free 127.0.0.1 ports on a copy of the bundled repository (digits only,
+    every version loaded, no demo versions): (the started server, the working directory, the
+    repository copy). For tests that need the demo's server beside their own checks
+    (tests/e2e/test_dashboard.py); the README's demos themselves run in a loopback host."""
     work = tmp_path / "work"
     repo = work / "model_repository"
     shutil.copytree(ROOT / "model_repository", repo, ignore=shutil.ignore_patterns("3", "4", "*.tmp", "__pycache__"))
     config = tmp_path / "models.config"
     config.write_text(f'model_config_list {{ config {{ name: "digits" base_path: "{repo}/digits" '
                       'model_platform: "tensorflow" model_version_policy { all {} } } }\n')
-    # A state file of its own: the session's default one holds other tests' rollouts of digits.
-    srv = ServerProcess([f"--model_config_file={config}", f"--rollout_state_file={tmp_path}/rollouts.sqlite"],
-                        entry=[script("verso"), "serve"], rest=True)
+    srv = ServerProcess([f"--model_config_file={config}"], entry=[script("verso"), "serve"], rest=True)
     srv.start()
     return srv, work, repo
 
 
 def test_readme_rollout_demo(tmp_path):
-    srv, work, repo = demo_server(tmp_path)
-    try:
-        env = dict(os.environ, VERSO_TARGET=f"127.0.0.1:{srv.port}", COLUMNS="200")
+    with readme_machine(tmp_path) as m:
+        server = m.serve("verso serve")  # the Quickstart's, with the README's defaults
+        env = user_env(COLUMNS="200")
         outputs = {}
         lines = demo_lines()
         assert len(lines) == 9, lines
         for line in lines:
-            r = subprocess.run(argv_of(line), capture_output=True, text=True, timeout=180, cwd=work, env=env)
+            r = m.shell(line, env=env)
             assert r.returncode == 0, (line, r.stdout, r.stderr)
             outputs[line] = r.stdout
         compare = next(out for line, out in outputs.items() if line.startswith("verso compare"))
@@ -71,11 +73,43 @@ def test_readme_rollout_demo(tmp_path):
         verdict = next(out for line, out in outputs.items() if line.startswith("verso rollout verdict"))
         assert verdict.splitlines()[0] == "ROLLBACK", verdict
         assert "accuracy FAIL: stable - canary accuracy" in verdict and "final" in verdict, verdict
-        final = subprocess.run([script("verso"), "rollout", "status", "digits", "--json"], capture_output=True,
-                               text=True, timeout=60, env=env)
+        final = m.shell("verso rollout status digits --json", env=env)
         doc = json.loads(final.stdout)
         assert (doc["config"]["stable"], doc["config"]["canary"], doc["config"]["canary_percent"]) == ("2", "3", 0.0)
         assert any(d["text"].startswith("ROLLBACK: canary v3 10 % -> 0 %") for d in doc["decisions"]), doc["decisions"]
-        assert not (repo / "digits" / "3").exists()  # the demo's last line cleaned up
-    finally:
-        srv.stop()
+        # The default state file is this configuration's own, and status names it.
+        assert "/verso/rollouts-" in doc["state_file"], doc["state_file"]
+        assert f"state file: {doc['state_file']}" in status
+        assert f"Rollout state file: {doc['state_file']} (this configuration's own" in server.output()
+        assert not (m.repo / "digits" / "3").exists()  # the demo's last line cleaned up
+        # The calls came from localhost (gRPC picks ::1 or 127.0.0.1), with the default admin token.
+        sets = [d["who"].split()[1] for d in doc["decisions"] if d["who"].startswith("gRPC")]
+        assert len(sets) == 2 and all(is_local(peer) for peer in sets), sets
+        # The default token is found and sent for a target on ::1 too (and the call is accepted).
+        r = m.shell("verso rollout set digits --stable 2 --target [::1]:8500", env=env)
+        assert r.returncode == 0, (r.stdout, r.stderr)
+        doc = json.loads(m.shell("verso rollout status digits --json", env=env).stdout)
+        assert doc["decisions"][-1]["who"].startswith("gRPC ipv6:%5B::1%5D:"), doc["decisions"][-1]
+
+
+def test_a_control_call_from_either_loopback_family_is_local(tmp_path):
+    """Without an admin token (the loopback rule alone), SetRollout over gRPC is accepted from
+    ``[::1]``, ``127.0.0.1`` and ``localhost``, and over REST from both; gRPC reported the IPv6
+    caller as ``ipv6:%5B::1%5D:PORT``, which was refused PERMISSION_DENIED (issue 27)."""
+    with readme_machine(tmp_path) as m:
+        m.serve("verso serve --admin_token_file=")
+        env = user_env()
+        for target in ("[::1]:8500", "127.0.0.1:8500", "localhost:8500"):
+            r = m.shell(f"verso rollout set digits --stable 1 --canary 2 --percent 10 --target {target}", env=env)
+            assert r.returncode == 0, (target, r.stdout, r.stderr)
+        for host in ("127.0.0.1", "localhost"):
+            r = m.shell(f"curl -sf -H 'Content-Type: application/json' -d '{{\"stable\": 2}}' "
+                        f"{host}:8501/v1/rollouts/digits", env=env)
+            assert r.returncode == 0, (host, r.stdout, r.stderr)
+        doc = json.loads(m.shell("verso rollout status digits --json", env=env).stdout)
+        who = [d["who"] for d in doc["decisions"]]
+        grpc_peers = [w.split()[1] for w in who if w.startswith("gRPC")]
+        assert grpc_peers[0].startswith("ipv6:%5B::1%5D:"), who  # gRPC's form of an IPv6 peer
+        assert grpc_peers[1].startswith("ipv4:127.0.0.1:"), who
+        assert len(grpc_peers) == 3 and is_local(grpc_peers[2]), who  # localhost: either family
+        assert sum(w.startswith("REST") for w in who) == 2, who

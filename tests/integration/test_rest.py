@@ -273,7 +273,7 @@ def test_cors(server):
     assert status == 200
     assert headers["access-control-allow-origin"] == "*"
     assert headers["access-control-allow-methods"] == "POST, GET"
-    # TF Serving allows Content-Type; Verso adds its rollout routing-key header (README "Where Verso differs").
+    # TF Serving allows Content-Type; Verso adds its rollout routing-key header (docs/tfserving-differences.md).
     # Authorization and Verso-Request-Id only for --rest_api_cors_allowed_origins (tests/security/test_control.py).
     assert headers["access-control-allow-headers"] == "Content-Type, Verso-Routing-Key, Verso-Slice"
     assert headers["access-control-expose-headers"] == "Verso-Model-Version"

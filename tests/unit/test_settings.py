@@ -336,3 +336,36 @@ def test_startup_keeps_the_config_text_it_parsed(tmp_path):
     config = server_config(parse_flags([f"--model_config_file={models}", f"--rollout_config_file={rollouts}"]))
     assert dict(config.file_texts) == {str(models): models.read_text(), str(rollouts): ""}
     assert [m.name for m in config.models] == ["m"]
+
+
+def test_verso_serves_default_state_file_is_one_per_served_configuration(tmp_path, monkeypatch):
+    """Issue 27: one state file shared by every `verso serve` on the machine let a half_plus_two
+    server take up another server's digits rollout. The default is now keyed by what is served."""
+    import os
+
+    from server.settings import default_state_file, verso_serve_defaults
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    monkeypatch.chdir(tmp_path)
+    a, b = tmp_path / "a.config", tmp_path / "b.config"
+    a.write_text(""), b.write_text("")
+    os.symlink(a, tmp_path / "link.config")
+
+    def state(*argv):
+        served, _ = verso_serve_defaults(parse_flags(list(argv)), None)
+        return served.rollout_state_file
+
+    first = state(f"--model_config_file={a}")
+    assert os.path.dirname(first) == str(tmp_path / "state" / "verso")
+    assert os.path.basename(first).startswith("rollouts-") and first.endswith(".sqlite")
+    assert first == default_state_file(parse_flags([f"--model_config_file={a}"]))
+    # The same file however it is named: relative, through a symbolic link.
+    assert state("--model_config_file=a.config") == first == state("--model_config_file=link.config")
+    assert state(f"--model_config_file={b}") != first
+    # Without a config file: the model name and base path.
+    base = state("--model_name=m", f"--model_base_path={tmp_path}/m")
+    assert base not in (first, state("--model_name=n", f"--model_base_path={tmp_path}/m"),
+                        state("--model_name=m", f"--model_base_path={tmp_path}/other"))
+    assert base == state("--model_name=m", "--model_base_path=m")
+    # An explicit file (or the explicit empty value: in memory) is the operator's.
+    assert state(f"--model_config_file={a}", "--rollout_state_file=/x/s.sqlite") == "/x/s.sqlite"
+    assert state(f"--model_config_file={a}", "--rollout_state_file=") == ""
