@@ -27,54 +27,274 @@ SERVE, SHADOW = "serve", "shadow"
 SAMPLES_KEPT = 1000
 
 
-class CpuShare:
-    """Shares ``clock()`` (process CPU seconds) among the calls between ``start`` and ``stop``."""
+class NativeThreads:
+    """CPU seconds used by the process's *native* threads: those Python did not start and gRPC
+    does not own (by name). Those are the model runtimes' pools: TensorFlow's inter-op
+    (``tf_Compute``) and intra-op (Eigen, unnamed) threads, onnxruntime's, BLAS's. Python threads
+    (the event loop, the executors, an in-process client) and gRPC's own (``grpc_*``,
+    ``event_engine``, ``lifeguard``) are left out: their work is request handling, not a model's.
 
-    def __init__(self, clock: Callable[[], float] = time.process_time):
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._last = clock()
-        self._running: dict[int, float] = {}
+    Linux only (per-thread CPU clocks of ``/proc/self/task``); ``available()`` says whether it
+    works here. The thread list is re-read at most every ``REFRESH_S``; a thread is counted from
+    its second sighting on (a Python thread can be seen in /proc before ``threading`` lists it),
+    so a new pool thread's first ~``REFRESH_S`` of CPU is missed. Not thread-safe: ``CpuShare``
+    calls it under its lock."""
+
+    REFRESH_S = 0.5
+    _NOT_MODEL = ("grpc", "event_engine", "lifeguard")
+
+    def __init__(self, monotonic: Callable[[], float] = time.monotonic):
+        self._monotonic = monotonic
+        self._listed = -float("inf")
+        self._counted: dict[int, list] = {}   # tid -> [clock id, CPU seconds last read]
+        self._skipped: set[int] = set()
+        self._seen: set[int] = set()           # sighted once, not yet classified
+
+    @staticmethod
+    def available() -> bool:
+        try:
+            time.clock_gettime(_thread_clock(threading.get_native_id()))
+            return os.path.isdir("/proc/self/task")
+        except (OSError, AttributeError, OverflowError):
+            return False
+
+    def _refresh(self) -> None:
+        try:
+            alive = {int(t) for t in os.listdir("/proc/self/task")}
+        except OSError:
+            return
+        python = {t.native_id for t in threading.enumerate()}
+        for tid in alive - self._counted.keys() - self._skipped:
+            if tid not in self._seen:
+                self._seen.add(tid)
+                continue
+            self._seen.discard(tid)
+            try:
+                with open(f"/proc/self/task/{tid}/comm") as f:
+                    name = f.read().strip()
+                clock = _thread_clock(tid)
+                now = time.clock_gettime(clock)
+            except OSError:
+                continue
+            if tid in python or name.startswith(self._NOT_MODEL):
+                self._skipped.add(tid)
+            else:
+                self._counted[tid] = [clock, now]
+        self._skipped &= alive
+        self._seen &= alive
+
+    def __call__(self) -> float:
+        """CPU seconds the counted threads used since the previous call (0.0 the first time)."""
+        now = self._monotonic()
+        if now - self._listed >= self.REFRESH_S:
+            self._listed = now
+            self._refresh()
+        spent = 0.0
+        for tid, entry in list(self._counted.items()):
+            try:
+                t = time.clock_gettime(entry[0])
+            except OSError:  # the thread ended: what it used since the last read is lost
+                del self._counted[tid]
+                continue
+            spent += t - entry[1]
+            entry[1] = t
+        return spent
+
+
+def _thread_clock(tid: int) -> int:
+    """Linux's CPU-time clock id of thread ``tid`` of this process (MAKE_THREAD_CPUCLOCK(tid,
+    CPUCLOCK_SCHED)); Python's ``pthread_getcpuclockid`` takes only Python's own threads."""
+    return ((~tid) << 3) | 6
+
+
+class CallCpu(float):
+    """CPU seconds of a call that ran alone (``CpuShare``): exact, shared with no other call."""
+
+    alone: bool
+
+    def __new__(cls, value: float, alone: bool = True):
+        obj = super().__new__(cls, value)
+        obj.alone = alone
+        return obj
+
+
+class CpuShare:
+    """A model call's CPU: its calling thread's own CPU time, plus a share of the CPU the model
+    runtimes' pools (``NativeThreads``) used while it ran.
+
+    Calls in flight together use the same pools, so their CPU must be divided. At every call's
+    start and end, the pools' CPU since the last such event is split among the calls running
+    then **in proportion to their versions' draw rates**: the pool CPU per second of wall time a
+    call of that version uses when it runs alone. A version whose graph runs two branches at
+    once draws on the pools at twice the rate of one that runs a single chain; an even split
+    would hand half of the cheap call's time to the expensive one (a 2x model measured 1.4x).
+    The rates are measured, not guessed: every ``SAMPLE_EVERY_S`` at most, and for at most
+    ``SAMPLE_FRACTION`` of the wall time, a call of a version runs **alone** (it waits for the
+    calls in flight to end, and new calls wait for it: a readers-writer gate), and its pool CPU
+    over its wall time updates the version's rate (a moving average). A call alone is also
+    charged exactly what the pools used. Until a version has a rate it weighs 1.0.
+
+    Request handling (decoding, the network, the event loop, an in-process client) is in no
+    version's cost: it is the same whichever version answers, and charged to whichever calls
+    happened to be running it would blur their difference (it made a 2x model measure 1.3x).
+
+    ``clock`` given (tests; the process's CPU time where per-thread clocks are missing) is the
+    pools' cumulative CPU seconds, and the calling thread is counted through it. ``sample=False``
+    never runs a call alone (every version weighs 1.0: an even split)."""
+
+    SAMPLE_EVERY_S = 0.02
+    SAMPLE_FRACTION = 0.05
+    RATE_WEIGHT = 0.2   # moving-average weight of a new sample
+    MIN_RATE = 0.01
+    MAX_SAMPLE_GAP_S = 1.0
+
+    def __init__(self, clock: Optional[Callable[[], float]] = None, *, sample: bool = True,
+                 monotonic: Callable[[], float] = time.monotonic):
+        if clock is None and NativeThreads.available():
+            self._spent, self._own = NativeThreads(), time.thread_time
+        else:
+            clock = clock or time.process_time
+            last = [clock()]
+
+            def spent() -> float:
+                now = clock()
+                d, last[0] = now - last[0], now
+                return d
+
+            self._spent, self._own = spent, None
+        self._monotonic = monotonic
+        self._sample = sample
+        self._lock = threading.Condition(threading.Lock())
+        self._running: dict[int, list] = {}       # token -> [CPU so far, weight]
         self._ids = itertools.count()
+        self._rates: dict = {}                    # key -> pool CPU per second alone
+        self._next_sample: dict = {}              # key -> monotonic time of its next sample
+        self._alone: Optional[int] = None         # the token running alone, if any
+        self._waiting_alone = False
+        with self._lock:
+            self._spent()
+
+    def rate(self, key) -> Optional[float]:
+        """The pools' CPU per second of a call of ``key`` measured alone (None: not yet)."""
+        with self._lock:
+            return self._rates.get(key)
 
     def _advance(self) -> None:
-        now = self._clock()
-        spent, self._last = now - self._last, now
+        spent = self._spent()
         if self._running and spent > 0:
-            share = spent / len(self._running)
-            for k in self._running:
-                self._running[k] += share
+            total = sum(r[1] for r in self._running.values())
+            for r in self._running.values():
+                r[0] += spent * r[1] / total
 
-    def start(self) -> int:
+    def _weight(self, key) -> float:
+        rate = self._rates.get(key)
+        # a call that used no pool CPU alone (a Python hook) still gets a sliver of a shared interval
+        return 1.0 if rate is None else max(rate, self.MIN_RATE)
+
+    def start(self, key=None, alone: bool = False) -> int:
         with self._lock:
+            if alone:
+                self._waiting_alone = True
+                self._lock.wait_for(lambda: not self._running)
+                self._waiting_alone = False
+            else:
+                # a call waiting to run alone goes first: it waits for one call's time at most
+                self._lock.wait_for(lambda: self._alone is None and not self._waiting_alone)
             self._advance()
             token = next(self._ids)
-            self._running[token] = 0.0
+            self._running[token] = [0.0, self._weight(key)]
+            if alone:
+                self._alone = token
             return token
 
     def stop(self, token: int) -> float:
-        """The CPU seconds this call was given since its ``start``."""
+        """The pools' CPU seconds given to this call since its ``start``."""
         with self._lock:
             self._advance()
-            return self._running.pop(token, 0.0)
+            spent = self._running.pop(token, [0.0])[0]
+            if self._alone == token:
+                self._alone = None
+                self._lock.notify_all()
+            elif not self._running:
+                self._lock.notify_all()
+            return spent
 
-    def timed(self, fn, *args):
-        """``fn(*args)`` and its CPU share: (result, seconds)."""
-        token = self.start()
+    def _due(self, key) -> bool:
+        """Whether the next call of ``key`` runs alone (and if so, books the slot)."""
+        if not self._sample or key is None:
+            return False
+        with self._lock:
+            now = self._monotonic()
+            due = self._next_sample.get(key)
+            if due is None:  # a version's first calls pay for lazy set-up: never a sample
+                self._next_sample[key] = now + self.SAMPLE_EVERY_S
+                return False
+            if self._waiting_alone or self._alone is not None or now < due:
+                return False
+            self._next_sample[key] = now + self.SAMPLE_EVERY_S  # pushed further once it has run
+            return True
+
+    def timed(self, fn, *args, key=None):
+        """``fn(*args)`` in this thread and its CPU: (result, seconds). ``key`` (e.g. (model,
+        version)) names whose draw rate weighs the call and is measured on it now and then."""
+        alone = self._due(key)
+        own = self._own() if self._own is not None else 0.0
+        token = self.start(key, alone)
+        t0 = self._monotonic()
         try:
             result = fn(*args)
         finally:
-            spent = self.stop(token)
-        return result, spent
+            pools = self.stop(token)
+            spent = pools + (self._own() - own if self._own is not None else 0.0)
+            if alone:
+                wall = self._monotonic() - t0
+                with self._lock:
+                    if wall > 0:
+                        rate = pools / wall
+                        old = self._rates.get(key)
+                        self._rates[key] = rate if old is None else old + self.RATE_WEIGHT * (rate - old)
+                    # at most SAMPLE_FRACTION of the time alone; one slow call delays the next sample
+                    # by MAX_SAMPLE_GAP_S at most
+                    self._next_sample[key] = self._monotonic() + min(
+                        self.MAX_SAMPLE_GAP_S, max(self.SAMPLE_EVERY_S, wall / self.SAMPLE_FRACTION))
+        return result, (CallCpu(spent, alone=True) if alone else spent)
+
+    def keyed(self, key) -> "_Keyed":
+        """This share with ``key`` bound: ``.timed(fn, *args)`` (for executors and batch queues)."""
+        return _Keyed(self, key)
+
+    def forget(self, keep: Callable) -> None:
+        """Drop the rates of keys for which ``keep(key)`` is false."""
+        with self._lock:
+            for k in [k for k in self._rates if not keep(k)]:
+                self._rates.pop(k, None)
+                self._next_sample.pop(k, None)
+
+
+class _Keyed:
+    def __init__(self, share: CpuShare, key):
+        self.share, self.key = share, key
+
+    def timed(self, fn, *args):
+        return self.share.timed(fn, *args, key=self.key)
 
 
 class CostMeter:
+    """Per (model, version, kind) CPU: totals (every call's share, hooks included), the per-row
+    CPU of the last calls, and apart from them the per-row CPU of the calls that ran alone
+    (``CallCpu``), exact and so the basis of ``per_prediction`` and of the cost gate's samples
+    once there are ``MIN_ALONE`` of them."""
+
+    MIN_ALONE = 5
+
     def __init__(self, share: Optional[CpuShare] = None):
         self.share = share or CpuShare()
         self._lock = threading.Lock()
         self._cpu: dict[tuple, float] = collections.defaultdict(float)
         self._rows: dict[tuple, int] = collections.defaultdict(int)
+        self._hooks: dict[tuple, float] = collections.defaultdict(float)
         self._samples: dict[tuple, collections.deque] = {}
+        self._alone: dict[tuple, collections.deque] = {}
 
     def add(self, name: str, version: int, cpu_s: float, rows: int, kind: str = SERVE) -> None:
         """One model call of ``rows`` predictions (0: a hook's share of a call already counted)."""
@@ -82,11 +302,15 @@ class CostMeter:
         with self._lock:
             self._cpu[key] += cpu_s
             self._rows[key] += rows
-            if rows > 0:
-                q = self._samples.get(key)
-                if q is None:
-                    q = self._samples[key] = collections.deque(maxlen=SAMPLES_KEPT)
-                q.append(cpu_s / rows)
+            if rows <= 0:
+                self._hooks[key] += cpu_s
+                return
+            for store, wanted in ((self._samples, True), (self._alone, getattr(cpu_s, "alone", False))):
+                if wanted:
+                    q = store.get(key)
+                    if q is None:
+                        q = store[key] = collections.deque(maxlen=SAMPLES_KEPT)
+                    q.append(float(cpu_s) / rows)
 
     def totals(self, name: str, version: int, kind: str = SERVE) -> tuple[float, int]:
         """(CPU seconds, predictions) of a version since it was first served."""
@@ -94,10 +318,33 @@ class CostMeter:
         with self._lock:
             return self._cpu.get(key, 0.0), self._rows.get(key, 0)
 
+    def _alone_samples(self, key) -> Optional[tuple[float, ...]]:
+        alone = self._alone.get(key, ())
+        if len(alone) < self.MIN_ALONE:
+            return None
+        rows = self._rows.get(key, 0)
+        hooks = self._hooks.get(key, 0.0) / rows if rows else 0.0  # hooks run per request, on no pool
+        return tuple(x + hooks for x in alone)
+
     def samples(self, name: str, version: int, kind: str = SERVE) -> tuple[float, ...]:
-        """CPU seconds per prediction of the last calls (oldest first)."""
+        """CPU seconds per prediction of the last calls measured alone (oldest first), or of the
+        last calls, shared, while fewer than ``MIN_ALONE`` ran alone."""
+        key = (name, version, kind)
         with self._lock:
-            return tuple(self._samples.get((name, version, kind), ()))
+            alone = self._alone_samples(key)
+            return alone if alone is not None else tuple(self._samples.get(key, ()))
+
+    def per_prediction(self, name: str, version: int, kind: str = SERVE) -> tuple[Optional[float], int]:
+        """(CPU seconds per prediction, calls measured alone it rests on): the mean of the calls
+        measured alone once there are ``MIN_ALONE``, else (0 calls) the totals' ratio; None
+        before the first prediction."""
+        key = (name, version, kind)
+        with self._lock:
+            alone = self._alone_samples(key)
+            if alone is not None:
+                return sum(alone) / len(alone), len(alone)
+            rows = self._rows.get(key, 0)
+            return (self._cpu.get(key, 0.0) / rows if rows else None), 0
 
     def forget(self, keep: Callable[[str, int], bool]) -> None:
         """Drop the totals and samples of every version for which ``keep(name, version)`` is
@@ -107,6 +354,9 @@ class CostMeter:
                 self._cpu.pop(key, None)
                 self._rows.pop(key, None)
                 self._samples.pop(key, None)
+                self._alone.pop(key, None)
+                self._hooks.pop(key, None)
+        self.share.forget(lambda key: not isinstance(key, tuple) or len(key) < 2 or keep(key[0], key[1]))
 
     def all_totals(self) -> list[tuple[str, int, str, float, int]]:
         with self._lock:

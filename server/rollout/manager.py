@@ -497,7 +497,8 @@ class RolloutManager:
         handle = lease.handle
         try:
             shadow, cpu = await asyncio.get_running_loop().run_in_executor(
-                self.shadow_executor, self.costs.share.timed, handle.servable.run, sig_name, inputs, aliases)
+                self.shadow_executor, self.costs.share.keyed((handle.name, handle.version)).timed,
+                handle.servable.run, sig_name, inputs, aliases)
             self.costs.add(handle.name, handle.version, cpu, rows_of(inputs), SHADOW)
             diff, agreeing, rows = divergence(primary, shadow, alias)
             self.window(handle.name, handle.version).record_shadow(diff, agreeing, rows,
@@ -789,14 +790,16 @@ class RolloutManager:
         shadow_cpu, shadow_rows = self.costs.totals(name, version, SHADOW)
         facts = self.facts(name, version)
         resident = facts.resident_bytes if facts is not None and facts.resident_bytes is not None else -1
+        per_row, alone = self.costs.per_prediction(name, version)
         c = entry.cost
         c.predictions, c.cpu_seconds = rows, cpu
-        c.cpu_seconds_per_1000 = cpu / rows * 1000 if rows else -1.0
+        c.cpu_seconds_per_1000 = per_row * 1000 if per_row is not None else -1.0
+        c.cpu_alone_calls = alone
         c.shadow_predictions, c.shadow_cpu_seconds = shadow_rows, shadow_cpu
         c.shadow_cpu_seconds_per_1000 = shadow_cpu / shadow_rows * 1000 if shadow_rows else -1.0
         c.resident_bytes = resident
         if mr is not None:
-            money = money_per_1000(cpu / rows * 1000 if rows else None, resident, entry.requests_per_second,
+            money = money_per_1000(per_row * 1000 if per_row is not None else None, resident, entry.requests_per_second,
                                    mr.prices.cost_per_cpu_hour, mr.prices.cost_per_gib_hour)
             c.money_per_1000 = _or(money)
             c.currency = mr.prices.currency or ("USD" if money is not None else "")
