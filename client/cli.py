@@ -961,6 +961,27 @@ def _age(seconds: float) -> str:
     return f"{seconds:.0f} s"
 
 
+def _training_per_1000(cost) -> str:
+    """The training money per 1000 predictions served (a cell beside the serving cost)."""
+    if cost.training_money_per_1000 < 0:
+        return "-"
+    return f"{cost.training_money_per_1000:.6f} {cost.training.currency or cost.currency or 'USD'}"
+
+
+def _training_line(v) -> str:
+    """What training the version cost and what serving and training cost together per 1000."""
+    t, c = v.cost.training, v.cost
+    parts = [f"{label} {value:g}" for label, value in (("CPU h", t.cpu_hours), ("GPU h", t.gpu_hours)) if value >= 0]
+    if t.money >= 0:
+        parts.append(f"{t.money:.2f} {t.currency or c.currency or 'USD'}")
+    line = f"v{v.version} training: " + (", ".join(parts) or "given, no figures")
+    if c.training_money_per_1000 >= 0:
+        line += f"; {_training_per_1000(c)} per 1000 over the {c.predictions} predictions served"
+    if c.total_money_per_1000 >= 0:
+        line += f"; serving + training {c.total_money_per_1000:.6f} {c.currency or 'USD'} per 1000"
+    return line
+
+
 def _show_compare(status, as_json: bool) -> None:
     """Side by side: traffic, latency, errors, quality, loss, cost, age and drift per version;
     per-class and per-slice tables worst first; each check; the verdict."""
@@ -977,7 +998,7 @@ def _show_compare(status, as_json: bool) -> None:
                   + (", automatic" if cfg.auto.enabled else ""))
     table = Table()
     for col in ("version", "role", "traffic %", "calls", "req/s", "errors", "p50 ms", "p99 ms",
-                "top-1 agree", "max diff", "accuracy", "loss", "CPU s/1k", "cost/1k", "age", "drift"):
+                "top-1 agree", "max diff", "accuracy", "loss", "CPU s/1k", "cost/1k", "train/1k", "age", "drift"):
         table.add_column(col, justify="left" if col in ("role", "drift") else "right")
     for v in status.versions:
         errors = ", ".join(f"{k} {n}" for k, n in sorted(v.errors.items())) or "0"
@@ -989,7 +1010,7 @@ def _show_compare(status, as_json: bool) -> None:
                       f"{v.requests_per_second:.1f}", errors, _known(v.p50_ms), _known(v.p99_ms), agree,
                       _known(v.max_abs_diff, "{:.3g}"), acc, _loss(v.loss), _known(v.cost.cpu_seconds_per_1000, "{:.3f}"),
                       (f"{v.cost.money_per_1000:.6f} {v.cost.currency}" if v.cost.money_per_1000 >= 0 else "-"),
-                      _age(v.age_seconds) + (" STALE" if v.stale else ""), _drift(v.drift))
+                      _training_per_1000(v.cost), _age(v.age_seconds) + (" STALE" if v.stale else ""), _drift(v.drift))
     console.print(table)
     roles = {v.role: v for v in status.versions if v.role in ("stable", "canary")}
     if roles:
@@ -1003,6 +1024,8 @@ def _show_compare(status, as_json: bool) -> None:
                      + (f", top-1 agree {d.top1_agreement * 100:.1f} %" if d.top1_agreement >= 0 else "")
                      for alias, d in sorted(v.outputs.items())]
             console.print(f"v{v.version} vs stable, per output: " + "; ".join(parts))
+        if v.cost.HasField("training"):
+            console.print(_training_line(v), markup=False)
         if v.info.problems:
             console.print(f"v{v.version} problems: " + "; ".join(v.info.problems))
     if status.verdict.checks:

@@ -389,6 +389,15 @@ def money_per_1000(cpu_s_per_1000: Optional[float], resident_bytes: Optional[int
     return total
 
 
+def amortised_per_1000(money: Optional[float], served: int) -> Optional[float]:
+    """A one-off cost (training) per 1000 predictions, spread over the ``served`` predictions so
+    far: money / served x 1000. None when the money is not known or nothing was served (the
+    figure falls as the version serves more)."""
+    if money is None or served <= 0:
+        return None
+    return money / served * 1000.0
+
+
 def resident_bytes() -> Optional[int]:
     """This process's resident memory now (Linux /proc; None elsewhere)."""
     try:

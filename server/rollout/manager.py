@@ -42,7 +42,7 @@ from protos.errors import Code, ServingError, invalid_argument
 from server.lifecycle.manager import Manager
 from server.rollout import routing
 from server.rollout.config import gates_of, validated
-from server.rollout.cost import SHADOW, CostMeter, money_per_1000, rows_of
+from server.rollout.cost import SHADOW, CostMeter, amortised_per_1000, money_per_1000, rows_of
 from server.rollout.drift import DriftMonitor, DriftReport
 from server.rollout.evidence import Evidence, Window, divergence, per_output
 from server.rollout.facts import VersionFacts
@@ -805,6 +805,8 @@ class RolloutManager:
             c.currency = mr.prices.currency or ("USD" if money is not None else "")
         else:
             c.money_per_1000 = -1.0
+        self._fill_training(c, facts.training_cost if facts is not None else None, rows,
+                            mr.prices.currency if mr is not None else "")
         d = entry.drift
         report = self.drift(name, version)
         d.has_reference = bool(facts is not None and facts.reference)
@@ -819,6 +821,26 @@ class RolloutManager:
             i.metrics.update(facts.metrics)
             i.problems.extend(facts.problems)
             d.problem = facts.reference_problem
+
+    @staticmethod
+    def _fill_training(c: rollout_pb2.Cost, training, served: int, currency: str) -> None:
+        """The training cost (verso_model.json) and its money amortised over the ``served``
+        predictions; the total per 1000 when serving and training money share a currency (a
+        training cost without one is taken to be in the rollout's)."""
+        c.training_money_per_1000 = c.total_money_per_1000 = -1.0
+        if training is None:
+            return
+        t = c.training
+        t.cpu_hours, t.gpu_hours, t.money = (-1.0 if x is None else x
+                                             for x in (training.cpu_hours, training.gpu_hours, training.money))
+        t.currency = training.currency
+        per_1000 = amortised_per_1000(training.money, served)
+        if per_1000 is None:
+            return
+        c.training_money_per_1000 = per_1000
+        serving_currency = c.currency or currency or "USD"
+        if c.money_per_1000 >= 0 and (training.currency or serving_currency) == serving_currency:
+            c.total_money_per_1000 = c.money_per_1000 + per_1000
 
     def version_overview(self, name: str, version: int) -> dict:
         """A loaded version's age, drift, memory and cost for the dashboard (JSON-ready)."""
