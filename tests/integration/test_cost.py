@@ -21,6 +21,12 @@ def chain_repo(tmp_path_factory):
     root = tmp_path_factory.mktemp("cost-repo")
     models.save_matmul_chain(str(root / "chain" / "1"), copies=1)
     models.save_matmul_chain(str(root / "chain" / "2"), copies=2)
+    # What training cost: v2's as given; v1's malformed (a listed problem, the version serves).
+    for version, training in ((1, {"money": "lots"}), (2, {"cpu_hours": 3, "gpu_hours": 0.5, "money": 1.5,
+                                                            "currency": "USD"})):
+        extra = root / "chain" / str(version) / "assets.extra"
+        extra.mkdir()
+        (extra / "verso_model.json").write_text(json.dumps({"training_cost": training}))
     (root / "models.config").write_text(
         f'model_config_list {{ config {{ name: "chain" base_path: "{root / "chain"}" model_platform: "tensorflow" '
         f'model_version_policy {{ all {{}} }} }} }}')
@@ -34,12 +40,12 @@ def test_a_version_twice_as_expensive_per_row_costs_twice_the_cpu(chain_repo, ba
     args = [f"--model_config_file={chain_repo / 'models.config'}"]
     if batching:
         args += ["--enable_batching", f"--batching_parameters_file={chain_repo / 'batching.config'}"]
-    srv = InProcessServer(args)
+    srv = InProcessServer(args, rest=True)
     srv.start()
     try:
         env = {"VERSO_TARGET": f"127.0.0.1:{srv.port}"}
         r = run_verso("rollout", "set", "chain", "--stable", "1", "--canary", "2", "--percent", "50",
-                      "--warmup-calls", "-1", "--json", env=env)
+                      "--warmup-calls", "-1", "--cost-per-cpu-hour", "0.36", "--json", env=env)
         assert r.returncode == 0, r.stderr
         r = run_verso("bench", "chain", "--rows", "16", "-n", "200", "-c", "4", "--json", env=env)
         assert r.returncode == 0, r.stderr
@@ -54,5 +60,21 @@ def test_a_version_twice_as_expensive_per_row_costs_twice_the_cpu(chain_repo, ba
         assert ratio >= 1.7, (ratio, cost)
         table = run_verso("compare", "chain", env=env)
         assert table.returncode == 0 and f"{per_1000[2]:.3f}" in table.stdout, table.stdout
+        # Training beside serving: v2's 1.5 USD over the predictions it served, per 1000.
+        served = int(cost[2]["predictions"])
+        assert cost[2]["training"] == {"cpu_hours": 3.0, "gpu_hours": 0.5, "money": 1.5, "currency": "USD"}
+        assert cost[2]["training_money_per_1000"] == pytest.approx(1.5 / served * 1000)
+        assert cost[2]["total_money_per_1000"] == pytest.approx(cost[2]["money_per_1000"]
+                                                                 + cost[2]["training_money_per_1000"])
+        assert "training" not in cost[1] and cost[1]["training_money_per_1000"] == -1
+        assert "train/1k" in table.stdout and f"{1.5 / served * 1000:.6f} USD" in table.stdout
+        assert (f"v2 training: CPU h 3, GPU h 0.5, 1.50 USD; {1.5 / served * 1000:.6f} USD per 1000 over the "
+                f"{served} predictions served; serving + training") in " ".join(table.stdout.split())
+        assert "training_cost.money must be a finite number >= 0, not 'lots'" in table.stdout
+        import httpx
+        doc = httpx.get(f"http://127.0.0.1:{srv.rest_port}/dashboard/data.json").json()
+        (model,) = [m for m in doc["models"] if m["name"] == "chain"]
+        dash = {int(v["version"]): v["cost"] for v in model["versions"]}
+        assert dash[2]["training"]["money"] == 1.5 and dash[2]["training_money_per_1000"] > 0
     finally:
         srv.stop()
