@@ -1,16 +1,28 @@
-"""What answering costs, per model version: CPU seconds per prediction, resident memory, money.
+"""What answering costs, per model version: CPU seconds per prediction, resident memory, money;
+and what training cost, spread over the predictions served (``amortised_per_1000``).
 
-TensorFlow runs a model's ops on its own thread pools, so the CPU time of the thread that
-calls the model misses most of the work (measured here on digits v2, batch 1: 80 us on the
-calling thread, 210 us for the process). ``CpuShare`` therefore shares the *process's* CPU
-time among the model calls in flight: at every call's start and end the CPU used since the
-last such event is split evenly among the calls running then. A batch's share is then split
-among its rows (padding rows cost the real rows), and pre/post-processing hooks are model
-calls of their own with no rows. CPU used while no model call runs (decoding, the network)
-is not counted to any version.
+A model call's CPU is what the model's own threads used for it: the calling thread's CPU time
+plus a share of the model runtimes' native thread pools (``NativeThreads``: TensorFlow runs a
+graph's ops on its inter-op and intra-op pools, so the calling thread alone misses most of the
+work). Request handling (decoding, the network, the event loop, other Python threads) is in no
+version's cost: it is the same work whichever version answers.
 
-``CostMeter`` keeps per (model, version, kind) totals ("serve" or "shadow") and a bounded
-window of per-call samples (CPU seconds per row) for the cost gate, until ``forget`` drops an
+Calls in flight at once draw on the same pools, so ``CpuShare`` splits the pools' CPU among
+them in proportion to each version's *draw rate* (pool CPU per second of a call), measured on
+calls that now and then run **alone** (no other model call in flight: at most every
+``CpuShare.SAMPLE_EVERY_S`` per version and for at most ``SAMPLE_FRACTION`` of the time). Those
+calls alone are exact; ``CostMeter.per_prediction`` (status's ``cpu_seconds_per_1000``) and the
+cost gate's samples are theirs once a version has ``CostMeter.MIN_ALONE`` of them. Measured with
+a version built to do twice the work per row of another, same answers (tests/integration/
+test_cost.py): 1.8-1.9x under a 50/50 split, with and without batching, where process CPU
+shared evenly among the calls in flight measured 1.4x (request handling and an in-process
+client's CPU charged to whichever calls were running, and a graph running two branches at once
+drawing on the pools faster than a single chain beside it). A batch's CPU is split among its
+rows (padding rows cost the real rows); pre/post-processing hooks are calls of their own with no
+rows, added per row to the calls measured alone.
+
+``CostMeter`` keeps per (model, version, kind) totals ("serve" or "shadow"), a bounded window of
+per-call samples (CPU seconds per row) and of samples measured alone, until ``forget`` drops an
 unloaded version's. Thread-safe: calls end in executor threads.
 """
 
@@ -130,7 +142,8 @@ class CpuShare:
     would hand half of the cheap call's time to the expensive one (a 2x model measured 1.4x).
     The rates are measured, not guessed: every ``SAMPLE_EVERY_S`` at most, and for at most
     ``SAMPLE_FRACTION`` of the wall time, a call of a version runs **alone** (it waits for the
-    calls in flight to end, and new calls wait for it: a readers-writer gate), and its pool CPU
+    calls in flight to end, and new calls wait for it: a readers-writer gate, each wait bounded by
+    ``ALONE_WAIT_S`` and ``HOLD_S``: past them the call runs beside the others and is no sample), and its pool CPU
     over its wall time updates the version's rate (a moving average). A call alone is also
     charged exactly what the pools used. Until a version has a rate it weighs 1.0.
 
@@ -147,6 +160,8 @@ class CpuShare:
     RATE_WEIGHT = 0.2   # moving-average weight of a new sample
     MIN_RATE = 0.01
     MAX_SAMPLE_GAP_S = 1.0
+    ALONE_WAIT_S = 0.05
+    HOLD_S = 0.1
 
     def __init__(self, clock: Optional[Callable[[], float]] = None, *, sample: bool = True,
                  monotonic: Callable[[], float] = time.monotonic):
@@ -171,6 +186,7 @@ class CpuShare:
         self._next_sample: dict = {}              # key -> monotonic time of its next sample
         self._alone: Optional[int] = None         # the token running alone, if any
         self._waiting_alone = False
+        self._spoiled = False                     # a call started beside the call alone
         with self._lock:
             self._spent()
 
@@ -191,33 +207,47 @@ class CpuShare:
         # a call that used no pool CPU alone (a Python hook) still gets a sliver of a shared interval
         return 1.0 if rate is None else max(rate, self.MIN_RATE)
 
-    def start(self, key=None, alone: bool = False) -> int:
+    def _begin(self, key, alone: bool) -> tuple[int, bool]:
+        """A call starts: (token, whether it runs alone). A call due alone waits
+        ``ALONE_WAIT_S`` at most for the calls in flight to end (else it runs beside them, no
+        sample); other calls wait ``HOLD_S`` at most for a call alone (then they run beside it
+        and it is no sample), so a model call that hangs never holds up the others for long."""
         with self._lock:
             if alone:
                 self._waiting_alone = True
-                self._lock.wait_for(lambda: not self._running)
-                self._waiting_alone = False
-            else:
-                # a call waiting to run alone goes first: it waits for one call's time at most
-                self._lock.wait_for(lambda: self._alone is None and not self._waiting_alone)
+                try:
+                    alone = self._lock.wait_for(lambda: not self._running, self.ALONE_WAIT_S)
+                finally:
+                    self._waiting_alone = False
+                    self._lock.notify_all()
+            elif not self._lock.wait_for(lambda: self._alone is None and not self._waiting_alone, self.HOLD_S):
+                self._spoiled = True
             self._advance()
             token = next(self._ids)
             self._running[token] = [0.0, self._weight(key)]
             if alone:
-                self._alone = token
-            return token
+                self._alone, self._spoiled = token, False
+            return token, alone
 
-    def stop(self, token: int) -> float:
-        """The pools' CPU seconds given to this call since its ``start``."""
+    def _end(self, token: int) -> tuple[float, bool]:
+        """A call ends: (the pools' CPU seconds given to it, whether it ran alone throughout)."""
         with self._lock:
             self._advance()
             spent = self._running.pop(token, [0.0])[0]
+            alone = False
             if self._alone == token:
-                self._alone = None
+                alone, self._alone = not self._spoiled, None
                 self._lock.notify_all()
             elif not self._running:
                 self._lock.notify_all()
-            return spent
+            return spent, alone
+
+    def start(self, key=None) -> int:
+        return self._begin(key, False)[0]
+
+    def stop(self, token: int) -> float:
+        """The pools' CPU seconds given to this call since its ``start``."""
+        return self._end(token)[0]
 
     def _due(self, key) -> bool:
         """Whether the next call of ``key`` runs alone (and if so, books the slot)."""
@@ -237,14 +267,14 @@ class CpuShare:
     def timed(self, fn, *args, key=None):
         """``fn(*args)`` in this thread and its CPU: (result, seconds). ``key`` (e.g. (model,
         version)) names whose draw rate weighs the call and is measured on it now and then."""
-        alone = self._due(key)
+        due = self._due(key)
         own = self._own() if self._own is not None else 0.0
-        token = self.start(key, alone)
+        token, alone = self._begin(key, due)
         t0 = self._monotonic()
         try:
             result = fn(*args)
         finally:
-            pools = self.stop(token)
+            pools, alone = self._end(token)
             spent = pools + (self._own() - own if self._own is not None else 0.0)
             if alone:
                 wall = self._monotonic() - t0

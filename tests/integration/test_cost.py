@@ -55,6 +55,8 @@ def test_a_version_twice_as_expensive_per_row_costs_twice_the_cpu(chain_repo, ba
         cost = {int(v["version"]): v["cost"] for v in doc["versions"]}
         per_1000 = {v: c["cpu_seconds_per_1000"] for v, c in cost.items()}
         assert min(int(c["predictions"]) for c in cost.values()) >= 1000, cost  # both sides served (~1600 rows each)
+        # both figures rest on calls measured alone (server/rollout/cost.py), not on shares
+        assert min(int(c["cpu_alone_calls"]) for c in cost.values()) >= 5, cost
         ratio = per_1000[2] / per_1000[1]
         print(f"batching={batching}: CPU s per 1000 {per_1000}, ratio {ratio:.2f}")
         assert ratio >= 1.7, (ratio, cost)

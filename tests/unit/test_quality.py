@@ -196,7 +196,7 @@ def test_a_call_due_alone_waits_for_the_calls_in_flight_and_holds_new_ones():
     import threading
     cpu, wall = FakeCpu(), FakeCpu()
     share = CpuShare(cpu, monotonic=wall)
-    share.SAMPLE_EVERY_S = 0.0
+    share.SAMPLE_EVERY_S, share.ALONE_WAIT_S, share.HOLD_S = 0.0, 30.0, 30.0
     share.timed(lambda: None, key="v")      # first call: not a sample; the next one is due
     other = share.start("w")
     order, done = [], threading.Event()
@@ -266,3 +266,28 @@ def test_native_threads_count_a_runtime_pool_not_python_threads():
     for _ in range(20):
         tf.linalg.matmul(x, x).numpy()         # the work runs on TF's pool threads
     assert pools() > 0.01
+
+
+def test_a_hanging_call_never_holds_up_the_others_for_long():
+    import threading
+    cpu, wall = FakeCpu(), FakeCpu()
+    share = CpuShare(cpu, monotonic=wall)
+    share.SAMPLE_EVERY_S, share.ALONE_WAIT_S, share.HOLD_S = 0.0, 0.05, 0.05
+    share.timed(lambda: None, key="v")
+    stuck = share.start("w")                   # a call in flight that does not end
+    _, spent = share.timed(lambda: None, key="v")
+    assert not getattr(spent, "alone", False)  # it gave up waiting to run alone: shared, no sample
+    share.stop(stuck)
+    release = threading.Event()
+    results = []
+    t = threading.Thread(target=lambda: results.append(share.timed(release.wait, 30, key="v")))
+    t.start()                                  # due alone, and then hangs
+    for _ in range(100):
+        if share._alone is not None:
+            break
+        threading.Event().wait(0.01)
+    other = share.start("w")                   # held HOLD_S at most, then runs beside it
+    release.set()
+    t.join(5)
+    share.stop(other)
+    assert results and not getattr(results[0][1], "alone", False)  # not alone throughout: no sample
