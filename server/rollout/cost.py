@@ -143,7 +143,7 @@ class CpuShare:
     The rates are measured, not guessed: every ``SAMPLE_EVERY_S`` at most, and for at most
     ``SAMPLE_FRACTION`` of the wall time, a call of a version runs **alone** (it waits for the
     calls in flight to end, and new calls wait for it: a readers-writer gate, each wait bounded by
-    ``ALONE_WAIT_S`` and ``HOLD_S``: past them the call runs beside the others and is no sample), and its pool CPU
+    ``_wait_s``: past it the call runs beside the others and is no sample), and its pool CPU
     over its wall time updates the version's rate (a moving average). A call alone is also
     charged exactly what the pools used. Until a version has a rate it weighs 1.0.
 
@@ -160,8 +160,8 @@ class CpuShare:
     RATE_WEIGHT = 0.2   # moving-average weight of a new sample
     MIN_RATE = 0.01
     MAX_SAMPLE_GAP_S = 1.0
-    ALONE_WAIT_S = 0.05
-    HOLD_S = 0.1
+    MAX_WAIT_S = 1.0          # the longest a call waits to run alone, or for a call alone
+    FAILED_BACKOFF_S = 5.0    # the longest a version waits for its next try after failed ones
 
     def __init__(self, clock: Optional[Callable[[], float]] = None, *, sample: bool = True,
                  monotonic: Callable[[], float] = time.monotonic):
@@ -187,6 +187,8 @@ class CpuShare:
         self._alone: Optional[int] = None         # the token running alone, if any
         self._waiting_alone = False
         self._spoiled = False                     # a call started beside the call alone
+        self._typical = 0.0                       # moving average of a call's wall time
+        self._backoff: dict = {}                  # key -> seconds to its next try, after a failed one
         with self._lock:
             self._spent()
 
@@ -207,20 +209,31 @@ class CpuShare:
         # a call that used no pool CPU alone (a Python hook) still gets a sliver of a shared interval
         return 1.0 if rate is None else max(rate, self.MIN_RATE)
 
+    def _wait_s(self) -> float:
+        """How long a call waits for others to end (or for a call alone): three typical calls,
+        between 50 ms and ``MAX_WAIT_S``, so that a model call that hangs never holds up the
+        others for long."""
+        return min(self.MAX_WAIT_S, max(0.05, 3 * self._typical))
+
     def _begin(self, key, alone: bool) -> tuple[int, bool]:
-        """A call starts: (token, whether it runs alone). A call due alone waits
-        ``ALONE_WAIT_S`` at most for the calls in flight to end (else it runs beside them, no
-        sample); other calls wait ``HOLD_S`` at most for a call alone (then they run beside it
-        and it is no sample), so a model call that hangs never holds up the others for long."""
+        """A call starts: (token, whether it runs alone). A call due alone waits ``_wait_s``
+        at most for the calls in flight to end (else it runs beside them: no sample, and the
+        version's next try is 0.1 s away, doubling to ``FAILED_BACKOFF_S`` while tries fail); other calls wait as long at most for
+        a call alone (then they run beside it and it is no sample)."""
         with self._lock:
             if alone:
                 self._waiting_alone = True
                 try:
-                    alone = self._lock.wait_for(lambda: not self._running, self.ALONE_WAIT_S)
+                    alone = self._lock.wait_for(lambda: not self._running, self._wait_s())
                 finally:
                     self._waiting_alone = False
                     self._lock.notify_all()
-            elif not self._lock.wait_for(lambda: self._alone is None and not self._waiting_alone, self.HOLD_S):
+                if not alone:  # backs off: 0.1 s, doubling to FAILED_BACKOFF_S while tries fail
+                    backoff = self._backoff[key] = min(self.FAILED_BACKOFF_S, 2 * self._backoff.get(key, 0.05))
+                    self._next_sample[key] = self._monotonic() + backoff
+                else:
+                    self._backoff.pop(key, None)
+            elif not self._lock.wait_for(lambda: self._alone is None and not self._waiting_alone, self._wait_s()):
                 self._spoiled = True
             self._advance()
             token = next(self._ids)
@@ -276,8 +289,10 @@ class CpuShare:
         finally:
             pools, alone = self._end(token)
             spent = pools + (self._own() - own if self._own is not None else 0.0)
+            wall = self._monotonic() - t0
+            with self._lock:
+                self._typical += self.RATE_WEIGHT * (wall - self._typical)
             if alone:
-                wall = self._monotonic() - t0
                 with self._lock:
                     if wall > 0:
                         rate = pools / wall
@@ -299,6 +314,7 @@ class CpuShare:
             for k in [k for k in self._rates if not keep(k)]:
                 self._rates.pop(k, None)
                 self._next_sample.pop(k, None)
+                self._backoff.pop(k, None)
 
 
 class _Keyed:
@@ -316,6 +332,10 @@ class CostMeter:
     once there are ``MIN_ALONE`` of them."""
 
     MIN_ALONE = 5
+    # A call alone can still lose its CPU to other processes, and a runtime's pool threads then
+    # spin waiting for each other: such calls read high. The top and bottom TRIM of the calls
+    # measured alone are left out of the mean.
+    TRIM = 0.2
 
     def __init__(self, share: Optional[CpuShare] = None):
         self.share = share or CpuShare()
@@ -365,14 +385,14 @@ class CostMeter:
             return alone if alone is not None else tuple(self._samples.get(key, ()))
 
     def per_prediction(self, name: str, version: int, kind: str = SERVE) -> tuple[Optional[float], int]:
-        """(CPU seconds per prediction, calls measured alone it rests on): the mean of the calls
-        measured alone once there are ``MIN_ALONE``, else (0 calls) the totals' ratio; None
+        """(CPU seconds per prediction, calls measured alone it rests on): the trimmed mean of the
+        calls measured alone once there are ``MIN_ALONE``, else (0 calls) the totals' ratio; None
         before the first prediction."""
         key = (name, version, kind)
         with self._lock:
             alone = self._alone_samples(key)
             if alone is not None:
-                return sum(alone) / len(alone), len(alone)
+                return trimmed_mean(alone, self.TRIM), len(alone)
             rows = self._rows.get(key, 0)
             return (self._cpu.get(key, 0.0) / rows if rows else None), 0
 
@@ -417,6 +437,14 @@ def money_per_1000(cpu_s_per_1000: Optional[float], resident_bytes: Optional[int
             return None
         total += resident_bytes / 2 ** 30 * (1000.0 / predictions_per_s) / 3600.0 * cost_per_gib_hour
     return total
+
+
+def trimmed_mean(values, trim: float) -> float:
+    """The mean of ``values`` without the lowest and the highest ``trim`` of them (rounded down)."""
+    xs = sorted(values)
+    k = int(len(xs) * trim)
+    kept = xs[k:len(xs) - k] or xs
+    return sum(kept) / len(kept)
 
 
 def amortised_per_1000(money: Optional[float], served: int) -> Optional[float]:

@@ -30,7 +30,7 @@ def chain_repo(tmp_path_factory):
     (root / "models.config").write_text(
         f'model_config_list {{ config {{ name: "chain" base_path: "{root / "chain"}" model_platform: "tensorflow" '
         f'model_version_policy {{ all {{}} }} }} }}')
-    (root / "batching.config").write_text("max_batch_size { value: 16 } batch_timeout_micros { value: 2000 } "
+    (root / "batching.config").write_text("max_batch_size { value: 64 } batch_timeout_micros { value: 2000 } "
                                           "max_enqueued_batches { value: 1000 } num_batch_threads { value: 2 }")
     return root
 
@@ -47,14 +47,14 @@ def test_a_version_twice_as_expensive_per_row_costs_twice_the_cpu(chain_repo, ba
         r = run_verso("rollout", "set", "chain", "--stable", "1", "--canary", "2", "--percent", "50",
                       "--warmup-calls", "-1", "--cost-per-cpu-hour", "0.36", "--json", env=env)
         assert r.returncode == 0, r.stderr
-        r = run_verso("bench", "chain", "--rows", "16", "-n", "200", "-c", "4", "--json", env=env)
+        r = run_verso("bench", "chain", "--rows", "32", "-d", "4", "-c", "4", "--json", env=env)
         assert r.returncode == 0, r.stderr
         r = run_verso("compare", "chain", "--json", env=env)
         assert r.returncode == 0, r.stderr
         doc = json.loads(r.stdout)
         cost = {int(v["version"]): v["cost"] for v in doc["versions"]}
         per_1000 = {v: c["cpu_seconds_per_1000"] for v, c in cost.items()}
-        assert min(int(c["predictions"]) for c in cost.values()) >= 1000, cost  # both sides served (~1600 rows each)
+        assert min(int(c["predictions"]) for c in cost.values()) >= 500, cost  # both sides served
         # both figures rest on calls measured alone (server/rollout/cost.py), not on shares
         assert min(int(c["cpu_alone_calls"]) for c in cost.values()) >= 5, cost
         ratio = per_1000[2] / per_1000[1]

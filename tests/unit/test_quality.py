@@ -196,7 +196,7 @@ def test_a_call_due_alone_waits_for_the_calls_in_flight_and_holds_new_ones():
     import threading
     cpu, wall = FakeCpu(), FakeCpu()
     share = CpuShare(cpu, monotonic=wall)
-    share.SAMPLE_EVERY_S, share.ALONE_WAIT_S, share.HOLD_S = 0.0, 30.0, 30.0
+    share.SAMPLE_EVERY_S, share._typical = 0.0, 30.0
     share.timed(lambda: None, key="v")      # first call: not a sample; the next one is due
     other = share.start("w")
     order, done = [], threading.Event()
@@ -272,12 +272,13 @@ def test_a_hanging_call_never_holds_up_the_others_for_long():
     import threading
     cpu, wall = FakeCpu(), FakeCpu()
     share = CpuShare(cpu, monotonic=wall)
-    share.SAMPLE_EVERY_S, share.ALONE_WAIT_S, share.HOLD_S = 0.0, 0.05, 0.05
+    share.SAMPLE_EVERY_S, share.FAILED_BACKOFF_S = 0.0, 0.0
     share.timed(lambda: None, key="v")
     stuck = share.start("w")                   # a call in flight that does not end
     _, spent = share.timed(lambda: None, key="v")
     assert not getattr(spent, "alone", False)  # it gave up waiting to run alone: shared, no sample
     share.stop(stuck)
+    assert share._wait_s() == 0.05             # typical calls take no time here: the floor
     release = threading.Event()
     results = []
     t = threading.Thread(target=lambda: results.append(share.timed(release.wait, 30, key="v")))
@@ -286,8 +287,18 @@ def test_a_hanging_call_never_holds_up_the_others_for_long():
         if share._alone is not None:
             break
         threading.Event().wait(0.01)
-    other = share.start("w")                   # held HOLD_S at most, then runs beside it
+    other = share.start("w")                   # held _wait_s() at most, then runs beside it
     release.set()
     t.join(5)
     share.stop(other)
     assert results and not getattr(results[0][1], "alone", False)  # not alone throughout: no sample
+
+
+def test_the_per_row_figure_is_a_trimmed_mean_of_the_calls_measured_alone():
+    from server.rollout.cost import CallCpu, trimmed_mean
+    assert trimmed_mean([1, 2, 3, 4, 100], 0.2) == pytest.approx(3.0)     # 1 and 100 left out
+    assert trimmed_mean([5.0], 0.2) == 5.0 and trimmed_mean([1, 3], 0.2) == 2.0
+    meter = CostMeter(CpuShare(FakeCpu()))
+    for x in (0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 5.0):         # one call preempted mid-way
+        meter.add("m", 1, CallCpu(x), 1)
+    assert meter.per_prediction("m", 1) == (pytest.approx(0.1), 10)
