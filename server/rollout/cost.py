@@ -145,11 +145,14 @@ class CpuShare:
     calls in flight to end, and new calls wait for it: a readers-writer gate, each wait bounded by
     ``_wait_s``: past it the call runs beside the others and is no sample), and its pool CPU
     over its wall time updates the version's rate (a moving average). A call alone is also
-    charged exactly what the pools used. Until a version has a rate it weighs 1.0.
+    charged exactly what the pools used. Until a version has a rate it weighs 1.0. The price:
+    calls that arrive while a call runs alone (or waits to) start when it ends, so now and then
+    a call waits about one model call longer, for at most ``SAMPLE_FRACTION`` of each version's
+    time.
 
     Request handling (decoding, the network, the event loop, an in-process client) is in no
     version's cost: it is the same whichever version answers, and charged to whichever calls
-    happened to be running it would blur their difference (it made a 2x model measure 1.3x).
+    happened to be running it would blur their difference.
 
     ``clock`` given (tests; the process's CPU time where per-thread clocks are missing) is the
     pools' cumulative CPU seconds, and the calling thread is counted through it. ``sample=False``
