@@ -982,6 +982,27 @@ def _age(seconds: float) -> str:
     return f"{seconds:.0f} s"
 
 
+def _training_per_1000(cost) -> str:
+    """The training money per 1000 predictions served (a cell beside the serving cost)."""
+    if cost.training_money_per_1000 < 0:
+        return "-"
+    return f"{cost.training_money_per_1000:.6f} {cost.training.currency or cost.currency or 'USD'}"
+
+
+def _training_line(v) -> str:
+    """What training the version cost and what serving and training cost together per 1000."""
+    t, c = v.cost.training, v.cost
+    parts = [f"{label} {value:g}" for label, value in (("CPU h", t.cpu_hours), ("GPU h", t.gpu_hours)) if value >= 0]
+    if t.money >= 0:
+        parts.append(f"{t.money:.2f} {t.currency or c.currency or 'USD'}")
+    line = f"v{v.version} training: " + (", ".join(parts) or "given, no figures")
+    if c.training_money_per_1000 >= 0:
+        line += f"; {_training_per_1000(c)} per 1000 over the {c.predictions} predictions served"
+    if c.total_money_per_1000 >= 0:
+        line += f"; serving + training {c.total_money_per_1000:.6f} {c.currency or 'USD'} per 1000"
+    return line
+
+
 def _versions_columns(status) -> list:
     """The versions table of ``compare`` / ``rollout status``, most important columns first
     (priority 0: always shown; the higher, the sooner dropped on a narrow terminal). A new
@@ -1017,6 +1038,7 @@ def _versions_columns(status) -> list:
         Column("age", 6, lambda v: _age(v.age_seconds) + (" STALE" if v.stale else "")),
         Column("cost/1k", 6, lambda v: (f"{v.cost.money_per_1000:.6f} {v.cost.currency}"
                                         if v.cost.money_per_1000 >= 0 else "-")),
+        Column("train/1k", 6, lambda v: _training_per_1000(v.cost)),
         Column("max diff", 7, lambda v: _known(v.max_abs_diff, "{:.3g}")),
     ]
 
@@ -1134,6 +1156,8 @@ def _show_compare(status, as_json: bool, wide: bool = False) -> None:
                      + (f", top-1 agree {d.top1_agreement * 100:.1f} %" if d.top1_agreement >= 0 else "")
                      for alias, d in sorted(v.outputs.items())]
             console.print(f"{_shadow_of(status, v)}, per output: " + "; ".join(parts))
+        if v.cost.HasField("training"):
+            console.print(_training_line(v), markup=False)
         if v.info.problems:
             console.print(f"v{v.version} problems: " + "; ".join(v.info.problems))
     _show_verdict(console, status, wide)

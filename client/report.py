@@ -259,6 +259,9 @@ def _cost(ax, status, colors) -> None:
         money = _known(v.cost.money_per_1000)
         if money is not None:
             note += f"\n{money:.3g} {printable(v.cost.currency or 'USD')}"
+        train = _known(v.cost.training_money_per_1000)
+        if train is not None:  # verso_model.json's training cost over the predictions served
+            note += f"\n+ training {train:.3g} {printable(v.cost.training.currency or v.cost.currency or 'USD')}"
         ax.annotate(note, (x, cpu), textcoords="offset points", xytext=(0, 3), ha="center", fontsize=8,
                     parse_math=False)  # the currency is a caller's text
         s = _known(v.cost.shadow_cpu_seconds_per_1000)

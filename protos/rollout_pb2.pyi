@@ -242,7 +242,7 @@ class ConfusionCell(_message.Message):
     def __init__(self, label: _Optional[str] = ..., predicted: _Optional[str] = ..., count: _Optional[int] = ...) -> None: ...
 
 class Cost(_message.Message):
-    __slots__ = ("predictions", "cpu_seconds", "cpu_seconds_per_1000", "shadow_predictions", "shadow_cpu_seconds", "shadow_cpu_seconds_per_1000", "resident_bytes", "money_per_1000", "currency")
+    __slots__ = ("predictions", "cpu_seconds", "cpu_seconds_per_1000", "shadow_predictions", "shadow_cpu_seconds", "shadow_cpu_seconds_per_1000", "resident_bytes", "money_per_1000", "currency", "cpu_alone_calls", "training", "training_money_per_1000", "total_money_per_1000")
     PREDICTIONS_FIELD_NUMBER: _ClassVar[int]
     CPU_SECONDS_FIELD_NUMBER: _ClassVar[int]
     CPU_SECONDS_PER_1000_FIELD_NUMBER: _ClassVar[int]
@@ -252,6 +252,10 @@ class Cost(_message.Message):
     RESIDENT_BYTES_FIELD_NUMBER: _ClassVar[int]
     MONEY_PER_1000_FIELD_NUMBER: _ClassVar[int]
     CURRENCY_FIELD_NUMBER: _ClassVar[int]
+    CPU_ALONE_CALLS_FIELD_NUMBER: _ClassVar[int]
+    TRAINING_FIELD_NUMBER: _ClassVar[int]
+    TRAINING_MONEY_PER_1000_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_MONEY_PER_1000_FIELD_NUMBER: _ClassVar[int]
     predictions: int
     cpu_seconds: float
     cpu_seconds_per_1000: float
@@ -261,7 +265,23 @@ class Cost(_message.Message):
     resident_bytes: int
     money_per_1000: float
     currency: str
-    def __init__(self, predictions: _Optional[int] = ..., cpu_seconds: _Optional[float] = ..., cpu_seconds_per_1000: _Optional[float] = ..., shadow_predictions: _Optional[int] = ..., shadow_cpu_seconds: _Optional[float] = ..., shadow_cpu_seconds_per_1000: _Optional[float] = ..., resident_bytes: _Optional[int] = ..., money_per_1000: _Optional[float] = ..., currency: _Optional[str] = ...) -> None: ...
+    cpu_alone_calls: int
+    training: TrainingCost
+    training_money_per_1000: float
+    total_money_per_1000: float
+    def __init__(self, predictions: _Optional[int] = ..., cpu_seconds: _Optional[float] = ..., cpu_seconds_per_1000: _Optional[float] = ..., shadow_predictions: _Optional[int] = ..., shadow_cpu_seconds: _Optional[float] = ..., shadow_cpu_seconds_per_1000: _Optional[float] = ..., resident_bytes: _Optional[int] = ..., money_per_1000: _Optional[float] = ..., currency: _Optional[str] = ..., cpu_alone_calls: _Optional[int] = ..., training: _Optional[_Union[TrainingCost, _Mapping]] = ..., training_money_per_1000: _Optional[float] = ..., total_money_per_1000: _Optional[float] = ...) -> None: ...
+
+class TrainingCost(_message.Message):
+    __slots__ = ("cpu_hours", "gpu_hours", "money", "currency")
+    CPU_HOURS_FIELD_NUMBER: _ClassVar[int]
+    GPU_HOURS_FIELD_NUMBER: _ClassVar[int]
+    MONEY_FIELD_NUMBER: _ClassVar[int]
+    CURRENCY_FIELD_NUMBER: _ClassVar[int]
+    cpu_hours: float
+    gpu_hours: float
+    money: float
+    currency: str
+    def __init__(self, cpu_hours: _Optional[float] = ..., gpu_hours: _Optional[float] = ..., money: _Optional[float] = ..., currency: _Optional[str] = ...) -> None: ...
 
 class FeatureDrift(_message.Message):
     __slots__ = ("feature", "psi", "ks_statistic", "ks_pvalue")

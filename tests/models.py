@@ -239,3 +239,33 @@ def make_legacy_export(path: str) -> None:
     fingerprint = os.path.join(path, "fingerprint.pb")
     if os.path.exists(fingerprint):
         os.remove(fingerprint)  # its checksum is of the old saved_model.pb; it is optional
+
+
+def save_matmul_chain(path: str, copies: int = 1, width: int = 1024, layers: int = 8, seed: int = 0) -> None:
+    """A deliberately compute-bound version: ``serving_default`` maps x [None, width] float ->
+    y [None, width] = the mean of ``copies`` runs of the same chain of ``layers`` matmul + tanh
+    layers. Every copy has its own variables holding the same values, so the graph optimiser
+    cannot merge them: ``copies=2`` does twice the work per row of ``copies=1`` for the same
+    answers (the cost tests: tests/integration/test_cost.py)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    weights = [rng.normal(0.0, 1.0 / np.sqrt(width), (width, width)).astype(np.float32) for _ in range(layers)]
+
+    class Chain(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.copies = [[tf.Variable(w) for w in weights] for _ in range(copies)]
+
+        @tf.function(input_signature=[tf.TensorSpec([None, width], tf.float32, name="x")])
+        def serve(self, x):
+            outs = []
+            for ws in self.copies:
+                h = x
+                for w in ws:
+                    h = tf.tanh(tf.matmul(h, w))
+                outs.append(h)
+            return {"y": tf.add_n(outs) / float(len(outs)) if len(outs) > 1 else tf.identity(outs[0])}
+
+    m = Chain()
+    tf.saved_model.save(m, path, signatures={"serving_default": m.serve})

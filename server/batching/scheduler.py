@@ -68,7 +68,8 @@ class _Batch:
 class BatchQueue:
     def __init__(self, scheduler: "BatchScheduler", run: RunFn, options: BatchingOptions, name: str = "",
                  cpu=None, on_cost: Optional[Callable[[float, int], None]] = None):
-        """``cpu`` (a ``server.rollout.cost.CpuShare``-like object with ``timed``) and
+        """``cpu`` (an object with ``timed(fn, *args) -> (result, seconds)``: the version's
+        ``server.rollout.cost.CpuShare.keyed``, which may run the batch alone to measure it) and
         ``on_cost(cpu_seconds, rows)``: each batch's CPU share and its real rows (padding
         excluded: the padding's cost is the real rows'), reported from the executor thread."""
         self._scheduler = scheduler

@@ -273,25 +273,28 @@ class ServingCore:
         servable = handle.servable
         loop = asyncio.get_running_loop()
         costs = self.costs
+        # Timed under the version's key: its measured draw rate weighs its share of the pools' CPU
+        # against the calls running beside it (server/rollout/cost.py).
+        timed = costs.share.keyed((handle.name, handle.version)).timed
+        hook_timed = costs.share.keyed((handle.name, handle.version, "hooks")).timed  # Python: its own rate
         if self.batching is None:
-            outputs, cpu = await loop.run_in_executor(self.executor, costs.share.timed, servable.run, sig_name,
-                                                      inputs, aliases)
+            outputs, cpu = await loop.run_in_executor(self.executor, timed, servable.run, sig_name, inputs, aliases)
             costs.add(handle.name, handle.version, cpu, rows_of(inputs))
         elif is_hooked(servable) and servable.hooked(sig_name):
             # Hooks run per request on each side of the batch, so the model call stays batched;
             # a side without a hook costs no thread hop. Their CPU is the version's too (no rows:
             # the batch counts them).
             if servable.has_preprocess():
-                model_inputs, cpu = await loop.run_in_executor(self.executor, costs.share.timed,
-                                                               servable.preprocess, sig_name, inputs)
+                model_inputs, cpu = await loop.run_in_executor(self.executor, hook_timed, servable.preprocess, sig_name,
+                                                               inputs)
                 costs.add(handle.name, handle.version, cpu, 0)
             else:
                 model_inputs = inputs
             queue = self._batch_queue(handle, sig_name, tuple(servable.model_aliases(sig_name)))
             model_outputs = await queue.submit(model_inputs)
             if servable.has_postprocess():
-                outputs, cpu = await loop.run_in_executor(self.executor, costs.share.timed, servable.postprocess,
-                                                          sig_name, model_outputs, aliases)
+                outputs, cpu = await loop.run_in_executor(self.executor, hook_timed, servable.postprocess, sig_name,
+                                                          model_outputs, aliases)
                 costs.add(handle.name, handle.version, cpu, 0)
             else:
                 outputs = servable.postprocess(sig_name, model_outputs, aliases)
@@ -402,7 +405,7 @@ class ServingCore:
             run = servable.run_model if is_hooked(servable) else servable.run
             costs, name, version = self.costs, handle.name, handle.version
             queue = BatchQueue(scheduler, lambda merged: run(sig_name, merged, aliases), options,
-                               name=f"{handle.name}/{handle.version}/{sig_name}", cpu=costs.share,
+                               name=f"{handle.name}/{handle.version}/{sig_name}", cpu=costs.share.keyed((name, version)),
                                on_cost=lambda cpu, rows: costs.add(name, version, cpu, rows))
             handle.batch_queues[key] = queue
         return queue

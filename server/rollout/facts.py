@@ -5,7 +5,15 @@
     {"trained_at": "2026-11-20T00:00:00Z",   # ISO 8601 (no zone: UTC) or Unix seconds
      "data_until": "2026-11-18T00:00:00Z",   # the newest data it was trained on; same forms
      "metrics": {"holdout_accuracy": 0.9778}, # name -> number, shown as given
-     "description": "..."}
+     "description": "...",
+     "training_cost": {"cpu_hours": 12.5, "gpu_hours": 2, "money": 31.4, "currency": "USD"}}
+
+``training_cost``: what training the version cost, every key optional (numbers finite and >= 0,
+``currency`` an ISO 4217-style code of 3 letters, e.g. "USD"; without it, the money is taken to
+be in the rollout's own currency). Status shows it beside the serving cost, with the training
+money amortised over the predictions the version has served (``training_money_per_1000``). A
+malformed ``training_cost`` is left out alone (listed in ``problems``): the file's other keys
+still count.
 
 Every key is optional. A version's **age** counts from ``trained_at`` when the file gives it,
 else from the newest of the model's own files (``saved_model.pb``, ``variables/``, the
@@ -47,6 +55,15 @@ AGE_FROM_FILES = "model files"
 
 
 @dataclass(frozen=True)
+class TrainingCost:
+    """verso_model.json's ``training_cost`` (None: not given)."""
+    cpu_hours: Optional[float] = None
+    gpu_hours: Optional[float] = None
+    money: Optional[float] = None
+    currency: str = ""
+
+
+@dataclass(frozen=True)
 class VersionFacts:
     trained_at: Optional[float] = None
     data_until: Optional[float] = None
@@ -57,6 +74,7 @@ class VersionFacts:
     problems: tuple[str, ...] = ()
     resident_bytes: Optional[int] = None       # what the load added to the process's RSS
     reference_problem: str = ""                # why reference.npz was left out (one of ``problems``)
+    training_cost: Optional[TrainingCost] = None
 
     @property
     def born_at(self) -> Optional[float]:
@@ -85,6 +103,37 @@ def _time(value, key: str) -> float:
     raise ValueError(f"{key} must be an ISO 8601 time or Unix seconds, not {type(value).__name__}")
 
 
+TRAINING_KEYS = ("cpu_hours", "gpu_hours", "money", "currency")
+
+
+def parse_training_cost(value) -> TrainingCost:
+    """``training_cost`` as given in verso_model.json; ValueError (the message names the key and
+    what it must be) for anything else."""
+    if not isinstance(value, dict):
+        raise ValueError(f"training_cost must be an object, not {type(value).__name__}")
+    unknown = sorted(str(k) for k in value if k not in TRAINING_KEYS)
+    if unknown:
+        raise ValueError(f"training_cost has unknown keys {unknown[:5]!r} (known: {', '.join(TRAINING_KEYS)})")
+    out = {}
+    for key in ("cpu_hours", "gpu_hours", "money"):
+        if key in value:
+            v = value[key]
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+                raise ValueError(f"training_cost.{key} must be a finite number >= 0, not {_shown(v)}")
+            out[key] = float(v)
+    currency = value.get("currency", "")
+    if not isinstance(currency, str) or not (currency == "" or (len(currency) == 3 and currency.isascii()
+                                                                and currency.isalpha())):
+        raise ValueError(f"training_cost.currency must be a 3-letter code such as \"USD\", not {_shown(currency)}")
+    return TrainingCost(currency=currency.upper(), **out)
+
+
+def _shown(value) -> str:
+    """A caller's value in a problem message: its repr, cut short (problems are shown in views)."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 def read_info(path: str) -> tuple[dict, list[str]]:
     """``verso_model.json`` of the version at ``path``: (fields, problems); {} when absent."""
     file = os.path.join(path, INFO_FILE)
@@ -109,7 +158,13 @@ def read_info(path: str) -> tuple[dict, list[str]]:
         if not isinstance(doc.get("description", ""), str):
             raise ValueError("description must be a string")
         out["description"] = doc.get("description", "")
-        return out, []
+        problems = []
+        if "training_cost" in doc:
+            try:
+                out["training_cost"] = parse_training_cost(doc["training_cost"])
+            except ValueError as e:  # the rest of the file still counts
+                problems.append(f"{INFO_FILE}: {e}")
+        return out, problems
     except (OSError, ValueError, UnicodeDecodeError) as e:  # json.JSONDecodeError is a ValueError
         return {}, [f"{INFO_FILE}: {e}"]
 
@@ -174,4 +229,5 @@ def read_facts(path: str, resident_bytes: Optional[int] = None) -> VersionFacts:
     return VersionFacts(trained_at=info.get("trained_at"), data_until=info.get("data_until"),
                         metrics=info.get("metrics", {}), description=info.get("description", ""),
                         files_time=files_time(path), reference=reference, problems=tuple(problems),
-                        resident_bytes=resident_bytes, reference_problem="".join(reference_problems))
+                        resident_bytes=resident_bytes, reference_problem="".join(reference_problems),
+                        training_cost=info.get("training_cost"))

@@ -51,7 +51,7 @@ from protos.errors import Code, ServingError, invalid_argument
 from server.lifecycle.manager import Manager
 from server.rollout import outlook, routing
 from server.rollout.config import gates_of, validated
-from server.rollout.cost import SHADOW, CostMeter, money_per_1000, rows_of
+from server.rollout.cost import SHADOW, CostMeter, amortised_per_1000, money_per_1000, rows_of
 from server.rollout.drift import DriftMonitor, DriftReport
 from server.rollout.evidence import Evidence, Window, divergence, per_output
 from server.rollout.facts import VersionFacts
@@ -379,6 +379,8 @@ class RolloutManager:
 
     def load_of(self, name: str, version: int) -> Optional[str]:
         """The load identity of ``version`` as loaded now (None: not loaded, or not known)."""
+        if self.manager is None:  # a rollout manager without a lifecycle manager (tests of its parts)
+            return None
         model = self.manager.snapshot.get(name)
         handle = model.versions.get(version) if model is not None else None
         return getattr(handle, "load_id", None)
@@ -429,6 +431,8 @@ class RolloutManager:
         an explicit version is never rerouted, a label only when the rollout lists it."""
         mr = self.configs.get(name)
         if mr is None or choice == "version" or (choice == "version_label" and label not in mr.labels):
+            return None
+        if self.manager is None:  # a rollout manager without a lifecycle manager (tests of its parts)
             return None
         model = self.manager.snapshot.get(name)
         salt = self._salt(name, mr.canary) if mr.canary and key else b""
@@ -561,7 +565,8 @@ class RolloutManager:
         handle = lease.handle
         try:
             shadow, cpu = await asyncio.get_running_loop().run_in_executor(
-                self.shadow_executor, self.costs.share.timed, handle.servable.run, sig_name, inputs, aliases)
+                self.shadow_executor, self.costs.share.keyed((handle.name, handle.version)).timed,
+                handle.servable.run, sig_name, inputs, aliases)
             if not self._track(handle.name, handle.version, getattr(handle, "load_id", None)):
                 return  # the canary was replaced while its shadow call ran: not this build's evidence
             self.costs.add(handle.name, handle.version, cpu, rows_of(inputs), SHADOW)
@@ -723,6 +728,8 @@ class RolloutManager:
         return self.version_age(name, version)
 
     def _ages(self, name: str) -> dict[int, Optional[float]]:
+        if self.manager is None:  # a rollout manager without a lifecycle manager (tests of its parts)
+            return None
         model = self.manager.snapshot.get(name)
         return {v: self.age(name, v) for v in (model.versions if model else ())}
 
@@ -777,6 +784,8 @@ class RolloutManager:
             self._check_available()  # the reason, rather than NOT_FOUND: the rollout may be in the file
         mr = self._config(name)
         st = rollout_pb2.RolloutStatus(config=mr, state_file="" if self.store.path == MEMORY else self.store.path)
+        if self.manager is None:  # a rollout manager without a lifecycle manager (tests of its parts)
+            return None
         model = self.manager.snapshot.get(name)
         versions = sorted(set(model.versions if model else ()) | {v for (n, v) in self._windows if n == name}
                           | ({mr.stable} | ({mr.canary} if mr.canary else set())))
@@ -897,19 +906,23 @@ class RolloutManager:
         shadow_cpu, shadow_rows = self.costs.totals(name, version, SHADOW)
         facts = self.facts(name, version)
         resident = facts.resident_bytes if facts is not None and facts.resident_bytes is not None else -1
+        per_row, alone = self.costs.per_prediction(name, version)
         c = entry.cost
         c.predictions, c.cpu_seconds = rows, cpu
-        c.cpu_seconds_per_1000 = cpu / rows * 1000 if rows else -1.0
+        c.cpu_seconds_per_1000 = per_row * 1000 if per_row is not None else -1.0
+        c.cpu_alone_calls = alone
         c.shadow_predictions, c.shadow_cpu_seconds = shadow_rows, shadow_cpu
         c.shadow_cpu_seconds_per_1000 = shadow_cpu / shadow_rows * 1000 if shadow_rows else -1.0
         c.resident_bytes = resident
         if mr is not None:
-            money = money_per_1000(cpu / rows * 1000 if rows else None, resident, entry.requests_per_second,
+            money = money_per_1000(per_row * 1000 if per_row is not None else None, resident, entry.requests_per_second,
                                    mr.prices.cost_per_cpu_hour, mr.prices.cost_per_gib_hour)
             c.money_per_1000 = _or(money)
             c.currency = mr.prices.currency or ("USD" if money is not None else "")
         else:
             c.money_per_1000 = -1.0
+        self._fill_training(c, facts.training_cost if facts is not None else None, rows,
+                            mr.prices.currency if mr is not None else "")
         d = entry.drift
         report = self.drift(name, version)
         d.has_reference = bool(facts is not None and facts.reference)
@@ -924,6 +937,26 @@ class RolloutManager:
             i.metrics.update(facts.metrics)
             i.problems.extend(facts.problems)
             d.problem = facts.reference_problem
+
+    @staticmethod
+    def _fill_training(c: rollout_pb2.Cost, training, served: int, currency: str) -> None:
+        """The training cost (verso_model.json) and its money amortised over the ``served``
+        predictions; the total per 1000 when serving and training money share a currency (a
+        training cost without one is taken to be in the rollout's)."""
+        c.training_money_per_1000 = c.total_money_per_1000 = -1.0
+        if training is None:
+            return
+        t = c.training
+        t.cpu_hours, t.gpu_hours, t.money = (-1.0 if x is None else x
+                                             for x in (training.cpu_hours, training.gpu_hours, training.money))
+        t.currency = training.currency
+        per_1000 = amortised_per_1000(training.money, served)
+        if per_1000 is None:
+            return
+        c.training_money_per_1000 = per_1000
+        serving_currency = c.currency or currency or "USD"
+        if c.money_per_1000 >= 0 and (training.currency or serving_currency) == serving_currency:
+            c.total_money_per_1000 = c.money_per_1000 + per_1000
 
     def version_overview(self, name: str, version: int) -> dict:
         """A loaded version's age, drift, memory and cost for the dashboard (JSON-ready)."""

@@ -170,3 +170,135 @@ def test_feedback_problems():
     assert quality.feedback_problem(["a", "b" * 257], []) == \
         "Feedback label 1 has 257 characters; at most 256 are taken"
     assert quality.feedback_problem([b"b" * 256, 7], []) is None
+
+
+def test_a_call_alone_is_charged_exactly_and_sets_its_versions_draw_rate():
+    """A version whose calls draw on the pools at twice the rate of another's gets twice the share
+    of an interval they run in together, once each has been measured alone (an even split would
+    give them the same)."""
+    cpu, wall = FakeCpu(), FakeCpu()
+    share = CpuShare(cpu, monotonic=wall)
+    share.SAMPLE_EVERY_S, share.MAX_SAMPLE_GAP_S = 0.0, 0.0
+    for key, rate in (("cheap", 1.0), ("dear", 2.0)):
+        def call(rate=rate):
+            cpu.t += rate * 0.1
+            wall.t += 0.1
+        for _ in range(2):  # the first call of a version is never a sample (lazy set-up)
+            _, spent = share.timed(call, key=key)
+        assert getattr(spent, "alone", False) and spent == pytest.approx(rate * 0.1)
+        assert share.rate(key) == pytest.approx(rate)
+    a, b = share.start("cheap"), share.start("dear")
+    cpu.t += 3.0
+    assert (share.stop(a), share.stop(b)) == (pytest.approx(1.0), pytest.approx(2.0))
+
+
+def test_a_call_due_alone_waits_for_the_calls_in_flight_and_holds_new_ones():
+    import threading
+    cpu, wall = FakeCpu(), FakeCpu()
+    share = CpuShare(cpu, monotonic=wall)
+    share.SAMPLE_EVERY_S, share._typical = 0.0, 30.0
+    share.timed(lambda: None, key="v")      # first call: not a sample; the next one is due
+    other = share.start("w")
+    order, done = [], threading.Event()
+
+    def alone():
+        share.timed(lambda: order.append("alone"), key="v")
+        done.set()
+
+    t = threading.Thread(target=alone)
+    t.start()
+    assert not done.wait(0.2)               # waits for the call in flight
+    late = []
+    t2 = threading.Thread(target=lambda: late.append(share.start("w")))
+    share.stop(other)
+    t.join(5)
+    t2.start()
+    t2.join(5)
+    assert order == ["alone"] and done.is_set() and late
+    share.stop(late[0])
+
+
+def test_the_meter_prefers_calls_measured_alone():
+    from server.rollout.cost import CallCpu
+    meter = CostMeter(CpuShare(FakeCpu()))
+    for _ in range(10):
+        meter.add("m", 1, 0.5, 10)             # shared: 0.05 s a row
+    assert meter.per_prediction("m", 1) == (pytest.approx(0.05), 0)
+    for _ in range(CostMeter.MIN_ALONE):
+        meter.add("m", 1, CallCpu(0.2), 10)    # alone: 0.02 s a row
+    meter.add("m", 1, 0.3, 0)                  # hooks: 0.3 s over the 150 rows served
+    per_row, n = meter.per_prediction("m", 1)
+    assert n == CostMeter.MIN_ALONE and per_row == pytest.approx(0.02 + 0.3 / 150)
+    assert meter.samples("m", 1) == pytest.approx((0.02 + 0.3 / 150,) * CostMeter.MIN_ALONE)
+    meter.forget(lambda name, version: False)
+    assert meter.per_prediction("m", 1) == (None, 0)
+
+
+def test_native_threads_count_a_runtime_pool_not_python_threads():
+    import threading
+    import time
+
+    import tensorflow as tf
+
+    from server.rollout.cost import NativeThreads
+    if not NativeThreads.available():
+        pytest.skip("per-thread CPU clocks are Linux's")
+    x = tf.random.uniform((600, 600))
+    tf.linalg.matmul(x, x).numpy()             # TF's pools exist from here on
+    pools = NativeThreads()
+    pools.REFRESH_S = 0.0
+    pools(), pools()                           # every thread there now is sighted twice
+    stop = threading.Event()
+
+    def spin():
+        while not stop.is_set():
+            sum(range(10000))
+
+    t = threading.Thread(target=spin)          # a Python thread: request handling, not a model
+    t.start()
+    try:
+        pools(), pools()
+        time.sleep(0.3)
+        assert pools() < 0.05
+    finally:
+        stop.set()
+        t.join()
+    for _ in range(20):
+        tf.linalg.matmul(x, x).numpy()         # the work runs on TF's pool threads
+    assert pools() > 0.01
+
+
+def test_a_hanging_call_never_holds_up_the_others_for_long():
+    import threading
+    cpu, wall = FakeCpu(), FakeCpu()
+    share = CpuShare(cpu, monotonic=wall)
+    share.SAMPLE_EVERY_S, share.FAILED_BACKOFF_S = 0.0, 0.0
+    share.timed(lambda: None, key="v")
+    stuck = share.start("w")                   # a call in flight that does not end
+    _, spent = share.timed(lambda: None, key="v")
+    assert not getattr(spent, "alone", False)  # it gave up waiting to run alone: shared, no sample
+    share.stop(stuck)
+    assert share._wait_s() == 0.05             # typical calls take no time here: the floor
+    release = threading.Event()
+    results = []
+    t = threading.Thread(target=lambda: results.append(share.timed(release.wait, 30, key="v")))
+    t.start()                                  # due alone, and then hangs
+    for _ in range(100):
+        if share._alone is not None:
+            break
+        threading.Event().wait(0.01)
+    other = share.start("w")                   # held _wait_s() at most, then runs beside it
+    release.set()
+    t.join(5)
+    share.stop(other)
+    assert results and not getattr(results[0][1], "alone", False)  # not alone throughout: no sample
+
+
+def test_the_per_row_figure_is_a_trimmed_mean_of_the_calls_measured_alone():
+    from server.rollout.cost import CallCpu, trimmed_mean
+    assert trimmed_mean([1, 2, 3, 4, 100], 0.2) == pytest.approx(3.0)     # 1 and 100 left out
+    assert trimmed_mean([5.0], 0.2) == 5.0 and trimmed_mean([1, 3], 0.2) == 2.0
+    meter = CostMeter(CpuShare(FakeCpu()))
+    for x in (0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 5.0):         # one call preempted mid-way
+        meter.add("m", 1, CallCpu(x), 1)
+    assert meter.per_prediction("m", 1) == (pytest.approx(0.1), 10)
