@@ -156,7 +156,9 @@ class CpuShare:
 
     ``clock`` given (tests; the process's CPU time where per-thread clocks are missing) is the
     pools' cumulative CPU seconds, and the calling thread is counted through it. ``sample=False``
-    never runs a call alone (every version weighs 1.0: an even split)."""
+    never runs a call alone (every version weighs 1.0: an even split). ``sample_when(key)``
+    (set by the rollout manager: only versions of a model under rollout) says which keys are
+    ever sampled: a model nobody compares never makes its calls wait."""
 
     SAMPLE_EVERY_S = 0.02
     SAMPLE_FRACTION = 0.05
@@ -192,6 +194,7 @@ class CpuShare:
         self._spoiled = False                     # a call started beside the call alone
         self._typical = 0.0                       # moving average of a call's wall time
         self._backoff: dict = {}                  # key -> seconds to its next try, after a failed one
+        self.sample_when: Optional[Callable[[object], bool]] = None  # None: every key
         with self._lock:
             self._spent()
 
@@ -267,7 +270,7 @@ class CpuShare:
 
     def _due(self, key) -> bool:
         """Whether the next call of ``key`` runs alone (and if so, books the slot)."""
-        if not self._sample or key is None:
+        if not self._sample or key is None or (self.sample_when is not None and not self.sample_when(key)):
             return False
         with self._lock:
             now = self._monotonic()

@@ -101,6 +101,9 @@ class RolloutManager:
         self.unavailable = unavailable  # why rollouts cannot change (state file unusable at start-up)
         self.facts = facts
         self.costs = costs if costs is not None else CostMeter()
+        # Calls run alone now and then to measure their versions' CPU (cost.py): only where a
+        # rollout compares versions, so that other models' calls never wait for a sample.
+        self.costs.share.sample_when = lambda key: key[0] in self.configs
         self._drift: dict[tuple[str, int], Optional[DriftMonitor]] = {}
         self._slices: dict[str, set[str]] = collections.defaultdict(set)
         self._slice_notes: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)

@@ -192,6 +192,28 @@ def test_a_call_alone_is_charged_exactly_and_sets_its_versions_draw_rate():
     assert (share.stop(a), share.stop(b)) == (pytest.approx(1.0), pytest.approx(2.0))
 
 
+def test_only_versions_of_a_model_under_rollout_ever_run_alone():
+    """Sampling makes calls wait now and then: a model nobody compares never pays for it."""
+    from server.rollout.manager import RolloutManager
+
+    cpu, wall = FakeCpu(), FakeCpu()
+    share = CpuShare(cpu, monotonic=wall)
+    share.SAMPLE_EVERY_S, share.MAX_SAMPLE_GAP_S = 0.0, 0.0
+    rm = RolloutManager(None, costs=CostMeter(share))
+
+    def call():
+        cpu.t += 0.1
+        wall.t += 0.1
+
+    for _ in range(5):
+        _, spent = share.timed(call, key=("plain", 1))
+        assert not getattr(spent, "alone", False)
+    rm.configs["compared"] = object()  # a model under rollout (only its name is read)
+    alone = [getattr(share.timed(call, key=("compared", 2))[1], "alone", False) for _ in range(3)]
+    assert alone == [False, True, True]  # its first call is never a sample (lazy set-up)
+    assert share.rate(("plain", 1)) is None
+
+
 def test_a_call_due_alone_waits_for_the_calls_in_flight_and_holds_new_ones():
     import threading
     cpu, wall = FakeCpu(), FakeCpu()
