@@ -449,17 +449,12 @@ def _token(args) -> Optional[str]:
 def _local_server(args) -> bool:
     """Whether the --rest URL's host, or every --target, is this machine (localhost, a loopback
     address, a UNIX socket)."""
-    import ipaddress
     import urllib.parse
 
+    from protos.local_paths import is_loopback_name
+
     def local(host: Optional[str]) -> bool:
-        host = (host or "").strip("[]").lower()
-        if host == "localhost":
-            return True
-        try:
-            return ipaddress.ip_address(host).is_loopback
-        except ValueError:
-            return False
+        return is_loopback_name(host or "")
 
     if args.rest:
         url = args.rest if "://" in args.rest else "http://" + args.rest

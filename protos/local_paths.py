@@ -5,6 +5,7 @@ place, so both sides compute the path here (the XDG base directory rules:
 
 from __future__ import annotations
 
+import ipaddress
 import os
 
 ADMIN_TOKEN_NAME = "admin.token"
@@ -19,3 +20,16 @@ def state_dir() -> str:
 def admin_token_file() -> str:
     """The admin token file ``verso serve`` creates by default (``state_dir()/admin.token``)."""
     return os.path.join(state_dir(), ADMIN_TOKEN_NAME)
+
+
+def is_loopback_name(host: str) -> bool:
+    """``localhost`` or a loopback IP literal, as a URL or a ``Host`` header spells it (case and
+    IPv6 brackets ignored): a name that means this machine, for the server's Host check of
+    control calls and the command line's choice to send the default token."""
+    host = host.strip("[]").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

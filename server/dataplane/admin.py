@@ -25,6 +25,7 @@ import urllib.parse
 from typing import Collection, Optional
 
 from protos.errors import Code, ServingError
+from protos.local_paths import is_loopback_name
 
 BEARER = "bearer "
 
@@ -120,12 +121,7 @@ def _shown(value: Optional[str]) -> str:
 
 def is_local_name(host: str) -> bool:
     """``localhost`` or a loopback IP literal (``Host`` header spelling, brackets dropped)."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return is_loopback_name(host)
 
 
 def check_browser(what: str, *, content_type: str, origin: Optional[str], host: Optional[str], scheme: str,

@@ -14,7 +14,7 @@ import sys
 from server.dataplane.admin import is_local
 from tests.e2e.conftest import script
 from tests.readme_text import ROOT, readme_machine, section, sh_lines, user_env
-from tests.server_proc import ServerProcess
+from tests.server_proc import ServerProcess, wait_until
 
 DEMO = "Demo: promote a better model, roll back a broken one"
 
@@ -83,6 +83,21 @@ def test_readme_rollout_demo(tmp_path):
         assert f"state file: {doc['state_file']}" in status
         assert f"Rollout state file: {doc['state_file']} (this configuration's own" in server.output()
         assert not (m.repo / "digits" / "3").exists()  # the demo's last line cleaned up
+        # The dashboard outlives that `rm -r` (issue 27: once v3 unloaded, /dashboard/data.json was a
+        # 500, KeyError 'info', and the page said "no model is loaded" until a restart).
+        probe = ("python -c \"import json, urllib.request; r = urllib.request.urlopen("
+                 "'http://localhost:8501/dashboard/data.json', timeout=30); print(json.dumps(json.load(r)))\"")
+
+        def v3_gone_and_shown() -> bool:
+            r = m.shell(probe, env=env)
+            assert r.returncode == 0, (r.stdout, r.stderr)  # urlopen raises on a 500
+            page = json.loads(r.stdout)
+            digits = next(x for x in page["models"] if x["name"] == "digits")
+            states = {v["version"]: v["state"] for v in digits["versions"]}
+            assert states.get(2) == "AVAILABLE" and page["rollouts"], page
+            return states.get(3) in (None, "END")
+
+        wait_until(v3_gone_and_shown, timeout=60, interval=1.0, what="v3 unloaded, the dashboard still answering")
         # The calls came from localhost (gRPC picks ::1 or 127.0.0.1), with the default admin token.
         sets = [d["who"].split()[1] for d in doc["decisions"] if d["who"].startswith("gRPC")]
         assert len(sets) == 2 and all(is_local(peer) for peer in sets), sets
