@@ -101,6 +101,11 @@ def test_readme_rollout_demo(tmp_path):
         # The calls came from localhost (gRPC picks ::1 or 127.0.0.1), with the default admin token.
         sets = [d["who"].split()[1] for d in doc["decisions"] if d["who"].startswith("gRPC")]
         assert len(sets) == 2 and all(is_local(peer) for peer in sets), sets
+        # docs/rollouts.md's REST call by hand, with the default token, as written.
+        curl = sh_lines(section("The protected control plane", ROOT / "docs" / "rollouts.md"))
+        assert len(curl) == 1 and curl[0].startswith("curl "), curl
+        r = m.shell(curl[0], env=env)
+        assert r.returncode == 0 and json.loads(r.stdout)["config"]["stable"] == "2", (r.stdout, r.stderr)
         # The default token is found and sent for a target on ::1 too (and the call is accepted).
         r = m.shell("verso rollout set digits --stable 2 --target [::1]:8500", env=env)
         assert r.returncode == 0, (r.stdout, r.stderr)

@@ -47,7 +47,7 @@ def test_a_version_twice_as_expensive_per_row_costs_twice_the_cpu(chain_repo, ba
         r = run_verso("rollout", "set", "chain", "--stable", "1", "--canary", "2", "--percent", "50",
                       "--warmup-calls", "-1", "--cost-per-cpu-hour", "0.36", "--json", env=env)
         assert r.returncode == 0, r.stderr
-        r = run_verso("bench", "chain", "--rows", "32", "-d", "4", "-c", "4", "--json", env=env)
+        r = run_verso("bench", "chain", "--rows", "64", "-d", "4", "-c", "4", "--json", env=env)
         assert r.returncode == 0, r.stderr
         r = run_verso("compare", "chain", "--json", env=env)
         assert r.returncode == 0, r.stderr
