@@ -27,9 +27,7 @@ starts from nothing. It is a fingerprint of the directory, not a counter, so tha
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
-import os
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -38,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping, Optional
 from protos.errors import Code, ServingError
 from server.lifecycle.policy import Action, ActionKind, State, VersionView, next_action
 from server.lifecycle.servable import Servable
+from server.lifecycle.source import load_identity
 
 if TYPE_CHECKING:
     from server.batching.scheduler import BatchQueue
@@ -46,48 +45,6 @@ log = logging.getLogger("verso.manager")
 
 # loader(model_name, version, path) -> servable; blocking, runs in the load executor.
 Loader = Callable[[str, int, str], Any]
-
-LOAD_IDENTITY_ENTRIES = 100_000  # entries of a version directory that its identity hashes, at most
-
-
-def load_identity(path: str) -> str:
-    """The identity of the version directory ``path`` as it is now (16 hex digits): a hash of
-    the directory's inode and ctime (a directory removed and re-created gets a new ctime, even
-    on a reused inode, and ``cp -p``/``tar`` cannot set ctime) and of each entry under it
-    (relative path, size, mtime; symlinks followed, each directory walked once). The same
-    files give the same identity in every process and across restarts; a rebuild, a
-    re-creation or a changed file gives a new one. Never raises (an unreadable part counts as
-    missing). Blocking: call it in a load thread."""
-    h = hashlib.sha256()
-    try:
-        st = os.stat(path)
-        h.update(f"{st.st_ino}:{st.st_ctime_ns}\n".encode())
-    except OSError:
-        h.update(b"missing\n")
-    stack, seen, entries = [path], set(), []
-    while stack and len(entries) < LOAD_IDENTITY_ENTRIES:
-        d = stack.pop()
-        try:
-            st = os.stat(d)
-            if (st.st_dev, st.st_ino) in seen:
-                continue
-            seen.add((st.st_dev, st.st_ino))
-            with os.scandir(d) as it:
-                for e in it:
-                    try:
-                        est = e.stat(follow_symlinks=True)
-                        is_dir = e.is_dir(follow_symlinks=True)
-                    except OSError:
-                        continue
-                    entries.append((os.path.relpath(e.path, path), 0 if is_dir else est.st_size, est.st_mtime_ns))
-                    if is_dir:
-                        stack.append(e.path)
-        except OSError:
-            continue
-    for rel, size, mtime in sorted(entries):
-        h.update(f"{rel}\0{size}\0{mtime}\n".encode("utf-8", "surrogateescape"))
-    return h.hexdigest()[:16]
-
 
 @dataclass(eq=False)
 class Harness:

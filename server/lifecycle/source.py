@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import hashlib
 import logging
 import os
 import re
@@ -35,7 +36,7 @@ import stat
 import warnings
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Callable, Collection, Mapping, Optional
+from typing import Callable, Collection, Iterator, Mapping, Optional
 
 from server.lifecycle.policy import Specific, VersionPolicy, aspired_versions
 
@@ -92,12 +93,12 @@ def describe_error(path: str, e: OSError) -> str:
     return f"cannot be read ({e.strerror or e})"
 
 
-def fingerprint(path: str) -> Fingerprint:
-    """A cheap summary of a directory tree that changes whenever anything under it is written.
-
-    Symlinks are followed, but each directory is walked once: a link back up the tree (``a ->
-    .``) would otherwise make the walk exponential and hold the source's thread for good."""
-    entries = size = newest = 0
+def walk_once(path: str) -> Iterator[tuple[str, Optional[os.stat_result], bool]]:
+    """Every entry under the directory ``path``: (its path, its stat with symlinks followed, or
+    None when that fails, whether it is a directory). Symlinks are followed, but each directory
+    is walked once: a link back up the tree (``a -> .``) would otherwise make the walk
+    exponential and hold the calling thread for good. A directory that cannot be listed is
+    skipped. Never raises."""
     stack = [path]
     seen: set[tuple[int, int]] = set()
     while stack:
@@ -107,22 +108,66 @@ def fingerprint(path: str) -> Fingerprint:
             if (st.st_dev, st.st_ino) in seen:
                 continue
             seen.add((st.st_dev, st.st_ino))
-            newest = max(newest, st.st_mtime_ns, st.st_ctime_ns)
             with os.scandir(d) as it:
                 for e in it:
-                    entries += 1
                     try:
-                        st = e.stat(follow_symlinks=True)
+                        est, is_dir = e.stat(follow_symlinks=True), e.is_dir(follow_symlinks=True)
                     except OSError:
+                        yield e.path, None, False
                         continue
-                    newest = max(newest, st.st_mtime_ns, st.st_ctime_ns)
-                    if e.is_dir(follow_symlinks=True):
+                    if is_dir:
                         stack.append(e.path)
-                    else:
-                        size += st.st_size
+                    yield e.path, est, is_dir
         except OSError:
             continue
+
+
+def fingerprint(path: str) -> Fingerprint:
+    """A cheap summary of a directory tree that changes whenever anything under it is written:
+    (entries, bytes of its files, newest mtime or ctime of the tree)."""
+    entries = size = newest = 0
+    try:
+        st = os.stat(path)
+    except OSError:
+        return entries, size, newest
+    newest = max(st.st_mtime_ns, st.st_ctime_ns)
+    for _, st, is_dir in walk_once(path):
+        entries += 1
+        if st is None:
+            continue
+        newest = max(newest, st.st_mtime_ns, st.st_ctime_ns)
+        if not is_dir:
+            size += st.st_size
     return entries, size, newest
+
+
+LOAD_IDENTITY_ENTRIES = 100_000  # entries of a version directory that its identity hashes, at most
+
+
+def load_identity(path: str) -> str:
+    """The identity of the version directory ``path`` as it is now (16 hex digits): a hash of
+    the directory's inode and ctime (a directory removed and re-created gets a new ctime, even
+    on a reused inode, and ``cp -p``/``tar`` cannot set ctime) and of each entry under it
+    (relative path, size, mtime; ``walk_once``). The same files give the same identity in
+    every process and across restarts; a rebuild, a re-creation or a changed file gives a new
+    one. Never raises (an unreadable part counts as missing). Blocking: call it in a load
+    thread."""
+    h = hashlib.sha256()
+    try:
+        st = os.stat(path)
+        h.update(f"{st.st_ino}:{st.st_ctime_ns}\n".encode())
+    except OSError:
+        h.update(b"missing\n")
+    entries = []
+    for entry, st, is_dir in walk_once(path):
+        if st is None:
+            continue
+        entries.append((os.path.relpath(entry, path), 0 if is_dir else st.st_size, st.st_mtime_ns))
+        if len(entries) >= LOAD_IDENTITY_ENTRIES:
+            break
+    for rel, size, mtime in sorted(entries):
+        h.update(f"{rel}\0{size}\0{mtime}\n".encode("utf-8", "surrogateescape"))
+    return h.hexdigest()[:16]
 
 
 def scan_base_path(base_path: str, skip: Mapping[int, Identity] = {}) -> ScanResult:
