@@ -119,11 +119,6 @@ def _shown(value: Optional[str]) -> str:
     return repr(value[:100] + ("..." if len(value) > 100 else ""))
 
 
-def is_local_name(host: str) -> bool:
-    """``localhost`` or a loopback IP literal (``Host`` header spelling, brackets dropped)."""
-    return is_loopback_name(host)
-
-
 def check_browser(what: str, *, content_type: str, origin: Optional[str], host: Optional[str], scheme: str,
                   own_hosts: Collection[str], allowed_origins: Collection[str]) -> None:
     """Raise unless a REST control call ``what`` could not have come from another web page.
@@ -138,7 +133,7 @@ def check_browser(what: str, *, content_type: str, origin: Optional[str], host: 
         name = _host_port(host or "")[0]
     except ValueError:
         name = None
-    if name is None or not (is_local_name(name) or name in own_hosts):
+    if name is None or not (is_loopback_name(name) or name in own_hosts):
         raise ServingError(Code.PERMISSION_DENIED,
                            f"{what} refused: Host {_shown(host)} is not a name of this server (a page after DNS "
                            f"rebinding?); call it as localhost or by its address, or list the name in "

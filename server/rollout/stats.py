@@ -63,6 +63,16 @@ def proportion_difference(k1: int, n1: int, k2: int, n2: int, confidence: float)
     return Interval(d, max(-1.0, low), min(1.0, high))
 
 
+def _bootstrapped(c: np.ndarray, s: np.ndarray, statistic, estimate: float, confidence: float,
+                  resamples: int) -> Interval:
+    """``estimate`` with the percentile-bootstrap interval of ``statistic(canary, stable, axis)``
+    over two independent samples (fixed seed: the same evidence, the same interval)."""
+    ci = stats.bootstrap((c, s), statistic, n_resamples=resamples, confidence_level=_two_sided(confidence),
+                         method="percentile", vectorized=True, paired=False,
+                         rng=np.random.default_rng(BOOTSTRAP_SEED)).confidence_interval
+    return Interval(estimate, float(ci.low), float(ci.high))
+
+
 def _p99_ratio(canary: np.ndarray, stable: np.ndarray, axis: int = -1) -> np.ndarray:
     return np.percentile(canary, 99, axis=axis) / np.percentile(stable, 99, axis=axis)
 
@@ -78,11 +88,7 @@ def p99_ratio(canary_ms: Sequence[float], stable_ms: Sequence[float], confidence
     estimate = float(_p99_ratio(c, s))
     if not math.isfinite(estimate):
         raise ValueError("stable's p99 latency is 0")
-    result = stats.bootstrap((c, s), _p99_ratio, n_resamples=resamples, confidence_level=_two_sided(confidence),
-                             method="percentile", vectorized=True, paired=False,
-                             rng=np.random.default_rng(BOOTSTRAP_SEED))
-    ci = result.confidence_interval
-    return Interval(estimate, float(ci.low), float(ci.high))
+    return _bootstrapped(c, s, _p99_ratio, estimate, confidence, resamples)
 
 
 def p99_excess(canary_ms: Sequence[float], stable_ms: Sequence[float], ratio: float, allowance_ms: float,
@@ -107,11 +113,7 @@ def p99_excess(canary_ms: Sequence[float], stable_ms: Sequence[float], ratio: fl
     estimate = float(excess(c, s))
     if np.ptp(c) == 0 and np.ptp(s) == 0:
         return Interval(estimate, estimate, estimate)
-    result = stats.bootstrap((c, s), excess, n_resamples=resamples, confidence_level=_two_sided(confidence),
-                             method="percentile", vectorized=True, paired=False,
-                             rng=np.random.default_rng(BOOTSTRAP_SEED))
-    ci = result.confidence_interval
-    return Interval(estimate, float(ci.low), float(ci.high))
+    return _bootstrapped(c, s, excess, estimate, confidence, resamples)
 
 
 def mean_difference(canary: Sequence[float], stable: Sequence[float], confidence: float) -> Interval:
@@ -146,8 +148,4 @@ def mean_ratio(canary: Sequence[float], stable: Sequence[float], confidence: flo
     estimate = float(_mean_ratio(c, s))
     if np.ptp(c) == 0 and np.ptp(s) == 0:
         return Interval(estimate, estimate, estimate)
-    result = stats.bootstrap((c, s), _mean_ratio, n_resamples=resamples, confidence_level=_two_sided(confidence),
-                             method="percentile", vectorized=True, paired=False,
-                             rng=np.random.default_rng(BOOTSTRAP_SEED))
-    ci = result.confidence_interval
-    return Interval(estimate, float(ci.low), float(ci.high))
+    return _bootstrapped(c, s, _mean_ratio, estimate, confidence, resamples)
