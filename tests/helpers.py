@@ -7,7 +7,9 @@ import contextlib
 import io
 import os
 import re
+import shutil
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Optional
 
 import grpc
@@ -169,3 +171,34 @@ def _set_env(key: str, value: Optional[str]) -> None:
 def table_rows(text: str) -> list[list[str]]:
     """A rich table's body rows as cell lists (box-drawing characters dropped)."""
     return [[c.strip() for c in line.strip("│").split("│")] for line in text.splitlines() if line.startswith("│")]
+
+
+def first_table(text: str) -> dict[str, dict[str, str]]:
+    """The first rich table of ``text``, by its headers: {first cell: {header: cell}} (the
+    columns a command shows depend on the terminal's width, so tests find them by name)."""
+    lines = text.splitlines()
+    end = next(i for i, ln in enumerate(lines) if ln.startswith("└"))
+    head = next(ln for ln in lines[:end] if ln.startswith("┃"))
+    headers = [c.strip() for c in head.strip("┃").split("┃")]
+    return {cells[0]: dict(zip(headers, cells)) for cells in table_rows("\n".join(lines[:end]))}
+
+
+DIGITS = Path(REPO_ROOT) / "model_repository" / "digits"
+
+
+@contextlib.contextmanager
+def digits_server(root: Path, *flags: str):
+    """An in-process server (``tests.server_proc.InProcessServer``) of copies of the demo digits
+    v1 and v2 under ``root``, both served, with ``flags``; stopped on exit."""
+    from tests.server_proc import InProcessServer
+
+    for v in (1, 2):
+        shutil.copytree(DIGITS / str(v), root / "digits" / str(v))
+    config = root / "models.config"
+    config.write_text(config_text(model_block("digits", root / "digits", "model_version_policy { all {} }")))
+    srv = InProcessServer([f"--model_config_file={config}", *flags])
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.stop()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 
 from tests.e2e.test_rollout_demo import demo_lines
+from tests.helpers import first_table
 from tests.readme_text import readme_machine, user_env
 
 
@@ -37,13 +38,7 @@ def test_readme_bias_and_drift_demo(tmp_path):
         assert verdicts[1].splitlines()[0] == "ROLLBACK", verdicts[1]
         assert "bias FAIL: class 7 drops" in flat[1] and "final" in flat[1], verdicts[1]
         compare = outputs[-1][1]
-        lines_out = compare.splitlines()
-        first_table = lines_out[:next(i for i, ln in enumerate(lines_out) if ln.startswith("└"))]
-        head = next(ln for ln in first_table if ln.startswith("┃"))
-        drift = [c.strip() for c in head.strip("┃").split("┃")].index("drift")  # columns fit the terminal
-        rows = {cells[0]: cells for cells in
-                ([c.strip() for c in ln.strip("│").split("│")] for ln in first_table if ln.startswith("│"))}
-        assert rows["2"][drift].startswith("DRIFTING: images["), compare
+        assert first_table(compare)["2"]["drift"].startswith("DRIFTING: images["), compare
         assert "alarm: stable v2's inputs drift from its reference sample" in compare, compare
         assert "class 7" in compare  # the per-class table
         status = m.shell("verso rollout status digits --json", env=env)

@@ -7,44 +7,25 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import run_verso
-from tests.server_proc import InProcessServer
+from tests.helpers import digits_server, first_table, run_verso
 
 ROOT = Path(__file__).resolve().parents[2]
-DIGITS = ROOT / "model_repository" / "digits"
 HOLDOUT = ROOT / "model_repository" / "digits_holdout.npz"
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("rollout-cli")
-    for v in (1, 2):
-        shutil.copytree(DIGITS / str(v), root / "digits" / str(v))
-    (root / "models.config").write_text(
-        f'model_config_list {{ config {{ name: "digits" base_path: "{root / "digits"}" model_platform: "tensorflow" '
-        f'model_version_policy {{ all {{}} }} }} }}')
-    srv = InProcessServer([f"--model_config_file={root / 'models.config'}"])
-    srv.start()
-    yield srv
-    srv.stop()
+    with digits_server(root) as srv:
+        yield srv
 
 
 def _verso(server, *args):
     return run_verso(*args, env={"VERSO_TARGET": f"127.0.0.1:{server.port}"})
-
-
-def _first_table(lines: list[str]) -> dict[str, dict[str, str]]:
-    """The first rich table of the output: {first cell: {header: cell}}."""
-    end = next(i for i, ln in enumerate(lines) if ln.startswith("└"))
-    head = next(ln for ln in lines[:end] if ln.startswith("┃"))
-    headers = [c.strip() for c in head.strip("┃").split("┃")]
-    rows = [[c.strip() for c in ln.strip("│").split("│")] for ln in lines[:end] if ln.startswith("│")]
-    return {cells[0]: dict(zip(headers, cells)) for cells in rows}
 
 
 def test_the_rollout_commands(server, tmp_path):
@@ -78,7 +59,7 @@ def test_the_rollout_commands(server, tmp_path):
     assert sum(int(v["requests"]) for v in doc["rollouts"][0]["versions"]) == 54
     lines = r.stdout.splitlines()
     assert lines[0] == "rollout of digits: stable v1, canary v2 at 50 %"
-    rows = _first_table(lines)
+    rows = first_table(r.stdout)
     assert (rows["1"]["role"], rows["1"]["traffic"]) == ("stable", "50 %")
     assert (rows["2"]["role"], rows["2"]["traffic"]) == ("canary", "50 %")
     assert int(rows["1"]["calls"]) + int(rows["2"]["calls"]) == 54

@@ -9,18 +9,15 @@ from __future__ import annotations
 
 import html.parser
 import json
-import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.helpers import run_verso
-from tests.server_proc import InProcessServer
+from tests.helpers import digits_server, run_verso
 
 ROOT = Path(__file__).resolve().parents[2]
-DIGITS = ROOT / "model_repository" / "digits"
 HOLDOUT = ROOT / "model_repository" / "digits_holdout.npz"
 LENIENT = ("--min-samples", "5", "--max-p99-ratio", "100", "--max-error-rate-increase", "0.2", "--warmup-calls", "-1")
 
@@ -28,16 +25,8 @@ LENIENT = ("--min-samples", "5", "--max-p99-ratio", "100", "--max-error-rate-inc
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("rollout-views")
-    for v in (1, 2):
-        shutil.copytree(DIGITS / str(v), root / "digits" / str(v))
-    (root / "models.config").write_text(
-        f'model_config_list {{ config {{ name: "digits" base_path: "{root / "digits"}" model_platform: "tensorflow" '
-        f'model_version_policy {{ all {{}} }} }} }}')
-    srv = InProcessServer([f"--model_config_file={root / 'models.config'}",
-                           f"--rollout_state_file={root / 'rollouts.sqlite'}"])
-    srv.start()
-    yield srv
-    srv.stop()
+    with digits_server(root, f"--rollout_state_file={root / 'rollouts.sqlite'}") as srv:
+        yield srv
 
 
 def _verso(server, *args, columns: int = 200):

@@ -8,18 +8,15 @@ holding an escape sequence reached the terminal as is (OSC 52 writes the clipboa
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from client import Client
-from tests.helpers import run_verso
-from tests.server_proc import InProcessServer
+from tests.helpers import digits_server, run_verso
 
 ROOT = Path(__file__).resolve().parents[2]
-DIGITS = ROOT / "model_repository" / "digits"
 HOLDOUT = ROOT / "model_repository" / "digits_holdout.npz"
 
 # Slice keys travel in a header: printable ASCII only. Labels travel in the message: anything.
@@ -30,15 +27,8 @@ HOSTILE_LABELS = ["[/]", "\x1b]52;c;aGk=\x07clip", "\x1b[2Jcls", "a\r\nverdict: 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("hostile-cli")
-    for v in (1, 2):
-        shutil.copytree(DIGITS / str(v), root / "digits" / str(v))
-    (root / "models.config").write_text(
-        f'model_config_list {{ config {{ name: "digits" base_path: "{root / "digits"}" model_platform: "tensorflow" '
-        f'model_version_policy {{ all {{}} }} }} }}')
-    srv = InProcessServer([f"--model_config_file={root / 'models.config'}"])
-    srv.start()
-    yield srv
-    srv.stop()
+    with digits_server(root) as srv:
+        yield srv
 
 
 def _verso(server, *args):
