@@ -292,11 +292,6 @@ class RequestLimits:
         return Claim(self)
 
 
-def unlimited() -> RequestLimits:
-    """For in-process callers that set no limits (tests, tools): nothing is refused."""
-    return RequestLimits(2**62, 2**62)
-
-
 class Rejections:
     """Calls refused to protect the server, made visible: each counted in the rejection metric
     (``metrics.rejected(transport, reason)``) and logged, at most once per ``every_s`` seconds

@@ -224,8 +224,9 @@ class CpuShare:
     def _begin(self, key, alone: bool) -> tuple[int, bool]:
         """A call starts: (token, whether it runs alone). A call due alone waits ``_wait_s``
         at most for the calls in flight to end (else it runs beside them: no sample, and the
-        version's next try is 0.1 s away, doubling to ``FAILED_BACKOFF_S`` while tries fail); other calls wait as long at most for
-        a call alone (then they run beside it and it is no sample)."""
+        version's next try is 0.1 s away, doubling to ``FAILED_BACKOFF_S`` while tries fail);
+        other calls wait as long at most for a call alone (then they run beside it and it is no
+        sample)."""
         with self._lock:
             if alone:
                 self._waiting_alone = True

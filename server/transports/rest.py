@@ -292,9 +292,10 @@ class RestApi:
     async def read_body(self, request: web.Request, claim=None) -> bytes:
         """The request body, inflated when ``Content-Encoding`` says gzip or deflate, bounded:
         at most ``max_body_bytes`` after decompression (413), within ``body_timeout_s`` (and 90 %
-        of the call's timeout; else 408 and the connection is closed), decompressed in steps of at most the bytes still allowed (a bomb
-        never expands past the limit), each step's bytes taken from ``claim`` (the in-flight
-        budget). A body that is not what its encoding says: 400."""
+        of the call's timeout; else 408 and the connection is closed), decompressed in steps of
+        at most the bytes still allowed (a bomb never expands past the limit), each step's bytes
+        taken from ``claim`` (the in-flight budget). A body that is not what its encoding says:
+        400."""
         encoding = request.headers.get("Content-Encoding", "").strip().lower()
         if encoding in ("", "identity"):
             inflate = None
